@@ -1,0 +1,1 @@
+"""Side effects and wiring: config, state.db, the node services, the daemon and the CLI."""

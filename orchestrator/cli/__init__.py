@@ -1,0 +1,69 @@
+"""The `twinsync` command: thin commands over the service functions in orchestrator/.
+
+Our own errors become `Error: <sentence>` and exit 1 (no traceback); anything unexpected
+writes a crash report to the user log directory and says where, exit 70.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from datetime import datetime, timezone
+
+import click
+import platformdirs
+import typer
+from typer.core import TyperGroup
+
+from folders.errors import TwinsyncError
+from orchestrator.cli import init, pairing, status, syncthing
+from syncthing.errors import SyncthingError
+
+EXIT_CRASH = 70
+
+
+class _UserErrors(TyperGroup):
+    """Turns the errors a user can fix into Click's `Error: ...` line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (TwinsyncError, SyncthingError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+app = typer.Typer(
+    cls=_UserErrors,
+    name="twinsync",
+    help="twinsync keeps a small network of home machines thinking as one: frames and traces "
+         "replicated by Syncthing, versioned in Git, merged in SQLite.\n\n"
+         "Start with `twinsync init --name NAME`, then `twinsync invite` / `twinsync pair CODE`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.command()(init.init)
+app.command()(pairing.invite)
+app.command()(pairing.pair)
+app.command()(pairing.peers)
+app.command()(status.status)
+app.command()(status.doctor)
+app.add_typer(syncthing.app, name="syncthing")
+
+
+def _crash_report(exc: BaseException) -> str:
+    log_dir = platformdirs.user_log_path("twinsync", ensure_exists=True)
+    path = log_dir / f"crash-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.txt"
+    path.write_text("".join(traceback.format_exception(exc)))
+    return str(path)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - last resort: no traceback on the user's screen
+        typer.echo(f"twinsync crashed unexpectedly ({type(exc).__name__}); a report is in "
+                   f"{_crash_report(exc)}. Please file it.", err=True)
+        sys.exit(EXIT_CRASH)

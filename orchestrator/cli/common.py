@@ -1,0 +1,31 @@
+"""What every command shares: the --home option, JSON output, opening the node."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import platformdirs
+import typer
+
+from orchestrator.node import Node
+
+
+def default_home() -> Path:
+    return platformdirs.user_data_path("twinsync")
+
+
+HomeOption = Annotated[Path, typer.Option(
+    "--home", envvar="TWINSYNC_HOME", default_factory=default_home, show_default="per-user data dir",
+    help="Node home directory (also $TWINSYNC_HOME).", file_okay=False, resolve_path=True)]
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
+
+
+def open_node(home: Path) -> Node:
+    return Node.open(home)
+
+
+def print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True))

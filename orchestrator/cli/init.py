@@ -1,0 +1,39 @@
+"""`twinsync init`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.common import HomeOption, JsonOption, print_json
+from orchestrator.init import SyncthingTarget, init_node
+
+
+def init(
+    name: Annotated[str, typer.Option("--name", help="This node's name: letters, digits, - or _.")],
+    home: HomeOption,
+    syncthing_url: Annotated[str | None, typer.Option(help="Syncthing's API address, e.g. http://127.0.0.1:8384.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Syncthing's API key (from its GUI settings).")] = None,
+    managed: Annotated[bool, typer.Option("--managed", help="Run a private, loopback-only Syncthing for this node.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a node home and its Syncthing folders.
+
+    With no Syncthing flags, twinsync finds the running Syncthing's config.xml and reads its
+    address and API key. Nothing is left behind if anything fails.
+
+    Example: twinsync init --name laptop
+    """
+    if managed and (syncthing_url or api_key):
+        raise typer.BadParameter("--managed runs its own Syncthing; leave out --syncthing-url and --api-key.")
+    result = init_node(home, name, SyncthingTarget(syncthing_url, api_key, managed))
+    if as_json:
+        print_json({"home": str(result.home), "name": result.name, "device_id": result.device_id,
+                    "syncthing_url": result.syncthing_url, "managed": result.managed})
+        return
+    typer.echo(f"Node {result.name} is ready in {result.home}")
+    typer.echo(f"  Syncthing device ID: {result.device_id}")
+    if result.managed:
+        typer.echo(f"  Managed Syncthing running (pid {result.syncthing_pid}) at {result.syncthing_url}")
+    typer.echo("Next: run `twinsync invite` here and `twinsync pair CODE` on the other machine (and vice versa).")

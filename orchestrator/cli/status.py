@@ -1,0 +1,64 @@
+"""`twinsync status`, `doctor`."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
+from orchestrator.doctor import FAIL, OK, run_checks
+from orchestrator.status import node_status
+
+
+def status(home: HomeOption, as_json: JsonOption = False) -> None:
+    """Show this node, its Syncthing, folders and peers.
+
+    Exit code 0 when Syncthing answers, 1 when it does not (the output says why).
+
+    Example: twinsync status --json
+    """
+    with open_node(home) as node:
+        st = node_status(node)
+    if as_json:
+        print_json(st.to_dict())
+    else:
+        console = Console()
+        console.print(f"[bold]{st.node}[/]  {st.device_id}")
+        console.print(f"home       {st.home}")
+        if st.syncthing_ok:
+            console.print(f"syncthing  {st.syncthing_url} ({st.syncthing_version})")
+        else:
+            console.print(f"syncthing  [red]{st.syncthing_error}[/]")
+        folders = Table("folder", "type", "state", "complete", "shared with")
+        for f in st.folders:
+            done = "-" if f.completion is None else f"{f.completion:.0f}%"
+            folders.add_row(f.id, f.type, f.state or "-", done, ", ".join(f.shared_with) or "-")
+        if st.folders:
+            console.print(folders)
+        for p in st.peers:
+            mark = {True: "[green]connected[/]", False: "[red]not connected[/]", None: "unknown"}[p.connected]
+            console.print(f"peer {p.name:<16} {mark}  last seen {p.last_seen or 'never'}")
+    if not st.syncthing_ok:
+        raise typer.Exit(1)
+
+
+def doctor(home: HomeOption, as_json: JsonOption = False) -> None:
+    """Check everything this node needs, one line each: ok / warn / fail and the fix.
+
+    Exit code 1 when any check fails.
+
+    Example: twinsync doctor
+    """
+    with open_node(home) as node:
+        checks = run_checks(node)
+    if as_json:
+        print_json([c.to_dict() for c in checks])
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        colour = {OK: "green", FAIL: "red"}
+        for c in checks:
+            fix = f"  → {c.fix}" if c.fix and c.level != OK else ""
+            console.print(f"[{colour.get(c.level, 'yellow')}]{c.level:<4}[/] {c.name}: {c.message}{fix}")
+    if any(c.level == FAIL for c in checks):
+        raise typer.Exit(1)

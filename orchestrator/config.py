@@ -1,0 +1,84 @@
+"""twinsync.toml: one typed settings object, loaded once and passed down.
+
+The Syncthing API key is not in this file: it lives in keys/syncthing-api.key (0600), so
+the config can be shown and shared without leaking it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from folders.errors import KeyFileError, TwinsyncError
+from folders.files import write_atomic
+from folders.keys import is_private_file_safe
+from folders.layout import NodeLayout, check_node_name
+
+
+class ConfigError(TwinsyncError):
+    """twinsync.toml is unreadable or holds a bad value."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    device_id: str
+    syncthing_url: str
+    managed: bool = False
+
+    def to_toml(self) -> bytes:
+        doc = {"node": {"name": self.name, "device_id": self.device_id},
+               "syncthing": {"url": self.syncthing_url, "managed": self.managed}}
+        header = (b"# twinsync node config. The Syncthing API key is in keys/syncthing-api.key.\n")
+        return header + tomli_w.dumps(doc).encode()
+
+
+def load_config(layout: NodeLayout) -> NodeConfig:
+    """Every bad value is named with its file and key, so the user can fix it by hand."""
+    path = layout.require().config
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Cannot read {path} ({exc}); fix the file.") from None
+    try:
+        node, st = data["node"], data["syncthing"]
+        config = NodeConfig(name=node["name"], device_id=node["device_id"],
+                            syncthing_url=st["url"], managed=st.get("managed", False))
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is missing the value {exc}; restore the file or run init again.") from None
+    for key, value, kind in (("node.name", config.name, str), ("node.device_id", config.device_id, str),
+                             ("syncthing.url", config.syncthing_url, str), ("syncthing.managed", config.managed, bool)):
+        if not isinstance(value, kind):
+            raise ConfigError(f"{key} in {path} must be a {kind.__name__}, not {value!r}.")
+    if not config.syncthing_url.startswith(("http://", "https://")):
+        raise ConfigError(f"syncthing.url in {path} must start with http:// or https://, "
+                          f"not {config.syncthing_url!r}.")
+    try:
+        check_node_name(config.name)
+    except TwinsyncError as exc:
+        raise ConfigError(f"node.name in {path}: {exc}") from None
+    return config
+
+
+def save_config(layout: NodeLayout, config: NodeConfig) -> None:
+    write_atomic(layout.config, config.to_toml())
+
+
+def write_api_key(layout: NodeLayout, api_key: str) -> None:
+    write_atomic(layout.api_key, api_key.encode() + b"\n", mode=0o600)
+
+
+def read_api_key(layout: NodeLayout) -> str:
+    path = layout.api_key
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise KeyFileError(f"Cannot read the Syncthing API key {path} ({exc.strerror}); "
+                           "write the key from Syncthing's GUI into it (mode 600).") from None
+    if not is_private_file_safe(path):
+        os.chmod(path, 0o600)
+    return key

@@ -1,0 +1,132 @@
+"""`twinsync doctor`: each thing a node needs, checked, with the fix when it is wrong."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from folders.keys import is_private_file_safe
+from orchestrator.node import Node
+from syncthing.errors import SyncthingAuthError, SyncthingError
+from syncthing.folderspec import FRAMES_FOLDER_ID, recovery_folder_id
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: str
+    message: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _program_version(program: str) -> str | None:
+    path = shutil.which(program)
+    if not path:
+        return None
+    done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else None
+
+
+def check_programs(managed: bool) -> list[Check]:
+    checks = []
+    st = _program_version("syncthing")
+    if st:
+        checks.append(Check("syncthing binary", OK, st))
+    else:
+        checks.append(Check("syncthing binary", FAIL if managed else WARN, "`syncthing` is not on PATH",
+                            "run install/setup.sh or `sudo apt-get install syncthing`"))
+    gv = _program_version("git")
+    checks.append(Check("git", OK, gv) if gv else
+                  Check("git", FAIL, "`git` is not on PATH", "`sudo apt-get install git`"))
+    return checks
+
+
+def check_key_files(node: Node) -> list[Check]:
+    checks = []
+    for label, path in (("signing key", node.layout.private_key), ("Syncthing API key", node.layout.api_key)):
+        if not path.exists():
+            checks.append(Check(label, FAIL, f"{path} is missing", "restore it from a backup"))
+        elif is_private_file_safe(path):
+            checks.append(Check(label, OK, f"{path} has mode 0600"))
+        else:
+            checks.append(Check(label, FAIL, f"{path} is readable by other users", f"chmod 600 {path}"))
+    return checks
+
+
+def check_inotify(node: Node, limit_file: Path = INOTIFY_LIMIT) -> Check:
+    """inotify needs one watch per directory; Syncthing's watcher and ours both use them."""
+    try:
+        limit = int(limit_file.read_text())
+    except (OSError, ValueError):
+        return Check("inotify watches", WARN, "cannot read the inotify watch limit")
+    dirs = sum(len(d) for root in (node.layout.frames_shared, node.layout.recovery_root)
+               for _, d, _ in os.walk(root)) + 2
+    needed = dirs * 2
+    if needed > limit:
+        return Check("inotify watches", FAIL, f"{dirs} directories need ~{needed} watches, limit is {limit}",
+                     f"sudo sysctl fs.inotify.max_user_watches={max(needed * 4, 524288)}")
+    level = WARN if needed > limit // 2 else OK
+    return Check("inotify watches", level, f"{dirs} directories, limit {limit}",
+                 "raise fs.inotify.max_user_watches" if level == WARN else "")
+
+
+def check_syncthing(node: Node) -> list[Check]:
+    client = node.client
+    try:
+        version = client.version()["version"]
+        my_id = client.my_device_id()
+    except SyncthingAuthError as exc:
+        return [Check("Syncthing API", FAIL, str(exc), f"write the right key into {node.layout.api_key}")]
+    except SyncthingError as exc:
+        fix = "`twinsync syncthing start`" if node.config.managed else "start Syncthing"
+        return [Check("Syncthing API", FAIL, str(exc), fix)]
+    checks = [Check("Syncthing API", OK, f"{node.config.syncthing_url} answers, key accepted ({version})")]
+    if my_id != node.config.device_id:
+        checks.append(Check("Syncthing device", FAIL,
+                            f"Syncthing's device ID {my_id[:7]} is not this node's {node.config.device_id[:7]}",
+                            "point syncthing.url in twinsync.toml at this node's Syncthing"))
+    peers = node.peers()
+    wanted = [(FRAMES_FOLDER_ID, node.layout.frames_shared, "sendreceive", peers),
+              (recovery_folder_id(node.name), node.layout.recovery(node.name), "sendonly", peers)]
+    wanted += [(recovery_folder_id(name), node.layout.recovery(name), "receiveonly", {name: p})
+               for name, p in peers.items()]
+    for folder_id, path, folder_type, sharers in wanted:
+        checks.append(_check_folder(node, folder_id, path, folder_type, sharers))
+    return checks
+
+
+def _check_folder(node: Node, folder_id: str, path: Path, folder_type: str, sharers: dict) -> Check:
+    name = f"folder {folder_id}"
+    folder = node.client.folder(folder_id)
+    repair = "pair again with the peer's invite code" if sharers else "run init again on a new --home"
+    if folder is None:
+        return Check(name, FAIL, "missing in Syncthing", repair)
+    problems = []
+    if Path(folder["path"]).expanduser() != path:
+        problems.append(f"path is {folder['path']}, expected {path}")
+    if folder["type"] != folder_type:
+        problems.append(f"type is {folder['type']}, expected {folder_type}")
+    shared = {d["deviceID"] for d in folder["devices"]}
+    missing = sorted(n for n, p in sharers.items() if p.device_id not in shared)
+    if missing:
+        problems.append("not shared with " + ", ".join(missing))
+    if folder.get("paused"):
+        problems.append("paused")
+    if problems:
+        return Check(name, FAIL, "; ".join(problems), repair)
+    return Check(name, OK, f"{folder_type}, shared with {len(sharers)} peer(s)")
+
+
+def run_checks(node: Node) -> list[Check]:
+    return (check_programs(node.config.managed) + check_syncthing(node) + check_key_files(node)
+            + [check_inotify(node)])

@@ -1,0 +1,48 @@
+"""An opened node home: the layout, its config and a Syncthing client, handed to services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from folders.keys import load_private_key
+from folders.layout import NodeLayout
+from folders.trust import TrustedPeer, load_trusted
+from orchestrator.config import NodeConfig, load_config, read_api_key
+from syncthing.client import SyncthingClient
+
+
+@dataclass
+class Node:
+    layout: NodeLayout
+    config: NodeConfig
+    client: SyncthingClient
+
+    @classmethod
+    def open(cls, home: Path, *, timeout: float | None = None) -> Node:
+        layout = NodeLayout(Path(home)).require()
+        config = load_config(layout)
+        client = SyncthingClient(config.syncthing_url, read_api_key(layout),
+                                 **({"timeout": timeout} if timeout else {}))
+        return cls(layout, config, client)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        return load_private_key(self.layout.private_key)
+
+    def peers(self) -> dict[str, TrustedPeer]:
+        return load_trusted(self.layout.trusted)

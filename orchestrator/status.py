@@ -1,0 +1,63 @@
+"""`twinsync status`: one stable object describing this node, for people and scripts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from orchestrator.node import Node
+from orchestrator.pairing import PeerStatus, peer_statuses
+from syncthing.errors import SyncthingError
+from syncthing.folderspec import FRAMES_FOLDER_ID, RECOVERY_PREFIX
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    id: str
+    path: str
+    type: str
+    state: str | None
+    completion: float | None
+    shared_with: list[str]
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: str
+    home: str
+    device_id: str
+    syncthing_url: str
+    syncthing_ok: bool
+    syncthing_version: str | None
+    syncthing_error: str | None
+    folders: list[FolderStatus] = field(default_factory=list)
+    peers: list[PeerStatus] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _our_folders(folders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in folders if f["id"] == FRAMES_FOLDER_ID or f["id"].startswith(RECOVERY_PREFIX)]
+
+
+def node_status(node: Node) -> NodeStatus:
+    """Never raises for a Syncthing that is down: the object says so instead."""
+    base = dict(node=node.name, home=str(node.layout.home), device_id=node.config.device_id,
+                syncthing_url=node.config.syncthing_url)
+    try:
+        version = node.client.version()["version"]
+        names = {d["deviceID"]: d.get("name") or d["deviceID"][:7] for d in node.client.devices()}
+        folders = []
+        for f in sorted(_our_folders(node.client.folders()), key=lambda f: f["id"]):
+            st = node.client.folder_status(f["id"])
+            done = node.client.completion(f["id"])
+            folders.append(FolderStatus(
+                f["id"], f["path"], f["type"], st.get("state"), done.get("completion"),
+                sorted(names.get(d["deviceID"], d["deviceID"][:7]) for d in f["devices"]
+                       if d["deviceID"] != node.config.device_id)))
+    except SyncthingError as exc:
+        return NodeStatus(**base, syncthing_ok=False, syncthing_version=None,
+                          syncthing_error=str(exc), peers=peer_statuses(node))
+    return NodeStatus(**base, syncthing_ok=True, syncthing_version=version, syncthing_error=None,
+                      folders=folders, peers=peer_statuses(node))

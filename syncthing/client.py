@@ -1,0 +1,172 @@
+"""A small typed client for the parts of Syncthing's REST API that twinsync uses.
+
+It changes one folder or one device at a time (`/rest/config/folders/{id}`), never the
+whole config, so a user's own folders and devices are never clobbered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from syncthing.errors import SyncthingAPIError, SyncthingAuthError, SyncthingUnavailable
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class SyncthingClient:
+    """One `requests.Session` per client; pass your own to share connection pools in tests."""
+
+    def __init__(self, url: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 session: requests.Session | None = None, verify: bool = True) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session = session or requests.Session()
+        self._session.headers["X-API-Key"] = api_key
+        self._session.verify = verify
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> SyncthingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, params: Any = None, json: Any = None,
+                 timeout: float | None = None) -> Any:
+        try:
+            r = self._session.request(method, self.url + path, params=params, json=json,
+                                      timeout=timeout or self.timeout)
+        except requests.Timeout:
+            raise SyncthingUnavailable(
+                f"Syncthing at {self.url} did not answer {method} {path} in time; "
+                "check that it is running and not overloaded.") from None
+        except requests.ConnectionError:
+            raise SyncthingUnavailable(
+                f"Nothing answers at {self.url}; start Syncthing (or `twinsync syncthing start` "
+                "for a managed one) or pass the right --syncthing-url.") from None
+        if r.status_code in (401, 403):
+            raise SyncthingAuthError(
+                f"Syncthing at {self.url} refused the API key; copy the key from its GUI "
+                "(Actions → Settings → API Key) and pass it with --api-key.")
+        if r.status_code >= 400:
+            detail = r.text.strip().splitlines()[0] if r.text.strip() else r.reason
+            raise SyncthingAPIError(
+                f"Syncthing refused {method} {path} ({r.status_code}: {detail}).", r.status_code)
+        if not r.content:
+            return None
+        try:
+            return r.json()
+        except ValueError:
+            return r.text
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self._request("GET", path, params=params or None)
+
+    # -- system ------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        return self._get("/rest/system/ping") == {"ping": "pong"}
+
+    def version(self) -> dict[str, Any]:
+        return self._get("/rest/system/version")
+
+    def status(self) -> dict[str, Any]:
+        return self._get("/rest/system/status")
+
+    def my_device_id(self) -> str:
+        return self.status()["myID"]
+
+    def connections(self) -> dict[str, dict[str, Any]]:
+        """Device ID → connection state (`connected`, `address`, ...)."""
+        return self._get("/rest/system/connections")["connections"]
+
+    def device_stats(self) -> dict[str, dict[str, Any]]:
+        """Device ID → `lastSeen` and friends."""
+        return self._get("/rest/stats/device")
+
+    def options(self) -> dict[str, Any]:
+        return self._get("/rest/config/options")
+
+    def patch_options(self, changes: dict[str, Any]) -> None:
+        self._request("PATCH", "/rest/config/options", json=changes)
+
+    # -- folders -----------------------------------------------------------------------
+
+    def folders(self) -> list[dict[str, Any]]:
+        return self._get("/rest/config/folders")
+
+    def folder(self, folder_id: str) -> dict[str, Any] | None:
+        """The folder's config, or None when Syncthing has no such folder."""
+        try:
+            return self._get(f"/rest/config/folders/{quote(folder_id, safe='')}")
+        except SyncthingAPIError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def put_folder(self, folder: dict[str, Any]) -> None:
+        """Create or replace ONE folder; fields not given take Syncthing's folder defaults."""
+        full = {**self._get("/rest/config/defaults/folder"), **folder}
+        self._request("PUT", f"/rest/config/folders/{quote(folder['id'], safe='')}", json=full)
+
+    def patch_folder(self, folder_id: str, changes: dict[str, Any]) -> None:
+        self._request("PATCH", f"/rest/config/folders/{quote(folder_id, safe='')}", json=changes)
+
+    def delete_folder(self, folder_id: str) -> None:
+        self._request("DELETE", f"/rest/config/folders/{quote(folder_id, safe='')}")
+
+    def set_ignores(self, folder_id: str, patterns: list[str]) -> None:
+        self._request("POST", "/rest/db/ignores", params={"folder": folder_id},
+                      json={"ignore": patterns})
+
+    def scan(self, folder_id: str, subs: list[str] | None = None) -> None:
+        """Ask for a scan now (of just `subs` when given) instead of waiting for the watcher delay."""
+        params: list[tuple[str, str]] = [("folder", folder_id)]
+        params += [("sub", s) for s in subs or []]
+        self._request("POST", "/rest/db/scan", params=params)
+
+    def folder_status(self, folder_id: str) -> dict[str, Any]:
+        return self._get("/rest/db/status", folder=folder_id)
+
+    def completion(self, folder_id: str | None = None, device_id: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("folder", folder_id), ("device", device_id)) if v}
+        return self._get("/rest/db/completion", **params)
+
+    # -- devices -----------------------------------------------------------------------
+
+    def devices(self) -> list[dict[str, Any]]:
+        return self._get("/rest/config/devices")
+
+    def device(self, device_id: str) -> dict[str, Any] | None:
+        try:
+            return self._get(f"/rest/config/devices/{quote(device_id, safe='')}")
+        except SyncthingAPIError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def put_device(self, device: dict[str, Any]) -> None:
+        full = {**self._get("/rest/config/defaults/device"), **device}
+        self._request("PUT", f"/rest/config/devices/{quote(device['deviceID'], safe='')}", json=full)
+
+    def patch_device(self, device_id: str, changes: dict[str, Any]) -> None:
+        self._request("PATCH", f"/rest/config/devices/{quote(device_id, safe='')}", json=changes)
+
+    # -- events ------------------------------------------------------------------------
+
+    def events(self, since: int = 0, events: list[str] | None = None, timeout: int = 60,
+               limit: int | None = None) -> list[dict[str, Any]]:
+        """Long-poll: returns when events newer than `since` exist or after `timeout` seconds."""
+        params: dict[str, Any] = {"since": since, "timeout": timeout}
+        if events:
+            params["events"] = ",".join(events)
+        if limit:
+            params["limit"] = limit
+        return self._request("GET", "/rest/events", params=params, timeout=timeout + self.timeout) or []

@@ -1,0 +1,25 @@
+"""Syncthing errors, each with a message that tells the user what to do next."""
+
+
+class SyncthingError(Exception):
+    """Base of every Syncthing problem the user can act on."""
+
+
+class SyncthingUnavailable(SyncthingError):
+    """Nothing answers at the API address (not running, wrong port, timed out)."""
+
+
+class SyncthingAuthError(SyncthingError):
+    """Syncthing answered but refused the API key."""
+
+
+class SyncthingAPIError(SyncthingError):
+    """Syncthing answered with an error status for a request twinsync made."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SyncthingConfigError(SyncthingError):
+    """A Syncthing config.xml or folder setup that twinsync cannot use as is."""

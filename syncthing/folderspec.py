@@ -1,0 +1,61 @@
+"""The Syncthing folders twinsync owns, as REST folder objects (DESIGN §1).
+
+Frames are the only many-writer folder; each node's recovery folder is send-only at its
+owner and receive-only everywhere else, so Syncthing itself enforces one writer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+FRAMES_FOLDER_ID = "twinsync-frames"
+RECOVERY_PREFIX = "twinsync-recovery-"
+
+#: Our temp files and Syncthing's own never travel; `(?d)` lets Syncthing delete them
+#: when they block a directory removal.
+IGNORE_PATTERNS = ["(?d).twinsync-tmp-*"]
+
+#: Seconds the Syncthing watcher waits before scanning; twinsync asks for scans itself
+#: (DESIGN §7), this is the fallback for changes made by hand.
+WATCHER_DELAY_S = 1
+
+
+def recovery_folder_id(node: str) -> str:
+    return RECOVERY_PREFIX + node
+
+
+def _device_list(device_ids: list[str]) -> list[dict[str, str]]:
+    return [{"deviceID": d} for d in device_ids]
+
+
+def _base(folder_id: str, label: str, path: Path, folder_type: str, device_ids: list[str]) -> dict[str, Any]:
+    return {
+        "id": folder_id,
+        "label": label,
+        "path": str(path),
+        "type": folder_type,
+        "devices": _device_list(device_ids),
+        "fsWatcherEnabled": True,
+        "fsWatcherDelayS": WATCHER_DELAY_S,
+        "maxConflicts": -1,
+        "rescanIntervalS": 3600,
+    }
+
+
+def frames_folder(path: Path, device_ids: list[str]) -> dict[str, Any]:
+    return _base(FRAMES_FOLDER_ID, "twinsync frames", path, "sendreceive", device_ids)
+
+
+def recovery_folder(node: str, path: Path, device_ids: list[str], *, own: bool) -> dict[str, Any]:
+    """Send-only on its owner (`own`), receive-only on every peer."""
+    folder_type = "sendonly" if own else "receiveonly"
+    return _base(recovery_folder_id(node), f"twinsync recovery {node}", path, folder_type, device_ids)
+
+
+def with_device(folder: dict[str, Any], device_id: str) -> list[dict[str, Any]]:
+    """The folder's device list plus `device_id`, keeping every device already there."""
+    devices = list(folder.get("devices", []))
+    if all(d["deviceID"] != device_id for d in devices):
+        devices.append({"deviceID": device_id})
+    return devices
