@@ -6,6 +6,7 @@ writes a crash report to the user log directory and says where, exit 70.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import sys
 import traceback
@@ -24,13 +25,14 @@ EXIT_CRASH = 70
 
 
 class _UserErrors(TyperGroup):
-    """Turns the errors a user can fix into Click's `Error: ...` line and exit code 1."""
+    """Turns the errors a user can fix into one `Error: ...` line on stderr and exit code 1."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (TwinsyncError, SyncthingError) as exc:
-            raise click.ClickException(str(exc)) from None
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -43,6 +45,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"twinsync {importlib.metadata.version('twinsync')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """twinsync: signed frames and reasoning traces across home machines."""
+
+
 app.command()(init.init)
 app.command()(pairing.invite)
 app.command()(pairing.pair)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Set up twinsync on this machine: Syncthing and Git from the system's packages (Debian/Ubuntu),
+# a virtualenv in .venv with twinsync in it. Safe to run again: it only adds what is missing.
+#
+#   install/setup.sh          for use
+#   install/setup.sh --dev    also the test tools (pytest, hypothesis, ...)
+set -euo pipefail
+
+usage() { sed -n '2,7s/^# \{0,1\}//p' "$0"; }
+DEV=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "setup.sh: unknown option '$arg'; see --help." >&2; exit 2 ;;
+  esac
+done
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup.sh: twinsync needs Python 3.11 or newer as '$PYTHON'; install it or set PYTHON=/path/to/python3.11." >&2
+  exit 1
+fi
+
+missing=()
+command -v syncthing >/dev/null || missing+=(syncthing)
+command -v git >/dev/null || missing+=(git)
+"$PYTHON" -m venv --help >/dev/null 2>&1 && "$PYTHON" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+  if ! command -v apt-get >/dev/null; then
+    echo "setup.sh: please install ${missing[*]} with your system's package manager, then run this again." >&2
+    exit 1
+  fi
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "Installing ${missing[*]} with apt-get ..."
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+EXTRA=""
+[ "$DEV" = 1 ] && EXTRA="[test]"
+echo "Installing twinsync${EXTRA} into $ROOT/.venv ..."
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${EXTRA}"
+
+echo
+echo "twinsync is installed: $(.venv/bin/twinsync --version 2>/dev/null || echo "$ROOT/.venv/bin/twinsync")"
+echo "Next: $ROOT/.venv/bin/twinsync init --name \$(hostname -s)"
+[ "$DEV" = 1 ] && echo "Tests: .venv/bin/pytest -q"
+exit 0

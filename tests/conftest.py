@@ -1,0 +1,135 @@
+"""Shared fixtures: real Syncthing processes on 127.0.0.1, node homes made through the CLI,
+and guards that fail a test which leaves a child process or a thread behind."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from syncthing.client import SyncthingClient
+from syncthing.process import ManagedSyncthing
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """A test that leaves a child process or a thread running is a failing test."""
+    me = psutil.Process()
+    children_before = {p.pid for p in me.children(recursive=True)}
+    threads_before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        left = [p for p in me.children(recursive=True)
+                if p.pid not in children_before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        if not (left or threads) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for p in left:
+        p.kill()
+    assert not left, f"test left child processes behind: {[p.cmdline() for p in left]}"
+    assert not threads, f"test left threads behind: {threads}"
+
+
+def run_cli(*args: str, ok: bool = True):
+    """Invoke the real CLI in-process; `ok` asserts exit code 0 and shows the output if not."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, f"twinsync {' '.join(map(str, args))} failed:\n{result.output}"
+    return result
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition",
+             interval: float = 0.1):
+    """Poll with a deadline instead of sleeping; returns the predicate's truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def stays_false(predicate: Callable[[], object], seconds: float, interval: float = 0.1) -> None:
+    """The bounded form of "never": the predicate must not become true for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert not predicate(), "a condition that must never hold became true"
+        time.sleep(interval)
+
+
+@pytest.fixture
+def syncthing_factory(tmp_path: Path) -> Iterator[Callable[[str], ManagedSyncthing]]:
+    """Start real `syncthing serve` processes, loopback only; all stopped at teardown."""
+    started: list[ManagedSyncthing] = []
+
+    def start(name: str) -> ManagedSyncthing:
+        st = ManagedSyncthing(tmp_path / f"st-{name}")
+        st.generate(name)
+        st.start()
+        started.append(st)
+        return st
+
+    yield start
+    for st in started:
+        st.stop()
+
+
+@dataclass
+class TestNode:
+    name: str
+    home: Path
+    syncthing: ManagedSyncthing
+
+    def cli(self, *args: str, ok: bool = True):
+        return run_cli(*args, "--home", self.home, ok=ok)
+
+    def client(self) -> SyncthingClient:
+        return self.syncthing.client()
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "--json").output)
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path, syncthing_factory) -> Callable[[str], TestNode]:
+    """A node home made by `twinsync init` against its own real Syncthing."""
+
+    def make(name: str) -> TestNode:
+        st = syncthing_factory(name)
+        home = tmp_path / name
+        ep = st.endpoint
+        run_cli("init", "--home", home, "--name", name, "--syncthing-url", ep.url, "--api-key", ep.api_key)
+        return TestNode(name, home, st)
+
+    return make
+
+
+def pair_mesh(nodes: list[TestNode]) -> None:
+    """Full mesh through the CLI only: each node pairs with every other node's invite."""
+    invites = {n.name: n.cli("invite").output.strip() for n in nodes}
+    for a in nodes:
+        for b in nodes:
+            if a is not b:
+                a.cli("pair", invites[b.name])
+
+
+@pytest.fixture
+def mesh(node_factory) -> Callable[[int], list[TestNode]]:
+    def make(n: int) -> list[TestNode]:
+        nodes = [node_factory(f"node{i}") for i in range(1, n + 1)]
+        pair_mesh(nodes)
+        return nodes
+
+    return make
