@@ -1,0 +1,79 @@
+"""Finding a user's Syncthing and making a managed one loopback-only, on real config files."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from syncthing.configxml import LOOPBACK_OPTIONS, find_config, make_loopback_only, read_gui_endpoint
+from syncthing.errors import SyncthingConfigError
+
+CONFIG = """<configuration version="36">
+  <device id="X" name="host"></device>
+  <gui enabled="true" tls="{tls}"><address>{address}</address><apikey>{key}</apikey></gui>
+  <options><listenAddress>default</listenAddress><globalAnnounceEnabled>true</globalAnnounceEnabled>
+  <relaysEnabled>true</relaysEnabled></options>
+</configuration>"""
+
+
+def _write(path, address="127.0.0.1:8384", key="secret", tls="false"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(CONFIG.format(address=address, key=key, tls=tls))
+    return path
+
+
+def test_find_config_follows_syncthings_own_order(tmp_path):
+    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    legacy = _write(tmp_path / "config/syncthing/config.xml")
+    assert find_config(env, tmp_path) == legacy
+    state = _write(tmp_path / "state/syncthing/config.xml")
+    assert find_config(env, tmp_path) == state
+    explicit = _write(tmp_path / "explicit/config.xml")
+    assert find_config({**env, "STHOMEDIR": str(tmp_path / "explicit")}, tmp_path) == explicit
+
+
+def test_find_config_names_where_it_looked(tmp_path):
+    with pytest.raises(SyncthingConfigError, match="--managed") as exc:
+        find_config({"XDG_STATE_HOME": str(tmp_path / "s")}, tmp_path)
+    assert str(tmp_path / "s" / "syncthing") in str(exc.value)
+
+
+@pytest.mark.parametrize("address, tls, url", [
+    ("127.0.0.1:8384", "false", "http://127.0.0.1:8384"),
+    ("0.0.0.0:8385", "false", "http://127.0.0.1:8385"),
+    ("[::]:8386", "true", "https://127.0.0.1:8386"),
+    ("http://127.0.0.1:9000", "false", "http://127.0.0.1:9000"),
+])
+def test_gui_endpoint(tmp_path, address, tls, url):
+    ep = read_gui_endpoint(_write(tmp_path / "config.xml", address=address, tls=tls))
+    assert (ep.url, ep.api_key, ep.is_loopback) == (url, "secret", True)
+
+
+@pytest.mark.parametrize("address, key, message", [
+    ("unix:///run/st.sock", "k", "TCP address"),
+    ("127.0.0.1:8384", "", "no API key"),
+])
+def test_unusable_gui(tmp_path, address, key, message):
+    with pytest.raises(SyncthingConfigError, match=message):
+        read_gui_endpoint(_write(tmp_path / "config.xml", address=address, key=key))
+
+
+def test_broken_xml_is_named(tmp_path):
+    path = tmp_path / "config.xml"
+    path.write_text("<configuration><gui>")
+    with pytest.raises(SyncthingConfigError, match=str(path)):
+        read_gui_endpoint(path)
+
+
+def test_make_loopback_only_turns_off_everything_that_leaves_the_machine(tmp_path):
+    path = _write(tmp_path / "config.xml", address="0.0.0.0:8384")
+    make_loopback_only(path, device_name="alpha", gui_port=1234, listen_port=5678, api_key="k2")
+    root = ET.parse(path).getroot()
+    options = root.find("options")
+    assert [e.text for e in options.findall("listenAddress")] == ["tcp://127.0.0.1:5678"]
+    for name, value in LOOPBACK_OPTIONS.items():
+        assert options.findtext(name) == value
+    assert root.find("gui").findtext("address") == "127.0.0.1:1234"
+    assert root.find("device").get("name") == "alpha"
+    assert path.stat().st_mode & 0o077 == 0
