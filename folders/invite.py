@@ -46,12 +46,12 @@ def decode_invite(code: str) -> Invite:
     """Parse and check an invite; every failure says to copy the whole line again."""
     again = "copy the whole line printed by `twinsync invite` on the other machine and try again"
     parts = code.strip().split(".")
-    if len(parts) != 3 or parts[0] != PREFIX:
+    if parts[0] != PREFIX:
         raise InviteError(f"This is not a twinsync invite code (it should start with '{PREFIX}.'); {again}.")
-    _, body, checksum = parts
-    if _checksum(body) != checksum:
+    if len(parts) != 3 or _checksum(parts[1]) != parts[2]:
         raise InviteError(f"The invite code is truncated or altered (checksum mismatch); {again}.")
     try:
+        body = parts[1]
         data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         invite = Invite(str(data["name"]), str(data["device_id"]),
                         tuple(str(a) for a in data["addresses"]), str(data["public_key"]))

@@ -39,10 +39,10 @@ def test_round_trip(name, ports):
     assert decode_invite(f"  {code}\n") == invite
 
 
-@given(cut=st.integers(1, 40))
+@given(cut=st.integers(1, 200))
 def test_any_truncation_is_refused(cut):
     code = _invite().encode()
-    with pytest.raises(InviteError, match="copy the whole line"):
+    with pytest.raises(InviteError, match="truncated or altered"):
         decode_invite(code[:-cut])
 
 
