@@ -163,7 +163,11 @@ class SyncthingClient:
 
     def events(self, since: int = 0, events: list[str] | None = None, timeout: int = 60,
                limit: int | None = None) -> list[dict[str, Any]]:
-        """Long-poll: returns when events newer than `since` exist or after `timeout` seconds."""
+        """Long-poll: returns when events newer than `since` exist or after `timeout` seconds.
+
+        Syncthing makes a subscription per `events` filter on its first use, so a filtered
+        stream only holds events from that first call on: ask once before you need them.
+        """
         params: dict[str, Any] = {"since": since, "timeout": timeout}
         if events:
             params["events"] = ",".join(events)
