@@ -49,6 +49,8 @@ echo "Installing twinsync${EXTRA} into $ROOT/.venv ..."
 
 echo
 echo "twinsync is installed: $(.venv/bin/twinsync --version 2>/dev/null || echo "$ROOT/.venv/bin/twinsync")"
-echo "Next: $ROOT/.venv/bin/twinsync init --name \$(hostname -s)"
+echo "Put it on your PATH:  export PATH=\"$ROOT/.venv/bin:\$PATH\""
+echo "Next:  twinsync init --name \$(hostname -s)             (uses the Syncthing you run)"
+echo "   or  twinsync init --name \$(hostname -s) --managed   (twinsync runs a private Syncthing)"
 [ "$DEV" = 1 ] && echo "Tests: .venv/bin/pytest -q"
 exit 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import tomli_w
@@ -24,15 +24,27 @@ class ConfigError(TwinsyncError):
 
 
 @dataclass(frozen=True)
+class FrameSettings:
+    """How the daemon batches and judges frame changes ([frames] in twinsync.toml)."""
+
+    max_size: int = 16 * 1024 * 1024
+    quiet_ms: int = 200
+    max_wait_ms: int = 1000
+    reconcile_interval_s: int = 3600
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     name: str
     device_id: str
     syncthing_url: str
     managed: bool = False
+    frames: FrameSettings = FrameSettings()
 
     def to_toml(self) -> bytes:
         doc = {"node": {"name": self.name, "device_id": self.device_id},
-               "syncthing": {"url": self.syncthing_url, "managed": self.managed}}
+               "syncthing": {"url": self.syncthing_url, "managed": self.managed},
+               "frames": asdict(self.frames)}
         header = (b"# twinsync node config. The Syncthing API key is in keys/syncthing-api.key.\n")
         return header + tomli_w.dumps(doc).encode()
 
@@ -49,7 +61,7 @@ def load_config(layout: NodeLayout) -> NodeConfig:
         config = NodeConfig(name=node["name"], device_id=node["device_id"],
                             syncthing_url=st["url"], managed=st.get("managed", False))
     except (KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} is missing the value {exc}; restore the file or run init again.") from None
+        raise ConfigError(f"{path} is missing the value {exc}; add it back by hand or restore the file from a backup.") from None
     for key, value, kind in (("node.name", config.name, str), ("node.device_id", config.device_id, str),
                              ("syncthing.url", config.syncthing_url, str), ("syncthing.managed", config.managed, bool)):
         if not isinstance(value, kind):
@@ -57,6 +69,17 @@ def load_config(layout: NodeLayout) -> NodeConfig:
     if not config.syncthing_url.startswith(("http://", "https://")):
         raise ConfigError(f"syncthing.url in {path} must start with http:// or https://, "
                           f"not {config.syncthing_url!r}.")
+    frames = data.get("frames", {})
+    if not isinstance(frames, dict):
+        raise ConfigError(f"[frames] in {path} must be a table.")
+    for f in fields(FrameSettings):
+        value = frames.get(f.name, f.default)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"frames.{f.name} in {path} must be a positive whole number, not {value!r}.")
+    unknown = set(frames) - {f.name for f in fields(FrameSettings)}
+    if unknown:
+        raise ConfigError(f"{path} has unknown settings frames.{', frames.'.join(sorted(unknown))}; remove them.")
+    config = replace(config, frames=FrameSettings(**frames))
     try:
         check_node_name(config.name)
     except TwinsyncError as exc:

@@ -86,10 +86,12 @@ def check_syncthing(node: Node) -> list[Check]:
         version = client.version()["version"]
         my_id = client.my_device_id()
     except SyncthingAuthError as exc:
-        return [Check("Syncthing API", FAIL, str(exc), f"write the right key into {node.layout.api_key}")]
+        return [Check("Syncthing API", FAIL, "Syncthing refused the API key",
+                      f"write the key from Syncthing's GUI into {node.layout.api_key}")]
     except SyncthingError as exc:
-        fix = "`twinsync syncthing start`" if node.config.managed else "start Syncthing"
-        return [Check("Syncthing API", FAIL, str(exc), fix)]
+        fix = (f"twinsync syncthing start --home {node.layout.home}" if node.config.managed
+               else "start Syncthing")
+        return [Check("Syncthing API", FAIL, str(exc).split(";")[0], fix)]
     checks = [Check("Syncthing API", OK, f"{node.config.syncthing_url} answers, key accepted ({version})")]
     if my_id != node.config.device_id:
         checks.append(Check("Syncthing device", FAIL,

@@ -13,10 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
-
 from folders.errors import HomeError
 from folders.files import TEMP_PREFIX
+from folders.gitstore import FrameRepo
 from folders.keys import generate_keypair
 from folders.layout import NodeLayout, check_node_name
 from folders.trace import ensure_schema as ensure_trace_schema
@@ -31,11 +30,6 @@ from syncthing.folderspec import (FRAMES_FOLDER_ID, IGNORE_PATTERNS, frames_fold
 from syncthing.process import ManagedSyncthing
 
 logger = logging.getLogger(__name__)
-
-#: Never versioned in Git: Syncthing's bookkeeping, its temp files, our temp files and
-#: conflict copies (those become conflict-queue items and fork branches instead).
-GIT_EXCLUDES = [".stfolder", ".stfolder/", ".stversions/", ".stignore", ".syncthing.*.tmp",
-                "~syncthing~*.tmp", f"{TEMP_PREFIX}*", "*.sync-conflict-*"]
 
 
 @dataclass(frozen=True)
@@ -101,15 +95,7 @@ def _build_home(staging: Path, final: NodeLayout, name: str) -> None:
     save_trusted(layout.trusted, {})
     ensure_trace_schema(layout.trace_db)
     state.ensure_schema(layout.state_db)
-    repo = git.Repo.init(layout.frames_git, bare=True)
-    try:
-        with repo.config_writer() as cw:
-            cw.set_value("core", "bare", "false")
-            cw.set_value("core", "worktree", str(final.frames_shared))
-        (layout.frames_git / "info").mkdir(exist_ok=True)
-        (layout.frames_git / "info" / "exclude").write_text("\n".join(GIT_EXCLUDES) + "\n")
-    finally:
-        repo.close()
+    FrameRepo.create(layout.frames_git, final.frames_shared).close()
 
 
 def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:

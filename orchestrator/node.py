@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from folders.keys import load_private_key
+from folders.keys import load_private_key, parse_public_key
 from folders.layout import NodeLayout
 from folders.trust import TrustedPeer, load_trusted
 from orchestrator.config import NodeConfig, load_config, read_api_key
@@ -46,3 +46,9 @@ class Node:
 
     def peers(self) -> dict[str, TrustedPeer]:
         return load_trusted(self.layout.trusted)
+
+    def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Authors whose frames this node accepts: itself and every paired peer."""
+        keys = {name: peer.key() for name, peer in self.peers().items()}
+        keys[self.name] = parse_public_key(self.layout.public_key.read_text().strip())
+        return keys

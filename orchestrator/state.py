@@ -31,7 +31,8 @@ def ensure_schema(path: Path) -> None:
             pk="path", if_not_exists=True)
         db["conflicts"].create(
             {"id": int, "kind": str, "frame": str, "path": str, "copy_path": str, "device": str,
-             "status": str, "reason": str, "branch": str, "created": str, "decided_by": str,
+             "status": str, "reason": str, "branch": str, "ours_hash": str, "theirs_hash": str,
+             "ours_author": str, "theirs_author": str, "created": str, "decided_by": str,
              "decided_at": str},
             pk="id", if_not_exists=True)
         db["conflicts"].create_index(["status"], if_not_exists=True)

@@ -49,8 +49,8 @@ class SyncthingClient:
                 "check that it is running and not overloaded.") from None
         except requests.ConnectionError:
             raise SyncthingUnavailable(
-                f"Nothing answers at {self.url}; start Syncthing (or `twinsync syncthing start` "
-                "for a managed one) or pass the right --syncthing-url.") from None
+                f"Nothing answers at {self.url}; start Syncthing there (a node made with "
+                "`init --managed` starts it with `twinsync syncthing start`).") from None
         if r.status_code in (401, 403):
             raise SyncthingAuthError(
                 f"Syncthing at {self.url} refused the API key; copy the key from its GUI "

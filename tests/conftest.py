@@ -133,3 +133,52 @@ def mesh(node_factory) -> Callable[[int], list[TestNode]]:
         return nodes
 
     return make
+
+
+class DaemonProcess:
+    """A real `twinsync run` subprocess; its log is a file the test can read."""
+
+    def __init__(self, home: Path, log: Path) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.home, self.log_path = home, log
+        self._log = open(log, "ab")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("twinsync")), "run", "--home", str(home)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_for(lambda: "watching" in self.log() or self.proc.poll() is not None, what="daemon start")
+        assert self.proc.poll() is None, self.log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM, as a service manager would; returns the exit code."""
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[[TestNode], DaemonProcess]]:
+    started: list[DaemonProcess] = []
+
+    def start(node: TestNode) -> DaemonProcess:
+        daemon = DaemonProcess(node.home, tmp_path / f"daemon-{node.name}-{len(started)}.log")
+        started.append(daemon)
+        return daemon
+
+    yield start
+    codes = {d.log_path.name: d.stop() for d in started}
+    assert all(code in (0, -9) for code in codes.values()), codes

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from folders.errors import TwinsyncError
-from orchestrator.cli import init, pairing, status, syncthing
+from orchestrator.cli import conflicts, frames, init, pairing, run, status, syncthing
 from syncthing.errors import SyncthingError
 
 EXIT_CRASH = 70
@@ -65,6 +65,12 @@ app.command()(pairing.pair)
 app.command()(pairing.peers)
 app.command()(status.status)
 app.command()(status.doctor)
+app.command()(run.run)
+app.add_typer(frames.app, name="frame")
+app.command()(conflicts.conflicts)
+app.add_typer(conflicts.conflict_app, name="conflict")
+app.command()(conflicts.approve)
+app.command()(conflicts.reject)
 app.add_typer(syncthing.app, name="syncthing")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from orchestrator.cli.common import HomeOption, JsonOption, print_json
 from orchestrator.init import SyncthingTarget, init_node
@@ -27,10 +28,12 @@ def init(
     """
     if managed and (syncthing_url or api_key):
         raise typer.BadParameter("--managed runs its own Syncthing; leave out --syncthing-url and --api-key.")
-    result = init_node(home, name, SyncthingTarget(syncthing_url, api_key, managed))
+    with Console(stderr=True).status("Setting up the node home and its Syncthing folders…"):
+        result = init_node(home, name, SyncthingTarget(syncthing_url, api_key, managed))
     if as_json:
         print_json({"home": str(result.home), "name": result.name, "device_id": result.device_id,
-                    "syncthing_url": result.syncthing_url, "managed": result.managed})
+                    "syncthing_url": result.syncthing_url, "managed": result.managed,
+                    "syncthing_pid": result.syncthing_pid})
         return
     typer.echo(f"Node {result.name} is ready in {result.home}")
     typer.echo(f"  Syncthing device ID: {result.device_id}")

@@ -48,6 +48,9 @@ def peers(home: HomeOption, as_json: JsonOption = False) -> None:
     """
     with open_node(home) as node:
         statuses = peer_statuses(node)
+    if any(p.connected is None for p in statuses):
+        typer.echo("Warning: Syncthing does not answer, so connections are unknown; "
+                   "see `twinsync status`.", err=True)
     if as_json:
         print_json([asdict(p) for p in statuses])
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.console import Console
 
 from folders.errors import HomeError
 from folders.layout import NodeLayout
@@ -28,7 +29,13 @@ def start(home: HomeOption) -> None:
 
     Example: twinsync syncthing start
     """
-    pid = _managed(home).start(detach=True)
+    managed = _managed(home)
+    running = managed.running_pid()
+    if running:
+        typer.echo(f"Syncthing is already running (pid {running}).")
+        return
+    with Console(stderr=True).status("Starting Syncthing…"):
+        pid = managed.start(detach=True)
     typer.echo(f"Syncthing started (pid {pid}).")
 
 
@@ -42,5 +49,6 @@ def stop(home: HomeOption) -> None:
     if managed.running_pid() is None:
         typer.echo("Syncthing was not running.")
         return
-    managed.stop()
+    with Console(stderr=True).status("Stopping Syncthing…"):
+        managed.stop()
     typer.echo("Syncthing stopped.")

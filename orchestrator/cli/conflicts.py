@@ -1,0 +1,91 @@
+"""`twinsync conflicts`, `conflict show`, `approve`, `reject`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from orchestrator import frames
+from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
+
+conflict_app = typer.Typer(help="Look at one item of the conflict queue.", no_args_is_help=True)
+
+Ids = Annotated[Optional[list[int]], typer.Argument(help="Item ids from `twinsync conflicts`.")]
+FromDevice = Annotated[Optional[str], typer.Option("--all-from", help="Every open conflict whose copy came from this device (ID or its first 7 characters).")]
+Namespace = Annotated[Optional[str], typer.Option("--namespace", help="Every open conflict on frames in this namespace.")]
+
+
+def conflicts(home: HomeOption, as_json: JsonOption = False,
+              all_: Annotated[bool, typer.Option("--all", help="Include decided and closed items.")] = False) -> None:
+    """List the conflict queue: frame conflicts and invalid files, newest first.
+
+    Example: twinsync conflicts --json
+    """
+    with open_node(home) as node:
+        items = frames.list_conflicts(node, include_closed=all_)
+    if as_json:
+        print_json([asdict(i) for i in items])
+        return
+    if not items:
+        typer.echo("The conflict queue is empty.")
+        return
+    table = Table("id", "kind", "frame", "from", "status", "reason")
+    for i in items:
+        table.add_row(str(i.id), i.kind, i.frame or i.path, i.device or "-", i.status, (i.reason or "")[:60])
+    Console().print(table)
+
+
+@conflict_app.command()
+def show(item_id: Annotated[int, typer.Argument(help="Item id.")], home: HomeOption,
+         as_json: JsonOption = False) -> None:
+    """Show one item and the unified diff of the two versions' bodies.
+
+    Example: twinsync conflict show 3
+    """
+    with open_node(home) as node:
+        item = frames.get_conflict(node, item_id)
+        diff = frames.conflict_diff(node, item)
+    if as_json:
+        print_json({**asdict(item), "diff": diff})
+        return
+    typer.echo(f"#{item.id} {item.kind} on {item.frame or item.path} — {item.status}")
+    if item.branch:
+        typer.echo(f"fork branch: {item.branch}")
+    Console().print(Syntax(diff, "diff", theme="ansi_dark") if item.kind == "conflict" else diff)
+
+
+def _decide(home, ids, device, namespace, approve: bool) -> None:
+    if not ids and not device and not namespace:
+        raise typer.BadParameter("give item ids, --all-from DEVICE or --namespace NS.")
+    with open_node(home) as node:
+        items = frames.select_conflicts(node, ids or [], device=device, namespace=namespace)
+        if not items:
+            typer.echo("No open conflict matches.")
+            return
+        for item in frames.decide(node, items, approve=approve):
+            typer.echo(f"#{item.id} {item.frame}: {item.status}")
+
+
+def approve(home: HomeOption, ids: Ids = None, all_from: FromDevice = None, namespace: Namespace = None) -> None:
+    """Make the other version the frame on every node; the conflict copy is removed.
+
+    Undo with `twinsync frame restore ID --to REV` (see `frame log`).
+
+    Example: twinsync approve 3    or    twinsync approve --all-from ABCDEFG
+    """
+    _decide(home, ids, all_from, namespace, approve=True)
+
+
+def reject(home: HomeOption, ids: Ids = None, all_from: FromDevice = None, namespace: Namespace = None) -> None:
+    """Keep the current version; the copy is removed and its fork branch kept in Git.
+
+    Undo with `twinsync frame restore ID --to fork/...` (the branch is in `conflict show`).
+
+    Example: twinsync reject 3    or    twinsync reject --namespace scratch
+    """
+    _decide(home, ids, all_from, namespace, approve=False)

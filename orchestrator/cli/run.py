@@ -1,0 +1,27 @@
+"""`twinsync run`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from orchestrator.cli.common import HomeOption, open_node
+from orchestrator.daemon import Daemon
+
+
+def run(home: HomeOption) -> None:
+    """Run the daemon: watch frames.shared/, validate, commit to Git, queue conflicts.
+
+    Logs one line per batch to stderr. SIGTERM or Ctrl-C finishes the batch in flight and
+    exits 0. Changes made while it was stopped are picked up at start.
+
+    Example: twinsync run
+    """
+    logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    with open_node(home) as node:
+        daemon = Daemon(node)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: daemon.stop())
+        daemon.run()

@@ -1,0 +1,202 @@
+"""Frame services for the CLI and the TUI: put, get, list, history, restore, shadows, and
+decisions on the conflict queue. Each change runs through the same pipeline as the daemon,
+under the same lock, so it is validated, committed and announced to Syncthing at once."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from folders.errors import FrameError
+from folders.frame import Frame, check_frame_id, frame_path, save_frame
+from folders.gitstore import FrameRepo, Revision
+from folders.validator import Verdict, validate_frame_file
+from orchestrator.conflicts import OPEN, ConflictError, ConflictItem
+from orchestrator.lock import frames_lock
+from orchestrator.node import Node
+from orchestrator.pipeline import FramePipeline, classify, walk_files
+from orchestrator.state import open_state
+
+
+@contextmanager
+def pipeline_for(node: Node) -> Iterator[FramePipeline]:
+    repo = FrameRepo(node.layout.frames_git)
+    try:
+        yield FramePipeline(node, repo)
+    finally:
+        repo.close()
+
+
+def _relative(node: Node, frame_id: str) -> str:
+    return frame_path(node.layout.frames_shared, check_frame_id(frame_id)).relative_to(
+        node.layout.frames_shared).as_posix()
+
+
+def _verdict(node: Node, root: Path, frame_id: str) -> Verdict:
+    rel = frame_path(root, check_frame_id(frame_id)).relative_to(root)
+    return validate_frame_file(root, rel, node.trusted_keys(), node.config.frames.max_size)
+
+
+def get_frame(node: Node, frame_id: str, *, shadow: bool = False) -> Frame:
+    root = node.layout.frames_local if shadow else node.layout.frames_shared
+    verdict = _verdict(node, root, frame_id)
+    if not verdict.ok:
+        raise FrameError(verdict.message)
+    return verdict.frame
+
+
+def put_frame(node: Node, frame_id: str, body: Any, *, shadow: bool = False) -> Frame:
+    """Sign a new version (its parent is the current one, if any) and commit it now."""
+    if not isinstance(body, dict):
+        raise FrameError(f"The body of {frame_id} must be a JSON object, like '{{\"text\": \"...\"}}'.")
+    root = node.layout.frames_local if shadow else node.layout.frames_shared
+    current = _verdict(node, root, frame_id)
+    parents = (current.frame.hash,) if current.ok else ()
+    frame = Frame.create(frame_id, node.name, body, node.signing_key(), parents=parents)
+    if shadow:
+        save_frame(root, frame)
+        return frame
+    with pipeline_for(node) as pipeline:
+        with frames_lock(node.layout.home):
+            save_frame(root, frame)
+        pipeline.process([_relative(node, frame_id)])
+    return frame
+
+
+def promote_frame(node: Node, frame_id: str) -> Frame:
+    """A shadow frame, checked, becomes a shared one; the shadow goes only once it is in."""
+    shadow = get_frame(node, frame_id, shadow=True)
+    with pipeline_for(node) as pipeline:
+        with frames_lock(node.layout.home):
+            save_frame(node.layout.frames_shared, shadow)
+        pipeline.process([_relative(node, frame_id)])
+    frame_path(node.layout.frames_local, frame_id).unlink()
+    return shadow
+
+
+@dataclass(frozen=True)
+class FrameEntry:
+    id: str | None
+    path: str
+    ok: bool
+    code: str
+    author: str | None
+    created: str | None
+    hash: str | None
+    message: str
+
+
+def list_frames(node: Node, *, shadow: bool = False) -> list[FrameEntry]:
+    """Every frame file on disk with its verdict (invalid ones included, never hidden)."""
+    root = node.layout.frames_local if shadow else node.layout.frames_shared
+    trusted = node.trusted_keys()
+    entries = []
+    for rel, _ in sorted(walk_files(root)):
+        if classify(rel) != "frame":
+            continue
+        v = validate_frame_file(root, Path(rel), trusted, node.config.frames.max_size)
+        f = v.frame
+        entries.append(FrameEntry(f.id if f else None, rel, v.ok, str(v.code), f and f.author,
+                                  f and f.created, f and f.hash, v.message))
+    return entries
+
+
+def frame_log(node: Node, frame_id: str) -> list[Revision]:
+    with FrameRepo(node.layout.frames_git) as repo:
+        revisions = repo.log(_relative(node, frame_id))
+    if not revisions:
+        raise FrameError(f"Frame {frame_id} has no history in {node.layout.frames_git}; "
+                         "check the id with `twinsync frame list`.")
+    return revisions
+
+
+def restore_frame(node: Node, frame_id: str, rev: str) -> Frame:
+    """An old version comes back as a NEW version signed by this node, whose parents are the
+    current and the old one, so the history shows who restored what."""
+    rel = _relative(node, frame_id)
+    with FrameRepo(node.layout.frames_git) as repo:
+        old = json.loads(repo.show(rev, rel))
+    current = _verdict(node, node.layout.frames_shared, frame_id)
+    parents = tuple(dict.fromkeys(([current.frame.hash] if current.ok else []) + [old["hash"]]))
+    frame = Frame.create(frame_id, node.name, old["body"], node.signing_key(), parents=parents)
+    with pipeline_for(node) as pipeline:
+        with frames_lock(node.layout.home):
+            save_frame(node.layout.frames_shared, frame)
+        pipeline.process([rel])
+    return frame
+
+
+# -- the conflict queue ------------------------------------------------------------------
+
+def list_conflicts(node: Node, *, include_closed: bool = False) -> list[ConflictItem]:
+    db = open_state(node.layout.state_db)
+    try:
+        where = "" if include_closed else f"WHERE status = '{OPEN}'"
+        rows = db.execute_returning_dicts(f"SELECT * FROM conflicts {where} ORDER BY id DESC")
+    finally:
+        db.close()
+    return [ConflictItem.from_row(r) for r in rows]
+
+
+def get_conflict(node: Node, item_id: int) -> ConflictItem:
+    db = open_state(node.layout.state_db)
+    try:
+        rows = db.execute_returning_dicts("SELECT * FROM conflicts WHERE id = ?", [item_id])
+    finally:
+        db.close()
+    if not rows:
+        raise ConflictError(f"There is no conflict #{item_id}; list them with `twinsync conflicts --all`.")
+    return ConflictItem.from_row(rows[0])
+
+
+def conflict_diff(node: Node, item: ConflictItem) -> str:
+    """Unified diff of the two bodies (ours → theirs), pretty-printed for reading."""
+    if item.kind != "conflict":
+        return item.reason or ""
+    root = node.layout.frames_shared
+
+    def body(path: Path) -> list[str]:
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return []
+        return json.dumps(data.get("body"), indent=2, sort_keys=True, ensure_ascii=False).splitlines(True)
+
+    return "".join(difflib.unified_diff(
+        body(root / item.path), body(root / item.copy_path),
+        f"ours: {item.path} ({item.ours_author})", f"theirs: {item.copy_path} ({item.theirs_author})"))
+
+
+def select_conflicts(node: Node, ids: list[int], *, device: str | None = None,
+                     namespace: str | None = None) -> list[ConflictItem]:
+    """Items by id, or every open frame conflict from a device or in a namespace (bulk)."""
+    if ids:
+        return [get_conflict(node, i) for i in ids]
+    items = [i for i in list_conflicts(node) if i.kind == "conflict"]
+    if device:
+        items = [i for i in items if (i.device or "").upper() == device.upper()[:7]]
+    if namespace:
+        items = [i for i in items if (i.frame or "").startswith(namespace.rstrip("/") + "/")]
+    return items
+
+
+def decide(node: Node, items: list[ConflictItem], *, approve: bool) -> list[ConflictItem]:
+    """Approve or reject each item; returns them as they are afterwards."""
+    with pipeline_for(node) as pipeline:
+        changed: list[str] = []
+        with frames_lock(node.layout.home):
+            db = open_state(node.layout.state_db)
+            try:
+                for item in items:
+                    decision = pipeline.conflicts.approve if approve else pipeline.conflicts.reject
+                    changed += decision(db, item)
+            finally:
+                db.close()
+        pipeline.process(changed)
+    return [get_conflict(node, i.id) for i in items]
+

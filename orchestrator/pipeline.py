@@ -1,0 +1,219 @@
+"""Flow 1 of DESIGN §3: a batch of changed paths → classify → validate → commit → index →
+ask Syncthing to scan, so peers get the change at once instead of after its watcher delay.
+
+The rule that protects data: only a path whose current file is a valid frame (or that is
+gone) is ever staged, so an invalid file can never replace the last good version in Git.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from folders.files import TEMP_PREFIX
+from folders.frame import FRAME_SUFFIX
+from folders.gitstore import FrameRepo
+from folders.validator import VerdictCache
+from orchestrator.conflicts import ConflictQueue
+from orchestrator.lock import frames_lock
+from orchestrator.node import Node
+from orchestrator.state import open_state
+from syncthing.conflicts import is_conflict_copy, is_syncthing_internal, is_syncthing_temp
+from syncthing.errors import SyncthingError
+from syncthing.folderspec import FRAMES_FOLDER_ID
+
+logger = logging.getLogger(__name__)
+
+#: Past this many changed paths one whole-folder scan is cheaper than a list of subs.
+MAX_SCAN_SUBS = 200
+#: Author of commits that record deletions: a deletion carries no signature to name one.
+DELETION_AUTHOR = "twinsync"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def classify(rel: str) -> str:
+    """`ignore` | `conflict` | `frame`: what a path in frames.shared/ is to twinsync."""
+    name = rel.rsplit("/", 1)[-1]
+    if is_syncthing_internal(rel) or is_syncthing_temp(name) or name.startswith(TEMP_PREFIX):
+        return "ignore"
+    if is_conflict_copy(name):
+        return "conflict"
+    return "frame"
+
+
+@dataclass
+class BatchReport:
+    committed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    commits: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{len(self.committed)} committed, {len(self.deleted)} deleted, "
+                f"{len(self.invalid)} invalid, {len(self.conflicts)} conflict copies, "
+                f"{len(self.commits)} commit(s)")
+
+
+class FramePipeline:
+    """Owns the frame repo, the verdict cache and the frame index for one node home."""
+
+    def __init__(self, node: Node, repo: FrameRepo, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.node = node
+        self.repo = repo
+        self.root = node.layout.frames_shared
+        self.clock = clock
+        self.cache = VerdictCache()
+        self.trusted = node.trusted_keys()
+        self.conflicts = ConflictQueue(node, repo, self.cache, clock=clock)
+        self._pending_scan: set[str] = set()
+        self._scan_retry_at = 0.0
+        self._scan_backoff = 1.0
+        self._syncthing_down = False
+
+    def reload_trust(self) -> None:
+        self.trusted = self.node.trusted_keys()
+
+    # -- the batch ---------------------------------------------------------------------
+
+    def process(self, paths: Iterable[str]) -> BatchReport:
+        """The index is written after the commits: a crash in between leaves an index that
+        disagrees with the disk, so the next reconcile redoes the batch (Git then finds
+        nothing new to commit for what did get committed, so nothing is committed twice)."""
+        report = BatchReport()
+        with frames_lock(self.node.layout.home):
+            db = open_state(self.node.layout.state_db)
+            try:
+                by_author: dict[str, list[str]] = defaultdict(list)
+                rows: list[dict] = []
+                for rel in sorted(set(paths)):
+                    kind = classify(rel)
+                    if kind == "conflict":
+                        self.conflicts.handle_copy(db, rel, self.trusted)
+                        report.conflicts.append(rel)
+                    elif kind == "frame":
+                        row = self._frame(db, rel, by_author, report)
+                        if row:
+                            rows.append(row)
+                for author, changed in sorted(by_author.items()):
+                    sha = self.repo.commit(changed, _message(changed), author, when=self.clock())
+                    if sha:
+                        report.commits.append(sha)
+                with db.conn:
+                    db.execute("DELETE FROM frames WHERE path IN (SELECT value FROM json_each(?))",
+                               [json.dumps(report.deleted)])
+                    db["frames"].upsert_all(rows, pk="path")
+            finally:
+                db.close()
+        self.request_scan(report.committed + report.deleted + report.conflicts)
+        return report
+
+    def _frame(self, db, rel: str, by_author: dict[str, list[str]], report: BatchReport) -> dict | None:
+        path = self.root / rel
+        if not os.path.lexists(path):
+            by_author[DELETION_AUTHOR].append(rel)  # the repo skips what Git never had
+            report.deleted.append(rel)
+            self.conflicts.close_invalid(db, rel, "the file is gone")
+            return None
+        if path.is_dir() and not path.name.endswith(FRAME_SUFFIX):
+            return None
+        verdict = self.cache.validate(self.root, Path(rel), self.trusted, self.node.config.frames.max_size)
+        st = path.lstat()
+        row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "updated": iso(self.clock()),
+               "code": str(verdict.code)}
+        if verdict.ok:
+            row.update(frame_id=verdict.frame.id, hash=verdict.frame.hash, status="valid")
+            by_author[verdict.frame.author].append(rel)
+            report.committed.append(rel)
+            self.conflicts.close_invalid(db, rel, "the file is valid now")
+        else:
+            row.update(frame_id=None, hash=None, status="invalid")
+            report.invalid.append(rel)
+            self.conflicts.open_invalid(db, rel, str(verdict.code), verdict.message)
+            logger.warning("%s", verdict.message)
+        return row
+
+    # -- telling Syncthing -------------------------------------------------------------
+
+    def request_scan(self, paths: Iterable[str]) -> None:
+        self._pending_scan.update(paths)
+        self.flush_scans()
+
+    def flush_scans(self) -> None:
+        """Ask Syncthing to scan what changed; when it is down, say so once and back off."""
+        if not self._pending_scan or time.monotonic() < self._scan_retry_at:
+            return
+        subs = sorted(self._pending_scan)
+        try:
+            self.node.client.scan(FRAMES_FOLDER_ID, None if len(subs) > MAX_SCAN_SUBS else subs)
+        except SyncthingError as exc:
+            if not self._syncthing_down:
+                logger.warning("%s Frames are still committed here and will be announced when "
+                               "Syncthing answers again.", exc)
+            self._syncthing_down = True
+            self._scan_retry_at = time.monotonic() + self._scan_backoff
+            self._scan_backoff = min(self._scan_backoff * 2, 60.0)
+            return
+        if self._syncthing_down:
+            logger.info("Syncthing answers again; announced %d pending change(s)", len(subs))
+        self._syncthing_down = False
+        self._scan_backoff = 1.0
+        self._pending_scan.clear()
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    def changed_on_disk(self) -> set[str]:
+        """Paths whose disk state differs from the index, or that the index or Git know but
+        the disk no longer has: stat only, so 100k unchanged frames cost one directory walk."""
+        db = open_state(self.node.layout.state_db)
+        try:
+            indexed = {r[0]: (r[1], r[2]) for r in db.execute("SELECT path, size, mtime_ns FROM frames")}
+        finally:
+            db.close()
+        changed: set[str] = set()
+        seen: set[str] = set()
+        for rel, st in walk_files(self.root):
+            if classify(rel) == "ignore":
+                continue
+            seen.add(rel)
+            if indexed.get(rel) != (st.st_size, st.st_mtime_ns):
+                changed.add(rel)
+        return changed | ((set(indexed) | set(self.repo.tracked())) - seen)
+
+
+def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Files under root (a directory named like a frame counts as one), skipping Syncthing's own."""
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            rel = Path(entry.path).relative_to(root).as_posix()
+            if entry.is_dir(follow_symlinks=False) and not entry.name.endswith(FRAME_SUFFIX):
+                if not is_syncthing_internal(rel):
+                    stack.append(Path(entry.path))
+                continue
+            yield rel, entry.stat(follow_symlinks=False)
+
+
+def _message(paths: list[str]) -> str:
+    head = ", ".join(p.removesuffix(FRAME_SUFFIX) for p in paths[:3])
+    more = f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""
+    return f"frames: {head}{more}\n\n" + "\n".join(paths) + "\n"

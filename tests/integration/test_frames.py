@@ -1,0 +1,216 @@
+"""Frames across real Syncthing nodes and real `twinsync run` daemons (DESIGN §3 flows 1-2)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import subprocess
+import pytest
+
+from folders.frame import Frame, canonical_json, save_frame
+from folders.keys import load_private_key
+from syncthing.folderspec import FRAMES_FOLDER_ID
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+FRAME = "notes/today"
+REL = "notes/today.frame.json"
+
+
+def _history(node, frame_id: str = FRAME) -> list[dict]:
+    result = node.cli("frame", "log", frame_id, "--json", ok=False)
+    return json.loads(result.output) if result.exit_code == 0 else []
+
+
+def _conflicts(node, *extra: str) -> list[dict]:
+    return json.loads(node.cli("conflicts", "--json", *extra).output)
+
+
+def _body(node, frame_id: str = FRAME):
+    result = node.cli("frame", "get", frame_id, ok=False)
+    return json.loads(result.output) if result.exit_code == 0 else None
+
+
+def _git(node, *args: str) -> str:
+    """Plain `git` on the node's frames.git: the test reads history the way a person would."""
+    done = subprocess.run(["git", f"--git-dir={node.home / 'frames.git'}", *args],
+                          capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+def test_put_on_one_node_is_committed_on_every_node_with_its_author(mesh, daemon_factory):
+    nodes = mesh(3)
+    for node in nodes:
+        daemon_factory(node)
+    a, b, c = nodes
+    a.cli("frame", "put", FRAME, "--body", '{"text": "hello"}')
+    for node in (b, c):
+        wait_for(lambda: _history(node), timeout=20, what=f"commit of {FRAME} on {node.name}")
+        assert _history(node)[0]["author"] == "node1"
+        assert _body(node) == {"text": "hello"}
+    assert [r["author"] for r in _history(a)] == ["node1"]
+
+
+def test_concurrent_edits_become_one_conflict_item_everywhere_and_one_approval_settles_it(
+        mesh, daemon_factory):
+    a, b, c = mesh(3)
+    for node in (a, b, c):
+        daemon_factory(node)
+    a.cli("frame", "put", FRAME, "--body", '{"v": 1}')
+    for node in (b, c):
+        wait_for(lambda: _body(node) == {"v": 1}, timeout=20, what=f"v1 on {node.name}")
+
+    a.client().patch_folder(FRAMES_FOLDER_ID, {"paused": True})
+    a.cli("frame", "put", FRAME, "--body", '{"v": "from A"}')
+    b.cli("frame", "put", FRAME, "--body", '{"v": "from B"}')
+    wait_for(lambda: _body(c) == {"v": "from B"}, timeout=20, what="B's edit on C")
+    a.client().patch_folder(FRAMES_FOLDER_ID, {"paused": False})
+
+    for node in (a, b, c):
+        wait_for(lambda: [i for i in _conflicts(node) if i["kind"] == "conflict"], timeout=40,
+                 what=f"a conflict item on {node.name}")
+    item = next(i for i in _conflicts(b) if i["kind"] == "conflict")
+    assert item["frame"] == FRAME and item["status"] == "open"
+    assert item["branch"].startswith(f"fork/{FRAME}/")
+    shown = b.cli("conflict", "show", str(item["id"])).output
+    assert '"from A"' in shown and '"from B"' in shown
+
+    b.cli("approve", str(item["id"]))
+    chosen = json.loads((b.home / "frames.shared" / REL).read_text())["body"]
+    for node in (a, b, c):
+        wait_for(lambda: _body(node) == chosen and not _conflicts(node)
+                 and not list((node.home / "frames.shared/notes").glob("*sync-conflict*")),
+                 timeout=40, what=f"{node.name} to settle on the approved version")
+    decided = [i for i in _conflicts(b, "--all") if i["id"] == item["id"]][0]
+    assert (decided["status"], decided["decided_by"]) == ("approved", "node2")
+    versions = {json.loads(_git(b, "show", f"{c}:{REL}"))["body"]["v"]
+                for c in _git(b, "rev-list", "--all", "--", REL).split()}
+    assert {"from A", "from B"} <= versions
+
+
+def test_forged_frames_are_never_committed_and_are_queued_with_their_reason(mesh, daemon_factory, tmp_path):
+    a, b = mesh(2)
+    daemon_factory(b)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    stranger = Frame.create("notes/stranger", "node9", {"x": 1}, Ed25519PrivateKey.generate())
+    save_frame(b.home / "frames.shared", stranger)
+    impostor = Frame.create("notes/impostor", "node1", {"x": 2}, Ed25519PrivateKey.generate())
+    save_frame(b.home / "frames.shared", impostor)
+
+    def reasons():
+        return {i["path"]: i["reason"] for i in _conflicts(b) if i["kind"] == "invalid"}
+
+    wait_for(lambda: len(reasons()) == 2, timeout=20, what="two invalid items")
+    assert reasons()["notes/stranger.frame.json"].startswith("untrusted_author")
+    assert reasons()["notes/impostor.frame.json"].startswith("bad_signature")
+    assert _git(b, "log", "--all", "--format=%H", "--", "notes/").strip() == ""
+
+
+def _bad_variants(good: Frame, key) -> dict[str, bytes]:
+    """≥ 25 ways a frame file can be wrong, each written over a committed good frame."""
+    d = good.to_dict()
+    raw = good.to_bytes()
+
+    def doc(**changes) -> bytes:
+        return json.dumps({**d, **changes}).encode()
+
+    def without(field) -> bytes:
+        return json.dumps({k: v for k, v in d.items() if k != field}).encode()
+
+    resigned_other = Frame.create(good.id, good.author, {"other": True}, key).to_dict()
+    pretty_hash = "sha256:" + __import__("hashlib").sha256(
+        json.dumps(good.unsigned_dict(), indent=2).encode()).hexdigest()
+    return {
+        "truncated": raw[: len(raw) // 2],
+        "empty": b"",
+        "not_json": b"hello world",
+        "array": b"[1, 2, 3]",
+        "string": b'"frame"',
+        "bom": b"\xef\xbb\xbf" + raw,
+        "not_utf8": raw.replace(b'"body"', b'"b\xff\xfey"'),
+        "duplicate_key": raw[:-2] + b',"id":"notes/x"}\n',
+        "nan": raw.replace(b'"twinsync":1', b'"twinsync":NaN'),
+        "version_2": doc(twinsync=2),
+        "id_int": doc(id=5),
+        "body_list": doc(body=[1, 2]),
+        "parents_str": doc(parents="sha256:00"),
+        "parents_bad": doc(parents=["md5:00"]),
+        "created_bad": doc(created="yesterday"),
+        "author_list": doc(author=["a"]),
+        "no_hash": without("hash"),
+        "no_sig": without("sig"),
+        "no_body": without("body"),
+        "extra_field": doc(extra=1),
+        "id_mismatch": doc(id="notes/elsewhere"),
+        "dotdot_id": doc(id="../notes/today"),
+        "absolute_id": doc(id="/notes/today"),
+        "body_changed": doc(body={"tampered": True}),
+        "hash_other_canon": doc(hash=pretty_hash),
+        "sig_other_hash": doc(sig=resigned_other["sig"]),
+        "sig_garbage": doc(sig="ed25519:AAAA"),
+        "huge": b'{"pad": "' + b"x" * (17 * 1024 * 1024) + b'"}',
+    }
+
+
+def test_bad_frames_get_reasons_and_never_replace_the_last_good_version(node_factory, daemon_factory):
+    node = node_factory("node1")
+    daemon = daemon_factory(node)
+    key = load_private_key(node.home / "keys/node.key")
+    root = node.home / "frames.shared"
+    goods = {}
+    variants = None
+    for i in range(28):
+        frame = Frame.create(f"bad/f{i:02d}", "node1", {"i": i}, key)
+        goods[frame.id] = frame
+        variants = variants or _bad_variants(frame, key)
+    node.cli("frame", "put", "bad/f00", "--body", '{"i": 0}')
+    for frame in goods.values():
+        save_frame(root, frame)
+    wait_for(lambda: len(_git(node, "ls-tree", "-r", "--name-only", "HEAD", "bad/").split()) == 28, timeout=30, what="28 good frames")
+
+    names = sorted(variants)
+    assert len(names) >= 25
+    for (frame_id, frame), name in zip(sorted(goods.items()), names):
+        (root / f"{frame_id}.frame.json").write_bytes(_bad_variants(frame, key)[name])
+    (root / "bad" / "dir.frame.json").mkdir()
+    outside = node.home / "outside.json"
+    outside.write_bytes(goods["bad/f00"].to_bytes())
+    (root / "bad" / "link.frame.json").symlink_to(outside)
+
+    def invalid():
+        return {i["path"]: i["reason"] for i in _conflicts(node) if i["kind"] == "invalid"}
+
+    wait_for(lambda: len(invalid()) >= len(names) + 1, timeout=40, what="an item per bad file")
+    assert daemon.proc.poll() is None, "the daemon must survive every bad file"
+    for path, reason in invalid().items():
+        assert path in reason and ":" in reason, reason
+    for frame_id, frame in goods.items():
+        committed = _git(node, "show", f"HEAD:{frame_id}.frame.json").encode()
+        assert committed == frame.to_bytes(), f"{frame_id}: the last good version was replaced"
+    assert "bad/link.frame.json" not in _git(node, "ls-tree", "-r", "--name-only", "HEAD").split()
+    assert "Traceback" not in daemon.log()
+
+
+def test_sigkill_mid_batch_then_restart_commits_every_file_exactly_once(node_factory, daemon_factory):
+    node = node_factory("node1")
+    key = load_private_key(node.home / "keys/node.key")
+    root = node.home / "frames.shared"
+    frames = [Frame.create(f"bulk/f{i:04d}", "node1", {"i": i}, key) for i in range(1500)]
+    first = daemon_factory(node)
+    for frame in frames[:750]:
+        save_frame(root, frame)
+    wait_for(lambda: "batch:" in first.log(), timeout=30, what="the first batch")
+    for frame in frames[750:]:
+        save_frame(root, frame)
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+
+    second = daemon_factory(node)
+    wait_for(lambda: len(_git(node, "ls-tree", "-r", "--name-only", "HEAD", "bulk/").split()) == len(frames),
+             timeout=60, what="every frame committed after the restart")
+    adds = _git(node, "log", "--format=", "--name-only", "--diff-filter=A", "--", "bulk/").split()
+    assert sorted(adds) == sorted(f"{f.id}.frame.json" for f in frames), "a frame was committed twice"
+    assert second.stop() == 0
