@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from folders.errors import TwinsyncError
 from folders.keys import is_private_file_safe
 from orchestrator.node import Node
 from syncthing.errors import SyncthingAuthError, SyncthingError
@@ -97,7 +98,10 @@ def check_syncthing(node: Node) -> list[Check]:
         checks.append(Check("Syncthing device", FAIL,
                             f"Syncthing's device ID {my_id[:7]} is not this node's {node.config.device_id[:7]}",
                             "point syncthing.url in twinsync.toml at this node's Syncthing"))
-    peers = node.peers()
+    try:
+        peers = node.peers()
+    except TwinsyncError as exc:
+        return checks + [Check("trusted peers", FAIL, str(exc).split(";")[0], f"fix {node.layout.trusted} by hand")]
     wanted = [(FRAMES_FOLDER_ID, node.layout.frames_shared, "sendreceive", peers),
               (recovery_folder_id(node.name), node.layout.recovery(node.name), "sendonly", peers)]
     wanted += [(recovery_folder_id(name), node.layout.recovery(name), "receiveonly", {name: p})

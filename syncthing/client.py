@@ -69,6 +69,15 @@ class SyncthingClient:
     def _get(self, path: str, **params: Any) -> Any:
         return self._request("GET", path, params=params or None)
 
+    def _get_or_none(self, path: str) -> Any:
+        """GET a config object that may not exist: None instead of a 404 error."""
+        try:
+            return self._get(path)
+        except SyncthingAPIError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     # -- system ------------------------------------------------------------------------
 
     def ping(self) -> bool:
@@ -104,12 +113,7 @@ class SyncthingClient:
 
     def folder(self, folder_id: str) -> dict[str, Any] | None:
         """The folder's config, or None when Syncthing has no such folder."""
-        try:
-            return self._get(f"/rest/config/folders/{quote(folder_id, safe='')}")
-        except SyncthingAPIError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._get_or_none(f"/rest/config/folders/{quote(folder_id, safe='')}")
 
     def put_folder(self, folder: dict[str, Any]) -> None:
         """Create or replace ONE folder; fields not given take Syncthing's folder defaults."""
@@ -145,12 +149,7 @@ class SyncthingClient:
         return self._get("/rest/config/devices")
 
     def device(self, device_id: str) -> dict[str, Any] | None:
-        try:
-            return self._get(f"/rest/config/devices/{quote(device_id, safe='')}")
-        except SyncthingAPIError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._get_or_none(f"/rest/config/devices/{quote(device_id, safe='')}")
 
     def put_device(self, device: dict[str, Any]) -> None:
         full = {**self._get("/rest/config/defaults/device"), **device}

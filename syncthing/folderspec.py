@@ -12,9 +12,10 @@ from typing import Any
 FRAMES_FOLDER_ID = "twinsync-frames"
 RECOVERY_PREFIX = "twinsync-recovery-"
 
-#: Our temp files and Syncthing's own never travel; `(?d)` lets Syncthing delete them
-#: when they block a directory removal.
-IGNORE_PATTERNS = ["(?d).twinsync-tmp-*"]
+#: Never travel: our temp files, and Git control files, which would silently hide frames
+#: from a node's history if a peer dropped one in. `(?d)` lets Syncthing delete them when
+#: they block a directory removal.
+IGNORE_PATTERNS = ["(?d).twinsync-tmp-*", "(?d).gitignore", "(?d).gitattributes"]
 
 #: Seconds the Syncthing watcher waits before scanning; twinsync asks for scans itself
 #: (DESIGN §7), this is the fallback for changes made by hand.

@@ -135,3 +135,12 @@ def test_real_entry_point_prints_one_line_without_traceback(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"Error: {tmp_path / 'none'} is not a twinsync node home; run "
         f"`twinsync init --home {tmp_path / 'none'} --name NAME` first, or pass --home."]
+
+
+def test_doctor_reports_a_broken_trusted_file_as_one_failed_check(node_factory):
+    node = node_factory("n")
+    (node.home / "trusted.toml").write_text("[peers.x\n")
+    result = node.cli("doctor", ok=False)
+    assert result.exit_code == 1
+    assert "fail trusted peers: Cannot read" in result.output
+    assert "ok   signing key" in result.output, "the other checks still run"
