@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from folders.keys import load_private_key, parse_public_key
 from folders.layout import NodeLayout
 from folders.trust import TrustedPeer, load_trusted
+from orchestrator import state
 from orchestrator.config import NodeConfig, load_config, read_api_key
 from syncthing.client import SyncthingClient
 
@@ -24,6 +25,7 @@ class Node:
     def open(cls, home: Path, *, timeout: float | None = None) -> Node:
         layout = NodeLayout(Path(home)).require()
         config = load_config(layout)
+        state.ensure_schema(layout.state_db)
         client = SyncthingClient(config.syncthing_url, read_api_key(layout),
                                  **({"timeout": timeout} if timeout else {}))
         return cls(layout, config, client)

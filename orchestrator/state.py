@@ -19,7 +19,8 @@ def open_state(path: Path) -> sqlite_utils.Database:
 
 
 def ensure_schema(path: Path) -> None:
-    """Create the tables if missing; safe to call on every start."""
+    """Create the tables, or bring an older state.db up to today's columns (sqlite-utils'
+    `transform`); safe and cheap to call whenever a node is opened."""
     db = open_state(path)
     try:
         db.enable_wal()
@@ -28,13 +29,13 @@ def ensure_schema(path: Path) -> None:
         db["frames"].create(
             {"path": str, "frame_id": str, "hash": str, "size": int, "mtime_ns": int,
              "status": str, "code": str, "updated": str},
-            pk="path", if_not_exists=True)
+            pk="path", transform=True)
         db["conflicts"].create(
             {"id": int, "kind": str, "frame": str, "path": str, "copy_path": str, "device": str,
              "status": str, "reason": str, "branch": str, "ours_hash": str, "theirs_hash": str,
              "ours_author": str, "theirs_author": str, "created": str, "decided_by": str,
              "decided_at": str},
-            pk="id", if_not_exists=True)
+            pk="id", transform=True)
         db["conflicts"].create_index(["status"], if_not_exists=True)
         db["events"].create({"id": int, "ts": str, "kind": str, "message": str},
                             pk="id", if_not_exists=True)

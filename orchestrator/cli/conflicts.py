@@ -36,8 +36,10 @@ def conflicts(home: HomeOption, as_json: JsonOption = False,
         return
     table = Table("id", "kind", "frame", "from", "status", "reason")
     for i in items:
-        table.add_row(str(i.id), i.kind, i.frame or i.path, i.device or "-", i.status, (i.reason or "")[:60])
+        table.add_row(str(i.id), i.kind, i.frame or i.path, i.device or "-", i.status,
+                      (i.reason or "").split(":")[0] or "-")
     Console().print(table)
+    typer.echo("Details: `twinsync conflict show ID`; decide with `twinsync approve ID` / `twinsync reject ID`.")
 
 
 @conflict_app.command()

@@ -18,6 +18,7 @@ def run(home: HomeOption) -> None:
     Example: twinsync run
     """
     logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     with open_node(home) as node:
