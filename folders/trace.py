@@ -243,6 +243,19 @@ class TraceDB:
                          (ts, session))
         return step
 
+    def reopen(self, session: str) -> None:
+        """Go on reasoning in a finished or published session of ours, from its recorded head.
+
+        After a restore from an older snapshot the head is the snapshot's, so going on may
+        fork the session; fr_conflict_resolver and trace-consensus then settle it.
+        """
+        with write_transaction(self.connection) as conn:
+            row = conn.execute("SELECT author FROM sessions WHERE session = ?", (session,)).fetchone()
+            if row is None or row[0] != self.author:
+                raise TraceError(f"Session {session} is not one of {self.author}'s sessions in "
+                                 f"{self.path}; only its author can go on with it.")
+            conn.execute("UPDATE sessions SET status = 'open' WHERE session = ?", (session,))
+
     def session_steps(self, session: str) -> list[Step]:
         return load_steps(self.connection, session)
 

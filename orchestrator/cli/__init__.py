@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from folders.errors import TwinsyncError
-from orchestrator.cli import conflicts, frames, init, pairing, run, status, syncthing
+from orchestrator.cli import conflicts, frames, init, pairing, run, status, syncthing, traces
 from syncthing.errors import SyncthingError
 
 EXIT_CRASH = 70
@@ -71,6 +71,9 @@ app.command()(conflicts.conflicts)
 app.add_typer(conflicts.conflict_app, name="conflict")
 app.command()(conflicts.approve)
 app.command()(conflicts.reject)
+app.add_typer(traces.app, name="trace")
+app.command()(traces.forks)
+app.add_typer(traces.fork_app, name="fork")
 app.add_typer(syncthing.app, name="syncthing")
 
 
