@@ -1,0 +1,329 @@
+"""Node fingerprints: `trace/recovery/<node>/fingerprint.json`, one node's signed self-report.
+
+A fingerprint says, at a moment, what a node holds (its frames root, its published trace)
+and how it is doing (pending conflicts and forks, the four seed metrics), so every peer
+can watch every node's quality without asking it (DESIGN §1, §5). It sits in the node's
+own recovery folder, which only that node writes; the signature over canonical JSON of
+every other field is what lets a peer trust it, and the folder name must match the node
+it names, so a peer cannot pass off another node's genuine fingerprint as its own.
+
+Reading never raises: a peer's file may be missing, half-arrived, forged or garbage, and
+the TUI shows each of those as a problem code with a sentence, beside the nodes that are
+fine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from folders import keys
+from folders.errors import TwinsyncError
+from folders.files import write_atomic
+from folders.frame import canonical_json
+from folders.layout import NODE_NAME_RE
+from folders.metrics import METRIC_NAMES, Metrics
+from folders.segments import PUBLISHED
+from folders.trace import Clock, TraceDB, as_connection, utc_now
+
+FINGERPRINT_VERSION = 1
+FINGERPRINT_NAME = "fingerprint.json"
+#: A fingerprint is well under a kilobyte; anything much larger is not one of ours.
+FINGERPRINT_MAX_BYTES = 64 * 1024
+#: A node refreshes its fingerprint at every publish; one silent for longer is shown stale.
+DEFAULT_STALE_AFTER = timedelta(hours=1)
+CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
+_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+_COUNTS = ("frames_count", "trace_steps", "trace_sessions", "pending_conflicts",
+           "pending_forks")
+_TEXTS = ("device_id", "version")
+_OPTIONAL_TIMES = ("last_publish", "last_merge")
+FIELDS = frozenset({"twinsync", "node", "device_id", "version", "created", "frames_root",
+                    "frames_count", "trace_steps", "trace_sessions", "trace_head",
+                    "last_publish", "last_merge", "pending_conflicts", "pending_forks",
+                    "metrics", "sig"})
+PROBLEM_CODES = ("missing", "bad_json", "bad_schema", "untrusted_node", "bad_signature",
+                 "wrong_node")
+
+
+class FingerprintError(TwinsyncError):
+    """A fingerprint cannot be made from the values given; the message names the value."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """One node's signed self-report; make one with `make_fingerprint`."""
+
+    node: str
+    device_id: str
+    version: str  # the twinsync version that wrote it
+    created: str  # UTC, e.g. 2026-11-25T08:00:00Z
+    frames_root: str
+    frames_count: int
+    trace_steps: int  # published steps held, any author
+    trace_sessions: int  # published sessions held, any author
+    trace_head: str | None  # newest published step authored by `node`
+    last_publish: str | None
+    last_merge: str | None
+    pending_conflicts: int
+    pending_forks: int
+    metrics: dict[str, float | None] = field(hash=False)
+    sig: str
+    twinsync: int = FINGERPRINT_VERSION
+
+    def unsigned_dict(self) -> dict[str, Any]:
+        """Every field but `sig`: exactly what the signature covers, in canonical JSON."""
+        return {"twinsync": self.twinsync, "node": self.node, "device_id": self.device_id,
+                "version": self.version, "created": self.created,
+                "frames_root": self.frames_root, "frames_count": self.frames_count,
+                "trace_steps": self.trace_steps, "trace_sessions": self.trace_sessions,
+                "trace_head": self.trace_head, "last_publish": self.last_publish,
+                "last_merge": self.last_merge, "pending_conflicts": self.pending_conflicts,
+                "pending_forks": self.pending_forks, "metrics": dict(self.metrics)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.unsigned_dict(), "sig": self.sig}
+
+    def to_bytes(self) -> bytes:
+        """Indented for people who open the file; the signature does not depend on layout."""
+        return (json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
+                + "\n").encode("utf-8")
+
+    def created_at(self) -> datetime:
+        return _parse_utc(self.created)
+
+    def verify(self, public: Ed25519PublicKey) -> bool:
+        return keys.verify(public, canonical_json(self.unsigned_dict()), self.sig)
+
+
+class TraceFacts(NamedTuple):
+    """The trace.db part of a fingerprint; named as `make_fingerprint`'s parameters, so
+    `make_fingerprint(..., **trace_facts(db, node)._asdict())` fills them in."""
+
+    trace_steps: int
+    trace_sessions: int
+    trace_head: str | None
+    last_publish: str | None
+    last_merge: str | None
+
+
+def trace_facts(db: TraceDB | sqlite3.Connection, node: str) -> TraceFacts:
+    """Published steps and sessions (any author, so nodes that merged the same segments
+    report the same numbers), `node`'s newest published step, and the last publish and
+    merge times from trace.db's logs."""
+    conn = as_connection(db)
+    steps, sessions = conn.execute(
+        f"SELECT count(*), count(DISTINCT session) FROM steps WHERE {PUBLISHED}").fetchone()
+    head = conn.execute(f"SELECT hash FROM steps WHERE author = ? AND {PUBLISHED} "
+                        "ORDER BY ts DESC, hash LIMIT 1", (node,)).fetchone()
+    last_publish = conn.execute("SELECT max(created) FROM publish_log").fetchone()[0]
+    last_merge = conn.execute("SELECT max(merged) FROM merged").fetchone()[0]
+    return TraceFacts(steps, sessions, head[0] if head else None, last_publish, last_merge)
+
+
+def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: str,
+                     frames_count: int, trace_steps: int, trace_sessions: int,
+                     trace_head: str | None, last_publish: str | None, last_merge: str | None,
+                     pending_conflicts: int, pending_forks: int,
+                     metrics: Metrics | Mapping[str, float | None], key: Ed25519PrivateKey,
+                     clock: Clock = utc_now) -> Fingerprint:
+    """Build and sign a fingerprint; every value is checked as a reader would check it."""
+    moment = clock()
+    if moment.tzinfo is None:
+        raise FingerprintError("The clock returned a time without a time zone; pass a clock "
+                               "that returns aware UTC datetimes.")
+    values = metrics.summary() if isinstance(metrics, Metrics) else dict(metrics)
+    # Rounded so the file reads well; six decimals keep every seed threshold exact.
+    values = {name: round(value, 6) if isinstance(value, float) and math.isfinite(value)
+              else value for name, value in values.items()}
+    unsigned = {"twinsync": FINGERPRINT_VERSION, "node": node, "device_id": device_id,
+                "version": version,
+                "created": moment.astimezone(timezone.utc).strftime(CREATED_FORMAT),
+                "frames_root": frames_root, "frames_count": frames_count,
+                "trace_steps": trace_steps, "trace_sessions": trace_sessions,
+                "trace_head": trace_head, "last_publish": last_publish,
+                "last_merge": last_merge, "pending_conflicts": pending_conflicts,
+                "pending_forks": pending_forks, "metrics": values}
+    why = _schema_problem({**unsigned, "sig": ""})
+    if why is not None:
+        raise FingerprintError(f"Cannot make the fingerprint of {node!r}: its {why}; "
+                               "pass the value as the node computed it.")
+    return _from_dict({**unsigned, "sig": keys.sign(key, canonical_json(unsigned))})
+
+
+def write_fingerprint(path: Path, fp: Fingerprint) -> None:
+    """Replace `path` atomically, so Syncthing never ships half a fingerprint."""
+    path = Path(path)
+    if path.parent.name != fp.node:
+        raise FingerprintError(f"Fingerprint of {fp.node!r} would be written to {path}, whose "
+                               f"folder is not named {fp.node!r}; write it into the node's own "
+                               "recovery folder.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, fp.to_bytes())
+
+
+@dataclass(frozen=True)
+class FingerprintProblem:
+    """Why a fingerprint file is not usable; `code` is one of PROBLEM_CODES."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FingerprintView:
+    """What a reader makes of one fingerprint file: usable or not, and why, and how fresh.
+
+    `node` is the folder's name, so a row can be shown even when the file is unusable;
+    `stale` is True unless the fingerprint is usable and no older than `stale_after`.
+    """
+
+    path: Path
+    node: str
+    ok: bool
+    problem: FingerprintProblem | None
+    fingerprint: Fingerprint | None
+    stale: bool
+    age: timedelta | None
+
+
+def read_fingerprint(path: Path, trusted: Mapping[str, Ed25519PublicKey], *,
+                     now: datetime | None = None,
+                     stale_after: timedelta = DEFAULT_STALE_AFTER) -> FingerprintView:
+    """Read and check a fingerprint file; never raises for what is in (or not in) the file."""
+    path = Path(path)
+    folder = path.parent.name
+
+    def refuse(code: str, message: str) -> FingerprintView:
+        return FingerprintView(path, folder, False, FingerprintProblem(code, message), None,
+                               True, None)
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(FINGERPRINT_MAX_BYTES + 1)
+    except OSError as exc:
+        return refuse("missing", f"Fingerprint {path} is missing or unreadable "
+                      f"({exc.strerror}); wait for Syncthing, or let {folder} publish again.")
+    if len(data) > FINGERPRINT_MAX_BYTES:
+        return refuse("bad_json", f"Fingerprint {path} is too large to be a fingerprint; "
+                      "remove it and let its node publish again.")
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return refuse("bad_json", f"Fingerprint {path} is not valid JSON; it may still be "
+                      "arriving, wait for Syncthing or let its node publish again.")
+    why = _schema_problem(parsed)
+    if why is not None:
+        return refuse("bad_schema", f"Fingerprint {path} is not a twinsync fingerprint: its "
+                      f"{why}; let its node publish again with a matching twinsync.")
+    fp = _from_dict(parsed)
+    public = trusted.get(fp.node)
+    if public is None:
+        return refuse("untrusted_node", f"Fingerprint {path} comes from {fp.node!r}, which is "
+                      "not in trusted.toml; pair with the node or remove the file.")
+    if not fp.verify(public):
+        return refuse("bad_signature", f"The signature of fingerprint {path} does not verify "
+                      f"with {fp.node}'s key; it was altered or forged, remove it.")
+    if fp.node != folder:
+        return refuse("wrong_node", f"Fingerprint {path} is {fp.node}'s but sits in the folder "
+                      f"of {folder!r}; a node may only report for itself, remove the file.")
+    moment = utc_now() if now is None else now
+    age = moment - fp.created_at()
+    return FingerprintView(path, folder, True, None, fp, age > stale_after, age)
+
+
+def compare(views: Iterable[FingerprintView]) -> dict[str, Any]:
+    """Which nodes' frames roots agree with the majority of usable fingerprints.
+
+    The majority root is the one most nodes report; a tie goes to the smallest root, so
+    every node draws the same picture. Returns `majority_root` (None when no fingerprint
+    is usable), sorted `agreeing`, `disagreeing` and `unknown` (unusable) node lists, and
+    `by_node`: node → True (agrees), False (disagrees) or None (unknown). One view per
+    node counts; a later view of the same node replaces an earlier one.
+    """
+    roots: dict[str, str | None] = {}
+    for view in views:
+        roots[view.node] = view.fingerprint.frames_root if view.ok and view.fingerprint else None
+    tally = Counter(root for root in roots.values() if root is not None)
+    majority = min(tally.items(), key=lambda item: (-item[1], item[0]))[0] if tally else None
+    by_node = {node: None if root is None else root == majority
+               for node, root in sorted(roots.items())}
+    return {"majority_root": majority,
+            "agreeing": [n for n, agrees in by_node.items() if agrees is True],
+            "disagreeing": [n for n, agrees in by_node.items() if agrees is False],
+            "unknown": [n for n, agrees in by_node.items() if agrees is None],
+            "by_node": by_node}
+
+
+# --- checking ---------------------------------------------------------------------------
+
+def _schema_problem(data: Any) -> str | None:
+    """None when `data` has every field with its type and form; else what is wrong."""
+    if not isinstance(data, dict):
+        return "content is not a JSON object"
+    if set(data) != FIELDS:
+        missing, extra = FIELDS - set(data), set(data) - FIELDS
+        return (f"fields differ (missing: {', '.join(sorted(missing)) or 'none'}; "
+                f"unexpected: {', '.join(sorted(map(str, extra))) or 'none'})")
+    if type(data["twinsync"]) is not int or data["twinsync"] != FINGERPRINT_VERSION:
+        return (f"format version is {data['twinsync']!r}, this twinsync reads "
+                f"{FINGERPRINT_VERSION}")
+    if not isinstance(data["node"], str) or not NODE_NAME_RE.match(data["node"]):
+        return f"node {data['node']!r} is not a node name"
+    for name in _TEXTS:
+        if not isinstance(data[name], str) or not data[name] or len(data[name]) > 200:
+            return f"{name} is not a short non-empty string"
+    if not isinstance(data["sig"], str):
+        return "sig is not a string"
+    if not _is_utc(data["created"]):
+        return f"created {data['created']!r} is not a UTC time like 2026-11-25T08:00:00Z"
+    for name in _OPTIONAL_TIMES:
+        if data[name] is not None and not _is_utc(data[name]):
+            return f"{name} {data[name]!r} is neither null nor a UTC time"
+    if not isinstance(data["frames_root"], str) or not _SHA256.fullmatch(data["frames_root"]):
+        return "frames_root is not a 'sha256:<64 hex>' digest"
+    head = data["trace_head"]
+    if head is not None and (not isinstance(head, str) or not _SHA256.fullmatch(head)):
+        return "trace_head is neither null nor a 'sha256:<64 hex>' step hash"
+    for name in _COUNTS:
+        if type(data[name]) is not int or data[name] < 0:
+            return f"{name} {data[name]!r} is not a count"
+    metrics = data["metrics"]
+    if not isinstance(metrics, dict) or set(metrics) != set(METRIC_NAMES):
+        return f"metrics is not an object with exactly {', '.join(METRIC_NAMES)}"
+    for name, value in metrics.items():
+        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)
+                                  or value < 0):
+            return f"metric {name} {value!r} is neither null nor a finite number of zero or more"
+    return None
+
+
+def _is_utc(value: Any) -> bool:
+    if not isinstance(value, str) or not _UTC.fullmatch(value):
+        return False
+    try:
+        _parse_utc(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def _from_dict(data: Mapping[str, Any]) -> Fingerprint:
+    return Fingerprint(**{name: data[name] for name in FIELDS if name != "metrics"},
+                       metrics=dict(data["metrics"]))

@@ -1,0 +1,349 @@
+"""The seed metrics (DESIGN §5), computed from trace.db and counts the orchestrator passes in.
+
+Four numbers say whether the network of nodes is thinking as one:
+
+- **convergence**: published sessions whose conclusion equals their goal's consensus
+  conclusion, over published sessions that have a conclusion (seed: ≥ 90 %);
+- **conflict rate**: frames with a pending conflict copy, invalid, or whose hash differs
+  across nodes' fingerprints, over all frames (seed: ≤ 5 %);
+- **access time**: p95 of the wall time of the trace query behind `TraceDB.query` for a
+  deterministic sample of goals, in ms (seed: ≤ 200 ms);
+- **routes per goal**: mean distinct published sessions per goal (seed: ≥ 3).
+
+"Published" means what it means everywhere else (`segments.PUBLISHED`): a session is
+published unless this node holds a local `sessions` row whose status is not 'published'.
+Steps merged from peers have no local row, so they count, as `TraceDB.query` shows them.
+
+Everything here is a pure function of its inputs and of trace.db; no Syncthing, no state.db.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, NamedTuple
+
+from folders.decisions import DECISION_GOAL_PREFIX
+from folders.errors import TwinsyncError
+from folders.segments import Fork, choose_branch
+from folders.trace import Step, TraceDB, as_connection, connect, content_hash, load_steps
+
+#: Prefix of every frames root; the version changes if the encoding below ever does.
+FRAMES_ROOT_DOMAIN = b"twinsync frames root v1\n"
+METRIC_NAMES = ("convergence", "conflict_rate", "access_p95_ms", "routes_per_goal")
+
+
+class MetricsError(TwinsyncError):
+    """The inputs of a metric make no sense; the message names the value to fix."""
+
+
+class Threshold(NamedTuple):
+    """One seed threshold: `op` is ">=" (at least `limit`) or "<=" (at most `limit`)."""
+
+    op: Literal[">=", "<="]
+    limit: float
+
+    def met(self, value: float | None) -> bool:
+        """A metric with no value (nothing measured yet) does not meet its threshold."""
+        if value is None:
+            return False
+        return value >= self.limit if self.op == ">=" else value <= self.limit
+
+
+#: The seed's targets (DESIGN §5), with the direction of each.
+SEED_THRESHOLDS: Mapping[str, Threshold] = MappingProxyType({
+    "convergence": Threshold(">=", 0.90),
+    "conflict_rate": Threshold("<=", 0.05),
+    "access_p95_ms": Threshold("<=", 200.0),
+    "routes_per_goal": Threshold(">=", 3.0),
+})
+
+
+def frames_root(entries: Iterable[tuple[str, str]]) -> str:
+    """A digest of the set of (frame path, frame hash) pairs: equal sets, equal roots.
+
+    Computed as sha256 over a version line and then one line per distinct pair, in sorted
+    order, each line the canonical JSON array `["<path>","<hash>"]`. JSON escaping makes
+    the encoding injective (no path or hash can fake a line break or a separator), so the
+    root changes whenever any pair does. Why not a binary Merkle tree: the root is only
+    ever compared for equality between fingerprints, and a tree over a sorted list gives
+    no useful proofs or diffs (one new frame shifts every later leaf), so the extra
+    hashing would buy nothing; to find *which* frames differ, compare the frame indexes.
+    """
+    pairs = set()
+    for entry in entries:
+        try:
+            path, frame_hash = entry if not isinstance(entry, str) else ()
+        except (TypeError, ValueError):
+            path = frame_hash = None
+        if not isinstance(path, str) or not isinstance(frame_hash, str):
+            raise MetricsError(f"Frames root entry {entry!r} is not a (path, hash) pair of "
+                               "strings; pass the frame index's relative paths and hashes.")
+        pairs.add((path, frame_hash))
+    digest = hashlib.sha256(FRAMES_ROOT_DOMAIN)
+    for path, frame_hash in sorted(pairs):
+        digest.update(json.dumps([path, frame_hash], ensure_ascii=False,
+                                 separators=(",", ":")).encode("utf-8") + b"\n")
+    return "sha256:" + digest.hexdigest()
+
+
+class GoalTally(NamedTuple):
+    """trace-consensus for one goal, with the count convergence needs.
+
+    `conclusion`, `supporters` and `routes` equal `segments.consensus(db, goal)`;
+    `concluded` is how many published sessions of the goal have a conclusion.
+    """
+
+    goal: str
+    conclusion: str | None
+    supporters: int
+    concluded: int
+    routes: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The four seed metrics and the raw counts behind each; None means nothing to measure."""
+
+    convergence: float | None
+    converged: int  # published sessions whose conclusion is their goal's consensus
+    concluded: int  # published sessions that have a conclusion
+    conflict_rate: float | None
+    frames_total: int
+    frames_in_conflict: int
+    frames_invalid: int
+    frames_disagreeing: int
+    access_p95_ms: float | None
+    access_samples: int  # goals whose query was timed
+    routes_per_goal: float | None
+    min_routes: int | None
+    goals: int  # goals with at least one published session
+    routes: int  # published sessions, summed over those goals
+
+    def summary(self) -> dict[str, float | None]:
+        """The four metric values by name, as fingerprints and `status --json` carry them."""
+        return {name: getattr(self, name) for name in METRIC_NAMES}
+
+    def meets(self, thresholds: Mapping[str, Threshold] = SEED_THRESHOLDS) -> dict[str, bool]:
+        """Metric name → whether it meets its threshold; a metric with no value does not."""
+        unknown = set(thresholds) - set(METRIC_NAMES)
+        if unknown:
+            raise MetricsError(f"Thresholds name unknown metrics ({', '.join(sorted(unknown))}); "
+                               f"use {', '.join(METRIC_NAMES)}.")
+        return {name: threshold.met(getattr(self, name)) for name, threshold in thresholds.items()}
+
+
+def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total: int,
+                    frames_in_conflict: int, frames_invalid: int, frames_disagreeing: int,
+                    query_sample: int = 20,
+                    clock: Callable[[], float] = time.perf_counter) -> Metrics:
+    """Measure the seed metrics on a trace.db and the frame counts the orchestrator keeps.
+
+    `trace` is an open TraceDB, a connection to trace.db, or its path (opened and closed
+    here). The counts are of distinct frames; when they overlap the rate is capped at 1.
+    `clock` returns seconds (as `time.perf_counter` does) and times the access queries.
+    """
+    counts = {"frames_total": frames_total, "frames_in_conflict": frames_in_conflict,
+              "frames_invalid": frames_invalid, "frames_disagreeing": frames_disagreeing,
+              "query_sample": query_sample}
+    for name, value in counts.items():
+        if type(value) is not int or value < 0:
+            raise MetricsError(f"compute_metrics got {name}={value!r}; pass a count, a whole "
+                               "number of zero or more.")
+    if isinstance(trace, (str, Path)):
+        conn = connect(Path(trace))
+        try:
+            return compute_metrics(conn, frames_total=frames_total,
+                                   frames_in_conflict=frames_in_conflict,
+                                   frames_invalid=frames_invalid,
+                                   frames_disagreeing=frames_disagreeing,
+                                   query_sample=query_sample, clock=clock)
+        finally:
+            conn.close()
+
+    conn = as_connection(trace)
+    tallies = tally_goals(conn)
+    converged = sum(t.supporters for t in tallies.values())
+    concluded = sum(t.concluded for t in tallies.values())
+    routes = [t.routes for t in tallies.values()]
+    bad_frames = frames_in_conflict + frames_invalid + frames_disagreeing
+    timings = time_queries(trace, sample_goals(conn, query_sample), clock)
+    return Metrics(
+        convergence=converged / concluded if concluded else None,
+        converged=converged,
+        concluded=concluded,
+        conflict_rate=min(1.0, bad_frames / frames_total) if frames_total else None,
+        frames_total=frames_total,
+        frames_in_conflict=frames_in_conflict,
+        frames_invalid=frames_invalid,
+        frames_disagreeing=frames_disagreeing,
+        access_p95_ms=p95(timings),
+        access_samples=len(timings),
+        routes_per_goal=sum(routes) / len(routes) if routes else None,
+        min_routes=min(routes, default=None),
+        goals=len(routes),
+        routes=sum(routes),
+    )
+
+
+# --- convergence and routes ---------------------------------------------------------------
+
+#: One row per (goal, session): whether the session forks within the goal, exactly as
+#: `detect_forks(db, goal)` groups it. Steps grouped by parent form count(DISTINCT parent)
+#: groups, plus one for the roots (NULL parent) if any; a group holds two steps or more
+#: exactly when the steps outnumber the groups. NOT INDEXED: a sequential scan and one
+#: sort beat walking the goal index, whose random table reads cost twice as much.
+_SESSIONS_BY_GOAL = ("SELECT goal, session, "
+                     "count(*) > count(DISTINCT parent) + max(parent IS NULL) "
+                     "FROM steps NOT INDEXED GROUP BY goal, session")
+#: Conclusion steps nothing follows: consensus' query for unforked sessions, for all goals.
+_CHILDLESS = "kind = 'conclusion' AND NOT EXISTS (SELECT 1 FROM steps c WHERE c.parent = s.hash)"
+_CHILDLESS_CONCLUSIONS = ("SELECT goal, session, content FROM steps s NOT INDEXED "
+                          f"WHERE {_CHILDLESS}")
+_NEWEST_CHILDLESS = ("SELECT content FROM steps s WHERE goal = ? AND session = ? "
+                     f"AND {_CHILDLESS} ORDER BY ts DESC, hash DESC LIMIT 1")
+
+
+def tally_goals(db: TraceDB | sqlite3.Connection) -> dict[str, GoalTally]:
+    """`segments.consensus` for every goal with a published session, in three queries.
+
+    Calling `consensus` once per goal costs several queries per goal (2.6 s for 2,000
+    goals); this computes the same thing for all goals at once:
+
+    1. per (goal, session): whether the session is published (`segments.PUBLISHED` is a
+       property of the session, so it is applied once per session, from the small set of
+       unpublished ones) and whether it forks within the goal, as detect_forks would say.
+       Routes are the published sessions of each goal, as consensus counts them;
+    2. the conclusion steps nothing follows: consensus' own query without its goal
+       filter, kept for published sessions that do not fork within their goal;
+    3. published sessions that fork: the end of the chain reached by following
+       `choose_branch` at every fork from the root, as `consensus` does; forks are rare,
+       so this walks them one session at a time.
+
+    Should an unforked session have two childless conclusions (only a gap in its chain
+    allows it), the newest (by ts, then hash) counts, where `consensus` keeps whichever
+    its scan meets last. Winners follow consensus' rule: most sessions, ties to the
+    smallest sha256 of the conclusion. The reads share one transaction, so a merge
+    committing meanwhile is either wholly in or wholly out.
+    """
+    conn = as_connection(db)
+    own_transaction = not conn.in_transaction
+    if own_transaction:
+        conn.execute("BEGIN")
+    try:
+        unpublished = {row[0] for row in conn.execute(
+            "SELECT session FROM sessions WHERE status != 'published'")}
+        routes: Counter[str] = Counter()
+        forked: dict[str, set[str]] = defaultdict(set)
+        for goal, session, forks in conn.execute(_SESSIONS_BY_GOAL):
+            if session not in unpublished:
+                routes[goal] += 1
+                if forks:
+                    forked[goal].add(session)
+        conclusions: dict[tuple[str, str], str] = {}
+        repeated = set()
+        for goal, session, content in conn.execute(_CHILDLESS_CONCLUSIONS):
+            if session in unpublished or session in forked.get(goal, ()):
+                continue
+            if (goal, session) in conclusions:
+                repeated.add((goal, session))
+            conclusions[goal, session] = content
+        for goal, session in repeated:
+            conclusions[goal, session] = conn.execute(_NEWEST_CHILDLESS,
+                                                      (goal, session)).fetchone()[0]
+        for goal, sessions in forked.items():
+            for session in sessions:
+                tip = _resolved_tip(conn, session)
+                if tip is not None and tip.kind == "conclusion":
+                    conclusions[goal, session] = tip.content
+    finally:
+        if own_transaction:
+            conn.execute("COMMIT")
+    by_goal: dict[str, Counter[str]] = defaultdict(Counter)
+    for (goal, _), content in conclusions.items():
+        by_goal[goal][content] += 1
+    tallies = {}
+    for goal, count in routes.items():
+        if goal.startswith(DECISION_GOAL_PREFIX):
+            continue  # decisions on forks are bookkeeping, not routes toward a goal
+        tally = by_goal.get(goal)
+        if not tally:
+            tallies[goal] = GoalTally(goal, None, 0, 0, count)
+            continue
+        winner, supporters = min(tally.items(), key=lambda item: (-item[1], content_hash(item[0])))
+        tallies[goal] = GoalTally(goal, winner, supporters, sum(tally.values()), count)
+    return tallies
+
+
+def _resolved_tip(conn: sqlite3.Connection, session: str) -> Step | None:
+    """The last step reached from the root when `choose_branch` settles every fork."""
+    children: dict[str | None, list[Step]] = defaultdict(list)
+    for step in load_steps(conn, session):
+        children[step.parent].append(step)
+    current, seen = children.get(None), set()
+    while current:
+        if len(current) == 1:
+            step = current[0]
+        else:
+            fork = Fork(session, current[0].parent, tuple(sorted(c.hash for c in current)))
+            chosen = choose_branch(conn, fork)
+            step = next(c for c in current if c.hash == chosen)
+        if step.hash in seen:  # only a forged cycle gets here; hashes rule it out otherwise
+            return None
+        seen.add(step.hash)
+        current = children.get(step.hash)
+        if not current:
+            return step
+    return None
+
+
+# --- access time ----------------------------------------------------------------------------
+
+def sample_goals(db: TraceDB | sqlite3.Connection, size: int) -> list[str]:
+    """Up to `size` goals, the same on every node holding the same goals and stable as goals
+    are added: those with the smallest sha256 of their text, a spread across the alphabet."""
+    if size <= 0:
+        return []
+    goals = [row[0] for row in as_connection(db).execute("SELECT DISTINCT goal FROM steps")
+             if not row[0].startswith(DECISION_GOAL_PREFIX)]
+    return sorted(goals, key=content_hash)[:size]
+
+
+@dataclass(frozen=True)
+class _Connected:
+    """Just enough of a TraceDB for `TraceDB.query`, which only reads `self.connection`."""
+
+    connection: sqlite3.Connection
+
+
+def time_queries(trace: TraceDB | sqlite3.Connection, goals: Iterable[str],
+                 clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Milliseconds each `TraceDB.query(goal)` takes, rows fetched and built.
+
+    The timed code is TraceDB.query itself, not a copy of its SQL, so the metric follows
+    any change to the query people actually run.
+    """
+    query = trace.query if isinstance(trace, TraceDB) else (
+        lambda goal: TraceDB.query(_Connected(trace), goal))  # type: ignore[arg-type]
+    timings = []
+    for goal in goals:
+        start = clock()
+        query(goal)
+        timings.append((clock() - start) * 1000.0)
+    return timings
+
+
+def p95(values: Iterable[float]) -> float | None:
+    """Nearest-rank 95th percentile: the smallest value at or above 95 % of the values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]

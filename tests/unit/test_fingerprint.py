@@ -1,0 +1,260 @@
+"""Node fingerprints: sign, write, read back; each problem on disk; staleness; compare."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from contextlib import closing
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from folders.fingerprint import (
+    FINGERPRINT_NAME,
+    Fingerprint,
+    FingerprintError,
+    FingerprintView,
+    compare,
+    make_fingerprint,
+    read_fingerprint,
+    trace_facts,
+    write_fingerprint,
+)
+from folders.frame import canonical_json
+from folders.metrics import compute_metrics, frames_root
+from folders.segments import merge_segment, publish, verify_segment
+from folders.trace import TraceDB, connect, ensure_schema
+
+NODES = ("a", "b", "c", "d")
+KEYS = {name: Ed25519PrivateKey.generate() for name in NODES}
+TRUSTED = {name: key.public_key() for name, key in KEYS.items()}
+CREATED = datetime(2026, 11, 25, 8, 0, 0, tzinfo=timezone.utc)
+ROOT_X = frames_root([("notes/a.frame.json", "sha256:" + "1" * 64)])
+ROOT_Y = frames_root([("notes/a.frame.json", "sha256:" + "2" * 64)])
+METRICS = {"convergence": 0.9, "conflict_rate": 0.0, "access_p95_ms": 1.25,
+           "routes_per_goal": 3.0}
+
+
+def fingerprint(node: str = "a", root: str = ROOT_X, key: Ed25519PrivateKey | None = None,
+                created: datetime = CREATED, **changes: object) -> Fingerprint:
+    values: dict[str, object] = dict(
+        node=node, device_id="MFZWI3D-BONSGYC-YLTMRWG-C43ENR5-QXGZDMM-FZWI3DP-BONSGYY-LTMRWAD",
+        version="0.1.0", frames_root=root, frames_count=1, trace_steps=12, trace_sessions=4,
+        trace_head="sha256:" + "a" * 64, last_publish="2026-11-25T07:59:00.000001Z",
+        last_merge=None, pending_conflicts=0, pending_forks=1, metrics=METRICS)
+    values.update(changes)
+    return make_fingerprint(**values, key=key or KEYS[node],  # type: ignore[arg-type]
+                            clock=lambda: created)
+
+
+def place(recovery: Path, folder: str, fp: Fingerprint) -> Path:
+    path = recovery / folder / FINGERPRINT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(fp.to_bytes())
+    return path
+
+
+def read(path: Path, trusted=TRUSTED, now: datetime = CREATED) -> FingerprintView:
+    return read_fingerprint(path, trusted, now=now, stale_after=timedelta(hours=1))
+
+
+def test_sign_write_read_round_trip(tmp_path: Path) -> None:
+    fp = fingerprint()
+    path = tmp_path / "recovery" / "a" / FINGERPRINT_NAME
+    write_fingerprint(path, fp)
+    view = read(path, now=CREATED + timedelta(minutes=5))
+    assert view.ok and view.problem is None and view.node == "a"
+    assert view.fingerprint == fp
+    assert view.fingerprint.verify(TRUSTED["a"]) and not fp.verify(TRUSTED["b"])
+    assert (view.stale, view.age) == (False, timedelta(minutes=5))
+    on_disk = json.loads(path.read_text())
+    assert on_disk["created"] == "2026-11-25T08:00:00Z" and on_disk["twinsync"] == 1
+    assert on_disk["metrics"] == METRICS and set(on_disk) == set(fp.to_dict())
+    assert not list(path.parent.glob(".twinsync-tmp-*"))
+
+
+def test_made_from_a_real_trace_and_metrics(tmp_path: Path) -> None:
+    traces = {n: tmp_path / f"{n}.db" for n in ("a", "b")}
+    for node, trace in traces.items():
+        ensure_schema(trace)
+        with TraceDB(trace, node) as tdb:
+            session = tdb.start_session("g")
+            tdb.finish(session, "42")
+    segment = publish(traces["b"], tmp_path / "b", "b", KEYS["b"])
+    assert segment is not None
+    merge_segment(traces["a"], verify_segment(segment.manifest_path, TRUSTED))
+    with closing(connect(traces["a"])) as conn:
+        facts = trace_facts(conn, "a")
+        assert (facts.trace_steps, facts.trace_sessions, facts.trace_head) == (2, 1, None)
+        assert facts.last_publish is None and facts.last_merge is not None
+    own = publish(traces["a"], tmp_path / "a", "a", KEYS["a"])
+    assert own is not None
+    with closing(connect(traces["a"])) as conn:
+        facts = trace_facts(conn, "a")
+        head = conn.execute("SELECT hash FROM steps WHERE author = 'a' AND kind = 'conclusion'"
+                            ).fetchone()[0]
+        metrics = compute_metrics(conn, frames_total=0, frames_in_conflict=0, frames_invalid=0,
+                                  frames_disagreeing=0)
+    assert (facts.trace_steps, facts.trace_sessions, facts.trace_head) == (4, 2, head)
+    assert facts.last_publish == own.created
+    fp = make_fingerprint(node="a", device_id="DEVICE-A", version="0.1.0", frames_root=ROOT_X,
+                          frames_count=0, pending_conflicts=0, pending_forks=0,
+                          metrics=metrics, key=KEYS["a"], **facts._asdict())
+    assert fp.metrics["convergence"] == 1.0 and fp.metrics["conflict_rate"] is None
+    path = tmp_path / "recovery" / "a" / FINGERPRINT_NAME
+    write_fingerprint(path, fp)
+    assert read_fingerprint(path, TRUSTED).ok
+
+
+def test_missing(tmp_path: Path) -> None:
+    view = read(tmp_path / "a" / FINGERPRINT_NAME)
+    assert (view.ok, view.problem.code, view.node, view.stale) == (False, "missing", "a", True)
+    assert str(tmp_path / "a" / FINGERPRINT_NAME) in view.problem.message
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe", b"[" * 60_000, b"[" * 70_000])
+def test_bad_json(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "a" / FINGERPRINT_NAME
+    path.parent.mkdir()
+    path.write_bytes(content)
+    assert read(path).problem.code == "bad_json"
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.pop("sig"),
+    lambda d: d.update(extra=1),
+    lambda d: d.update(twinsync=2),
+    lambda d: d.update(node="no/slash"),
+    lambda d: d.update(frames_count=-1),
+    lambda d: d.update(frames_count=True),
+    lambda d: d.update(trace_steps="12"),
+    lambda d: d.update(frames_root="sha256:xyz"),
+    lambda d: d.update(trace_head="head"),
+    lambda d: d.update(created="yesterday"),
+    lambda d: d.update(created="2026-02-30T08:00:00Z"),
+    lambda d: d.update(last_merge="2026-11-25 08:00"),
+    lambda d: d.update(device_id=""),
+    lambda d: d["metrics"].pop("convergence"),
+    lambda d: d["metrics"].update(convergence="high"),
+    lambda d: d["metrics"].update(convergence=-0.5),
+])
+def test_bad_schema(tmp_path: Path, change) -> None:
+    data = fingerprint().to_dict()
+    change(data)
+    path = tmp_path / "a" / FINGERPRINT_NAME
+    path.parent.mkdir()
+    path.write_text(json.dumps(data))
+    view = read(path)
+    assert view.problem.code == "bad_schema", view.problem
+    assert view.problem.message.endswith("let its node publish again with a matching twinsync.")
+    path.write_text("[1, 2]")
+    assert read(path).problem.code == "bad_schema"
+
+
+def test_untrusted_node(tmp_path: Path) -> None:
+    stranger = Ed25519PrivateKey.generate()
+    path = place(tmp_path, "zed", fingerprint("zed", key=stranger))
+    view = read(path)
+    assert view.problem.code == "untrusted_node" and "'zed'" in view.problem.message
+    assert read(path, trusted={"zed": stranger.public_key()}).ok
+
+
+def test_bad_signature(tmp_path: Path) -> None:
+    altered = fingerprint().to_dict()
+    altered["pending_conflicts"] = 0 if altered["pending_conflicts"] else 7
+    path = tmp_path / "a" / FINGERPRINT_NAME
+    path.parent.mkdir()
+    path.write_text(json.dumps(altered))
+    assert read(path).problem.code == "bad_signature"
+    # Signed by a trusted key, but not the key of the node it names: impersonation.
+    place(tmp_path, "a", fingerprint("a", key=KEYS["b"]))
+    assert read(path).problem.code == "bad_signature"
+    altered = fingerprint().to_dict() | {"sig": "ed25519:!!!"}
+    path.write_text(json.dumps(altered))
+    assert read(path).problem.code == "bad_signature"
+
+
+def test_wrong_node(tmp_path: Path) -> None:
+    """b's folder holding a's genuine fingerprint: b may not report as a."""
+    genuine = place(tmp_path, "a", fingerprint("a"))
+    copy = tmp_path / "b" / FINGERPRINT_NAME
+    copy.parent.mkdir()
+    shutil.copy(genuine, copy)
+    view = read(copy)
+    assert (view.problem.code, view.node, view.fingerprint) == ("wrong_node", "b", None)
+    with pytest.raises(FingerprintError, match="not named 'a'"):
+        write_fingerprint(copy, fingerprint("a"))
+
+
+def test_stale_after_the_given_time(tmp_path: Path) -> None:
+    path = place(tmp_path, "a", fingerprint())
+    assert not read(path, now=CREATED + timedelta(minutes=59)).stale
+    assert not read(path, now=CREATED + timedelta(hours=1)).stale
+    old = read(path, now=CREATED + timedelta(hours=1, seconds=1))
+    assert old.ok and old.stale and old.age == timedelta(hours=1, seconds=1)
+    fresh = read_fingerprint(path, TRUSTED, now=CREATED + timedelta(days=2),
+                             stale_after=timedelta(days=3))
+    assert not fresh.stale
+    ahead = read(path, now=CREATED - timedelta(minutes=1))  # the writer's clock runs fast
+    assert not ahead.stale and ahead.age == timedelta(minutes=-1)
+
+
+def test_make_fingerprint_refuses_what_a_reader_would_refuse() -> None:
+    with pytest.raises(FingerprintError, match="frames_count"):
+        fingerprint(frames_count=-1)
+    with pytest.raises(FingerprintError, match="frames_root"):
+        fingerprint(root="abc")
+    with pytest.raises(FingerprintError, match="metric convergence"):
+        fingerprint(metrics={**METRICS, "convergence": math.nan})
+    with pytest.raises(FingerprintError, match="metrics is not an object"):
+        fingerprint(metrics={"convergence": 1.0})
+    with pytest.raises(FingerprintError, match="time zone"):
+        fingerprint(created=datetime(2026, 11, 25, 8))
+    assert fingerprint(metrics=dict.fromkeys(METRICS)).metrics == dict.fromkeys(METRICS)
+
+
+def view_of(tmp_path: Path, node: str, root: str) -> FingerprintView:
+    return read(place(tmp_path, node, fingerprint(node, root=root)))
+
+
+def test_compare_names_who_disagrees_with_the_majority(tmp_path: Path) -> None:
+    views = [view_of(tmp_path, "a", ROOT_X), view_of(tmp_path, "b", ROOT_Y),
+             view_of(tmp_path, "c", ROOT_X), read(tmp_path / "d" / FINGERPRINT_NAME)]
+    assert compare(views) == {
+        "majority_root": ROOT_X, "agreeing": ["a", "c"], "disagreeing": ["b"],
+        "unknown": ["d"], "by_node": {"a": True, "b": False, "c": True, "d": None}}
+    tie = compare(reversed(views[:2]))
+    assert tie["majority_root"] == min(ROOT_X, ROOT_Y)
+    assert compare([]) == {"majority_root": None, "agreeing": [], "disagreeing": [],
+                           "unknown": [], "by_node": {}}
+    assert compare(views[3:])["unknown"] == ["d"]
+
+
+signed_values = st.fixed_dictionaries({
+    "frames_count": st.integers(0, 2**53),
+    "pending_forks": st.integers(0, 10**6),
+    "version": st.text(min_size=1, max_size=30),
+    "metrics": st.fixed_dictionaries({
+        name: st.none() | st.floats(0, 1e9, allow_nan=False) for name in METRICS}),
+})
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=signed_values)
+def test_signature_survives_the_file_and_covers_every_field(values) -> None:
+    fp = fingerprint(**values)
+    back = Fingerprint(**{k: v for k, v in json.loads(fp.to_bytes()).items()})
+    assert back == fp and back.verify(TRUSTED["a"])
+    assert canonical_json(back.unsigned_dict()) == canonical_json(fp.unsigned_dict())
+    for name, value in fp.unsigned_dict().items():
+        if name in ("twinsync", "metrics"):
+            continue
+        other = "2026-11-25T09:00:00Z" if name in ("created", "last_publish") else (
+            value + 1 if isinstance(value, int) else ROOT_Y if name in (
+                "frames_root", "trace_head") else f"{value}x")
+        assert not Fingerprint(**{**fp.to_dict(), name: other}).verify(TRUSTED["a"]), name
