@@ -523,3 +523,43 @@ def consensus(db: TraceDB | sqlite3.Connection, goal: str) -> Consensus:
     tally = Counter(conclusions.values())
     winner, supporters = min(tally.items(), key=lambda item: (-item[1], content_hash(item[0])))
     return Consensus(goal, winner, supporters, routes, supporters / routes)
+
+
+# --- shared with snapshots.py, so a snapshot is held to the same rules as a segment ----------
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so memory stays flat."""
+    return _file_sha256(path)
+
+
+def readonly_uri(path: Path) -> str:
+    """URI that opens a file read-only and immutable: no locks, nothing written beside it."""
+    return _readonly_uri(path)
+
+
+def add_step_hash_function(conn: sqlite3.Connection) -> None:
+    """Register the SQL function `step_hash(session, goal, parent, author, ts, kind, content)`."""
+    conn.create_function("step_hash", 7, _sql_step_hash, deterministic=True)
+
+
+def steps_schema_ok(conn: sqlite3.Connection, schema: str = "main") -> bool:
+    """True when `<schema>.steps` has exactly the columns twinsync writes."""
+    return _steps_schema(conn, schema) == _expected_schema()
+
+
+def sign_manifest(manifest: Mapping[str, object], key: Ed25519PrivateKey) -> dict[str, object]:
+    """A copy of `manifest` whose "sig" is the node's signature over canonical JSON of the rest."""
+    unsigned = {k: v for k, v in manifest.items() if k != "sig"}
+    return {**unsigned, "sig": keys.sign(key, canonical_json(unsigned))}
+
+
+def manifest_signature_ok(manifest: Mapping[str, object], public: Ed25519PublicKey) -> bool:
+    """True when the manifest's "sig" verifies with `public` over everything else in it."""
+    unsigned = {k: v for k, v in manifest.items() if k != "sig"}
+    signature = manifest.get("sig")
+    return isinstance(signature, str) and keys.verify(public, canonical_json(unsigned), signature)
+
+
+def manifest_bytes(manifest: Mapping[str, object]) -> bytes:
+    """How manifests are written: indented, sorted, one trailing newline."""
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -1,0 +1,577 @@
+"""Snapshots: make, verify, merge (catch-up), restore (same node and new machine), prune, due."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from folders import keys
+from folders.errors import TraceError
+from folders.segments import Segment, SegmentError, merge_segment, publish, verify_segment
+from folders.snapshots import (
+    KEPT_TABLES,
+    Snapshot,
+    VerifiedSnapshot,
+    due_for_snapshot,
+    list_snapshots,
+    make_snapshot,
+    merge_snapshot,
+    prune,
+    restore_snapshot,
+    segments_after,
+    snapshots_to_catch_up,
+    verify_snapshot,
+)
+from folders.trace import TraceDB, canonical_json, connect, ensure_schema, step_hash
+
+KEYS = {name: Ed25519PrivateKey.generate() for name in ("a", "b", "c")}
+TRUSTED = {name: key.public_key() for name, key in KEYS.items()}
+SHADOWS = "SELECT session FROM sessions WHERE status != 'published'"
+
+
+class TickClock:
+    def __init__(self, start: datetime = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+class Node:
+    """One node: its trace.db in its home, its recovery folder under a shared root, as if
+    Syncthing had already copied every node's folder everywhere."""
+
+    def __init__(self, tmp_path: Path, name: str, root: Path, clock: TickClock) -> None:
+        self.name, self.root, self.clock = name, root, clock
+        self.trace = tmp_path / f"home-{name}" / "trace.db"
+        self.trace.parent.mkdir(parents=True, exist_ok=True)
+        ensure_schema(self.trace)
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.name
+
+    def record(self, conclusion: str = "yes", goal: str = "g", finish: bool = True) -> str:
+        with TraceDB(self.trace, self.name, clock=self.clock) as tdb:
+            session = tdb.start_session(goal)
+            tdb.append(session, "inference", f"toward {conclusion}")
+            if finish:
+                tdb.finish(session, conclusion)
+        return session
+
+    def publish(self, sessions: int = 1) -> Segment:
+        for i in range(sessions):
+            self.record(f"answer {i}")
+        segment = publish(self.trace, self.folder / "segments", self.name, KEYS[self.name],
+                          clock=self.clock)
+        assert segment is not None
+        return segment
+
+    def snapshot(self) -> Snapshot:
+        return make_snapshot(self.trace, self.folder / "snapshots", self.name, KEYS[self.name],
+                             clock=self.clock)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "trace" / "recovery"
+
+
+@pytest.fixture
+def make_node(tmp_path: Path, root: Path) -> Callable[[str], Node]:
+    clock = TickClock()  # one clock for every node, so "newest" means the same to all
+    return lambda name: Node(tmp_path, name, root, clock)
+
+
+def rows(path: Path, sql: str = "SELECT * FROM steps ORDER BY hash", *args: object) -> list[tuple]:
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def published_steps(trace: Path) -> list[tuple]:
+    return rows(trace, f"SELECT * FROM steps WHERE session NOT IN ({SHADOWS}) ORDER BY hash")
+
+
+def receive(manifest: Path, trace: Path) -> int:
+    return merge_segment(trace, verify_segment(manifest, TRUSTED))
+
+
+def catch_up(manifest: Path, trace: Path) -> int:
+    return merge_snapshot(trace, verify_snapshot(manifest, TRUSTED))
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if ".tmp" in p.name)
+
+
+# --- make and restore on the same node -------------------------------------------------------
+
+def test_snapshot_holds_the_published_trace_only_and_restores_it(make_node, root: Path,
+                                                                 tmp_path: Path) -> None:
+    a = make_node("a")
+    for n in (1, 2, 3):
+        a.publish(sessions=n)
+    open_shadow = a.record("not yet", finish=False)
+    finished_shadow = a.record("unpublished")
+    published = published_steps(a.trace)
+    assert len(published) == 18 and len(rows(a.trace)) == 23
+
+    snap = a.snapshot()
+    assert (snap.node, snap.seq, snap.rows, snap.merged) == ("a", 3, 18, {})
+    assert snap.path.parent == root / "a" / "snapshots"
+    assert sorted(p.name for p in snap.path.parent.iterdir()) == [snap.path.name,
+                                                                 snap.manifest_path.name]
+    manifest = json.loads(snap.manifest_path.read_text())
+    assert set(manifest) == {"twinsync", "kind", "node", "file", "sha256", "rows", "created",
+                             "seq", "merged", "sig"}
+    assert (manifest["kind"], manifest["file"], manifest["sha256"]) == ("snapshot", snap.path.name,
+                                                                       snap.sha256)
+    unsigned = {k: v for k, v in manifest.items() if k != "sig"}
+    assert keys.verify(TRUSTED["a"], canonical_json(unsigned), manifest["sig"])
+    with closing(sqlite3.connect(snap.path)) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert tables == set(KEPT_TABLES)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal"
+        sessions = {r[0] for r in conn.execute("SELECT DISTINCT session FROM steps")}
+        assert not sessions & {open_shadow, finished_shadow}
+        assert conn.execute("SELECT count(*) FROM publish_log").fetchone()[0] == 3
+
+    verified = verify_snapshot(snap.manifest_path, TRUSTED)
+    assert (verified.node, verified.seq, verified.rows, verified.size) == ("a", 3, 18, snap.size)
+    target = tmp_path / "restored" / "trace.db"
+    target.parent.mkdir()
+    assert restore_snapshot(target, verified) is None
+    assert rows(target) == published
+    assert leftovers(target.parent) == []
+    assert segments_after(root, target) == []
+
+    with TraceDB(target, "a", clock=a.clock) as tdb:  # the restored node goes on publishing
+        session = tdb.start_session("g")
+        tdb.finish(session, "after the restore")
+    segment = publish(target, a.folder / "segments", "a", KEYS["a"], clock=a.clock)
+    assert segment is not None and (segment.seq, segment.first) == (4, 19)
+
+
+def test_after_a_restore_the_newer_segments_come_back_and_numbering_goes_on(
+        make_node, root: Path) -> None:
+    a = make_node("a")
+    for _ in range(3):
+        a.publish()
+    snap = a.snapshot()
+    newer = [a.publish(), a.publish()]
+    published = published_steps(a.trace)
+    for path in a.trace.parent.glob("trace.db*"):
+        path.unlink()  # the disk under trace.db died; the recovery folder survived
+
+    assert restore_snapshot(a.trace, verify_snapshot(snap.manifest_path, TRUSTED)) is None
+    todo = segments_after(root, a.trace)
+    assert todo == [s.manifest_path for s in newer] == segments_after(root, a.trace, node="a")
+    for manifest in todo:
+        receive(manifest, a.trace)
+    assert rows(a.trace) == published
+    assert segments_after(root, a.trace) == []
+    assert a.publish().seq == 6
+
+
+# --- a peer that fell behind catches up from a snapshot --------------------------------------
+
+def test_a_lagging_peer_catches_up_from_a_snapshot_then_merges_newer_segments(
+        make_node, root: Path) -> None:
+    a, b, c = make_node("a"), make_node("b"), make_node("c")
+    early = [a.publish(), a.publish()]
+    for segment in early:
+        receive(segment.manifest_path, b.trace)
+    from_c = c.publish(sessions=2)
+    receive(from_c.manifest_path, a.trace)
+    for _ in range(3):
+        a.publish()
+    a.record("shadow work", finish=False)
+    snap = a.snapshot()
+    assert (snap.seq, snap.merged) == (5, {"c": 1})
+
+    deleted = prune(a.folder, keep_snapshots=1)
+    assert len(deleted) == 10 and not list((a.folder / "segments").iterdir())
+    sixth = a.publish()
+    assert sixth.seq == 6
+
+    assert segments_after(root, b.trace) == [sixth.manifest_path, from_c.manifest_path]
+    assert snapshots_to_catch_up(root, b.trace) == [snap.manifest_path]
+    verified = verify_snapshot(snap.manifest_path, TRUSTED)
+    assert merge_snapshot(b.trace, verified) > 0
+    merged = rows(b.trace, "SELECT node, seq, sha256 FROM merged ORDER BY node, seq")
+    assert merge_snapshot(b.trace, verified) == 0
+    assert rows(b.trace, "SELECT node, seq, sha256 FROM merged ORDER BY node, seq") == merged
+    assert [(n, s) for n, s, _ in merged] == [("a", 1), ("a", 2), ("a", 5), ("c", 1)]
+    assert ("c", 1, from_c.sha256) in merged  # the segment's own sha256: merging it is a no-op
+
+    assert snapshots_to_catch_up(root, b.trace) == []
+    assert segments_after(root, b.trace) == [sixth.manifest_path]
+    assert receive(sixth.manifest_path, b.trace) == sixth.rows
+    assert receive(from_c.manifest_path, b.trace) == 0
+    assert rows(b.trace) == published_steps(a.trace)
+    assert segments_after(root, b.trace) == []
+
+
+def test_merging_a_snapshot_over_a_different_segment_of_the_same_seq_is_refused(
+        make_node, tmp_path: Path) -> None:
+    a, b = make_node("a"), make_node("b")
+    snap = (a.publish(), a.snapshot())[1]
+    other = Node(tmp_path / "elsewhere", "a", tmp_path / "elsewhere-root", a.clock)
+    receive(other.publish().manifest_path, b.trace)  # a different seq 1 of a
+    before = rows(b.trace)
+    with pytest.raises(SegmentError) as info:
+        catch_up(snap.manifest_path, b.trace)
+    assert info.value.code == "seq_reused"
+    assert rows(b.trace) == before
+
+
+# --- refusals: each names its code, and the existing trace.db is untouched -------------------
+
+def resign(manifest_path: Path, key: Ed25519PrivateKey, **changes: object) -> None:
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(changes)
+    manifest.pop("sig")
+    manifest["sig"] = keys.sign(key, canonical_json(manifest))
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def edit(snap: Snapshot, sql: str, *args: object) -> None:
+    """Change the snapshot, then give it a manifest a's real key signed: only content can tell."""
+    with closing(sqlite3.connect(snap.path)) as conn:
+        conn.execute(sql, args)
+        conn.commit()
+    count = rows(snap.path, "SELECT count(*) FROM steps")[0][0]
+    resign(snap.manifest_path, KEYS["a"], sha256=_sha(snap.path), rows=count)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def truncate(snap: Snapshot) -> None:
+    data = snap.path.read_bytes()
+    snap.path.write_bytes(data[: len(data) // 2])
+
+
+def flip_byte(snap: Snapshot) -> None:
+    data = bytearray(snap.path.read_bytes())
+    data[len(data) - 100] ^= 0xFF
+    snap.path.write_bytes(bytes(data))
+
+
+def untrusted_node(snap: Snapshot) -> None:
+    resign(snap.manifest_path, Ed25519PrivateKey.generate(), node="z")
+
+
+def impersonation(snap: Snapshot) -> None:
+    resign(snap.manifest_path, KEYS["b"])
+
+
+def unknown_key(snap: Snapshot) -> None:
+    resign(snap.manifest_path, Ed25519PrivateKey.generate())
+
+
+def bad_step_hash(snap: Snapshot) -> None:
+    edit(snap, "UPDATE steps SET content = 'forged' WHERE kind = 'conclusion'")
+
+
+def foreign_author(snap: Snapshot) -> None:
+    ts = "2026-11-25T08:00:00.000000Z"
+    edit(snap, "INSERT INTO steps VALUES (?, ?, 'g', NULL, 'x', ?, 'question', 'g')",
+         step_hash("s" * 32, "g", None, "x", ts, "question", "g"), "s" * 32, ts)
+
+
+def wrong_row_count(snap: Snapshot) -> None:
+    resign(snap.manifest_path, KEYS["a"], rows=snap.rows + 1)
+
+
+def lied_seq(snap: Snapshot) -> None:
+    resign(snap.manifest_path, KEYS["a"], seq=snap.seq + 5)
+
+
+def trigger(snap: Snapshot) -> None:
+    edit(snap, "CREATE TRIGGER evil AFTER INSERT ON steps BEGIN DELETE FROM steps; END")
+
+
+def shadow_session(snap: Snapshot) -> None:
+    edit(snap, "INSERT INTO sessions (session, goal, author, status, head, started) "
+         "VALUES ('x', 'g', 'a', 'open', 'h', 't')")
+
+
+def not_sqlite(snap: Snapshot) -> None:
+    snap.path.write_bytes(b"\x00garbage" * 512)
+    resign(snap.manifest_path, KEYS["a"], sha256=_sha(snap.path))
+
+
+def junk_manifest(snap: Snapshot) -> None:
+    snap.manifest_path.write_text('{"twinsync": 1, "kind": "snapshot"')
+
+
+def manifest_naming_another_file(snap: Snapshot) -> None:
+    resign(snap.manifest_path, KEYS["a"], file="../../../home-b/trace.db")
+
+
+def missing_file(snap: Snapshot) -> None:
+    snap.path.unlink()
+
+
+REFUSALS = [(truncate, "sha_mismatch"), (flip_byte, "sha_mismatch"),
+            (untrusted_node, "untrusted_node"), (impersonation, "bad_signature"),
+            (unknown_key, "bad_signature"), (bad_step_hash, "bad_step_hash"),
+            (foreign_author, "foreign_author"), (wrong_row_count, "row_count"),
+            (lied_seq, "seq_mismatch"), (trigger, "bad_schema"),
+            (shadow_session, "unpublished"), (not_sqlite, "corrupt_db"),
+            (junk_manifest, "bad_manifest"), (manifest_naming_another_file, "bad_manifest"),
+            (missing_file, "missing_file")]
+
+
+@pytest.fixture
+def scene(make_node) -> tuple[Node, Node, Snapshot]:
+    """a published twice and snapshotted; b has a trace.db of its own that a restore replaces."""
+    a, b = make_node("a"), make_node("b")
+    a.publish(sessions=2)
+    a.publish()
+    b.publish()
+    b.record("shadow", finish=False)
+    return a, b, a.snapshot()
+
+
+def unchanged_after(b: Node, action: Callable[[], object]) -> BaseException:
+    before = b.trace.read_bytes()
+    with pytest.raises(TraceError) as info:
+        action()
+    assert b.trace.read_bytes() == before
+    assert leftovers(b.trace.parent) == []
+    assert not list(b.trace.parent.glob("trace.db.bak-*"))
+    return info.value
+
+
+@pytest.mark.parametrize("tamper, code", REFUSALS, ids=[f.__name__ for f, _ in REFUSALS])
+def test_a_bad_snapshot_is_refused_and_trace_db_is_untouched(scene, tamper, code: str) -> None:
+    a, b, snap = scene
+    tamper(snap)
+    error = unchanged_after(b, lambda: restore_snapshot(
+        b.trace, verify_snapshot(snap.manifest_path, TRUSTED)))
+    assert isinstance(error, SegmentError) and error.code == code
+    assert str(snap.manifest_path.parent) in str(error)
+    before = rows(b.trace)
+    with pytest.raises(SegmentError):
+        catch_up(snap.manifest_path, b.trace)
+    assert rows(b.trace) == before
+
+
+def test_a_snapshot_changed_after_verification_is_not_restored(scene) -> None:
+    a, b, snap = scene
+    verified = verify_snapshot(snap.manifest_path, TRUSTED)
+    flip_byte(snap)
+    error = unchanged_after(b, lambda: restore_snapshot(b.trace, verified))
+    assert isinstance(error, SegmentError) and error.code == "sha_mismatch"
+
+
+def test_a_snapshot_replaced_while_it_is_copied_is_not_restored(scene) -> None:
+    a, b, snap = scene
+    verified = verify_snapshot(snap.manifest_path, TRUSTED)
+    newer = snap.path.with_name("newer.db")
+    newer.write_bytes(snap.path.read_bytes())
+
+    def syncthing_replaces_it(done: int, total: int) -> None:
+        if newer.exists():
+            newer.replace(snap.path)
+
+    error = unchanged_after(b, lambda: restore_snapshot(
+        b.trace, verified, progress=syncthing_replaces_it, pages_per_step=1))
+    assert isinstance(error, SegmentError) and error.code == "sha_mismatch"
+
+
+def test_a_trace_db_in_use_is_not_replaced(scene) -> None:
+    a, b, snap = scene
+    verified = verify_snapshot(snap.manifest_path, TRUSTED)
+    with closing(sqlite3.connect(b.trace, isolation_level=None)) as daemon:
+        daemon.execute("PRAGMA wal_autocheckpoint=0")
+        daemon.execute("DELETE FROM publish_log")
+        daemon.execute("BEGIN")
+        daemon.execute("SELECT count(*) FROM steps").fetchone()
+        before = rows(b.trace)
+        with pytest.raises(TraceError, match="in use"):
+            restore_snapshot(b.trace, verified)
+        daemon.execute("COMMIT")
+    assert rows(b.trace) == before
+    assert leftovers(b.trace.parent) == []
+
+
+def test_restore_into_a_missing_folder_says_so(scene, tmp_path: Path) -> None:
+    _, _, snap = scene
+    with pytest.raises(TraceError, match="restore again") as info:
+        restore_snapshot(tmp_path / "nowhere" / "trace.db",
+                         verify_snapshot(snap.manifest_path, TRUSTED))
+    assert not isinstance(info.value, SegmentError)
+
+
+def test_local_tables_views_and_triggers_never_leave_the_node(make_node) -> None:
+    a = make_node("a")
+    a.publish()
+    with closing(sqlite3.connect(a.trace)) as conn:
+        conn.execute("CREATE TABLE notes (private TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('only mine')")
+        conn.execute("CREATE VIEW recent AS SELECT * FROM steps")
+        conn.execute("CREATE TRIGGER audit AFTER INSERT ON steps BEGIN "
+                     "INSERT INTO notes VALUES (NEW.hash); END")
+        conn.commit()
+    snap = a.snapshot()
+    assert rows(snap.path, "SELECT type, name FROM sqlite_master WHERE type != 'index' "
+                "ORDER BY name") == [("table", t) for t in sorted(KEPT_TABLES)]
+    assert verify_snapshot(snap.manifest_path, TRUSTED).rows == 3
+
+
+# --- restore keeps the old trace.db, reports progress ----------------------------------------
+
+def test_restore_keeps_the_old_trace_db_aside_and_reports_progress(scene) -> None:
+    a, b, snap = scene
+    old = rows(b.trace)
+    calls: list[tuple[int, int]] = []
+    backup = restore_snapshot(b.trace, verify_snapshot(snap.manifest_path, TRUSTED),
+                              clock=b.clock, pages_per_step=2,
+                              progress=lambda done, total: calls.append((done, total)))
+    assert backup is not None and backup.parent == b.trace.parent
+    assert backup.name.startswith("trace.db.bak-") and rows(backup) == old
+    assert rows(b.trace) == published_steps(a.trace)
+    assert rows(b.trace, "PRAGMA integrity_check") == [("ok",)]
+    assert leftovers(b.trace.parent) == []
+    assert len(calls) >= 2
+    total = calls[-1][1]
+    assert calls[-1] == (total, total) and all(t == total for _, t in calls)
+    assert all(x[0] < y[0] for x, y in zip(calls, calls[1:]))
+    assert {p.name for p in b.trace.parent.iterdir()} <= {"trace.db", backup.name,
+                                                          "trace.db-wal", "trace.db-shm"}
+
+
+# --- restore onto a new machine --------------------------------------------------------------
+
+@pytest.mark.parametrize("fresh_home_has_trace_db", [False, True])
+def test_restore_onto_a_new_machine(make_node, root: Path, tmp_path: Path,
+                                    fresh_home_has_trace_db: bool) -> None:
+    a = make_node("a")
+    a.publish(sessions=2)
+    a.publish()
+    a.record("shadow", finish=False)
+    a.record("finished, never published")
+    snap = a.snapshot()
+    last_words = a.publish()  # a publishes once more, then dies
+    expected = rows(a.trace, f"SELECT * FROM steps WHERE session NOT IN ({SHADOWS}) "
+                             "AND session NOT IN (SELECT session FROM sessions "
+                             "WHERE published_seq = 3) ORDER BY hash")
+
+    home = tmp_path / "home-c"
+    home.mkdir()
+    c_trace = home / "trace.db"
+    if fresh_home_has_trace_db:
+        ensure_schema(c_trace)
+    backup = restore_snapshot(c_trace, verify_snapshot(snap.manifest_path, TRUSTED), node="c")
+    assert (backup is not None) == fresh_home_has_trace_db
+    assert rows(c_trace) == expected
+    assert {r[4] for r in rows(c_trace)} == {"a"}
+    assert rows(c_trace, "SELECT count(*) FROM publish_log") == [(0,)]
+    assert rows(c_trace, "SELECT count(*) FROM sessions") == [(0,)]
+    assert rows(c_trace, "SELECT node, seq FROM merged") == [("a", 2)]
+
+    assert segments_after(root, c_trace, node="c") == [last_words.manifest_path]
+    assert receive(last_words.manifest_path, c_trace) == last_words.rows
+
+    c = Node(tmp_path, "c", root, a.clock)  # the new machine: same trace.db, now c's
+    own = c.record("c's first thought")
+    segment = c.publish(sessions=0)
+    assert (segment.seq, segment.first, segment.sessions) == (1, 1, (own,))
+    with TraceDB(c.trace, "c") as tdb:
+        assert {s.status for s in tdb.query("g") if s.author == "a"} == {"published"}
+    assert segments_after(root, c.trace) == []
+    mine = c.snapshot()
+    verified = verify_snapshot(mine.manifest_path, TRUSTED)
+    assert (verified.seq, verified.merged) == (1, {"a": 3})
+
+
+# --- listing, retention, schedule ------------------------------------------------------------
+
+def test_list_snapshots_newest_first_without_verifying(make_node, root: Path) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.publish()
+    first = a.snapshot()
+    b.publish()
+    other = b.snapshot()
+    a.publish()
+    second = a.snapshot()
+    second.path.unlink()  # still arriving
+    (a.folder / "snapshots" / "snap-20990101T000000000000Z.json").write_text("{")
+    listed = list_snapshots(root)
+    assert [i.manifest_path for i in listed] == [second.manifest_path, other.manifest_path,
+                                                first.manifest_path]
+    assert [i.size for i in listed] == [None, other.size, first.size]
+    assert [(i.node, i.seq, i.rows) for i in list_snapshots(root, "a")] == [("a", 2, 6),
+                                                                          ("a", 1, 3)]
+    assert list_snapshots(root / "nowhere") == []
+
+
+def test_prune_keeps_the_newest_snapshots_and_never_a_db_without_its_manifest(
+        make_node) -> None:
+    a = make_node("a")
+    segments = [a.publish() for _ in range(3)]
+    old = a.snapshot()
+    segments += [a.publish() for _ in range(2)]
+    new = a.snapshot()
+    segments.append(a.publish())
+    snapshots = a.folder / "snapshots"
+    arriving = snapshots / "snap-20990101T000000000000Z.db"
+    arriving.write_bytes(b"still arriving")
+    broken = snapshots / "snap-20990101T000000000001Z.json"
+    broken.write_text("{")
+    broken.with_suffix(".db").write_bytes(b"who knows")
+    (a.folder / "segments" / "seg-00000099-00000099.db").write_bytes(b"no manifest")
+
+    assert prune(a.folder, keep_snapshots=2) == [
+        p for s in segments[:3] for p in (s.manifest_path, s.db_path)]
+    deleted = prune(a.folder, keep_snapshots=1)
+    assert deleted == [old.manifest_path, old.path] + [
+        p for s in segments[3:5] for p in (s.manifest_path, s.db_path)]
+    assert sorted(p.name for p in snapshots.iterdir()) == sorted(
+        [new.path.name, new.manifest_path.name, arriving.name, broken.name,
+         broken.with_suffix(".db").name])
+    assert sorted(p.name for p in (a.folder / "segments").iterdir()) == sorted(
+        [segments[5].db_path.name, segments[5].manifest_path.name, "seg-00000099-00000099.db"])
+    assert prune(a.folder, keep_snapshots=1) == []
+    with pytest.raises(TraceError, match="keep at least 1"):
+        prune(a.folder, keep_snapshots=0)
+
+
+def test_due_for_snapshot(make_node) -> None:
+    a = make_node("a")
+    assert not due_for_snapshot(a.folder, 3, 60, a.clock.now)
+    a.publish()
+    assert due_for_snapshot(a.folder, 3, 60, a.clock.now)
+    snap = a.snapshot()
+    made = datetime.fromisoformat(snap.created.replace("Z", "+00:00"))
+    assert not due_for_snapshot(a.folder, 3, 60, made + timedelta(hours=5))  # nothing newer
+    a.publish()
+    assert not due_for_snapshot(a.folder, 3, 60, made + timedelta(minutes=59))
+    assert due_for_snapshot(a.folder, 3, 60, made + timedelta(minutes=60))
+    assert not due_for_snapshot(a.folder, 3, 0, made + timedelta(days=9))  # time rule off
+    a.publish()
+    a.publish()
+    assert due_for_snapshot(a.folder, 3, 60, made + timedelta(minutes=1))
+    assert not due_for_snapshot(a.folder, 0, 60, made + timedelta(minutes=1))
+
+
+def test_verified_snapshot_fields_come_from_the_manifest(scene) -> None:
+    a, _, snap = scene
+    verified = verify_snapshot(snap.manifest_path, TRUSTED)
+    assert verified == VerifiedSnapshot("a", 2, 9, snap.sha256, snap.created, {}, snap.path,
+                                        snap.manifest_path, snap.size)
+    with closing(connect(a.trace)) as conn:
+        assert conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 9
