@@ -21,7 +21,7 @@ import os
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from folders.trace import (
     STEP_SCHEMA,
     Clock,
     Step,
+    chain_steps,
     TraceDB,
     as_connection,
     canonical_json,
@@ -145,7 +146,9 @@ def publish(trace_db_path: Path, out_dir: Path, node: str, key: Ed25519PrivateKe
             candidates = [row[0] for row in conn.execute(
                 "SELECT session FROM sessions WHERE status = 'finished' AND author = ? "
                 "ORDER BY started, session", (node,))]
-            ready = [session for session in candidates if not coherence_check(conn, session)]
+            chains = {session: chain_steps(conn, session) for session in candidates}
+            ready = [session for session, chain in chains.items()
+                     if not coherence_check(conn, session, chain)]
             if not ready:
                 return None
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,15 +156,12 @@ def publish(trace_db_path: Path, out_dir: Path, node: str, key: Ed25519PrivateKe
             conn.executemany(
                 "UPDATE sessions SET status = 'published', published_seq = ? WHERE session = ?",
                 [(seq, session) for session in ready])
-            batch = ("FROM sessions l JOIN steps s ON s.session = l.session "
-                     "WHERE l.published_seq = ?")
-            rows = conn.execute(f"SELECT count(*) {batch}", (seq,)).fetchone()[0]
+            steps = (tuple(getattr(step, c) for c in STEP_COLUMNS)
+                     for session in ready for step in chains[session])
+            rows = sum(len(chains[session]) for session in ready)
             last = first + rows - 1
             name = segment_name(first, last)
             db_path = out_dir / f"{name}.db"
-            steps = conn.execute(
-                f"SELECT {', '.join('s.' + c for c in STEP_COLUMNS)} {batch} "
-                "ORDER BY s.session, s.ts, s.hash", (seq,))
             _write_segment_db(db_path, steps)
             digest = _file_sha256(db_path)
             created = format_ts(clock())
@@ -200,7 +200,7 @@ def _next_position(conn: sqlite3.Connection, out_dir: Path) -> tuple[int, int]:
     return seq + 1, last + 1
 
 
-def _write_segment_db(db_path: Path, steps: sqlite3.Cursor) -> None:
+def _write_segment_db(db_path: Path, steps: Iterable[tuple]) -> None:
     """Stream rows into a temp file, fsync, rename: readers never see a half-written segment."""
     tmp = temp_path_for(db_path)
     try:

@@ -333,9 +333,29 @@ def load_steps(db: TraceDB | sqlite3.Connection, session: str) -> list[Step]:
     return [Step(*row) for row in rows]
 
 
-def coherence_check(db: TraceDB | sqlite3.Connection, session: str) -> list[Problem]:
-    """COHERENCE-CHECK (DESIGN §2); an empty list means the session may be published."""
-    steps = load_steps(db, session)
+def chain_steps(db: TraceDB | sqlite3.Connection, session: str) -> list[Step]:
+    """The steps this node publishes for one of its sessions: its recorded head and every
+    ancestor, oldest first. Other branches (merged from a copy of the session that went on
+    elsewhere, e.g. before a restore) are not ours to publish again."""
+    conn = as_connection(db)
+    row = conn.execute("SELECT head FROM sessions WHERE session = ?", (session,)).fetchone()
+    steps = load_steps(conn, session)
+    if row is None or row[0] is None:
+        return steps
+    by_hash = {step.hash: step for step in steps}
+    chain, current = [], by_hash.get(row[0])
+    while current is not None and len(chain) <= len(steps):
+        chain.append(current)
+        current = by_hash.get(current.parent) if current.parent else None
+    return chain[::-1]
+
+
+def coherence_check(db: TraceDB | sqlite3.Connection, session: str,
+                    steps: list[Step] | None = None) -> list[Problem]:
+    """COHERENCE-CHECK (DESIGN §2); an empty list means the session may be published.
+
+    `steps` narrows the check to those steps (the chain `chain_steps` returns)."""
+    steps = load_steps(db, session) if steps is None else steps
     if not steps:
         return [Problem("empty", f"Session {session} has no steps; nothing to publish.")]
     by_hash = {step.hash: step for step in steps}

@@ -34,17 +34,34 @@ class FrameSettings:
 
 
 @dataclass(frozen=True)
+class TraceSettings:
+    """When the daemon publishes, merges, snapshots and prunes ([traces] in twinsync.toml)."""
+
+    publish_interval_s: int = 30
+    merge_interval_s: int = 10
+    snapshot_every_segments: int = 20
+    snapshot_every_minutes: int = 60
+    keep_snapshots: int = 3
+    fingerprint_stale_s: int = 3600
+
+
+#: The tables of whole numbers in twinsync.toml, each with its settings class.
+SECTIONS = {"frames": FrameSettings, "traces": TraceSettings}
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     name: str
     device_id: str
     syncthing_url: str
     managed: bool = False
     frames: FrameSettings = FrameSettings()
+    traces: TraceSettings = TraceSettings()
 
     def to_toml(self) -> bytes:
         doc = {"node": {"name": self.name, "device_id": self.device_id},
                "syncthing": {"url": self.syncthing_url, "managed": self.managed},
-               "frames": asdict(self.frames)}
+               **{name: asdict(getattr(self, name)) for name in SECTIONS}}
         header = (b"# twinsync node config. The Syncthing API key is in keys/syncthing-api.key.\n")
         return header + tomli_w.dumps(doc).encode()
 
@@ -69,22 +86,27 @@ def load_config(layout: NodeLayout) -> NodeConfig:
     if not config.syncthing_url.startswith(("http://", "https://")):
         raise ConfigError(f"syncthing.url in {path} must start with http:// or https://, "
                           f"not {config.syncthing_url!r}.")
-    frames = data.get("frames", {})
-    if not isinstance(frames, dict):
-        raise ConfigError(f"[frames] in {path} must be a table.")
-    for f in fields(FrameSettings):
-        value = frames.get(f.name, f.default)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"frames.{f.name} in {path} must be a positive whole number, not {value!r}.")
-    unknown = set(frames) - {f.name for f in fields(FrameSettings)}
-    if unknown:
-        raise ConfigError(f"{path} has unknown settings frames.{', frames.'.join(sorted(unknown))}; remove them.")
-    config = replace(config, frames=FrameSettings(**frames))
+    for section, settings in SECTIONS.items():
+        config = replace(config, **{section: _settings(path, section, settings, data.get(section, {}))})
     try:
         check_node_name(config.name)
     except TwinsyncError as exc:
         raise ConfigError(f"node.name in {path}: {exc}") from None
     return config
+
+
+def _settings(path: Path, section: str, settings: type, table: object):
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] in {path} must be a table.")
+    known = {f.name for f in fields(settings)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{path} has unknown setting {section}.{unknown[0]}; remove it "
+                          f"(known: {', '.join(sorted(known))}).")
+    for name, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{section}.{name} in {path} must be a positive whole number, not {value!r}.")
+    return settings(**table)
 
 
 def save_config(layout: NodeLayout, config: NodeConfig) -> None:

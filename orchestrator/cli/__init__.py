@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from folders.errors import TwinsyncError
-from orchestrator.cli import conflicts, frames, init, pairing, run, status, syncthing, traces
+from orchestrator.cli import conflicts, frames, init, pairing, recovery, run, status, syncthing, traces
 from syncthing.errors import SyncthingError
 
 EXIT_CRASH = 70
@@ -71,9 +71,14 @@ app.command()(conflicts.conflicts)
 app.add_typer(conflicts.conflict_app, name="conflict")
 app.command()(conflicts.approve)
 app.command()(conflicts.reject)
+traces.app.command()(recovery.publish)
+traces.app.command()(recovery.merge)
 app.add_typer(traces.app, name="trace")
 app.command()(traces.forks)
 app.add_typer(traces.fork_app, name="fork")
+app.command()(recovery.nodes)
+app.command()(recovery.snapshots)
+app.command()(recovery.restore)
 app.add_typer(syncthing.app, name="syncthing")
 
 

@@ -1,0 +1,150 @@
+"""`twinsync trace publish|merge`, `nodes`, `snapshots`, `restore`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from folders.errors import TraceError
+from orchestrator import recovery
+from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
+
+
+def publish(home: HomeOption, as_json: JsonOption = False) -> None:
+    """Publish finished, coherent sessions now (the daemon also does it on its schedule).
+
+    Example: twinsync trace publish
+    """
+    with open_node(home) as node:
+        report = recovery.publish_now(node)
+    if as_json:
+        print_json(asdict(report))
+    elif report.segment:
+        typer.echo(f"published {report.steps} step(s) in {report.segment}"
+                   + (f"; snapshot {report.snapshot}" if report.snapshot else ""))
+    else:
+        typer.echo("Nothing new to publish (sessions publish once finished and coherent: `trace show ID`).")
+
+
+def merge(home: HomeOption, as_json: JsonOption = False) -> None:
+    """Verify and merge what peers published, now (the daemon also does it on its schedule).
+
+    Exit code 1 when a segment or snapshot was refused (each is listed with its reason).
+
+    Example: twinsync trace merge --json
+    """
+    with open_node(home) as node:
+        report = recovery.merge_now(node)
+    if as_json:
+        print_json(asdict(report))
+    else:
+        for owner, seq, rows in report.merged:
+            typer.echo(f"merged {owner} #{seq}: {rows} new step(s)")
+        for path, code, reason in report.refused:
+            typer.echo(f"refused {path} ({code}): {reason}", err=True)
+        if report.waiting:
+            typer.echo(f"{len(report.waiting)} piece(s) still arriving; they merge on a later run.")
+        if not (report.merged or report.refused or report.waiting):
+            typer.echo("Nothing new to merge.")
+    if report.refused:
+        raise typer.Exit(1)
+
+
+def _fingerprint_dict(row: recovery.NodeRow) -> dict[str, Any]:
+    fp = row.fingerprint
+    return {"name": row.name, "device_id": row.device_id, "online": row.online,
+            "frames_agree": row.frames_agree, "ok": fp.ok, "stale": fp.stale,
+            "problem": asdict(fp.problem) if fp.problem else None,
+            "fingerprint": fp.fingerprint.to_dict() if fp.fingerprint else None}
+
+
+def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
+    """Every node's signed fingerprint: online, frames agreement, trace, pending work, metrics.
+
+    Example: twinsync nodes --json
+    """
+    with open_node(home) as node:
+        rows = recovery.nodes(node)
+    if as_json:
+        print_json([_fingerprint_dict(r) for r in rows])
+        return
+    table = Table("node", "online", "frames", "steps", "conflicts", "forks", "convergence", "updated")
+    for r in rows:
+        fp = r.fingerprint.fingerprint
+        online = {True: "yes", False: "no", None: "?"}[r.online]
+        agree = {True: "agree", False: "[red]differ[/]", None: "?"}[r.frames_agree]
+        if fp is None:
+            table.add_row(r.name, online, "-", "-", "-", "-", "-", f"[red]{r.fingerprint.problem.code}[/]")
+            continue
+        conv = fp.metrics.get("convergence")
+        style = "dim" if r.fingerprint.stale else None
+        table.add_row(r.name, online, agree, str(fp.trace_steps), str(fp.pending_conflicts),
+                      str(fp.pending_forks), "-" if conv is None else f"{conv:.0%}",
+                      fp.created + (" (stale)" if r.fingerprint.stale else ""), style=style)
+    Console().print(table)
+
+
+def snapshots(home: HomeOption, as_json: JsonOption = False,
+              node_name: Annotated[Optional[str], typer.Option("--node", help="Only this node's snapshots.")] = None,
+              check: Annotated[bool, typer.Option("--verify", help="Verify each one (hash, signature, every step).")] = False) -> None:
+    """List recovery snapshots of every node (newest first), optionally verified.
+
+    Example: twinsync snapshots --node laptop --verify
+    """
+    with open_node(home) as node:
+        infos = recovery.snapshots(node, node_name)
+        verdicts: dict[str, str] = {}
+        if check:
+            for info in infos:
+                try:
+                    recovery.verify(node, info)
+                    verdicts[info.manifest_path.name] = "ok"
+                except TraceError as exc:
+                    verdicts[info.manifest_path.name] = f"refused: {exc}"
+    if as_json:
+        print_json([{**asdict(i), "db_path": str(i.db_path), "manifest_path": str(i.manifest_path),
+                     "verified": verdicts.get(i.manifest_path.name)} for i in infos])
+        return
+    if not infos:
+        typer.echo("No snapshots yet (the daemon makes one every few segments; `trace publish` too).")
+        return
+    table = Table("snapshot", "node", "created", "steps", "size", *(["verified"] if check else []))
+    for i in infos:
+        size = "arriving" if i.size is None else f"{i.size / 1e6:.1f} MB"
+        table.add_row(i.manifest_path.stem, i.node, i.created[:19], str(i.rows), size,
+                      *([verdicts[i.manifest_path.name]] if check else []))
+    Console().print(table)
+
+
+def restore(
+    home: HomeOption,
+    snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot name from `twinsync snapshots` (default: the latest).")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Use the newest snapshot (the default).")] = False,
+    node_name: Annotated[Optional[str], typer.Option("--node", help="Whose snapshot (default: this node's).")] = None,
+    as_new_machine: Annotated[bool, typer.Option("--as-new-machine", help="Take over a dead node's published trace on this fresh node.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Restore trace.db from a verified snapshot; the old one is kept as trace.db.bak-<time>,
+    and every newer segment is merged again. Stop `twinsync run` first.
+
+    Example: twinsync restore --latest --yes
+    """
+    if snapshot and latest:
+        raise typer.BadParameter("give a snapshot name or --latest, not both.")
+    with open_node(home) as node:
+        info = recovery.find_snapshot(node, snapshot, node_name)
+        if not yes:
+            typer.confirm(f"Replace {node.layout.trace_db} with {info.manifest_path.stem} of {info.node} "
+                          f"({info.rows} steps)? The current one is kept aside", abort=True)
+        with Progress(transient=True) as bar:
+            task = bar.add_task("restoring", total=None)
+            report = recovery.restore(node, info, as_new_machine=as_new_machine,
+                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+    typer.echo(f"Restored {report.rows} steps from {report.snapshot} ({report.node}); "
+               f"merged {len(report.merged_after.merged)} newer piece(s)."
+               + (f" The old trace is in {report.backup}." if report.backup else ""))
