@@ -1,5 +1,6 @@
-"""`twinsync run`: the watcher daemon. One processing thread drains debounced batches; the
-watchdog observer and APScheduler only add work to the batcher.
+"""`twinsync run`: the watcher daemon. One processing thread drains debounced frame
+batches; the watchdog observers only add work. APScheduler runs the trace jobs (publish,
+merge, and a merge soon after a peer's manifest arrives) on one worker of its own.
 
 A failed batch is logged and retried on a later tick; it never stops the daemon. At start,
 after an observer restart and hourly, a reconcile pass catches what the watcher missed
@@ -11,12 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from folders.errors import TwinsyncError
 from folders.gitstore import FrameRepo
+from orchestrator import recovery
 from orchestrator.batcher import Batch, Batcher
 from orchestrator.node import Node
 from orchestrator.pipeline import FramePipeline
@@ -48,10 +51,20 @@ class Daemon:
         pipeline = FramePipeline(self.node, repo)
         watcher = FrameWatcher(self.node.layout.frames_shared, self.batcher.add,
                                self.batcher.request_reconcile)
-        scheduler = BackgroundScheduler(timezone=timezone.utc)
+        traces = self.node.config.traces
+        # One worker: publish and merge both write trace.db, so they take turns.
+        scheduler = BackgroundScheduler(timezone=timezone.utc, executors={"default": ThreadPoolExecutor(1)},
+                                        job_defaults={"coalesce": True, "max_instances": 1})
         scheduler.add_job(self.batcher.request_reconcile, "interval",
                           seconds=self.node.config.frames.reconcile_interval_s, id="reconcile")
+        scheduler.add_job(self._job, "interval", ["publish", recovery.publish_now],
+                          seconds=traces.publish_interval_s, id="publish", next_run_time=datetime.now(timezone.utc))
+        scheduler.add_job(self._job, "interval", ["merge", recovery.merge_now],
+                          seconds=traces.merge_interval_s, id="merge", next_run_time=datetime.now(timezone.utc))
+        arrivals = FrameWatcher(self.node.layout.recovery_root, lambda paths: self._peer_arrival(scheduler, paths),
+                                lambda: None)
         watcher.start()
+        arrivals.start()
         scheduler.start()
         self.batcher.request_reconcile()
         logger.info("twinsync daemon for %s watching %s", self.node.name, self.node.layout.frames_shared)
@@ -64,9 +77,25 @@ class Daemon:
                 self._requeue_due()
         finally:
             watcher.stop()
+            arrivals.stop()
             scheduler.shutdown(wait=True)
             repo.close()
             logger.info("twinsync daemon stopped")
+
+    def _job(self, name: str, work) -> None:
+        """A scheduled trace job: logged and retried on its next tick if it fails."""
+        try:
+            work(self.node)
+        except (TwinsyncError, SyncthingError, OSError) as exc:
+            logger.error("%s failed, retrying on the next tick: %s", name, exc)
+        except Exception:  # noqa: BLE001 - a bug in one job must not end the daemon
+            logger.exception("%s failed unexpectedly; retrying on the next tick", name)
+
+    def _peer_arrival(self, scheduler: BackgroundScheduler, paths: set[str]) -> None:
+        """A peer's manifest arrived: merge soon rather than at the next interval."""
+        own = self.node.name + "/"
+        if any(p.endswith(".json") and not p.startswith(own) for p in paths):
+            scheduler.modify_job("merge", next_run_time=datetime.now(timezone.utc) + timedelta(milliseconds=300))
 
     def _run_batch(self, pipeline: FramePipeline, batch: Batch) -> None:
         started = time.monotonic()

@@ -1,0 +1,213 @@
+"""Traces across real Syncthing nodes: publish, merge, consensus, forks and decisions,
+refusals, a crash mid-merge, and restores (DESIGN §3 flows 3-6)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+GOAL = "plan the week"
+
+
+def _record(node, goal: str, conclusion: str, *steps: str) -> str:
+    session = node.cli("trace", "start", goal).output.strip()
+    for text in steps:
+        node.cli("trace", "add", session, "observation", text)
+    node.cli("trace", "finish", session, conclusion)
+    return session
+
+
+def _query(node, goal: str = GOAL) -> dict:
+    return json.loads(node.cli("trace", "query", goal, "--json").output)
+
+
+def _steps(node) -> set[str]:
+    conn = sqlite3.connect(node.home / "trace.db")
+    try:
+        return {r[0] for r in conn.execute(
+            "SELECT hash FROM steps WHERE session NOT IN (SELECT session FROM sessions WHERE status != 'published')")}
+    finally:
+        conn.close()
+
+
+def _forks(node) -> list[dict]:
+    return json.loads(node.cli("forks", "--json").output)
+
+
+def test_three_nodes_publish_merge_and_agree(mesh, daemon_factory):
+    nodes = mesh(3)
+    for node in nodes:
+        daemon_factory(node)
+    a, b, c = nodes
+    _record(a, GOAL, "gym on Tuesday", "Monday is full")
+    _record(b, GOAL, "gym on Tuesday", "Tuesday is free")
+    _record(c, GOAL, "gym on Wednesday", "Wednesday is quiet")
+    _record(c, "pick a book", "Dune")
+    for node in nodes:
+        node.cli("trace", "publish")
+
+    everything = set().union(*(_steps(n) for n in nodes))
+    assert len(everything) == 3 * 3 + 2
+    for node in nodes:
+        wait_for(lambda: _steps(node) == everything, timeout=40, what=f"every published step on {node.name}")
+    answers = [_query(n)["consensus"] for n in nodes]
+    assert all(x == answers[0] for x in answers)
+    assert (answers[0]["conclusion"], answers[0]["supporters"], answers[0]["routes"]) == ("gym on Tuesday", 2, 3)
+
+    for node in nodes:
+        node.cli("trace", "publish")  # refreshes the fingerprint with everything merged
+    for node in nodes:
+        wait_for(lambda: len(json.loads(node.cli("nodes", "--json").output)) == 3, timeout=30,
+                 what=f"three fingerprints on {node.name}")
+    rows = {r["name"]: r for r in json.loads(a.cli("nodes", "--json").output)}
+    assert all(r["ok"] and r["frames_agree"] for r in rows.values())
+    own = {name: {k: v for k, v in r["fingerprint"]["metrics"].items() if k != "access_p95_ms"}
+           for name, r in rows.items()}
+    # each node computed these on its own copy: 3 of 4 concluded sessions agree, 2 goals, 4 routes
+    assert all(m == own["node1"] for m in own.values()), own
+    assert own["node1"]["convergence"] == pytest.approx(3 / 4)
+    assert own["node1"]["routes_per_goal"] == pytest.approx(2.0)
+
+
+def test_a_restored_node_that_goes_on_forks_and_one_decision_reaches_all(mesh, daemon_factory):
+    a, b, c = mesh(3)
+    session = _record(a, GOAL, "gym on Tuesday", "Monday is full")
+    a.cli("trace", "publish")  # first publish: segment and snapshot
+    a.cli("trace", "continue", session)
+    a.cli("trace", "add", session, "observation", "Tuesday got booked")
+    a.cli("trace", "finish", session, "gym on Thursday")
+    a.cli("trace", "publish")
+    for node in (b, c):
+        wait_for(lambda: node.cli("trace", "merge", ok=False) and _query(node)["consensus"]["conclusion"] == "gym on Thursday",
+                 timeout=40, what=f"A's continued session on {node.name}")
+
+    snapshot = json.loads(a.cli("snapshots", "--node", "node1", "--json").output)[-1]["manifest_path"]
+    out = a.cli("restore", Path(snapshot).stem, "--yes").output
+    assert "Restored" in out and "trace.db.bak-" in out
+    a.cli("trace", "continue", session)
+    a.cli("trace", "add", session, "observation", "the gym is closed")
+    a.cli("trace", "finish", session, "run outside")
+    a.cli("trace", "publish")
+
+    for node in (a, b, c):
+        wait_for(lambda: node.cli("trace", "merge", ok=False) and _forks(node), timeout=40,
+                 what=f"the fork on {node.name}")
+    views = [_forks(n)[0] for n in (a, b, c)]
+    assert len({(v["id"], v["chosen"]) for v in views}) == 1, "every node picks the same branch"
+    fork = views[0]
+    other = next(br for br in fork["branches"] if br != fork["chosen"])
+    b.cli("fork", "approve", fork["id"], other[7:19])
+    b.cli("trace", "publish")
+    for node in (a, c):
+        wait_for(lambda: node.cli("trace", "merge", ok=False) and _forks(node)[0]["chosen"] == other,
+                 timeout=40, what=f"B's decision applied on {node.name}")
+        assert _forks(node)[0]["decision"]["author"] == "node2"
+
+
+def test_bad_segments_are_refused_with_their_reason_and_nothing_merges(node_factory, tmp_path):
+    a, b = node_factory("node1"), node_factory("node2")
+    code = a.cli("invite").output.strip()
+    b.cli("pair", code)  # B trusts A; A need not know B for this
+    _record(a, GOAL, "gym on Tuesday", "Monday is full")
+    a.cli("trace", "publish")
+    _record(a, GOAL, "gym on Friday")
+    a.cli("trace", "publish")
+    seg_dir = a.home / "trace/recovery/node1"
+    copy = b.home / "trace/recovery/node1"
+    before = _steps(b)
+
+    def attempt(mutate) -> str:
+        shutil.rmtree(copy / "segments", ignore_errors=True)
+        shutil.rmtree(copy / "snapshots", ignore_errors=True)
+        shutil.copytree(seg_dir / "segments", copy / "segments")
+        mutate(copy / "segments")
+        result = b.cli("trace", "merge", ok=False)
+        assert result.exit_code == 1, result.output
+        assert _steps(b) == before, "nothing of a refused segment may be merged"
+        return result.output
+
+    def truncate(d):
+        db = sorted(d.glob("*.db"))[0]
+        db.write_bytes(db.read_bytes()[:1000])
+
+    def flip(d):
+        db = sorted(d.glob("*.db"))[0]
+        data = bytearray(db.read_bytes())
+        data[-100] ^= 0xFF
+        db.write_bytes(bytes(data))
+
+    def forge(d):
+        manifest = sorted(d.glob("*.json"))[0]
+        doc = json.loads(manifest.read_text())
+        doc["created"] = "2020-01-01T00:00:00.000000Z"
+        manifest.write_text(json.dumps(doc))
+
+    assert "sha_mismatch" in attempt(truncate)
+    assert "sha_mismatch" in attempt(flip)
+    assert "bad_signature" in attempt(forge)
+
+
+def test_sigkill_during_a_merge_leaves_a_sound_trace_that_merges_on_restart(node_factory):
+    a, b = node_factory("node1"), node_factory("node2")
+    b.cli("pair", a.cli("invite").output.strip())
+    from folders.trace import TraceDB
+    with TraceDB(a.home / "trace.db", "node1") as trace:
+        for i in range(400):
+            s = trace.start_session(f"goal {i % 40}")
+            for j in range(60):
+                trace.append(s, "observation", f"step {j} of {i}")
+            trace.finish(s, f"answer {i % 3}")
+    a.cli("trace", "publish")
+    shutil.copytree(a.home / "trace/recovery/node1", b.home / "trace/recovery/node1", dirs_exist_ok=True)
+    merge = subprocess.Popen([str(Path(sys.executable).with_name("twinsync")), "trace", "merge", "--home", str(b.home)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (b.home / "trace.db-wal").exists() and (b.home / "trace.db-wal").stat().st_size > 0,
+                 timeout=30, interval=0.01, what="the merge to start writing")
+    finally:
+        merge.send_signal(signal.SIGKILL)
+        merge.wait()
+    conn = sqlite3.connect(b.home / "trace.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    b.cli("trace", "merge")
+    assert _steps(b) == _steps(a)
+
+
+def test_restore_onto_a_new_machine_from_a_peers_copy(mesh, node_factory):
+    a, b = mesh(2)
+    _record(a, GOAL, "gym on Tuesday", "Monday is full")
+    a.cli("trace", "publish")
+    wait_for(lambda: list((b.home / "trace/recovery/node1/snapshots").glob("*.json")), timeout=30,
+             what="A's snapshot on B")
+    a.syncthing.stop()  # node1's machine dies
+    d = node_factory("node4")
+    d.cli("pair", _invite_from_trust(b, "node1"))
+    shutil.copytree(b.home / "trace/recovery/node1", d.home / "trace/recovery/node1", dirs_exist_ok=True)
+    refused = d.cli("restore", "--node", "node1", "--yes", ok=False)
+    assert refused.exit_code == 1 and "--as-new-machine" in refused.output
+    d.cli("restore", "--node", "node1", "--as-new-machine", "--yes")
+    assert _query(d)["consensus"]["conclusion"] == "gym on Tuesday"
+    _record(d, GOAL, "gym on Monday")
+    report = json.loads(d.cli("trace", "publish", "--json").output)
+    assert report["segment"].startswith("seg-00000001-")
+
+
+def _invite_from_trust(node, peer: str) -> str:
+    """The dead node cannot print an invite any more: rebuild it from a peer's trust file."""
+    import tomllib
+
+    from folders.invite import Invite
+    entry = tomllib.loads((node.home / "trusted.toml").read_text())["peers"][peer]
+    return Invite(peer, entry["device_id"], tuple(entry["addresses"]), entry["public_key"]).encode()
