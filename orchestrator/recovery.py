@@ -184,6 +184,30 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) 
         pending_conflicts=counts.in_conflict + counts.invalid, pending_forks=len(forks(node)),
         metrics=metrics, key=node.signing_key(), clock=clock)
     write_fingerprint(node.layout.recovery(node.name) / FINGERPRINT_NAME, fp)
+    _remember(node, fp.created, fp.metrics)
+
+
+def _remember(node: Node, ts: str, values: dict[str, float | None]) -> None:
+    """Metrics history in state.db, for the TUI's sparklines."""
+    db = open_state(node.layout.state_db)
+    try:
+        db["metrics"].insert_all([{"ts": ts, "name": k, "value": v} for k, v in values.items() if v is not None])
+    finally:
+        db.close()
+
+
+def metrics_history(node: Node, limit: int = 200) -> dict[str, list[tuple[str, float]]]:
+    """Each metric's last `limit` values, oldest first."""
+    db = open_state(node.layout.state_db)
+    try:
+        history: dict[str, list[tuple[str, float]]] = {}
+        for name, in db.execute("SELECT DISTINCT name FROM metrics"):
+            rows = db.execute("SELECT ts, value FROM metrics WHERE name = ? ORDER BY ts DESC LIMIT ?",
+                              [name, limit]).fetchall()
+            history[name] = [(ts, value) for ts, value in reversed(rows)]
+        return history
+    finally:
+        db.close()
 
 
 def read_fingerprints(node: Node, *, now: datetime | None = None) -> list[FingerprintView]:

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from folders.errors import TwinsyncError
-from orchestrator.cli import conflicts, frames, init, pairing, recovery, run, status, syncthing, traces
+from orchestrator.cli import conflicts, frames, init, pairing, recovery, run, status, syncthing, traces, tui
 from syncthing.errors import SyncthingError
 
 EXIT_CRASH = 70
@@ -79,6 +79,7 @@ app.add_typer(traces.fork_app, name="fork")
 app.command()(recovery.nodes)
 app.command()(recovery.snapshots)
 app.command()(recovery.restore)
+app.command()(tui.tui)
 app.add_typer(syncthing.app, name="syncthing")
 
 

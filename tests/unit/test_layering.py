@@ -15,6 +15,8 @@ ALLOWED = {"syncthing": {"syncthing"}, "folders": {"folders"},
            "orchestrator": {"orchestrator", "folders", "syncthing"},
            "tui": {"tui", "orchestrator", "folders", "syncthing"}}
 OURS = set(ALLOWED)
+#: The one way up: `twinsync tui` starts the TUI, importing Textual only when run.
+EXCEPTIONS = {"orchestrator/cli/tui.py": {"tui"}}
 
 
 def _our_imports(path: Path) -> set[str]:
@@ -30,7 +32,7 @@ def _our_imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_package_imports_only_what_its_layer_allows(package):
     for path in (ROOT / package).rglob("*.py"):
-        bad = _our_imports(path) - ALLOWED[package]
+        bad = _our_imports(path) - ALLOWED[package] - EXCEPTIONS.get(path.relative_to(ROOT).as_posix(), set())
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 

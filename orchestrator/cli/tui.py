@@ -1,0 +1,15 @@
+"""`twinsync tui`: imports Textual only when run, so every other command stays light."""
+
+from __future__ import annotations
+
+from orchestrator.cli.common import HomeOption
+
+
+def tui(home: HomeOption) -> None:
+    """Open the terminal UI: nodes, the conflict queue, forks, snapshots and metrics.
+
+    Example: twinsync tui
+    """
+    from tui.app import run_app
+
+    run_app(home)
