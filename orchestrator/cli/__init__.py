@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from folders.errors import TwinsyncError
-from orchestrator.cli import conflicts, frames, init, pairing, recovery, run, status, syncthing, traces, tui
+from orchestrator.cli import conflicts, demo, frames, init, pairing, recovery, run, status, syncthing, traces, tui
 from syncthing.errors import SyncthingError
 
 EXIT_CRASH = 70
@@ -80,6 +80,7 @@ app.command()(recovery.nodes)
 app.command()(recovery.snapshots)
 app.command()(recovery.restore)
 app.command()(tui.tui)
+app.command()(demo.demo)
 app.add_typer(syncthing.app, name="syncthing")
 
 

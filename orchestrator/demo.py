@@ -1,0 +1,282 @@
+"""`twinsync demo`: the whole system live on one machine, loopback only.
+
+N real managed Syncthing processes and N node homes, paired in a full mesh; a real
+`twinsync run` daemon per node; simulated reasoning agents that write frames and record
+sessions toward shared goals (mostly agreeing); an injected concurrent edit (a conflict
+copy), one node cut off and healed, one node restored from an old snapshot that then goes
+on (a fork). It ends with every node's seed metrics and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from folders.metrics import SEED_THRESHOLDS, Metrics
+from orchestrator import frames, recovery, traces
+from orchestrator.config import load_config, save_config
+from orchestrator.init import SyncthingTarget, init_node
+from orchestrator.node import Node
+from orchestrator.pairing import make_invite, pair
+from syncthing.folderspec import FRAMES_FOLDER_ID
+from syncthing.process import ManagedSyncthing
+
+logger = logging.getLogger(__name__)
+
+GOALS = {
+    "plan the week": ("gym on Tuesday", "gym on Monday"),
+    "pick a book": ("Dune", "Solaris"),
+    "what to cook": ("pasta", "curry"),
+    "where to travel": ("the coast", "the mountains"),
+}
+NAMESPACES = ("notes", "plans", "facts")
+#: Every n-th session disagrees with the others, so consensus has something to decide.
+DISSENT_EVERY = 15
+
+
+@dataclass
+class DemoNode:
+    name: str
+    home: Path
+    syncthing: ManagedSyncthing
+    daemon: subprocess.Popen | None = None
+
+    def open(self) -> Node:
+        return Node.open(self.home)
+
+
+@dataclass
+class DemoResult:
+    root: Path
+    metrics: dict[str, Metrics]
+    events: list[str] = field(default_factory=list)
+
+    def meets(self) -> bool:
+        return all(all(m.meets().values()) for m in self.metrics.values())
+
+
+class Demo:
+    """Owns every process it starts; `close()` stops them all, whatever happened."""
+
+    def __init__(self, root: Path, n: int, *, seed: int = 7, say: Callable[[str], None] = logger.info) -> None:
+        self.root = Path(root)
+        self.n = n
+        self.random = random.Random(seed)
+        self.say = say
+        self.nodes: list[DemoNode] = []
+        self.events: list[str] = []
+        self.sessions = 0
+        self.frames_written = 0
+        self._old_session: str | None = None
+
+    # -- set-up ----------------------------------------------------------------------
+
+    def setup(self) -> None:
+        for i in range(1, self.n + 1):
+            name = f"node{i}"
+            st = ManagedSyncthing(self.root / "syncthing" / name)
+            st.generate(name)
+            st.start()
+            node = DemoNode(name, self.root / name, st)
+            self.nodes.append(node)
+            ep = st.endpoint
+            init_node(node.home, name, SyncthingTarget(ep.url, ep.api_key))
+            with node.open() as opened:
+                fast = replace(opened.config.traces, publish_interval_s=3, merge_interval_s=2,
+                               snapshot_every_segments=4, fingerprint_stale_s=120)
+                save_config(opened.layout, replace(load_config(opened.layout), traces=fast))
+        self.say(f"{self.n} Syncthing nodes running on 127.0.0.1; pairing them")
+        invites = {}
+        for node in self.nodes:
+            with node.open() as opened:
+                invites[node.name] = make_invite(opened).encode()
+        for node in self.nodes:
+            with node.open() as opened:
+                for other in self.nodes:
+                    if other is not node:
+                        pair(opened, invites[other.name])
+        self._wait(self._all_connected, 60, "every node to connect")
+        for node in self.nodes:
+            self._start_daemon(node)
+        self.say("paired in a full mesh; daemons running")
+
+    def _all_connected(self) -> bool:
+        for node in self.nodes:
+            with node.syncthing.client() as client:
+                ids = {n.syncthing.client().my_device_id() for n in self.nodes if n is not node}
+                connections = client.connections()
+                if not all(connections.get(d, {}).get("connected") for d in ids):
+                    return False
+        return True
+
+    def _start_daemon(self, node: DemoNode) -> None:
+        log = open(self.root / f"{node.name}-daemon.log", "ab")
+        node.daemon = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", "--home", str(node.home)],
+                                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+
+    def _stop_daemon(self, node: DemoNode) -> None:
+        if node.daemon is not None and node.daemon.poll() is None:
+            node.daemon.terminate()
+            try:
+                node.daemon.wait(20)
+            except subprocess.TimeoutExpired:
+                node.daemon.kill()
+                node.daemon.wait()
+        node.daemon = None
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return True
+            except Exception:  # noqa: BLE001 - nodes may still be starting
+                pass
+            time.sleep(0.3)
+        self.say(f"gave up waiting for {what} after {timeout:.0f} s")
+        return False
+
+    # -- the agents --------------------------------------------------------------------
+
+    def record_session(self, node: DemoNode, goal: str | None = None) -> str:
+        goal = goal or self.random.choice(sorted(GOALS))
+        agree, dissent = GOALS[goal]
+        self.sessions += 1
+        conclusion = dissent if self.sessions % DISSENT_EVERY == 0 else agree
+        with node.open() as opened:
+            session = traces.start(opened, goal)
+            traces.add(opened, session, "observation", f"{node.name} looked at {goal!r} ({self.sessions})")
+            traces.add(opened, session, "inference", f"so: {conclusion}")
+            traces.finish(opened, session, conclusion)
+        return session
+
+    def write_frame(self, node: DemoNode) -> None:
+        self.frames_written += 1
+        ns = NAMESPACES[self.frames_written % len(NAMESPACES)]
+        with node.open() as opened:
+            frames.put_frame(opened, f"{ns}/item-{self.frames_written:03d}",
+                             {"text": f"written by {node.name}", "n": self.frames_written})
+
+    def tick(self) -> None:
+        node = self.random.choice(self.nodes)
+        self.write_frame(node)
+        self.record_session(node)
+
+    # -- the incidents -----------------------------------------------------------------
+
+    def concurrent_edit(self) -> None:
+        """Two nodes edit one frame while one of them is paused: Syncthing keeps both."""
+        a, b = self.nodes[0], self.nodes[1]
+        with a.open() as opened:
+            frames.put_frame(opened, "notes/shared", {"text": "first"})
+        time.sleep(2)
+        with b.syncthing.client() as client:
+            client.patch_folder(FRAMES_FOLDER_ID, {"paused": True})
+        with a.open() as opened:
+            frames.put_frame(opened, "notes/shared", {"text": f"{a.name}'s version"})
+        with b.open() as opened:
+            frames.put_frame(opened, "notes/shared", {"text": f"{b.name}'s version"})
+        with b.syncthing.client() as client:
+            client.patch_folder(FRAMES_FOLDER_ID, {"paused": False})
+        self._event(f"concurrent edits of notes/shared on {a.name} and {b.name}: a conflict to rule on")
+
+    def cut_off(self, node: DemoNode, paused: bool) -> None:
+        with node.syncthing.client() as client:
+            for device in client.devices():
+                if device["deviceID"] != client.my_device_id():
+                    client.patch_device(device["deviceID"], {"paused": paused})
+        self._event(f"{node.name} {'cut off from' if paused else 'back with'} the others")
+
+    def prepare_fork(self) -> None:
+        """A published session that goes on after node1's first snapshot."""
+        node = self.nodes[0]
+        session = self.record_session(node, "plan the week")
+        with node.open() as opened:
+            recovery.publish_now(opened)
+            traces.reopen(opened, session)
+            traces.add(opened, session, "observation", "Tuesday got booked")
+            traces.finish(opened, session, "gym on Tuesday")
+            recovery.publish_now(opened)
+        self._old_session = session
+
+    def restore_and_fork(self) -> None:
+        """node1 comes back from its oldest snapshot and goes on: the session forks."""
+        node = self.nodes[0]
+        self._stop_daemon(node)
+        with node.open() as opened:
+            oldest = recovery.snapshots(opened, node.name)[-1]
+            recovery.restore(opened, oldest)
+            traces.reopen(opened, self._old_session)
+            traces.add(opened, self._old_session, "observation", "restored; the gym is closed")
+            traces.finish(opened, self._old_session, "gym on Tuesday")
+        self._start_daemon(node)
+        self._event(f"{node.name} restored from {oldest.manifest_path.stem} and went on: a fork")
+
+    def _event(self, text: str) -> None:
+        self.events.append(text)
+        self.say(text)
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(self, duration: float, stop: threading.Event, progress: Callable[[str], None] | None = None) -> None:
+        self.prepare_fork()
+        started = time.monotonic()
+        plan = [(0.2, self.concurrent_edit), (0.35, lambda: self.cut_off(self.nodes[-1], True)),
+                (0.5, self.restore_and_fork), (0.65, lambda: self.cut_off(self.nodes[-1], False))]
+        last_report = 0.0
+        while not stop.is_set():
+            elapsed = time.monotonic() - started
+            if elapsed >= duration:
+                break
+            while plan and elapsed >= plan[0][0] * duration:
+                plan.pop(0)[1]()
+            self.tick()
+            if progress and elapsed - last_report >= 5:
+                last_report = elapsed
+                progress(f"t={elapsed:4.0f}s  frames {self.frames_written}  sessions {self.sessions}")
+            stop.wait(0.5)
+        for _, incident in plan:  # a short run still shows every incident
+            incident()
+
+    def settle(self, timeout: float = 60) -> dict[str, Metrics]:
+        """Let replication finish, then publish, merge and measure on every node."""
+        def frames_agree() -> bool:
+            roots = set()
+            for node in self.nodes:
+                with node.open() as opened:
+                    recovery.merge_now(opened)
+                    roots.add(recovery.frame_counts(opened).root)
+            return len(roots) == 1
+        self._wait(frames_agree, timeout, "every node to hold the same frames")
+        for _ in range(2):  # publish, then merge what the others published
+            for node in self.nodes:
+                with node.open() as opened:
+                    recovery.publish_now(opened)
+            time.sleep(2)
+            for node in self.nodes:
+                with node.open() as opened:
+                    recovery.merge_now(opened)
+        metrics = {}
+        for node in self.nodes:
+            with node.open() as opened:
+                metrics[node.name] = recovery.node_metrics(opened)
+        return metrics
+
+    def close(self) -> None:
+        for node in self.nodes:
+            self._stop_daemon(node)
+        for node in self.nodes:
+            node.syncthing.stop()
+
+
+def threshold_text(name: str) -> str:
+    t = SEED_THRESHOLDS[name]
+    return f"{t.op} {t.limit:g}"

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m tests.benchmarks.run [--quick]` (excluded from the pytest run)."""
