@@ -282,8 +282,9 @@ class FrameRepo:
             return None
         now = self._clock()
         env = _identity_env(author, f"{author}@twinsync", _git_date(when or now), _git_date(now))
-        new = self._text("commit-tree", tree, *(("-p", parent) if parent else ()), "-m", message,
-                         env=env, what="write a commit")
+        # The message goes on stdin: one argv element may not exceed 128 KiB on Linux.
+        new = self._text("commit-tree", tree, *(("-p", parent) if parent else ()), "-F", "-",
+                         stdin=message.encode("utf-8"), env=env, what="write a commit")
         self._run("update-ref", "-m", f"twinsync: {message.splitlines()[0] if message else 'commit'}",
                   "HEAD", new, parent or "", what="move HEAD (another writer moved it first?)")
         return new
@@ -387,8 +388,8 @@ class FrameRepo:
                                 "content; pick another name or delete that branch first.")
         now = _git_date(self._clock())
         env = _identity_env(author, f"{author}@twinsync", now, now)
-        new = self._text("commit-tree", tree, "-p", base_sha, "-m", message, env=env,
-                         what="write the fork commit")
+        new = self._text("commit-tree", tree, "-p", base_sha, "-F", "-", stdin=message.encode("utf-8"),
+                         env=env, what="write the fork commit")
         self._run("update-ref", "-m", f"twinsync: fork {branch}", ref, new, "",
                   what=f"create branch {branch} (it may have been created meanwhile)")
         return new

@@ -37,6 +37,8 @@ GOALS = {
     "where to travel": ("the coast", "the mountains"),
 }
 NAMESPACES = ("notes", "plans", "facts")
+#: Frames every node starts from: the shared knowledge a twin has before the demo begins.
+SEED_FRAMES = 30
 #: Every n-th session disagrees with the others, so consensus has something to decide.
 DISSENT_EVERY = 15
 
@@ -105,7 +107,9 @@ class Demo:
         self._wait(self._all_connected, 60, "every node to connect")
         for node in self.nodes:
             self._start_daemon(node)
-        self.say("paired in a full mesh; daemons running")
+        for i in range(SEED_FRAMES):
+            self.write_frame(self.nodes[i % self.n])
+        self.say(f"paired in a full mesh; daemons running; {SEED_FRAMES} frames of shared knowledge written")
 
     def _all_connected(self) -> bool:
         for node in self.nodes:

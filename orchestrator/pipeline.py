@@ -196,24 +196,32 @@ class FramePipeline:
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Files under root (a directory named like a frame counts as one), skipping Syncthing's own."""
-    stack = [root]
+    """Files under root (a directory named like a frame counts as one), skipping Syncthing's
+    own. Plain strings, not pathlib: this walks 100k files at every reconcile."""
+    stack = [("", str(root))]
     while stack:
-        directory = stack.pop()
+        prefix, directory = stack.pop()
         try:
             entries = list(os.scandir(directory))
         except OSError:
             continue
         for entry in entries:
-            rel = Path(entry.path).relative_to(root).as_posix()
+            rel = prefix + entry.name
             if entry.is_dir(follow_symlinks=False) and not entry.name.endswith(FRAME_SUFFIX):
                 if not is_syncthing_internal(rel):
-                    stack.append(Path(entry.path))
+                    stack.append((rel + "/", entry.path))
                 continue
             yield rel, entry.stat(follow_symlinks=False)
+
+
+#: Paths listed in a commit message; Git's own history has the full list.
+MESSAGE_PATHS = 100
 
 
 def _message(paths: list[str]) -> str:
     head = ", ".join(p.removesuffix(FRAME_SUFFIX) for p in paths[:3])
     more = f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""
-    return f"frames: {head}{more}\n\n" + "\n".join(paths) + "\n"
+    body = "\n".join(paths[:MESSAGE_PATHS])
+    if len(paths) > MESSAGE_PATHS:
+        body += f"\n… and {len(paths) - MESSAGE_PATHS} more (see `git show --stat`)"
+    return f"frames: {head}{more}\n\n{body}\n"
