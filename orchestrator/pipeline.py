@@ -114,6 +114,7 @@ class FramePipeline:
                     if sha:
                         report.commits.append(sha)
                 with db.conn:
+                    self.conflicts.close_invalid_many(db, report.committed, "the file is valid now")
                     db.execute("DELETE FROM frames WHERE path IN (SELECT value FROM json_each(?))",
                                [json.dumps(report.deleted)])
                     db["frames"].upsert_all(rows, pk="path")
@@ -139,7 +140,6 @@ class FramePipeline:
             row.update(frame_id=verdict.frame.id, hash=verdict.frame.hash, status="valid")
             by_author[verdict.frame.author].append(rel)
             report.committed.append(rel)
-            self.conflicts.close_invalid(db, rel, "the file is valid now")
         else:
             row.update(frame_id=None, hash=None, status="invalid")
             report.invalid.append(rel)
