@@ -2,15 +2,19 @@
 # Set up twinsync on this machine: Syncthing and Git from the system's packages (Debian/Ubuntu),
 # a virtualenv in .venv with twinsync in it. Safe to run again: it only adds what is missing.
 #
-#   install/setup.sh          for use
-#   install/setup.sh --dev    also the test tools (pytest, hypothesis, ...)
+#   install/setup.sh            for use
+#   install/setup.sh --dev      also the test tools (pytest, hypothesis, ...)
+#   install/setup.sh --service  also run the daemon (and Syncthing, if none runs) as
+#                               systemd user services; undo with install/uninstall.sh
 set -euo pipefail
 
-usage() { sed -n '2,7s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,9s/^# \{0,1\}//p' "$0"; }
 DEV=0
+SERVICE=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
+    --service) SERVICE=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup.sh: unknown option '$arg'; see --help." >&2; exit 2 ;;
   esac
@@ -46,6 +50,24 @@ EXTRA=""
 [ "$DEV" = 1 ] && EXTRA="[test]"
 echo "Installing twinsync${EXTRA} into $ROOT/.venv ..."
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${EXTRA}"
+
+if [ "$SERVICE" = 1 ]; then
+  if ! command -v systemctl >/dev/null || ! systemctl --user show-environment >/dev/null 2>&1; then
+    echo "setup.sh: no systemd user session here (log in normally, or run 'loginctl enable-linger $USER'); twinsync is installed but not as a service." >&2
+    exit 1
+  fi
+  UNIT_DIR="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
+  mkdir -p "$UNIT_DIR"
+  sed -e "s#@TWINSYNC@#$ROOT/.venv/bin/twinsync#g" -e "s#@ROOT@#$ROOT#g" install/twinsync.service > "$UNIT_DIR/twinsync.service"
+  systemctl --user daemon-reload
+  if ! pgrep -u "$(id -u)" -x syncthing >/dev/null && systemctl --user cat syncthing.service >/dev/null 2>&1; then
+    systemctl --user enable --now syncthing.service
+    echo "Syncthing now runs as a user service (syncthing.service)."
+  fi
+  systemctl --user enable --now twinsync.service
+  echo "The twinsync daemon runs as a user service: systemctl --user status twinsync"
+  echo "(it needs a node home first: twinsync init --name NAME)"
+fi
 
 echo
 echo "twinsync is installed: $(.venv/bin/twinsync --version 2>/dev/null || echo "$ROOT/.venv/bin/twinsync")"

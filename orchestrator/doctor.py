@@ -133,6 +133,20 @@ def _check_folder(node: Node, folder_id: str, path: Path, folder_type: str, shar
     return Check(name, OK, f"{folder_type}, shared with {len(sharers)} peer(s)")
 
 
+def check_service() -> Check:
+    """Whether the daemon runs as a systemd user service (install/setup.sh --service)."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return Check("service", WARN, "no systemctl here; run `twinsync run` yourself")
+    done = subprocess.run([systemctl, "--user", "is-active", "twinsync.service"],
+                          capture_output=True, text=True, timeout=20)
+    state = done.stdout.strip() or "unknown"
+    if state == "active":
+        return Check("service", OK, "twinsync.service is active")
+    return Check("service", WARN, f"twinsync.service is {state}",
+                 "install/setup.sh --service (or run `twinsync run` yourself)")
+
+
 def run_checks(node: Node) -> list[Check]:
     return (check_programs(node.config.managed) + check_syncthing(node) + check_key_files(node)
-            + [check_inotify(node)])
+            + [check_inotify(node), check_service()])
