@@ -140,7 +140,10 @@ def check_service() -> Check:
         return Check("service", WARN, "no systemctl here; run `twinsync run` yourself")
     done = subprocess.run([systemctl, "--user", "is-active", "twinsync.service"],
                           capture_output=True, text=True, timeout=20)
-    state = done.stdout.strip() or "unknown"
+    state = done.stdout.strip()
+    if not state:
+        return Check("service", WARN, "no systemd user session; twinsync runs only while `twinsync run` does",
+                     "log in with a systemd session (or `loginctl enable-linger`), then install/setup.sh --service")
     if state == "active":
         return Check("service", OK, "twinsync.service is active")
     return Check("service", WARN, f"twinsync.service is {state}",
