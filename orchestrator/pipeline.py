@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Past this many changed paths one whole-folder scan is cheaper than a list of subs.
 MAX_SCAN_SUBS = 200
+#: Syncthing's own files at the root of a namespace folder (sharded and p2p topologies).
+SYNCTHING_MARKERS = frozenset({".stfolder", ".stignore", ".stversions"})
 #: Author of commits that record deletions: a deletion carries no signature to name one.
 DELETION_AUTHOR = "twinsync"
 
@@ -48,7 +50,8 @@ def iso(moment: datetime) -> str:
 def classify(rel: str) -> str:
     """`ignore` | `conflict` | `frame`: what a path in frames.shared/ is to twinsync."""
     name = rel.rsplit("/", 1)[-1]
-    if is_syncthing_internal(rel) or is_syncthing_temp(name) or name.startswith(TEMP_PREFIX):
+    if (is_syncthing_internal(rel) or is_syncthing_temp(name) or name.startswith(TEMP_PREFIX)
+            or name in SYNCTHING_MARKERS):
         return "ignore"
     if is_conflict_copy(name):
         return "conflict"
@@ -208,7 +211,7 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
         for entry in entries:
             rel = prefix + entry.name
             if entry.is_dir(follow_symlinks=False) and not entry.name.endswith(FRAME_SUFFIX):
-                if not is_syncthing_internal(rel):
+                if not is_syncthing_internal(rel) and entry.name not in SYNCTHING_MARKERS:
                     stack.append((rel + "/", entry.path))
                 continue
             yield rel, entry.stat(follow_symlinks=False)

@@ -18,7 +18,8 @@ import typer
 from typer.core import TyperGroup
 
 from folders.errors import TwinsyncError
-from orchestrator.cli import conflicts, demo, frames, init, pairing, recovery, run, status, syncthing, traces, tui
+from orchestrator.cli import (conflicts, demo, frames, init, pairing, recovery, run, status, syncthing,
+                              topology, traces, tui)
 from syncthing.errors import SyncthingError
 
 EXIT_CRASH = 70
@@ -79,6 +80,7 @@ app.add_typer(traces.fork_app, name="fork")
 app.command()(recovery.nodes)
 app.command()(recovery.snapshots)
 app.command()(recovery.restore)
+app.add_typer(topology.app, name="topology")
 app.command()(tui.tui)
 app.command()(demo.demo)
 app.add_typer(syncthing.app, name="syncthing")
