@@ -33,6 +33,10 @@ missing=()
 command -v syncthing >/dev/null || missing+=(syncthing)
 command -v git >/dev/null || missing+=(git)
 "$PYTHON" -m venv --help >/dev/null 2>&1 && "$PYTHON" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The tests start a real MQTT broker on 127.0.0.1 for the event bus.
+if [ "$DEV" = 1 ] && ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  missing+=(mosquitto)
+fi
 if ((${#missing[@]})); then
   if ! command -v apt-get >/dev/null; then
     echo "setup.sh: please install ${missing[*]} with your system's package manager, then run this again." >&2

@@ -45,8 +45,18 @@ class TraceSettings:
     fingerprint_stale_s: int = 3600
 
 
-#: The tables of whole numbers in twinsync.toml, each with its settings class.
-SECTIONS = {"frames": FrameSettings, "traces": TraceSettings}
+@dataclass(frozen=True)
+class MqttSettings:
+    """Where the daemon publishes node status, metrics and new conflicts ([mqtt]); off while
+    `host` is empty. Only loopback by default: a remote broker is the user's explicit choice."""
+
+    host: str = ""
+    port: int = 1883
+    prefix: str = "twinsync"
+
+
+#: The optional tables of twinsync.toml, each with its settings class.
+SECTIONS = {"frames": FrameSettings, "traces": TraceSettings, "mqtt": MqttSettings}
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class NodeConfig:
     managed: bool = False
     frames: FrameSettings = FrameSettings()
     traces: TraceSettings = TraceSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     def to_toml(self) -> bytes:
         doc = {"node": {"name": self.name, "device_id": self.device_id},
@@ -98,13 +109,15 @@ def load_config(layout: NodeLayout) -> NodeConfig:
 def _settings(path: Path, section: str, settings: type, table: object):
     if not isinstance(table, dict):
         raise ConfigError(f"[{section}] in {path} must be a table.")
-    known = {f.name for f in fields(settings)}
-    unknown = sorted(set(table) - known)
+    kinds = {f.name: type(f.default) for f in fields(settings)}
+    unknown = sorted(set(table) - set(kinds))
     if unknown:
         raise ConfigError(f"{path} has unknown setting {section}.{unknown[0]}; remove it "
-                          f"(known: {', '.join(sorted(known))}).")
+                          f"(known: {', '.join(sorted(kinds))}).")
     for name, value in table.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if kinds[name] is str and not isinstance(value, str):
+            raise ConfigError(f"{section}.{name} in {path} must be text in quotes, not {value!r}.")
+        if kinds[name] is int and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise ConfigError(f"{section}.{name} in {path} must be a positive whole number, not {value!r}.")
     return settings(**table)
 

@@ -9,6 +9,7 @@ after an observer restart and hourly, a reconcile pass catches what the watcher 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,12 +20,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from folders.errors import TwinsyncError
 from folders.gitstore import FrameRepo
+from folders.fingerprint import FINGERPRINT_NAME
 from orchestrator import recovery
+from orchestrator.config import read_api_key
+from orchestrator.events import MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
 from orchestrator.node import Node
 from orchestrator.pipeline import FramePipeline
 from orchestrator.watcher import FrameWatcher
+from syncthing.client import SyncthingClient
 from syncthing.errors import SyncthingError
+from syncthing.folderspec import RECOVERY_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ class Daemon:
         self.batcher = Batcher(settings.quiet_ms / 1000, settings.max_wait_ms / 1000)
         self.stop_event = threading.Event()
         self._retries: list[tuple[float, Batch]] = []
+        self._mqtt: MqttPublisher | None = None
 
     def stop(self) -> None:
         """Safe from a signal handler: the batch in flight finishes, then `run` returns."""
@@ -63,8 +70,12 @@ class Daemon:
                           seconds=traces.merge_interval_s, id="merge", next_run_time=datetime.now(timezone.utc))
         arrivals = FrameWatcher(self.node.layout.recovery_root, lambda paths: self._peer_arrival(scheduler, paths),
                                 lambda: None)
+        self._mqtt = MqttPublisher(self.node.config.mqtt, self.node.name) if self.node.config.mqtt.host else None
+        events = SyncthingEvents(SyncthingClient(self.node.config.syncthing_url, read_api_key(self.node.layout)),
+                                 lambda event: self._syncthing_event(scheduler, event))
         watcher.start()
         arrivals.start()
+        events.start()
         scheduler.start()
         self.batcher.request_reconcile()
         logger.info("twinsync daemon for %s watching %s", self.node.name, self.node.layout.frames_shared)
@@ -78,7 +89,10 @@ class Daemon:
         finally:
             watcher.stop()
             arrivals.stop()
+            events.stop()
             scheduler.shutdown(wait=True)
+            if self._mqtt is not None:
+                self._mqtt.close()
             repo.close()
             logger.info("twinsync daemon stopped")
 
@@ -86,10 +100,35 @@ class Daemon:
         """A scheduled trace job: logged and retried on its next tick if it fails."""
         try:
             work(self.node)
+            if self._mqtt is not None:
+                fingerprint = self.node.layout.recovery(self.node.name) / FINGERPRINT_NAME
+                if fingerprint.exists():
+                    data = json.loads(fingerprint.read_text())
+                    self._mqtt.publish("metrics", {"metrics": data["metrics"], "created": data["created"],
+                                                   "pending_conflicts": data["pending_conflicts"],
+                                                   "pending_forks": data["pending_forks"]}, retain=True)
         except (TwinsyncError, SyncthingError, OSError) as exc:
             logger.error("%s failed, retrying on the next tick: %s", name, exc)
         except Exception:  # noqa: BLE001 - a bug in one job must not end the daemon
             logger.exception("%s failed unexpectedly; retrying on the next tick", name)
+
+    def _syncthing_event(self, scheduler: BackgroundScheduler, event: dict) -> None:
+        """Live node status from Syncthing's events: logged, and sent to MQTT when configured."""
+        data, kind = event.get("data") or {}, event.get("type")
+        names = {p.device_id: name for name, p in self.node.peers().items()}
+        if kind in ("DeviceConnected", "DeviceDisconnected"):
+            peer = names.get(data.get("id"), str(data.get("id", ""))[:7])
+            connected = kind == "DeviceConnected"
+            logger.info("peer %s %s", peer, "connected" if connected else "disconnected")
+            if self._mqtt is not None:
+                self._mqtt.publish(f"peers/{peer}", {"connected": connected, "time": event.get("time")}, retain=True)
+        elif kind == "FolderCompletion" and self._mqtt is not None:
+            peer = names.get(data.get("device"), str(data.get("device", ""))[:7])
+            self._mqtt.publish(f"completion/{data.get('folder')}/{peer}", {"completion": data.get("completion")},
+                               retain=True)
+        elif kind == "ItemFinished" and str(data.get("folder", "")).startswith(RECOVERY_PREFIX):
+            owner = str(data["folder"]).removeprefix(RECOVERY_PREFIX)
+            self._peer_arrival(scheduler, {f"{owner}/{data.get('item', '')}"})
 
     def _peer_arrival(self, scheduler: BackgroundScheduler, paths: set[str]) -> None:
         """A peer's manifest arrived: merge soon rather than at the next interval."""
@@ -116,6 +155,8 @@ class Daemon:
             return
         logger.info("batch: %s in %.0f ms%s", report.summary(), (time.monotonic() - started) * 1000,
                     " (reconcile)" if batch.reconcile else "")
+        if self._mqtt is not None and (report.conflicts or report.invalid):
+            self._mqtt.publish("conflicts", {"conflict_copies": report.conflicts, "invalid": report.invalid})
 
     def _retry_later(self, batch: Batch) -> None:
         self._retries.append((time.monotonic() + RETRY_DELAY_S, batch))
