@@ -24,9 +24,10 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import frames
+from tests.benchmarks import frames, traces
 
-FIGURES = ("propagation", "reconcile", "commit", "verify", "idle")
+FIGURES = ("propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore")
+TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
 def _interrupt(signum, frame):  # noqa: ARG001 - SIGTERM ends the run like Ctrl-C does
@@ -90,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                 emit(verify)
         if "idle" in wanted:
             emit(frames.measure_idle(bench, big, sizes.idle_sample_s))
+        bench.close()
+        trace_sizes = traces.QUICK if args.quick else traces.FULL
+        for figure, measure in TRACE_FIGURES.items():  # restore last: it grows node a's trace
+            if figure in wanted:
+                emit(measure(tmp, console, trace_sizes))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process and removing the temp dir[/]")
         code = 130
