@@ -21,7 +21,7 @@ import os
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +163,7 @@ def publish(trace_db_path: Path, out_dir: Path, node: str, key: Ed25519PrivateKe
             name = segment_name(first, last)
             db_path = out_dir / f"{name}.db"
             _write_segment_db(db_path, steps)
-            digest = _file_sha256(db_path)
+            digest = file_sha256(db_path)
             created = format_ts(clock())
             manifest = {"twinsync": MANIFEST_VERSION, "node": node, "seq": seq,
                         "file": db_path.name, "sha256": digest, "rows": rows, "first": first,
@@ -227,7 +227,8 @@ def _write_segment_db(db_path: Path, steps: Iterable[tuple]) -> None:
     fsync_dir(db_path.parent)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so memory stays flat."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -245,24 +246,7 @@ def verify_segment(manifest_path: Path,
     manifest_path = Path(manifest_path)
     manifest = _read_manifest(manifest_path)
     node = manifest["node"]
-    public = trusted.get(node)
-    if public is None:
-        raise SegmentError("untrusted_node", f"Segment manifest {manifest_path} comes from "
-                           f"{node!r}, which is not in trusted.toml; add the node or remove "
-                           "the file.")
-    unsigned = {k: v for k, v in manifest.items() if k != "sig"}
-    if not keys.verify(public, canonical_json(unsigned), manifest["sig"]):
-        raise SegmentError("bad_signature", f"The signature of segment manifest {manifest_path} "
-                           f"does not verify with {node}'s key; it was altered or forged, "
-                           "remove it.")
-    db_path = manifest_path.with_name(manifest["file"])
-    if not db_path.is_file():
-        raise SegmentError("missing_file", f"Segment {db_path} named by {manifest_path} is not "
-                           "here yet; wait for Syncthing to finish and try again.")
-    if _file_sha256(db_path) != manifest["sha256"]:
-        raise SegmentError("sha_mismatch", f"Segment {db_path} does not match the sha256 in its "
-                           "manifest; it is incomplete or altered, wait for Syncthing or ask "
-                           f"{node} to publish again.")
+    db_path = check_signed_file(manifest_path, manifest, trusted, "Segment", "publish again")
     _check_segment_db(db_path, manifest)
     return VerifiedSegment(node, manifest["seq"], manifest["first"], manifest["last"],
                            manifest["rows"], manifest["sha256"], manifest["created"], db_path,
@@ -274,14 +258,7 @@ def _read_manifest(path: Path) -> dict[str, object]:
         return SegmentError("bad_manifest", f"Segment manifest {path} {why}; remove it, or ask "
                             "its node to publish again.")
 
-    try:
-        if path.stat().st_size > MANIFEST_MAX_BYTES:
-            raise bad("is too large to be a manifest")
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise bad("cannot be read as JSON") from None
-    if not isinstance(manifest, dict) or set(manifest) != MANIFEST_KEYS:
-        raise bad(f"does not have exactly the fields {', '.join(sorted(MANIFEST_KEYS))}")
+    manifest = load_manifest(path, MANIFEST_KEYS, bad)
     ints = ("twinsync", "seq", "rows", "first", "last")
     if any(type(manifest[k]) is not int for k in ints) or any(
             not isinstance(manifest[k], str) for k in MANIFEST_KEYS - set(ints)):
@@ -305,7 +282,7 @@ def _check_segment_db(db_path: Path, manifest: Mapping[str, object]) -> None:
                             f"{manifest['node']} to publish again.")
 
     try:
-        seg = sqlite3.connect(_readonly_uri(db_path), uri=True)
+        seg = sqlite3.connect(readonly_uri(db_path), uri=True)
     except sqlite3.DatabaseError:
         raise refuse("corrupt_db", "cannot be opened as SQLite") from None
     try:
@@ -336,7 +313,7 @@ def _check_segment_db(db_path: Path, manifest: Mapping[str, object]) -> None:
         seg.close()
 
 
-def _readonly_uri(path: Path) -> str:
+def readonly_uri(path: Path) -> str:
     """immutable=1: no locks, no journal, nothing written into the peer's receive-only folder."""
     return Path(path).resolve().as_uri() + "?mode=ro&immutable=1"
 
@@ -373,7 +350,7 @@ def merge_segment(trace_db_path: Path, verified: VerifiedSegment, clock: Clock =
     where = f"{verified.manifest_path} of {verified.node}"
     try:
         try:
-            conn.execute("ATTACH DATABASE ? AS seg", (_readonly_uri(verified.db_path),))
+            conn.execute("ATTACH DATABASE ? AS seg", (readonly_uri(verified.db_path),))
         except sqlite3.DatabaseError as exc:
             raise TraceError(f"Cannot open segment {verified.db_path} ({exc}); nothing was "
                              "merged, verify it again.") from None
@@ -527,14 +504,42 @@ def consensus(db: TraceDB | sqlite3.Connection, goal: str) -> Consensus:
 
 # --- shared with snapshots.py, so a snapshot is held to the same rules as a segment ----------
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so memory stays flat."""
-    return _file_sha256(path)
+def load_manifest(path: Path, fields: frozenset[str] | set[str],
+                  bad: Callable[[str], SegmentError]) -> dict:
+    """A manifest's JSON, small and with exactly `fields`; `bad(why)` makes the error."""
+    try:
+        if path.stat().st_size > MANIFEST_MAX_BYTES:
+            raise bad("is too large to be a manifest")
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        raise bad("cannot be read as JSON") from None
+    if not isinstance(manifest, dict) or set(manifest) != fields:
+        raise bad(f"does not have exactly the fields {', '.join(sorted(fields))}")
+    return manifest
 
 
-def readonly_uri(path: Path) -> str:
-    """URI that opens a file read-only and immutable: no locks, nothing written beside it."""
-    return _readonly_uri(path)
+def check_signed_file(manifest_path: Path, manifest: Mapping, trusted: Mapping[str, Ed25519PublicKey],
+                      kind: str, again: str) -> Path:
+    """The checks segments and snapshots share, cheap first: a trusted node, its signature,
+    then the file it names, present and with the signed sha256. Returns the file's path."""
+    node = manifest["node"]
+    public = trusted.get(node)
+    if public is None:
+        raise SegmentError("untrusted_node", f"{kind} manifest {manifest_path} comes from "
+                           f"{node!r}, which is not in trusted.toml; add the node or remove the file.")
+    if not manifest_signature_ok(manifest, public):
+        raise SegmentError("bad_signature", f"The signature of {kind.lower()} manifest {manifest_path} "
+                           f"does not verify with {node}'s key; it was altered or forged, remove it.")
+    db_path = manifest_path.with_name(manifest["file"])
+    if not db_path.is_file():
+        raise SegmentError("missing_file", f"{kind} {db_path} named by {manifest_path} is not "
+                           "here yet; wait for Syncthing to finish and try again.")
+    if file_sha256(db_path) != manifest["sha256"]:
+        raise SegmentError("sha_mismatch", f"{kind} {db_path} does not match the sha256 in its "
+                           f"manifest; it is incomplete or altered, wait for Syncthing or ask "
+                           f"{node} to {again}.")
+    return db_path
+
 
 
 def add_step_hash_function(conn: sqlite3.Connection) -> None:

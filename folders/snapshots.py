@@ -45,13 +45,13 @@ from folders.layout import NODE_NAME_RE
 from folders.segments import (
     COLUMNS,
     HASHED,
-    MANIFEST_MAX_BYTES,
     SHA256_RE,
     SegmentError,
     add_step_hash_function,
+    check_signed_file,
     file_sha256,
+    load_manifest,
     manifest_bytes,
-    manifest_signature_ok,
     readonly_uri,
     sign_manifest,
     steps_schema_ok,
@@ -259,23 +259,7 @@ def verify_snapshot(manifest_path: Path,
     manifest_path = Path(manifest_path)
     manifest = _read_manifest(manifest_path)
     node = manifest["node"]
-    public = trusted.get(node)
-    if public is None:
-        raise SegmentError("untrusted_node", f"Snapshot manifest {manifest_path} comes from "
-                           f"{node!r}, which is not in trusted.toml; add the node or remove "
-                           "the file.")
-    if not manifest_signature_ok(manifest, public):
-        raise SegmentError("bad_signature", f"The signature of snapshot manifest {manifest_path} "
-                           f"does not verify with {node}'s key; it was altered or forged, "
-                           "remove it.")
-    db_path = manifest_path.with_name(manifest["file"])
-    if not db_path.is_file():
-        raise SegmentError("missing_file", f"Snapshot {db_path} named by {manifest_path} is not "
-                           "here yet; wait for Syncthing to finish and try again.")
-    if file_sha256(db_path) != manifest["sha256"]:
-        raise SegmentError("sha_mismatch", f"Snapshot {db_path} does not match the sha256 in "
-                           "its manifest; it is incomplete or altered, wait for Syncthing or "
-                           f"ask {node} to snapshot again.")
+    db_path = check_signed_file(manifest_path, manifest, trusted, "Snapshot", "snapshot again")
     _check_snapshot_db(db_path, manifest)
     return VerifiedSnapshot(node, manifest["seq"], manifest["rows"], manifest["sha256"],
                             manifest["created"], dict(manifest["merged"]), db_path,
@@ -287,14 +271,7 @@ def _read_manifest(path: Path) -> dict:
         return SegmentError("bad_manifest", f"Snapshot manifest {path} {why}; remove it, or ask "
                             "its node to snapshot again.")
 
-    try:
-        if path.stat().st_size > MANIFEST_MAX_BYTES:
-            raise bad("is too large to be a manifest")
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise bad("cannot be read as JSON") from None
-    if not isinstance(manifest, dict) or set(manifest) != MANIFEST_KEYS:
-        raise bad(f"does not have exactly the fields {', '.join(sorted(MANIFEST_KEYS))}")
+    manifest = load_manifest(path, MANIFEST_KEYS, bad)
     ints = ("twinsync", "seq", "rows")
     if (any(type(manifest[k]) is not int for k in ints)
             or any(not isinstance(manifest[k], str) for k in MANIFEST_KEYS - set(ints) - {"merged"})
