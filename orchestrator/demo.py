@@ -25,8 +25,10 @@ from orchestrator.config import load_config, save_config
 from orchestrator.init import SyncthingTarget, init_node
 from orchestrator.node import Node
 from orchestrator.pairing import make_invite, pair
+from orchestrator.topology import apply_topology
 from syncthing.folderspec import FRAMES_FOLDER_ID
 from syncthing.process import ManagedSyncthing
+from syncthing.topology import Topology
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +69,11 @@ class DemoResult:
 class Demo:
     """Owns every process it starts; `close()` stops them all, whatever happened."""
 
-    def __init__(self, root: Path, n: int, *, seed: int = 7, say: Callable[[str], None] = logger.info) -> None:
+    def __init__(self, root: Path, n: int, *, topology: str = "swarm", seed: int = 7,
+                 say: Callable[[str], None] = logger.info) -> None:
         self.root = Path(root)
         self.n = n
+        self.topology = topology
         self.random = random.Random(seed)
         self.say = say
         self.nodes: list[DemoNode] = []
@@ -77,6 +81,7 @@ class Demo:
         self.sessions = 0
         self.frames_written = 0
         self._old_session: str | None = None
+        self._topology = Topology()
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -105,11 +110,15 @@ class Demo:
                     if other is not node:
                         pair(opened, invites[other.name])
         self._wait(self._all_connected, 60, "every node to connect")
+        self._topology = demo_topology(self.topology, [n.name for n in self.nodes])
+        for node in self.nodes:
+            with node.open() as opened:
+                apply_topology(opened, self._topology)
         for node in self.nodes:
             self._start_daemon(node)
         for i in range(SEED_FRAMES):
             self.write_frame(self.nodes[i % self.n])
-        self.say(f"paired in a full mesh; daemons running; {SEED_FRAMES} frames of shared knowledge written")
+        self.say(f"paired, {self.topology} topology applied, daemons running; {SEED_FRAMES} frames of shared knowledge written")
 
     def _all_connected(self) -> bool:
         for node in self.nodes:
@@ -164,7 +173,8 @@ class Demo:
 
     def write_frame(self, node: DemoNode) -> None:
         self.frames_written += 1
-        ns = NAMESPACES[self.frames_written % len(NAMESPACES)]
+        held = [ns for ns in NAMESPACES if node.name in self._topology.namespaces.get(ns, {node.name})]
+        ns = held[self.frames_written % len(held)]
         with node.open() as opened:
             frames.put_frame(opened, f"{ns}/item-{self.frames_written:03d}",
                              {"text": f"written by {node.name}", "n": self.frames_written})
@@ -279,6 +289,20 @@ class Demo:
             self._stop_daemon(node)
         for node in self.nodes:
             node.syncthing.stop()
+
+
+def demo_topology(kind: str, names: list[str]) -> Topology:
+    """The seed's four models over the demo's nodes: the first node is the star's master; the
+    `facts` namespace is sharded to the first two nodes; in p2p every node wants `notes`
+    and `plans`, and only the first two want `facts`."""
+    if kind == "star":
+        return Topology("star", master=names[0])
+    if kind == "sharded":
+        return Topology("sharded", namespaces={"facts": frozenset(names[:2])})
+    if kind == "p2p":
+        return Topology("p2p", namespaces={"notes": frozenset(names), "plans": frozenset(names),
+                                           "facts": frozenset(names[:2])})
+    return Topology("swarm")
 
 
 def threshold_text(name: str) -> str:

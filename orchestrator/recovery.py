@@ -23,6 +23,7 @@ from folders.snapshots import (SnapshotInfo, VerifiedSnapshot, due_for_snapshot,
 from folders.trace import connect
 from orchestrator.node import Node
 from orchestrator.state import open_state
+from orchestrator.topology import load_topology
 from orchestrator.traces import forks
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import recovery_folder_id
@@ -137,6 +138,9 @@ class FrameCounts:
 
 
 def frame_counts(node: Node) -> FrameCounts:
+    """Counts for the metrics; the frames root covers only namespaces every node holds, so
+    a sharded or p2p topology does not read as disagreement."""
+    local = tuple(f"{ns}/" for ns in load_topology(node).namespaces)
     db = open_state(node.layout.state_db)
     try:
         valid = [(r[0], r[1]) for r in db.execute("SELECT path, hash FROM frames WHERE status = 'valid'")]
@@ -145,7 +149,8 @@ def frame_counts(node: Node) -> FrameCounts:
                                "AND status = 'open'").fetchone()[0]
     finally:
         db.close()
-    return FrameCounts(len(valid) + invalid, conflicts, invalid, frames_root(valid))
+    shared = [(path, digest) for path, digest in valid if not path.startswith(local)] if local else valid
+    return FrameCounts(len(valid) + invalid, conflicts, invalid, frames_root(shared))
 
 
 def node_metrics(node: Node, counts: FrameCounts | None = None) -> Metrics:

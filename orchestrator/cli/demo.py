@@ -14,10 +14,13 @@ from rich.table import Table
 from folders.metrics import METRIC_NAMES
 from orchestrator.cli.common import JsonOption, print_json
 from orchestrator.demo import Demo, threshold_text
+from syncthing.topology import KINDS
 
 
 def demo(
     nodes: Annotated[int, typer.Option("--nodes", min=2, max=9, help="How many nodes to run.")] = 3,
+    topology: Annotated[str, typer.Option("--topology", help="swarm, star (node1 is the master), sharded "
+                                          "(facts only on node1 and node2) or p2p.")] = "swarm",
     duration: Annotated[float, typer.Option("--duration", min=5, help="Seconds of simulated reasoning.")] = 60,
     no_tui: Annotated[bool, typer.Option("--no-tui", help="Print a live summary instead of opening the TUI.")] = False,
     directory: Annotated[Optional[Path], typer.Option("--dir", help="Where the node homes go (default: a new temp dir).")] = None,
@@ -36,7 +39,9 @@ def demo(
         raise typer.BadParameter(f"{root} is not empty; pass an empty or new --dir.")
     console = Console(stderr=True)
     say = lambda text: console.print(f"[cyan]demo[/] {text}")  # noqa: E731
-    runner = Demo(root, nodes, say=say)
+    if topology not in KINDS:
+        raise typer.BadParameter(f"--topology must be one of {', '.join(KINDS)}.")
+    runner = Demo(root, nodes, topology=topology, say=say)
     stop = threading.Event()
     try:
         with console.status("Starting Syncthing nodes and pairing them…"):
