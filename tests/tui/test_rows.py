@@ -1,0 +1,41 @@
+"""The pure functions behind the tables: value objects in, rows out."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from tests.tui.fakes import CONFLICT, FORK, INVALID, SESSION, STEPS, FakeService
+from tui.rows import (NODE_COLUMNS, filter_entries, format_metric, metric_style, node_rows,
+                      queue_entries, threshold_text)
+from tui.service import QueueData
+
+
+def test_seed_metrics_are_green_when_met_red_when_not_grey_when_unmeasured():
+    assert [threshold_text(n) for n in ("convergence", "conflict_rate", "access_p95_ms", "routes_per_goal")] == \
+        ["≥ 90%", "≤ 5.0%", "≤ 200.0 ms", "≥ 3.0"]
+    assert metric_style("convergence", 0.9) == "green" and metric_style("convergence", 0.89) == "red"
+    assert metric_style("access_p95_ms", 250.0) == "red" and metric_style("routes_per_goal", None) == "bright_black"
+    assert format_metric("conflict_rate", None) == "—"
+
+
+def test_node_rows_dim_stale_fingerprints_and_show_unusable_ones_with_their_problem():
+    service = FakeService()
+    peers = {p.name: p for p in service.status().peers}
+    rows = {r.key: r.cells for r in node_rows(service.nodes(), peers, "laptop")}
+    assert list(rows) == ["desktop", "ghost", "laptop", "server"]
+    assert all(len(cells) == len(NODE_COLUMNS) for cells in rows.values())
+    assert str(rows["laptop"][0]) == "laptop *" and str(rows["laptop"][2]) == "now"
+    assert str(rows["ghost"][3]) == "bad_signature"
+    server = rows["server"]
+    assert all(isinstance(c, Text) and any("dim" in str(s.style) for s in c.spans) for c in server)
+    assert not any("dim" in str(s.style) for c in rows["desktop"] for s in c.spans)
+    assert str(server[4]) == "differ" and str(server[-1]) == "—"
+
+
+def test_queue_is_one_list_newest_first_and_filters_on_every_word():
+    entries = queue_entries(QueueData([INVALID, CONFLICT], [FORK], {SESSION: STEPS}))
+    assert [e.kind for e in entries] == ["conflict", "invalid", "fork"]
+    assert entries[2].when == "2026-11-25T07:30:00Z" and entries[2].state == "approve by desktop"
+    assert [e.subject for e in filter_entries(entries, "NOTES")] == ["notes/today", "notes/forged.frame.json"]
+    assert [e.kind for e in filter_entries(entries, "desktop open")] == ["conflict"]
+    assert filter_entries(entries, "nothing-like-this") == []

@@ -1,0 +1,234 @@
+"""`twinsync tui`: the Textual app over orchestrator's service layer.
+
+One factory, `make_app`, builds the app for the CLI and for the tests; the app takes a
+service object (the real `NodeService`, or a fake with fixed values in snapshot tests),
+polls Syncthing and refreshes the visible tab every `refresh_s` seconds, all in thread
+workers, and stops its timer and workers when it unmounts.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import platformdirs
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.css.query import NoMatches
+from textual.timer import Timer
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from orchestrator.status import NodeStatus
+from tui.commands import TwinsyncCommands
+from tui.crash import EXIT_CRASH, write_crash_report
+from tui.dialogs import HelpScreen
+from tui.frames import FramesPane
+from tui.metrics import MetricsPane
+from tui.nodes import NodesPane
+from tui.pane import Pane
+from tui.queue import QueuePane
+from tui.service import NodeService, Service
+from tui.snapshots import SnapshotsPane
+from tui.work import ServiceCalls
+
+PANES: dict[str, type[Pane]] = {"nodes": NodesPane, "queue": QueuePane, "snapshots": SnapshotsPane,
+                                "frames": FramesPane, "metrics": MetricsPane}
+
+
+class TwinsyncApp(ServiceCalls, App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "twinsync"
+    COMMANDS = App.COMMANDS | {TwinsyncCommands}
+    TABS = (("nodes", "Nodes"), ("queue", "Queue"), ("snapshots", "Snapshots"), ("frames", "Frames"),
+            ("metrics", "Metrics"))
+    BINDINGS = [
+        *(Binding(str(i), f"show_tab('{tab}')", title, show=False)
+          for i, (tab, title) in enumerate(TABS, start=1)),
+        Binding("a", "decide(True)", "Approve"),
+        Binding("r", "decide(False)", "Reject"),
+        Binding("b", "next_branch", "Next branch"),
+        Binding("slash", "filter", "Filter"),
+        Binding("v", "verify", "Verify"),
+        Binding("R", "restore", "Restore"),
+        Binding("t", "restore_frame", "Restore revision"),
+        Binding("question_mark", "help", "Help"),
+        Binding("ctrl+r", "refresh_now", "Refresh"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    #: Keys that act on one tab: shown in the footer, and active, only there.
+    TAB_ACTIONS = {"decide": "queue", "next_branch": "queue", "filter": "queue", "verify": "snapshots",
+                   "restore": "snapshots", "restore_frame": "frames"}
+
+    def __init__(self, service: Service, *, refresh_s: float = 2.0) -> None:
+        super().__init__()
+        self.service = service
+        self.refresh_s = refresh_s
+        self.status: NodeStatus | None = None
+        self.crash_report: str | None = None
+        self._timer: Timer | None = None
+
+    @property
+    def node_name(self) -> str | None:
+        return self.status.node if self.status else None
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="top"):
+            yield Static(Text(" twinsync", style="bold"), id="header")
+            yield Static("", id="banner")
+        with TabbedContent(initial="nodes", id="tabs"):
+            for tab, title in self.TABS:
+                with TabPane(title, id=tab):
+                    yield PANES[tab](id=f"{tab}-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#banner").display = False
+        self._timer = self.set_interval(self.refresh_s, self.tick)
+        self.tick()
+        self.pane("nodes").focus_main()
+
+    def on_unmount(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self.workers.cancel_all()
+
+    def pane(self, tab: str) -> Pane:
+        return self.query_one(f"#{tab}-pane", Pane)
+
+    @property
+    def active_tab(self) -> str:
+        return self.query_one(TabbedContent).active
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        tab = self.TAB_ACTIONS.get(action)
+        if tab is None:
+            return True
+        try:
+            return self.active_tab == tab
+        except NoMatches:  # not composed yet
+            return False
+
+    # -- refresh -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Poll Syncthing for the header; refresh the queue (its count is in its tab) and
+        whichever tab is visible."""
+        if not self.is_running:  # the timer may fire once more while the app shuts down
+            return
+        if not self.busy("status"):
+            self.call_service(self.service.status, then=self.show_status, group="status", title="Status")
+        self.pane("queue").load()
+        if self.active_tab != "queue":
+            self.pane(self.active_tab).load()
+
+    def show_status(self, status: NodeStatus) -> None:
+        self.status = status
+        header = Text()
+        header.append(" twinsync ", style="bold")
+        header.append(f" {status.node} ", style="bold reverse")
+        header.append(f"  {status.home}  ", style="dim")
+        if status.syncthing_ok:
+            header.append(f"Syncthing {status.syncthing_version} ✓", style="green")
+        else:
+            header.append("Syncthing ✗", style="bold red")
+        self.query_one("#header", Static).update(header)
+        banner = self.query_one("#banner", Static)
+        if status.syncthing_ok:
+            banner.display = False
+        else:
+            banner.update(Text(f"Syncthing problem — {status.syncthing_error}"))
+            banner.display = True
+        self.pane("nodes").show_status(status)  # type: ignore[attr-defined]
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = event.pane.id
+        self.refresh_bindings()
+        if tab in PANES:
+            self.pane(tab).load()
+            self.pane(tab).focus_main()
+
+    # -- actions (keys and the command palette) -------------------------------------------
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        self.pane(tab).focus_main()  # focus left in a hidden tab would switch back to it
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_refresh_now(self) -> None:
+        self.tick()
+        self.notify("Refreshing…", timeout=2)
+
+    def _on_tab(self, tab: str, action: Callable[[], object]) -> None:
+        """Run a tab's action; from another tab (the command palette), show that tab first
+        and act once it is shown, so the dialog opens over the item it names."""
+        if self.active_tab == tab:
+            action()
+            return
+        self.action_show_tab(tab)
+        self.call_after_refresh(action)
+
+    def action_decide(self, approve: bool) -> None:
+        self._on_tab("queue", lambda: self.pane("queue").decide(approve))  # type: ignore[attr-defined]
+
+    def action_next_branch(self) -> None:
+        self._on_tab("queue", self.pane("queue").next_branch)  # type: ignore[attr-defined]
+
+    def action_filter(self) -> None:
+        self._on_tab("queue", self.pane("queue").focus_filter)  # type: ignore[attr-defined]
+
+    def action_verify(self) -> None:
+        self._on_tab("snapshots", self.pane("snapshots").verify)  # type: ignore[attr-defined]
+
+    def action_restore(self) -> None:
+        self._on_tab("snapshots", self.pane("snapshots").restore)  # type: ignore[attr-defined]
+
+    def action_restore_frame(self) -> None:
+        self._on_tab("frames", self.pane("frames").restore_revision)  # type: ignore[attr-defined]
+
+    # -- a bug in the TUI: a report, not a traceback -------------------------------------
+
+    def _handle_exception(self, error: Exception) -> None:
+        self.crash_report = write_crash_report(error)
+        super()._handle_exception(error)
+        self._exit_renderables[:] = [Text(
+            f"twinsync tui crashed unexpectedly ({type(error).__name__}); a report is in "
+            f"{self.crash_report}. Please file it.")]
+
+
+def make_app(home: Path, *, refresh_s: float = 2.0, service: Service | None = None) -> TwinsyncApp:
+    """The app for `home`; tests pass `service` to show fixed values instead."""
+    return TwinsyncApp(service if service is not None else NodeService(Path(home)), refresh_s=refresh_s)
+
+
+@contextmanager
+def _logs_to_file() -> Iterator[Path]:
+    """While the TUI owns the terminal, log lines go to a file: a warning written to stderr
+    would land in the middle of the screen."""
+    path = platformdirs.user_log_path("twinsync", ensure_exists=True) / "tui.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [handler]
+    try:
+        yield path
+    finally:
+        root.handlers[:] = saved
+        handler.close()
+
+
+def run_app(home: Path) -> None:
+    app = make_app(home)
+    with _logs_to_file():
+        app.run()
+    if app.crash_report is not None:
+        sys.exit(EXIT_CRASH)

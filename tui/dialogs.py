@@ -1,0 +1,95 @@
+"""Modal screens: a confirm dialog that says what will happen, and the help screen."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Static
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Asks before an action that changes data: a title, what happens, Yes / No.
+
+    `y` or Enter on the confirm button confirms; `n` or Escape cancels.
+    """
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n", "answer(False)", "No"),
+                Binding("escape", "answer(False)", "Cancel", show=False)]
+
+    def __init__(self, title: str, body: str, confirm: str = "Yes") -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+        self.confirm_label = confirm
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Static(Text(self.body), id="dialog-body")
+            with Horizontal(id="dialog-buttons"):
+                yield Button(f"{self.confirm_label} (y)", variant="warning", id="yes")
+                yield Button("Cancel (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+#: (keys, what) per place, as the help screen shows them.
+KEYS: dict[str, list[tuple[str, str]]] = {
+    "Everywhere": [
+        ("1 … 5", "Nodes, Queue, Snapshots, Frames, Metrics tab"),
+        ("ctrl+r", "refresh now (every tab also refreshes by itself)"),
+        ("ctrl+p", "command palette: every action by name"),
+        ("?", "this help"),
+        ("q / ctrl+q", "quit"),
+    ],
+    "Nodes": [("↑ ↓", "select a node; its details show below")],
+    "Queue": [
+        ("/", "filter the list (Escape returns to it)"),
+        ("a", "approve the selected conflict or fork branch (asks first)"),
+        ("r", "reject the selected conflict or fork branch (asks first)"),
+        ("b", "on a fork: select its next branch"),
+    ],
+    "Snapshots": [
+        ("v", "verify the selected snapshot (hashes, signature, every step)"),
+        ("R", "restore trace.db from the selected snapshot (asks first)"),
+    ],
+    "Frames": [
+        ("tab", "move between the frames and the selected frame's history"),
+        ("t", "restore the frame to the selected revision (asks first)"),
+    ],
+}
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column()
+        for place, keys in KEYS.items():
+            table.add_row(Text(place, style="underline"), "")
+            for key, what in keys:
+                table.add_row(key, what)
+            table.add_row("", "")
+        with VerticalScroll(id="help"):
+            yield Label("twinsync — keys", id="dialog-title")
+            yield Static(table)
+            yield Static(Text("Every decision runs the same service as the CLI "
+                              "(`twinsync approve`, `fork approve`, `restore`, `frame restore`).",
+                              style="dim"))
+
+    def action_close(self) -> None:
+        self.dismiss(None)

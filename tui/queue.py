@@ -1,0 +1,184 @@
+"""The Queue tab: frame conflicts, invalid files and trace forks in one list, decided here
+with the same service calls as `twinsync approve|reject` and `twinsync fork approve|reject`."""
+
+from __future__ import annotations
+
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Input, Static, TabbedContent
+
+from folders.decisions import ForkView
+from orchestrator.conflicts import ConflictItem
+from tui.dialogs import ConfirmScreen
+from tui.pane import KeyedTable, Pane
+from tui.rows import (FORK_CONSEQUENCE, QUEUE_COLUMNS, QueueEntry, approve_consequence,
+                      conflict_detail, filter_entries, fork_detail, queue_entries, queue_rows,
+                      reject_consequence, short)
+from tui.service import QueueData
+
+
+class QueuePane(Pane):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.data = QueueData([], [], {})
+        self.entries: dict[str, QueueEntry] = {}
+        self.diffs: dict[int, str] = {}  # conflict id -> diff, loaded once per item
+        self.branches: dict[str, str] = {}  # fork id -> the branch `a`/`r` act on
+        self.shown_detail: tuple | None = None
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter: frame, goal, device, kind, state…  (/)", id="queue-filter")
+        yield KeyedTable(QUEUE_COLUMNS, id="queue-table")
+        with VerticalScroll(id="queue-detail-box", classes="detail"):
+            yield Static("Loading the queue…", id="queue-detail")
+
+    # -- data ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        if not self.busy("queue"):
+            self.call_service(self.service.queue, then=self.show_queue, group="queue", title="Queue")
+
+    def show_queue(self, data: QueueData) -> None:
+        self.data = data
+        self.loaded = True
+        self._redraw()
+        open_items = len(data.conflicts) + len(data.forks)
+        self.query_ancestor(TabbedContent).get_tab("queue").label = (
+            f"Queue ({open_items})" if open_items else "Queue")
+
+    def _redraw(self) -> None:
+        entries = filter_entries(queue_entries(self.data), self.query_one("#queue-filter", Input).value)
+        self.entries = {e.key: e for e in entries}
+        table = self.query_one("#queue-table", KeyedTable)
+        table.show(queue_rows(entries))
+        self._show_detail(table.selected_key)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._redraw()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.focus_main()
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key == "escape" and isinstance(self.app.focused, Input):
+            event.stop()
+            self.focus_main()
+
+    def focus_filter(self) -> None:
+        self.query_one("#queue-filter", Input).focus()
+
+    # -- detail --------------------------------------------------------------------------
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._show_detail(event.row_key.value)
+
+    def selected(self) -> QueueEntry | None:
+        key = self.query_one("#queue-table", KeyedTable).selected_key
+        return self.entries.get(key) if key else None
+
+    def _show_detail(self, key: str | None) -> None:
+        detail = self.query_one("#queue-detail", Static)
+        entry = self.entries.get(key) if key else None
+        if entry is None:
+            state = ("Nothing matches the filter." if self.data.conflicts or self.data.forks
+                     else "The queue is empty: no conflict copies, invalid files or forks."
+                     if self.loaded else "Loading the queue…")
+            if self.shown_detail != ("empty", state):
+                detail.update(state)
+                self.shown_detail = ("empty", state)
+            return
+        if entry.conflict is not None:
+            item = entry.conflict
+            diff = self.diffs.get(item.id)
+            if diff is None and item.kind == "conflict" and not self.busy(f"diff-{item.id}"):
+                self.call_service(self.service.conflict_diff, item, group=f"diff-{item.id}",
+                                  then=lambda text, i=item.id: self._diff_loaded(i, text), title="Diff")
+            shown = ("conflict", item, diff)
+            renderable = lambda: conflict_detail(item, diff)  # noqa: E731
+        else:
+            fork = entry.fork
+            selected = self.branch_of(fork)
+            steps = self.data.steps.get(fork.session, [])
+            shown = ("fork", fork, selected, tuple(steps))
+            renderable = lambda: fork_detail(fork, steps, selected)  # noqa: E731
+        if shown != self.shown_detail:
+            detail.update(renderable())
+            self.shown_detail = shown
+
+    def _diff_loaded(self, item_id: int, text: str) -> None:
+        self.diffs[item_id] = text
+        entry = self.selected()
+        if entry is not None and entry.conflict is not None and entry.conflict.id == item_id:
+            self._show_detail(entry.key)
+
+    def branch_of(self, fork: ForkView) -> str:
+        branch = self.branches.get(fork.id)
+        return branch if branch in fork.branches else fork.chosen
+
+    def next_branch(self) -> None:
+        entry = self.selected()
+        if entry is None or entry.fork is None:
+            self.app.notify("Select a fork to choose between its branches.", severity="warning")
+            return
+        fork = entry.fork
+        branches = list(fork.branches)
+        self.branches[fork.id] = branches[(branches.index(self.branch_of(fork)) + 1) % len(branches)]
+        self._show_detail(entry.key)
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def decide(self, approve: bool) -> None:
+        entry = self.selected()
+        if entry is None:
+            self.app.notify("Select an item of the queue first.", severity="warning")
+            return
+        if entry.conflict is not None:
+            self._decide_conflict(entry.conflict, approve)
+        else:
+            self._decide_fork(entry.fork, approve)
+
+    def _decide_conflict(self, item: ConflictItem, approve: bool) -> None:
+        if item.kind != "conflict":
+            self.app.notify(f"Item #{item.id} is an invalid file, not a conflict: fix or delete "
+                            f"{item.path} and it closes by itself.", severity="warning", markup=False)
+            return
+        verb = "Approve" if approve else "Reject"
+        body = approve_consequence(item) if approve else reject_consequence(item)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call_service(self.service.decide_conflict, item.id, approve=approve,
+                                  then=self._conflicts_decided, group="decide", exclusive=False,
+                                  title=f"{verb} #{item.id}")
+
+        self.app.push_screen(ConfirmScreen(f"{verb} conflict #{item.id} on {item.frame}?", body, verb), answered)
+
+    def _conflicts_decided(self, items: list[ConflictItem]) -> None:
+        for item in items:
+            self.app.notify(f"#{item.id} {item.frame}: {item.status}", title="Queue", markup=False)
+        self.load()
+
+    def _decide_fork(self, fork: ForkView, approve: bool) -> None:
+        verb, verdict = ("Approve", "approve") if approve else ("Reject", "reject")
+        branch = self.branch_of(fork)
+        body = f"Goal {fork.goal!r}, session {short(fork.session)}. {FORK_CONSEQUENCE}"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call_service(self.service.decide_fork, fork.id, branch, verdict,
+                                  then=lambda view: self._fork_decided(view, verdict), group="decide",
+                                  exclusive=False, title=f"{verb} fork {fork.id}")
+
+        self.app.push_screen(ConfirmScreen(f"{verb} branch {short(branch)} of fork {fork.id}?", body, verb),
+                             answered)
+
+    def _fork_decided(self, view: ForkView, verdict: str) -> None:
+        self.app.notify(f"fork {view.id}: {verdict} recorded; branch {short(view.chosen)} applies "
+                        "(on every node once the decision is published and merged).",
+                        title="Queue", markup=False)
+        self.load()

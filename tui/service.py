@@ -1,0 +1,141 @@
+"""The service calls the TUI makes, in one place, so tests can pass a fake with fixed values.
+
+`NodeService` is a thin adapter over orchestrator's service layer: every method opens the
+node home, makes the same call the CLI makes and returns its value objects unchanged. It
+holds no logic and no Textual: the app calls it from thread workers only, never from the
+event loop, because every call may touch Git, SQLite or Syncthing's REST API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from folders.decisions import ForkView
+from folders.frame import Frame
+from folders.gitstore import Revision
+from folders.metrics import Metrics
+from folders.snapshots import SnapshotInfo, VerifiedSnapshot
+from folders.trace import Step
+from orchestrator import frames, recovery, traces
+from orchestrator.conflicts import ConflictItem
+from orchestrator.frames import FrameEntry
+from orchestrator.node import Node
+from orchestrator.recovery import NodeRow, RestoreReport
+from orchestrator.status import NodeStatus, node_status
+
+#: Seconds a Syncthing REST call may take before the header says Syncthing does not answer.
+SYNCTHING_TIMEOUT = 5.0
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class QueueData:
+    """What the Queue tab shows: open conflict-queue items and trace forks, with the steps
+    of each forked session (to show the branches and when they were made)."""
+
+    conflicts: list[ConflictItem]
+    forks: list[ForkView]
+    steps: dict[str, list[Step]] = field(default_factory=dict)  # session -> its steps
+
+
+@dataclass(frozen=True)
+class MetricsData:
+    """This node's seed metrics now, and each metric's history for the sparklines."""
+
+    current: Metrics
+    history: dict[str, list[tuple[str, float]]]
+
+
+class Service(Protocol):
+    """Everything the TUI asks of a node; `NodeService` is the real one."""
+
+    def status(self) -> NodeStatus: ...
+    def nodes(self) -> list[NodeRow]: ...
+    def queue(self) -> QueueData: ...
+    def conflict_diff(self, item: ConflictItem) -> str: ...
+    def decide_conflict(self, item_id: int, *, approve: bool) -> list[ConflictItem]: ...
+    def decide_fork(self, fork_id: str, branch: str, verdict: str) -> ForkView: ...
+    def snapshots(self) -> list[SnapshotInfo]: ...
+    def verify(self, info: SnapshotInfo) -> VerifiedSnapshot: ...
+    def restore(self, info: SnapshotInfo, *, as_new_machine: bool = False,
+                progress: Progress | None = None) -> RestoreReport: ...
+    def frames(self) -> list[FrameEntry]: ...
+    def frame_log(self, frame_id: str) -> list[Revision]: ...
+    def restore_frame(self, frame_id: str, rev: str) -> Frame: ...
+    def metrics(self) -> MetricsData: ...
+
+
+class NodeService:
+    """The real service: each call opens the node home, as each CLI command does."""
+
+    def __init__(self, home: Path, *, timeout: float = SYNCTHING_TIMEOUT) -> None:
+        self.home = Path(home)
+        self.timeout = timeout
+
+    @contextmanager
+    def _node(self) -> Iterator[Node]:
+        with Node.open(self.home, timeout=self.timeout) as node:
+            yield node
+
+    def status(self) -> NodeStatus:
+        with self._node() as node:
+            return node_status(node)
+
+    def nodes(self) -> list[NodeRow]:
+        with self._node() as node:
+            return recovery.nodes(node)
+
+    def queue(self) -> QueueData:
+        with self._node() as node:
+            conflicts = frames.list_conflicts(node)
+            forks = traces.forks(node)
+            steps = {f.session: traces.show(node, f.session).steps for f in forks}
+        return QueueData(conflicts, forks, steps)
+
+    def conflict_diff(self, item: ConflictItem) -> str:
+        with self._node() as node:
+            return frames.conflict_diff(node, item)
+
+    def decide_conflict(self, item_id: int, *, approve: bool) -> list[ConflictItem]:
+        """What `twinsync approve ID` / `twinsync reject ID` do."""
+        with self._node() as node:
+            return frames.decide(node, frames.select_conflicts(node, [item_id]), approve=approve)
+
+    def decide_fork(self, fork_id: str, branch: str, verdict: str) -> ForkView:
+        """What `twinsync fork approve|reject ID BRANCH` does."""
+        with self._node() as node:
+            return traces.decide_fork(node, fork_id, branch, verdict)
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        with self._node() as node:
+            return recovery.snapshots(node)
+
+    def verify(self, info: SnapshotInfo) -> VerifiedSnapshot:
+        with self._node() as node:
+            return recovery.verify(node, info)
+
+    def restore(self, info: SnapshotInfo, *, as_new_machine: bool = False,
+                progress: Progress | None = None) -> RestoreReport:
+        with self._node() as node:
+            return recovery.restore(node, info, as_new_machine=as_new_machine, progress=progress)
+
+    def frames(self) -> list[FrameEntry]:
+        with self._node() as node:
+            return frames.list_frames(node)
+
+    def frame_log(self, frame_id: str) -> list[Revision]:
+        with self._node() as node:
+            return frames.frame_log(node, frame_id)
+
+    def restore_frame(self, frame_id: str, rev: str) -> Frame:
+        with self._node() as node:
+            return frames.restore_frame(node, frame_id, rev)
+
+    def metrics(self) -> MetricsData:
+        with self._node() as node:
+            return MetricsData(recovery.node_metrics(node), recovery.metrics_history(node))
