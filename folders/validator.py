@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from folders.errors import FrameError
-from folders.frame import Frame, check_frame_id, frame_id_for, json_kind
+from folders.frame import FRAME_SUFFIX, Frame, check_frame_id, json_kind
 from folders.keys import public_key_text
 
 MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -106,6 +106,8 @@ def _check(root: Path, path: Path, shown: str, trusted: Mapping[str, Ed25519Publ
 
 def _shown(root: Path, path: Path) -> str:
     """Messages name files as people see them: relative to the frames folder when inside it."""
+    if not path.is_absolute():  # the daemon's case, 10k times a batch: no pathlib arithmetic
+        return str(path)
     absolute = root / path
     return str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(path)
 
@@ -114,6 +116,8 @@ def _relative_parts(root: Path, path: Path, shown: str) -> tuple[str, ...]:
     if ".." in path.parts:
         raise _Rejected(VerdictCode.OUTSIDE_ROOT, f"{shown} contains '..'; a frame is addressed only by a "
                         "plain path inside the frames folder, so use that path instead.")
+    if not path.is_absolute() and path.parts:
+        return path.parts
     absolute = root / path
     if absolute == root or not absolute.is_relative_to(root):
         raise _Rejected(VerdictCode.OUTSIDE_ROOT, f"{shown} is not inside the frames folder {root}; "
@@ -123,7 +127,12 @@ def _relative_parts(root: Path, path: Path, shown: str) -> tuple[str, ...]:
 
 def _expected_id(root: Path, parts: tuple[str, ...], shown: str, expected_id: str | None) -> str:
     try:
-        return check_frame_id(expected_id) if expected_id is not None else frame_id_for(root, root.joinpath(*parts))
+        if expected_id is not None:
+            return check_frame_id(expected_id)
+        *dirs, name = parts
+        if not name.endswith(FRAME_SUFFIX):
+            raise FrameError(f"{'/'.join(parts)} is not a frame file: frame files end in {FRAME_SUFFIX!r}.")
+        return check_frame_id("/".join([*dirs, name[: -len(FRAME_SUFFIX)]]))
     except FrameError as exc:
         raise _Rejected(VerdictCode.BAD_NAME, f"{shown} is not named like a frame ({_clause(exc)}); rename it "
                         "to <namespace>/<name>.frame.json or move it out of the frames folder.") from None
@@ -336,14 +345,20 @@ class VerdictCache:
 
 def _stamp(root: Path, path: Path) -> tuple[Any, ...] | None:
     """None when the file cannot be stat'ed: such verdicts are cheap and never cached."""
-    absolute = root / path
-    if ".." in path.parts or absolute == root or not absolute.is_relative_to(root):
+    if path.is_absolute():
+        absolute = root / path
+        if absolute == root or not absolute.is_relative_to(root):
+            return None
+        parts = absolute.relative_to(root).parts
+    else:
+        parts = path.parts
+    if not parts or ".." in parts:
         return None
     stamp: list[Any] = []
-    current = root
+    current = str(root)
     try:
-        for part in absolute.relative_to(root).parts:
-            current = current / part
+        for part in parts:
+            current = f"{current}/{part}"
             info = os.lstat(current)
             stamp.append((info.st_ino, info.st_mode))
     except OSError:
