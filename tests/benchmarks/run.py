@@ -24,9 +24,9 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import frames, traces
+from tests.benchmarks import frames, traces, tui_refresh
 
-FIGURES = ("propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore")
+FIGURES = ("propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore", "tui_refresh")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         for figure, measure in TRACE_FIGURES.items():  # restore last: it grows node a's trace
             if figure in wanted:
                 emit(measure(tmp, console, trace_sizes))
+        if "tui_refresh" in wanted:
+            emit(tui_refresh.measure_tui_refresh(console, args.quick))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process and removing the temp dir[/]")
         code = 130
