@@ -20,7 +20,7 @@ from folders.segments import SegmentError, merge_segment, publish, verify_segmen
 from folders.snapshots import (SnapshotInfo, VerifiedSnapshot, due_for_snapshot, list_snapshots,
                                make_snapshot, merge_snapshot, prune, restore_snapshot,
                                segments_after, snapshots_to_catch_up, verify_snapshot)
-from folders.trace import connect
+from folders.trace import connect, parse_ts
 from orchestrator.node import Node
 from orchestrator.state import open_state
 from orchestrator.topology import load_topology
@@ -82,6 +82,7 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now) -> MergeRe
     trace_db = node.layout.trace_db
     root = node.layout.recovery_root
     report = MergeReport()
+    latencies: list[float] = []
     blocked: set[str] = set()
     work = [(p, verify_snapshot, merge_snapshot) for p in snapshots_to_catch_up(root, trace_db, node=node.name)]
     work += [(p, verify_segment, merge_segment) for p in segments_after(root, trace_db, node=node.name)]
@@ -101,6 +102,9 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now) -> MergeRe
             _note_refusal(node, manifest, exc, clock)
             continue
         report.merged.append((verified.node, verified.seq, rows))
+        latencies.append((clock() - parse_ts(verified.created)).total_seconds())
+    if latencies:  # DESIGN §5: peer segment published → merged here, for the metrics history
+        _remember(node, clock().strftime("%Y-%m-%dT%H:%M:%SZ"), {"merge_latency_s": max(latencies)})
     if report.merged:
         logger.info("merged %d piece(s), %d step(s)", len(report.merged), sum(r for *_, r in report.merged))
         refresh_fingerprint(node, clock=clock)
