@@ -86,18 +86,6 @@ def frame_path(root: Path, frame_id: str) -> Path:
     return Path(root).joinpath(*dirs, name + FRAME_SUFFIX)
 
 
-def frame_id_for(root: Path, path: Path) -> str:
-    """Inverse of `frame_path`; raises FrameError when `path` is not a frame file under `root`."""
-    try:
-        rel = Path(path).relative_to(root)
-    except ValueError:
-        raise FrameError(f"{path} is not inside the frames folder {root}.") from None
-    if not rel.name.endswith(FRAME_SUFFIX):
-        raise FrameError(f"{rel} is not a frame file: frame files end in {FRAME_SUFFIX!r}.")
-    *dirs, name = rel.parts
-    return check_frame_id("/".join([*dirs, name[: -len(FRAME_SUFFIX)]]))
-
-
 def format_created(moment: datetime) -> str:
     """Seconds in UTC: the form every node writes, so `created` sorts as text."""
     if moment.tzinfo is None:

@@ -263,12 +263,6 @@ class FrameRepo:
                       stdin=b"\0".join(os.fsencode(p) for p in stage), what="stage the changed frames")
         return self._commit_index(message, author, when)
 
-    def commit_all(self, message: str, author: str, when: datetime | None = None) -> str | None:
-        """Record every change under the work tree (excluded files aside) as one commit."""
-        _check_name(author)
-        self._run("add", "-A", what="stage the work tree")
-        return self._commit_index(message, author, when)
-
     def _changed_paths(self, *pathspec: str) -> set[str]:
         """Paths whose work-tree state differs from the index or HEAD, never excluded ones."""
         _, out = self._run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",

@@ -20,7 +20,6 @@ from folders.frame import (
     Frame,
     canonical_json,
     check_frame_id,
-    frame_id_for,
     frame_path,
     save_frame,
 )
@@ -151,22 +150,9 @@ def test_bad_ids(frame_id: str) -> None:
         check_frame_id(frame_id)
 
 
-def test_path_and_id_are_inverse(tmp_path: Path) -> None:
+def test_frame_path_of_an_id(tmp_path: Path) -> None:
     path = frame_path(tmp_path, "a/b/c")
     assert path == tmp_path / "a" / "b" / ("c" + FRAME_SUFFIX)
-    assert frame_id_for(tmp_path, path) == "a/b/c"
-
-
-@pytest.mark.parametrize("rel", ["ns/name.json", "name.frame.json", "ns/.frame.json", "ns/x.frame.sync-conflict-"
-                                 "20261125-080000-ABCDEFG.json"])
-def test_frame_id_for_refuses_non_frame_names(tmp_path: Path, rel: str) -> None:
-    with pytest.raises(FrameError):
-        frame_id_for(tmp_path, tmp_path / rel)
-
-
-def test_frame_id_for_refuses_paths_outside_root(tmp_path: Path) -> None:
-    with pytest.raises(FrameError, match="not inside"):
-        frame_id_for(tmp_path / "root", tmp_path / "ns" / "x.frame.json")
 
 
 def test_save_frame_writes_canonical_bytes_at_its_path(tmp_path: Path) -> None:

@@ -141,7 +141,6 @@ def test_nothing_to_commit_returns_none(repo):
     assert repo.commit(["ns/a.frame.json"], "again", "laptop") is None
     assert repo.commit(["ns/never-existed.frame.json"], "ghost", "laptop") is None
     assert repo.commit([], "empty", "laptop") is None
-    assert repo.commit_all("reconcile", "laptop") is None
     assert repo.head() == head
 
 
@@ -157,7 +156,7 @@ def test_excluded_files_are_never_committed_even_when_named(repo):
     sha = repo.commit([*junk, "ns/a.frame.json"], "batch", "laptop")
     assert commit_files(repo, sha) == ["A\tns/a.frame.json"]
     write(work, "ns/b.frame.json", "b\n")
-    repo.commit_all("reconcile", "laptop")
+    repo.commit(["ns/b.frame.json"], "b", "laptop")
     assert set(repo.tracked()) == {"ns/a.frame.json", "ns/b.frame.json"}
     assert repo.commit(junk, "only junk", "laptop") is None
     # A batch too big for a pathspec-limited `git status` takes the whole-tree path.
@@ -168,11 +167,12 @@ def test_excluded_files_are_never_committed_even_when_named(repo):
     assert sorted(commit_files(repo, sha)) == sorted(f"A\t{rel}" for rel in many)
 
 
-def test_commit_all_and_tracked(repo):
+def test_commit_and_tracked(repo):
     work = repo.work_tree
-    for i in range(5):
-        write(work, f"ns{i % 2}/f{i}.frame.json", f"{i}\n")
-    sha = repo.commit_all("reconcile", "laptop")
+    paths = [f"ns{i % 2}/f{i}.frame.json" for i in range(5)]
+    for i, rel in enumerate(paths):
+        write(work, rel, f"{i}\n")
+    sha = repo.commit(paths, "batch", "laptop")
     assert sha and repo.head() == sha
     tracked = repo.tracked()
     assert tracked == {line.split("\t")[1]: line.split()[2]
@@ -180,7 +180,7 @@ def test_commit_all_and_tracked(repo):
     blob = git_cli(repo, "hash-object", str(work / "ns0/f0.frame.json")).strip()
     assert tracked["ns0/f0.frame.json"] == blob
     (work / "ns0" / "f0.frame.json").unlink()
-    repo.commit_all("reconcile", "laptop")
+    repo.commit(["ns0/f0.frame.json"], "deletion", "twinsync")
     assert "ns0/f0.frame.json" not in repo.tracked() and len(repo.tracked()) == 4
 
 
