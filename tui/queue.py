@@ -12,8 +12,8 @@ from folders.decisions import ForkView
 from orchestrator.conflicts import ConflictItem
 from tui.dialogs import ConfirmScreen
 from tui.pane import KeyedTable, Pane
-from tui.rows import (FORK_CONSEQUENCE, QUEUE_COLUMNS, QueueEntry, approve_consequence,
-                      conflict_detail, filter_entries, fork_detail, queue_entries, queue_rows,
+from tui.rows import (FORK_CONSEQUENCE, QUEUE_COLUMNS, QueueEntry, Row, approve_consequence,
+                      conflict_detail, filter_entries, fork_detail, queue_entries, queue_row,
                       reject_consequence, short)
 from tui.service import QueueData
 
@@ -23,6 +23,7 @@ class QueuePane(Pane):
         super().__init__(**kwargs)
         self.data = QueueData([], [], {})
         self.entries: dict[str, QueueEntry] = {}
+        self.rows: dict[str, tuple[QueueEntry, Row]] = {}  # key -> the entry its row was built from
         self.diffs: dict[int, str] = {}  # conflict id -> diff, loaded once per item
         self.branches: dict[str, str] = {}  # fork id -> the branch `a`/`r` act on
         self.shown_detail: tuple | None = None
@@ -52,8 +53,19 @@ class QueuePane(Pane):
         entries = filter_entries(queue_entries(self.data), self.query_one("#queue-filter", Input).value)
         self.entries = {e.key: e for e in entries}
         table = self.query_one("#queue-table", KeyedTable)
-        table.show(queue_rows(entries))
+        table.show(self._rows(entries))
         self._show_detail(table.selected_key)
+
+    def _rows(self, entries: list[QueueEntry]) -> list[Row]:
+        """The table's rows, rebuilding only those whose entry changed: building 10,000 rows
+        of rich Text on every refresh took ~170 ms, and the garbage it left behind as much
+        again in the collector; unchanged rows, the same objects, also compare at once."""
+        built = {}
+        for e in entries:
+            cached = self.rows.get(e.key)
+            built[e.key] = cached if cached is not None and cached[0] == e else (e, queue_row(e))
+        self.rows = built
+        return [row for _, row in built.values()]
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()

@@ -237,10 +237,16 @@ def filter_entries(entries: Iterable[QueueEntry], text: str) -> list[QueueEntry]
     return [e for e in entries if all(w in e.text() for w in words)]
 
 
+KIND_STYLES = {"conflict": "yellow", "invalid": "red", "fork": "magenta"}
+
+
+def queue_row(e: QueueEntry) -> Row:
+    return Row(e.key, (Text(e.kind, style=KIND_STYLES.get(e.kind, "")), Text(e.subject), Text(e.source),
+                       Text(minute(e.when)), Text(e.state)))
+
+
 def queue_rows(entries: Iterable[QueueEntry]) -> list[Row]:
-    style = {"conflict": "yellow", "invalid": "red", "fork": "magenta"}
-    return [Row(e.key, (Text(e.kind, style=style.get(e.kind, "")), Text(e.subject), Text(e.source),
-                        Text(minute(e.when)), Text(e.state))) for e in entries]
+    return [queue_row(e) for e in entries]
 
 
 def approve_consequence(item: ConflictItem) -> str:

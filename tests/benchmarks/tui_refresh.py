@@ -405,7 +405,7 @@ def measure_tui_refresh(console: Console, quick: bool, *, refreshes: int | None 
             "rich_table_render_is": f"rich Table of the same rows printed to a 120-column in-memory console "
                                     f"({len(render)} runs)",
             "breakdown_p50_ms": run["breakdown"],
-            "breakdown_is": "median ms per refresh inside KeyedTable.show (clear + add_row of every row) and "
+            "breakdown_is": "median ms per refresh inside KeyedTable.show (changed cells updated in place, rows added or removed) and "
                             "DataTable._update_dimensions (its idle handler: measures every new cell) of each "
                             "table, and in Python's garbage collector (any phase, by generation)",
             "first_refresh_ms": run["warmup_ms"],
