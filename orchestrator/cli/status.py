@@ -7,7 +7,8 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
-from orchestrator.doctor import FAIL, OK, run_checks
+from folders.errors import TwinsyncError
+from orchestrator.doctor import FAIL, OK, Check, check_programs, run_checks
 from orchestrator.status import node_status
 
 
@@ -50,8 +51,12 @@ def doctor(home: HomeOption, as_json: JsonOption = False) -> None:
 
     Example: twinsync doctor
     """
-    with open_node(home) as node:
-        checks = run_checks(node)
+    try:
+        with open_node(home) as node:
+            checks = run_checks(node)
+    except TwinsyncError as exc:  # a broken node home is one failed check among the others
+        checks = check_programs(managed=False) + [Check("node home", FAIL, str(exc).split(";")[0],
+                                                        "fix the file it names, or restore it from a backup")]
     if as_json:
         print_json([c.to_dict() for c in checks])
     else:

@@ -144,3 +144,12 @@ def test_doctor_reports_a_broken_trusted_file_as_one_failed_check(node_factory):
     assert result.exit_code == 1
     assert "fail trusted peers: Cannot read" in result.output
     assert "ok   signing key" in result.output, "the other checks still run"
+
+
+def test_doctor_reports_a_broken_config_and_still_checks_the_programs(node_factory):
+    node = node_factory("n")
+    (node.home / "twinsync.toml").write_text("[node\n")
+    result = node.cli("doctor", ok=False)
+    assert result.exit_code == 1
+    assert "fail node home: Cannot read" in result.output
+    assert "ok   git:" in result.output and "Traceback" not in result.output
