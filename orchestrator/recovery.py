@@ -74,7 +74,8 @@ class MergeReport:
     waiting: list[str] = field(default_factory=list)
 
 
-def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now) -> MergeReport:
+def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
+              progress: Callable[[int, int], None] | None = None) -> MergeReport:
     """Verify then merge what peers published, snapshots first (to bridge pruned segments),
     each node in sequence order; a refused or missing piece stops that node's queue so a
     later segment can never jump the gap."""
@@ -86,7 +87,9 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now) -> MergeRe
     blocked: set[str] = set()
     work = [(p, verify_snapshot, merge_snapshot) for p in snapshots_to_catch_up(root, trace_db, node=node.name)]
     work += [(p, verify_segment, merge_segment) for p in segments_after(root, trace_db, node=node.name)]
-    for manifest, verify, merge in work:
+    for done, (manifest, verify, merge) in enumerate(work):
+        if progress is not None:
+            progress(done, len(work))
         owner = manifest.parent.parent.name
         if owner in blocked:
             continue

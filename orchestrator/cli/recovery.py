@@ -38,8 +38,9 @@ def merge(home: HomeOption, as_json: JsonOption = False) -> None:
 
     Example: twinsync trace merge --json
     """
-    with open_node(home) as node:
-        report = recovery.merge_now(node)
+    with open_node(home) as node, Progress(transient=True, disable=as_json) as bar:
+        task = bar.add_task("verifying and merging", total=None)
+        report = recovery.merge_now(node, progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         print_json(asdict(report))
     else:
