@@ -38,7 +38,7 @@ def merge(home: HomeOption, as_json: JsonOption = False) -> None:
 
     Example: twinsync trace merge --json
     """
-    with open_node(home) as node, Progress(transient=True, disable=as_json) as bar:
+    with open_node(home) as node, Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("verifying and merging", total=None)
         report = recovery.merge_now(node, progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
@@ -142,7 +142,7 @@ def restore(
         if not yes:
             typer.confirm(f"Replace {node.layout.trace_db} with {info.manifest_path.stem} of {info.node} "
                           f"({info.rows} steps)? The current one is kept aside", abort=True)
-        with Progress(transient=True) as bar:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("restoring", total=None)
             report = recovery.restore(node, info, as_new_machine=as_new_machine,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
