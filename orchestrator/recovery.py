@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 #: Codes that mean "not here yet" (Syncthing may deliver a manifest before its .db), not "bad".
 WAITING_CODES = {"missing_file"}
+#: "Older than what is merged": a snapshot already brought these steps (its signed `merged`
+#: claims cover them, even for this node's own segments after a restore), so it is skipped,
+#: and must not hold up that node's newer segments.
+COVERED_CODES = {"replay"}
 
 
 def utc_now() -> datetime:
@@ -72,6 +76,7 @@ class MergeReport:
     merged: list[tuple[str, int, int]] = field(default_factory=list)  # node, seq, rows
     refused: list[tuple[str, str, str]] = field(default_factory=list)  # file, code, reason
     waiting: list[str] = field(default_factory=list)
+    covered: list[str] = field(default_factory=list)
 
 
 def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
@@ -97,6 +102,9 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
             verified = verify(manifest, trusted)
             rows = merge(trace_db, verified, clock=clock)
         except SegmentError as exc:
+            if exc.code in COVERED_CODES:
+                report.covered.append(str(manifest))
+                continue
             blocked.add(owner)
             if exc.code in WAITING_CODES:
                 report.waiting.append(str(manifest))

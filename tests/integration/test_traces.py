@@ -211,3 +211,24 @@ def _invite_from_trust(node, peer: str) -> str:
     from folders.invite import Invite
     entry = tomllib.loads((node.home / "trusted.toml").read_text())["peers"][peer]
     return Invite(peer, entry["device_id"], tuple(entry["addresses"]), entry["public_key"]).encode()
+
+
+def test_restore_from_the_oldest_snapshot_loses_no_published_step(node_factory):
+    """A peer's snapshot can claim our own older segments as merged; they must then count as
+    covered, not block our newer segments (found by a 5-node demo run)."""
+    a, b = node_factory("node1"), node_factory("node2")
+    a.cli("pair", b.cli("invite").output.strip())
+    b.cli("pair", a.cli("invite").output.strip())
+    config = a.home / "twinsync.toml"
+    config.write_text(config.read_text().replace("snapshot_every_segments = 20", "snapshot_every_segments = 3"))
+    for i in range(7):
+        _record(a, f"goal {i}", f"answer {i}")
+        a.cli("trace", "publish")
+    shutil.copytree(a.home / "trace/recovery/node1", b.home / "trace/recovery/node1", dirs_exist_ok=True)
+    b.cli("trace", "merge")
+    b.cli("trace", "publish")  # B's snapshot now claims A's segments as merged
+    shutil.copytree(b.home / "trace/recovery/node2", a.home / "trace/recovery/node2", dirs_exist_ok=True)
+    published = _steps(a)
+    oldest = json.loads(a.cli("snapshots", "--node", "node1", "--json").output)[-1]["manifest_path"]
+    a.cli("restore", Path(oldest).stem, "--yes")
+    assert _steps(a) >= published
