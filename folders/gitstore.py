@@ -172,6 +172,7 @@ class FrameRepo:
                 cw.set_value("user", "name", COMMITTER_NAME)
                 cw.set_value("user", "email", COMMITTER_EMAIL)
                 cw.set_value("commit", "gpgSign", "false")
+                cw.set_value("gc", "autoDetach", "false")  # gc() finishes before it returns
             (git_dir / "info").mkdir(exist_ok=True)
             (git_dir / "info" / "exclude").write_text("\n".join(GIT_EXCLUDES) + "\n")
         except git.GitCommandError as exc:
@@ -237,6 +238,11 @@ class FrameRepo:
         status, out = self._run("rev-parse", "-q", "--verify", f"{self._rev(rev)}^{{{kind}}}",
                                 ok=(0, 1, 128))
         return out.decode().strip() if status == 0 else None
+
+    def gc(self) -> None:
+        """Pack loose objects when Git thinks it is time: commits made with plumbing never
+        trigger `gc --auto` themselves, so a daemon calls this now and then."""
+        self._run("gc", "--auto", "--quiet", what="pack the frames history")
 
     # -- history ----------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 #: How often the loop wakes with nothing to do, to retry scans Syncthing missed.
 TICK_S = 1.0
 RETRY_DELAY_S = 2.0
+#: How often an idle daemon lets Git pack the frames history.
+GC_INTERVAL_S = 6 * 3600
 
 
 class Daemon:
@@ -79,11 +81,18 @@ class Daemon:
         scheduler.start()
         self.batcher.request_reconcile()
         logger.info("twinsync daemon for %s watching %s", self.node.name, self.node.layout.frames_shared)
+        next_gc = time.monotonic() + GC_INTERVAL_S
         try:
             while not self.stop_event.is_set():
                 batch = self.batcher.next_batch(self.stop_event, TICK_S)
                 if batch:
                     self._run_batch(pipeline, batch)
+                elif time.monotonic() >= next_gc:  # in this thread: the only one using the repo
+                    next_gc = time.monotonic() + GC_INTERVAL_S
+                    try:
+                        repo.gc()
+                    except TwinsyncError as exc:
+                        logger.warning("%s", exc)
                 pipeline.flush_scans()
                 self._requeue_due()
         finally:

@@ -3,6 +3,7 @@ batch commits, excluded files, history, fork branches, and no `git` process left
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -351,3 +352,24 @@ def test_the_users_git_config_does_not_change_history(paths, tmp_path, monkeypat
         assert r.show(sha, "ns/a.frame.json") == b"a\r\n"
         assert git_cli(r, "log", "-1", "--format=%an|%cn", sha) == "laptop|twinsync\n"
         assert git_cli(r, "symbolic-ref", "HEAD") == "refs/heads/main\n"
+
+
+def test_gc_packs_loose_objects_when_git_says_so(repo):
+    """`gc --auto` samples objects/17/; blobs that land there make Git decide to pack."""
+    contents = []
+    i = 0
+    while len(contents) < 3:
+        data = f"{i}\n".encode()
+        if hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().startswith("17"):
+            contents.append(data)
+        i += 1
+    for n, data in enumerate(contents):
+        (repo.work_tree / "ns").mkdir(exist_ok=True)
+        (repo.work_tree / f"ns/f{n}.frame.json").write_bytes(data)
+    repo.commit([f"ns/f{n}.frame.json" for n in range(len(contents))], "batch", "laptop")
+    git_cli(repo, "config", "gc.auto", "1")
+    loose = lambda: int(dict(line.split(": ") for line in git_cli(repo, "count-objects", "-v").splitlines())["count"])  # noqa: E731
+    assert loose() > 3
+    repo.gc()
+    assert loose() == 0
+    assert repo.show("HEAD", "ns/f0.frame.json") == contents[0]
