@@ -25,6 +25,7 @@ from folders.frame import FRAME_SUFFIX
 from folders.gitstore import FrameRepo, GitStoreError
 from folders.validator import VerdictCache
 from orchestrator.node import Node
+from orchestrator.state import stamp
 from syncthing.conflicts import parse_conflict_copy
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,6 @@ class ConflictItem:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
 
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class ConflictQueue:
     def __init__(self, node: Node, repo: FrameRepo, cache: VerdictCache,
                  *, clock: Callable[[], datetime]) -> None:
@@ -90,7 +87,7 @@ class ConflictQueue:
         """One statement for a whole batch: 10k valid frames must not cost 10k UPDATEs."""
         db.execute("UPDATE conflicts SET status = 'closed', decided_by = ?, decided_at = ? "
                    "WHERE kind = 'invalid' AND status = ? AND path IN (SELECT value FROM json_each(?))",
-                   [f"twinsync ({why})", _iso(self.clock()), OPEN, json.dumps(rels)])
+                   [f"twinsync ({why})", stamp(self.clock()), OPEN, json.dumps(rels)])
 
     def handle_copy(self, db, rel: str, trusted: Mapping[str, Ed25519PublicKey]) -> str:
         """What became of the copy: settled, quarantined, queued, closed or unchanged."""
@@ -163,12 +160,12 @@ class ConflictQueue:
         if not row:
             return "unchanged"
         db["conflicts"].update(row[0], {"status": "closed", "decided_by": "another node",
-                                        "decided_at": _iso(self.clock())})
+                                        "decided_at": stamp(self.clock())})
         logger.info("conflict #%d closed: decided on another node", row[0])
         return "closed"
 
     def _insert(self, db, **fields) -> int:
-        row = {"status": OPEN, "created": _iso(self.clock()), **fields}
+        row = {"status": OPEN, "created": stamp(self.clock()), **fields}
         return db["conflicts"].insert(row).last_pk
 
     # -- decisions, called by the service layer under the frames lock -------------------
@@ -205,5 +202,5 @@ class ConflictQueue:
 
     def _decide(self, db, item: ConflictItem, status: str) -> None:
         db["conflicts"].update(item.id, {"status": status, "decided_by": self.node.name,
-                                         "decided_at": _iso(self.clock())})
+                                         "decided_at": stamp(self.clock())})
         logger.info("conflict #%d %s on %s", item.id, status, self.node.name)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from folders.errors import InviteError
 from folders.invite import Invite, decode_invite
+from folders.trace import utc_now
 from folders.trust import TrustedPeer, save_trusted
 from orchestrator.init import check_folder_free
 from orchestrator.node import Node
+from orchestrator.state import stamp
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import (FRAMES_FOLDER_ID, IGNORE_PATTERNS, recovery_folder,
                                   recovery_folder_id, with_device)
@@ -83,7 +85,7 @@ def pair(node: Node, code: str, *, now: datetime | None = None) -> TrustedPeer:
     client.put_folder(recovery_folder(invite.name, peer_recovery, devices, own=False))
     client.set_ignores(recovery_folder_id(invite.name), IGNORE_PATTERNS)
 
-    added = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    added = stamp(now or utc_now())
     peer = TrustedPeer(invite.name, invite.device_id, invite.public_key, invite.addresses,
                        known.added if known else added)
     peers[invite.name] = peer

@@ -14,17 +14,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from folders.files import TEMP_PREFIX
 from folders.frame import FRAME_SUFFIX
 from folders.gitstore import FrameRepo
+from folders.trace import utc_now
 from folders.validator import VerdictCache
 from orchestrator.conflicts import ConflictQueue
 from orchestrator.lock import frames_lock
 from orchestrator.node import Node
-from orchestrator.state import open_state
+from orchestrator.state import open_state, stamp
 from syncthing.conflicts import is_conflict_copy, is_syncthing_internal, is_syncthing_temp
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import FRAMES_FOLDER_ID
@@ -37,14 +38,6 @@ MAX_SCAN_SUBS = 200
 SYNCTHING_MARKERS = frozenset({".stfolder", ".stignore", ".stversions"})
 #: Author of commits that record deletions: a deletion carries no signature to name one.
 DELETION_AUTHOR = "twinsync"
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def classify(rel: str) -> str:
@@ -137,7 +130,7 @@ class FramePipeline:
             return None
         verdict = self.cache.validate(self.root, Path(rel), self.trusted, self.node.config.frames.max_size)
         st = path.lstat()
-        row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "updated": iso(self.clock()),
+        row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "updated": stamp(self.clock()),
                "code": str(verdict.code)}
         if verdict.ok:
             row.update(frame_id=verdict.frame.id, hash=verdict.frame.hash, status="valid")

@@ -9,7 +9,7 @@ import importlib.metadata
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from folders.errors import TraceError
@@ -20,9 +20,9 @@ from folders.segments import SegmentError, merge_segment, publish, verify_segmen
 from folders.snapshots import (SnapshotInfo, VerifiedSnapshot, due_for_snapshot, list_snapshots,
                                make_snapshot, merge_snapshot, prune, restore_snapshot,
                                segments_after, snapshots_to_catch_up, verify_snapshot)
-from folders.trace import connect, parse_ts
+from folders.trace import connect, parse_ts, utc_now
 from orchestrator.node import Node
-from orchestrator.state import open_state
+from orchestrator.state import open_state, stamp
 from orchestrator.topology import load_topology
 from orchestrator.traces import forks
 from syncthing.errors import SyncthingError
@@ -36,10 +36,6 @@ WAITING_CODES = {"missing_file"}
 #: claims cover them, even for this node's own segments after a restore), so it is skipped,
 #: and must not hold up that node's newer segments.
 COVERED_CODES = {"replay"}
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -115,7 +111,7 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
         report.merged.append((verified.node, verified.seq, rows))
         latencies.append((clock() - parse_ts(verified.created)).total_seconds())
     if latencies:  # DESIGN §5: peer segment published → merged here, for the metrics history
-        _remember(node, clock().strftime("%Y-%m-%dT%H:%M:%SZ"), {"merge_latency_s": max(latencies)})
+        _remember(node, stamp(clock()), {"merge_latency_s": max(latencies)})
     if report.merged:
         logger.info("merged %d piece(s), %d step(s)", len(report.merged), sum(r for *_, r in report.merged))
         refresh_fingerprint(node, clock=clock)
@@ -129,7 +125,7 @@ def _note_refusal(node: Node, manifest: Path, exc: SegmentError, clock) -> None:
     try:
         message = f"{manifest}: {exc.code}: {exc}"
         if not db.execute("SELECT 1 FROM events WHERE kind = 'refused' AND message = ?", [message]).fetchone():
-            db["events"].insert({"ts": clock().strftime("%Y-%m-%dT%H:%M:%SZ"), "kind": "refused",
+            db["events"].insert({"ts": stamp(clock()), "kind": "refused",
                                  "message": message})
     finally:
         db.close()

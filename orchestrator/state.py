@@ -5,11 +5,18 @@ Unlike trace.db it is never published; losing it costs a reconcile pass, not dat
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+#: Bump when a table changes: an older state.db is then brought up to date once.
+SCHEMA_VERSION = 2
+
+
+def stamp(moment: datetime) -> str:
+    """How state.db and trusted.toml write a time: UTC, to the second."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def open_state(path: Path) -> sqlite_utils.Database:
@@ -20,12 +27,14 @@ def open_state(path: Path) -> sqlite_utils.Database:
 
 def ensure_schema(path: Path) -> None:
     """Create the tables, or bring an older state.db up to today's columns (sqlite-utils'
-    `transform`); safe and cheap to call whenever a node is opened."""
+    `transform`). Every command opens a node, so a current database costs one read."""
     db = open_state(path)
     try:
+        if "meta" in db.table_names() and db["meta"].count_where(
+                "key = 'schema_version' AND value = ?", [str(SCHEMA_VERSION)]):
+            return
         db.enable_wal()
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-        db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
         db["frames"].create(
             {"path": str, "frame_id": str, "hash": str, "size": int, "mtime_ns": int,
              "status": str, "code": str, "updated": str},
@@ -41,5 +50,7 @@ def ensure_schema(path: Path) -> None:
                             pk="id", if_not_exists=True)
         db["metrics"].create({"ts": str, "name": str, "value": float}, if_not_exists=True)
         db["metrics"].create_index(["name", "ts"], if_not_exists=True)
+        # Last: a version is only recorded once every table matches it.
+        db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
     finally:
         db.close()
