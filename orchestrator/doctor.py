@@ -86,7 +86,7 @@ def check_syncthing(node: Node) -> list[Check]:
     try:
         version = client.version()["version"]
         my_id = client.my_device_id()
-    except SyncthingAuthError as exc:
+    except SyncthingAuthError:
         return [Check("Syncthing API", FAIL, "Syncthing refused the API key",
                       f"write the key from Syncthing's GUI into {node.layout.api_key}")]
     except SyncthingError as exc:

@@ -9,7 +9,6 @@ runs. `run.py` drives these functions and prints one JSON object per figure.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil

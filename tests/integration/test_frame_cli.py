@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from folders.frame import Frame, save_frame
+from folders.frame import Frame
 from folders.keys import load_private_key
 from tests.conftest import wait_for
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-from pathlib import Path
-
 import subprocess
+
 import pytest
 
-from folders.frame import Frame, canonical_json, save_frame
+from folders.frame import Frame, save_frame
 from folders.keys import load_private_key
 from syncthing.folderspec import FRAMES_FOLDER_ID
 from tests.conftest import wait_for
