@@ -276,41 +276,57 @@ def _read_manifest(path: Path) -> dict[str, object]:
 
 
 def _check_segment_db(db_path: Path, manifest: Mapping[str, object]) -> None:
-    """Integrity, schema, count, hashes and authorship, in SQL so memory stays flat."""
     def refuse(code: str, why: str) -> SegmentError:
         return SegmentError(code, f"Segment {db_path} {why}; remove it and ask "
                             f"{manifest['node']} to publish again.")
 
+    check_steps_db(db_path, manifest["rows"], [manifest["node"]], refuse,
+                   schema_problem=lambda conn: None if steps_schema_ok(conn)
+                   else "does not have the steps table twinsync writes",
+                   authors_why="and a node may publish only its own steps")
+
+
+def check_steps_db(db_path: Path, rows: int, authors: list[str],
+                   refuse: Callable[[str, str], SegmentError],
+                   schema_problem: Callable[[sqlite3.Connection], str | None],
+                   authors_why: str,
+                   extra: Callable[[sqlite3.Connection], None] = lambda conn: None) -> None:
+    """What a segment or snapshot file must pass before any of it is merged, in SQL so memory
+    stays flat: it opens read-only, passes quick_check, has the schema, holds the manifest's
+    row count, passes `extra`, every step's hash recomputes and every author is vouched for."""
     try:
-        seg = sqlite3.connect(readonly_uri(db_path), uri=True)
+        conn = sqlite3.connect(readonly_uri(db_path), uri=True)
     except sqlite3.DatabaseError:
         raise refuse("corrupt_db", "cannot be opened as SQLite") from None
     try:
-        seg.create_function("step_hash", 7, _sql_step_hash, deterministic=True)
+        add_step_hash_function(conn)
         try:
-            check = [row[0] for row in seg.execute("PRAGMA quick_check")]
+            check = [row[0] for row in conn.execute("PRAGMA quick_check")]
         except sqlite3.DatabaseError:
             raise refuse("corrupt_db", "is not a readable SQLite database") from None
         if check != ["ok"]:
             raise refuse("corrupt_db", f"fails SQLite's quick_check ({check[0]})")
-        if _steps_schema(seg, "main") != _expected_schema():
-            raise refuse("bad_schema", "does not have the steps table twinsync writes")
-        rows = seg.execute("SELECT count(*) FROM steps").fetchone()[0]
-        if rows != manifest["rows"]:
-            raise refuse("row_count", f"holds {rows} steps, its manifest says {manifest['rows']}")
-        bad = seg.execute(f"SELECT hash FROM steps WHERE step_hash({HASHED}) IS NOT hash "
-                          "LIMIT 1").fetchone()
+        problem = schema_problem(conn)
+        if problem:
+            raise refuse("bad_schema", problem)
+        held = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
+        if held != rows:
+            raise refuse("row_count", f"holds {held} steps, its manifest says {rows}")
+        extra(conn)
+        bad = conn.execute(f"SELECT hash FROM steps WHERE step_hash({HASHED}) IS NOT hash "
+                           "LIMIT 1").fetchone()
         if bad is not None:
             raise refuse("bad_step_hash", f"holds step {bad[0]}, whose hash does not recompute")
-        foreign = seg.execute("SELECT hash, author FROM steps WHERE author IS NOT ? LIMIT 1",
-                              (manifest["node"],)).fetchone()
+        foreign = conn.execute(
+            "SELECT hash, author FROM steps WHERE author NOT IN (SELECT value FROM json_each(?)) "
+            "LIMIT 1", (json.dumps(authors),)).fetchone()
         if foreign is not None:
             raise refuse("foreign_author", f"holds step {foreign[0]} authored by {foreign[1]!r}, "
-                         "and a node may publish only its own steps")
+                         f"{authors_why}")
     except sqlite3.DatabaseError as exc:
         raise refuse("corrupt_db", f"cannot be read ({exc})") from None
     finally:
-        seg.close()
+        conn.close()
 
 
 def readonly_uri(path: Path) -> str:
@@ -346,7 +362,7 @@ def merge_segment(trace_db_path: Path, verified: VerifiedSegment, clock: Clock =
     changed after verification can never bring a forged step in.
     """
     conn = connect(trace_db_path)
-    conn.create_function("step_hash", 7, _sql_step_hash, deterministic=True)
+    add_step_hash_function(conn)
     where = f"{verified.manifest_path} of {verified.node}"
     try:
         try:

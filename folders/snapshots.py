@@ -49,6 +49,7 @@ from folders.segments import (
     SegmentError,
     add_step_hash_function,
     check_signed_file,
+    check_steps_db,
     file_sha256,
     load_manifest,
     manifest_bytes,
@@ -300,47 +301,21 @@ def _read_manifest(path: Path) -> dict:
 
 
 def _check_snapshot_db(db_path: Path, manifest: Mapping) -> None:
-    """Integrity, schema, counts, coverage, hashes and authorship, in SQL so memory stays flat."""
+    """The checks every steps file gets, plus coverage: only published sessions, and the
+    segment seqs the manifest claims."""
     def refuse(code: str, why: str) -> SegmentError:
         return SegmentError(code, f"Snapshot {db_path} {why}; remove it and ask "
                             f"{manifest['node']} to snapshot again.")
 
-    try:
-        snap = sqlite3.connect(readonly_uri(db_path), uri=True)
-    except sqlite3.DatabaseError:
-        raise refuse("corrupt_db", "cannot be opened as SQLite") from None
-    try:
-        add_step_hash_function(snap)
-        try:
-            check = [row[0] for row in snap.execute("PRAGMA quick_check")]
-        except sqlite3.DatabaseError:
-            raise refuse("corrupt_db", "is not a readable SQLite database") from None
-        if check != ["ok"]:
-            raise refuse("corrupt_db", f"fails SQLite's quick_check ({check[0]})")
-        problem = _schema_problem(snap)
-        if problem:
-            raise refuse("bad_schema", problem)
-        rows = snap.execute("SELECT count(*) FROM steps").fetchone()[0]
-        if rows != manifest["rows"]:
-            raise refuse("row_count", f"holds {rows} steps, its manifest says {manifest['rows']}")
-        if snap.execute("SELECT 1 FROM sessions WHERE status != 'published' LIMIT 1").fetchone():
+    def coverage(conn: sqlite3.Connection) -> None:
+        if conn.execute("SELECT 1 FROM sessions WHERE status != 'published' LIMIT 1").fetchone():
             raise refuse("unpublished", "holds sessions that were never published")
-        if _coverage(snap, "main", manifest["node"]) != (manifest["seq"], manifest["merged"]):
+        if _coverage(conn, "main", manifest["node"]) != (manifest["seq"], manifest["merged"]):
             raise refuse("seq_mismatch", "covers other segment seqs than its manifest says")
-        bad = snap.execute(f"SELECT hash FROM steps WHERE step_hash({HASHED}) IS NOT hash "
-                           "LIMIT 1").fetchone()
-        if bad is not None:
-            raise refuse("bad_step_hash", f"holds step {bad[0]}, whose hash does not recompute")
-        foreign = snap.execute(
-            "SELECT hash, author FROM steps WHERE author NOT IN (SELECT value FROM json_each(?)) "
-            "LIMIT 1", (json.dumps([manifest["node"], *manifest["merged"]]),)).fetchone()
-        if foreign is not None:
-            raise refuse("foreign_author", f"holds step {foreign[0]} authored by {foreign[1]!r}, "
-                         "a node it does not list as merged")
-    except sqlite3.DatabaseError as exc:
-        raise refuse("corrupt_db", f"cannot be read ({exc})") from None
-    finally:
-        snap.close()
+
+    check_steps_db(db_path, manifest["rows"], [manifest["node"], *manifest["merged"]], refuse,
+                   schema_problem=_schema_problem, authors_why="a node it does not list as merged",
+                   extra=coverage)
 
 
 def _schema_problem(conn: sqlite3.Connection) -> str | None:
