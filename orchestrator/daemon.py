@@ -21,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from folders.errors import TwinsyncError
 from folders.gitstore import FrameRepo
 from folders.fingerprint import FINGERPRINT_NAME
+from folders.snapshots import SEGMENTS_DIR, SNAPSHOTS_DIR
 from orchestrator import recovery
 from orchestrator.config import read_api_key
 from orchestrator.events import MqttPublisher, SyncthingEvents
@@ -124,15 +125,19 @@ class Daemon:
     def _syncthing_event(self, scheduler: BackgroundScheduler, event: dict) -> None:
         """Live node status from Syncthing's events: logged, and sent to MQTT when configured."""
         data, kind = event.get("data") or {}, event.get("type")
-        names = {p.device_id: name for name, p in self.node.peers().items()}
+
+        def name_of(device_id: str | None) -> str:  # read trusted.toml only for device events
+            names = {p.device_id: name for name, p in self.node.peers().items()}
+            return names.get(device_id, str(device_id or "")[:7])
+
         if kind in ("DeviceConnected", "DeviceDisconnected"):
-            peer = names.get(data.get("id"), str(data.get("id", ""))[:7])
+            peer = name_of(data.get("id"))
             connected = kind == "DeviceConnected"
             logger.info("peer %s %s", peer, "connected" if connected else "disconnected")
             if self._mqtt is not None:
                 self._mqtt.publish(f"peers/{peer}", {"connected": connected, "time": event.get("time")}, retain=True)
         elif kind == "FolderCompletion" and self._mqtt is not None:
-            peer = names.get(data.get("device"), str(data.get("device", ""))[:7])
+            peer = name_of(data.get("device"))
             self._mqtt.publish(f"completion/{data.get('folder')}/{peer}", {"completion": data.get("completion")},
                                retain=True)
         elif kind == "ItemFinished" and str(data.get("folder", "")).startswith(RECOVERY_PREFIX):
@@ -140,9 +145,14 @@ class Daemon:
             self._peer_arrival(scheduler, {f"{owner}/{data.get('item', '')}"})
 
     def _peer_arrival(self, scheduler: BackgroundScheduler, paths: set[str]) -> None:
-        """A peer's manifest arrived: merge soon rather than at the next interval."""
-        own = self.node.name + "/"
-        if any(p.endswith(".json") and not p.startswith(own) for p in paths):
+        """A peer's segment or snapshot manifest arrived: merge soon rather than at the next
+        interval (a refreshed fingerprint.json is no reason to merge)."""
+        def is_manifest(rel: str) -> bool:
+            owner, _, rest = rel.partition("/")
+            folder, _, name = rest.partition("/")
+            return owner != self.node.name and folder in (SEGMENTS_DIR, SNAPSHOTS_DIR) and name.endswith(".json")
+
+        if any(is_manifest(p) for p in paths):
             scheduler.modify_job("merge", next_run_time=datetime.now(timezone.utc) + timedelta(milliseconds=300))
 
     def _run_batch(self, pipeline: FramePipeline, batch: Batch) -> None:

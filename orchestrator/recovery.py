@@ -17,9 +17,10 @@ from folders.fingerprint import (FINGERPRINT_NAME, FingerprintView, compare, mak
                                  read_fingerprint, trace_facts, write_fingerprint)
 from folders.metrics import Metrics, compute_metrics, frames_root
 from folders.segments import SegmentError, merge_segment, publish, verify_segment
-from folders.snapshots import (SnapshotInfo, VerifiedSnapshot, due_for_snapshot, list_snapshots,
-                               make_snapshot, merge_snapshot, prune, restore_snapshot,
-                               segments_after, snapshots_to_catch_up, verify_snapshot)
+from folders.snapshots import (SEGMENTS_DIR, SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot,
+                               due_for_snapshot, list_snapshots, make_snapshot, merge_snapshot,
+                               prune, restore_snapshot, segments_after, snapshots_to_catch_up,
+                               verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
@@ -53,12 +54,12 @@ def publish_now(node: Node, *, clock: Callable[[], datetime] = utc_now) -> Publi
     out = node.layout.recovery(node.name)
     key = node.signing_key()
     report = PublishReport()
-    segment = publish(node.layout.trace_db, out / "segments", node.name, key, clock=clock)
+    segment = publish(node.layout.trace_db, out / SEGMENTS_DIR, node.name, key, clock=clock)
     if segment is not None:
         report.segment, report.steps = segment.manifest_path.name, segment.rows
         logger.info("published %s (%d steps)", segment.manifest_path.name, segment.rows)
     if due_for_snapshot(out, settings.snapshot_every_segments, settings.snapshot_every_minutes, clock()):
-        snapshot = make_snapshot(node.layout.trace_db, out / "snapshots", node.name, key, clock=clock)
+        snapshot = make_snapshot(node.layout.trace_db, out / SNAPSHOTS_DIR, node.name, key, clock=clock)
         report.snapshot = snapshot.manifest_path.name
         report.pruned = len(prune(out, settings.keep_snapshots))
         logger.info("snapshot %s (%d steps), pruned %d file(s)", snapshot.path.name, snapshot.rows, report.pruned)
