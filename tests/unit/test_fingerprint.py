@@ -29,10 +29,10 @@ from folders.frame import canonical_json
 from folders.metrics import compute_metrics, frames_root
 from folders.segments import merge_segment, publish, verify_segment
 from folders.trace import TraceDB, connect, ensure_schema
+from tests.unit.tracekit import node_keys
 
 NODES = ("a", "b", "c", "d")
-KEYS = {name: Ed25519PrivateKey.generate() for name in NODES}
-TRUSTED = {name: key.public_key() for name, key in KEYS.items()}
+KEYS, TRUSTED = node_keys(*NODES)
 CREATED = datetime(2026, 11, 25, 8, 0, 0, tzinfo=timezone.utc)
 ROOT_X = frames_root([("notes/a.frame.json", "sha256:" + "1" * 64)])
 ROOT_Y = frames_root([("notes/a.frame.json", "sha256:" + "2" * 64)])

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -26,28 +24,13 @@ from folders.metrics import (
     time_queries,
 )
 from folders.segments import consensus, detect_forks, merge_segment, publish, verify_segment
-from folders.trace import TraceDB, connect, content_hash, ensure_schema, step_hash
+from folders.trace import TraceDB, connect, content_hash, step_hash
+from tests.unit.tracekit import TickClock, new_trace, node_keys
 
 NODES = ("a", "b", "c")
-KEYS = {name: Ed25519PrivateKey.generate() for name in NODES}
-TRUSTED = {name: key.public_key() for name, key in KEYS.items()}
+KEYS, TRUSTED = node_keys(*NODES)
 NO_FRAMES = {"frames_total": 0, "frames_in_conflict": 0, "frames_invalid": 0,
              "frames_disagreeing": 0}
-
-
-class TickClock:
-    def __init__(self, start: datetime = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
-def new_trace(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ensure_schema(path)
-    return path
 
 
 def record(path: Path, author: str, goal: str, conclusion: str | None, clock: TickClock) -> str:

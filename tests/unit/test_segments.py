@@ -7,7 +7,6 @@ import json
 import sqlite3
 import tempfile
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -34,28 +33,12 @@ from folders.trace import (
     canonical_json,
     connect,
     content_hash,
-    ensure_schema,
     step_hash,
 )
+from tests.unit.tracekit import TickClock, new_trace, node_keys, resign
 
 NODES = ("a", "b", "c")
-KEYS = {name: Ed25519PrivateKey.generate() for name in NODES}
-TRUSTED = {name: key.public_key() for name, key in KEYS.items()}
-
-
-class TickClock:
-    def __init__(self, start: datetime = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
-def new_trace(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ensure_schema(path)
-    return path
+KEYS, TRUSTED = node_keys(*NODES)
 
 
 def record(path: Path, author: str, goal: str, conclusion: str, extra: int = 1,
@@ -79,15 +62,6 @@ def all_steps(path: Path) -> list[tuple]:
 def receive(manifest: Path, trace: Path) -> int:
     """What a node does with a peer's segment: verify, then merge."""
     return merge_segment(trace, verify_segment(manifest, TRUSTED))
-
-
-def resign(manifest_path: Path, key: Ed25519PrivateKey, **changes: object) -> None:
-    """Rewrite a manifest with new fields and a valid signature by `key`."""
-    manifest = json.loads(manifest_path.read_text())
-    manifest.update(changes)
-    manifest.pop("sig")
-    manifest["sig"] = keys.sign(key, canonical_json(manifest))
-    manifest_path.write_text(json.dumps(manifest))
 
 
 def file_sha256(path: Path) -> str:

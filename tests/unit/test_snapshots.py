@@ -7,7 +7,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,19 +31,10 @@ from folders.snapshots import (
     verify_snapshot,
 )
 from folders.trace import TraceDB, canonical_json, connect, ensure_schema, step_hash
+from tests.unit.tracekit import TickClock, node_keys, resign
 
-KEYS = {name: Ed25519PrivateKey.generate() for name in ("a", "b", "c")}
-TRUSTED = {name: key.public_key() for name, key in KEYS.items()}
+KEYS, TRUSTED = node_keys("a", "b", "c")
 SHADOWS = "SELECT session FROM sessions WHERE status != 'published'"
-
-
-class TickClock:
-    def __init__(self, start: datetime = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
 
 
 class Node:
@@ -235,14 +226,6 @@ def test_merging_a_snapshot_over_a_different_segment_of_the_same_seq_is_refused(
 
 
 # --- refusals: each names its code, and the existing trace.db is untouched -------------------
-
-def resign(manifest_path: Path, key: Ed25519PrivateKey, **changes: object) -> None:
-    manifest = json.loads(manifest_path.read_text())
-    manifest.update(changes)
-    manifest.pop("sig")
-    manifest["sig"] = keys.sign(key, canonical_json(manifest))
-    manifest_path.write_text(json.dumps(manifest))
-
 
 def edit(snap: Snapshot, sql: str, *args: object) -> None:
     """Change the snapshot, then give it a manifest a's real key signed: only content can tell."""

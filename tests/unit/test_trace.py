@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,19 +16,7 @@ from folders.trace import (
     format_ts,
     step_hash,
 )
-
-START = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
-
-
-class TickClock:
-    """A real clock stand-in that moves `step` forward on every reading."""
-
-    def __init__(self, start: datetime = START, step: timedelta = timedelta(seconds=1)) -> None:
-        self.now, self.step = start, step
-
-    def __call__(self) -> datetime:
-        self.now += self.step
-        return self.now
+from tests.unit.tracekit import START, TickClock
 
 
 @pytest.fixture
