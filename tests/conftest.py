@@ -4,6 +4,9 @@ and guards that fail a test which leaves a child process or a thread behind."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -136,29 +139,28 @@ def mesh(node_factory) -> Callable[[int], list[TestNode]]:
 
 
 class DaemonProcess:
-    """A real `twinsync run` subprocess; its log is a file the test can read."""
+    """A real `twinsync run` subprocess; its log is a file the test can read. Started here,
+    waited for with `wait_started`, so the caller can register `stop` in between and even a
+    failed start leaves nothing running."""
 
     def __init__(self, home: Path, log: Path) -> None:
-        import os
-        import subprocess
-        import sys
-
         self.home, self.log_path = home, log
         self._log = open(log, "ab")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).with_name("twinsync")), "run", "--home", str(home)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_for(lambda: "watching" in self.log() or self.proc.poll() is not None, what="daemon start")
-        assert self.proc.poll() is None, self.log()
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        wait_for(lambda: "watching" in self.log() or self.proc.poll() is not None, timeout=timeout,
+                 what="daemon start")
+        assert self.proc.poll() is None, f"`twinsync run` exited with {self.proc.returncode}:\n{self.log()[-2000:]}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
         """SIGTERM, as a service manager would; returns the exit code."""
-        import subprocess
-
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -177,6 +179,7 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[[TestNode], DaemonProces
     def start(node: TestNode) -> DaemonProcess:
         daemon = DaemonProcess(node.home, tmp_path / f"daemon-{node.name}-{len(started)}.log")
         started.append(daemon)
+        daemon.wait_started()
         return daemon
 
     yield start

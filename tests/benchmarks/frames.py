@@ -17,9 +17,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,8 +27,6 @@ from typing import Any
 
 import psutil
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
 from folders.frame import FRAME_SUFFIX, Frame, save_frame
 from folders.gitstore import FrameRepo
@@ -38,7 +36,8 @@ from orchestrator.node import Node
 from orchestrator.pipeline import FramePipeline, walk_files
 from syncthing.folderspec import FRAMES_FOLDER_ID
 from syncthing.process import ManagedSyncthing
-from tests.conftest import TestNode, pair_mesh, run_cli, wait_for
+from tests.benchmarks.common import percentile, progress, r, step, timed
+from tests.conftest import DaemonProcess, TestNode, pair_mesh, run_cli, wait_for
 
 TWINSYNC = str(Path(sys.executable).with_name("twinsync"))
 #: Frames are spread over this many namespaces: watchdog's inotify observer needs one
@@ -66,37 +65,6 @@ QUICK = Sizes(propagation=5, big=10_000, batch=2_000, idle_sample_s=3.0)
 
 # -- the harness: temp dir, processes, progress ------------------------------------------
 
-class Daemon:
-    """A real `twinsync run` subprocess (like tests.conftest.DaemonProcess, but registered
-    for cleanup before it is waited on, so even a failed start leaves nothing running)."""
-
-    def __init__(self, home: Path, log: Path) -> None:
-        self.log_path = log
-        self._log = open(log, "ab")
-        self.proc = subprocess.Popen([TWINSYNC, "run", "--home", str(home)], stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_started(self) -> None:
-        wait_for(lambda: "watching" in self.log() or self.proc.poll() is not None,
-                 timeout=60, what="`twinsync run` to start")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"`twinsync run` exited with {self.proc.returncode}:\n{self.log()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
 class Bench:
     """Owns the temp dir's contents and every process started; `close()` stops them all."""
 
@@ -110,22 +78,11 @@ class Bench:
 
     # progress on stderr
 
-    @contextmanager
-    def step(self, text: str) -> Iterator[None]:
-        started = time.perf_counter()
-        with self.console.status(f"{text} …"):
-            yield
-        self.console.print(f"[green]✓[/] {text} [dim]{time.perf_counter() - started:.1f} s[/]")
+    def step(self, text: str):
+        return step(self.console, text)
 
-    @contextmanager
-    def progress(self, text: str, total: int) -> Iterator[Callable[[int], None]]:
-        started = time.perf_counter()
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=self.console, transient=True) as bar:
-            task = bar.add_task(text, total=total)
-            yield lambda n=1: bar.advance(task, n)
-        self.console.print(f"[green]✓[/] {text} [dim]{time.perf_counter() - started:.1f} s[/]")
+    def progress(self, text: str, total: int):
+        return progress(self.console, text, total)
 
     # processes and node homes
 
@@ -144,10 +101,10 @@ class Bench:
         run_cli("init", "--home", home, "--name", name, "--syncthing-url", ep.url, "--api-key", ep.api_key)
         return TestNode(name, home, st)
 
-    def daemon(self, home: Path, label: str) -> Daemon:
-        daemon = Daemon(home, self.root / f"daemon-{label}.log")
+    def daemon(self, home: Path, label: str) -> DaemonProcess:
+        daemon = DaemonProcess(home, self.root / f"daemon-{label}.log")
         self.stack.callback(daemon.stop)
-        daemon.wait_started()
+        daemon.wait_started(timeout=60)
         return daemon
 
 
@@ -173,26 +130,6 @@ def write_frames(bench: Bench, root: Path, node: Node, count: int, text: str) ->
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def r(value: float, digits: int = 4) -> float:
-    return round(value, digits)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
-
 
 def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float], Any]:
     times, result = [], None

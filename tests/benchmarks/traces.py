@@ -34,21 +34,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
 from folders import keys
 from folders.segments import merge_segment, publish, verify_segment
 from folders.snapshots import make_snapshot, restore_snapshot, verify_snapshot
 from folders.trace import (STEP_COLUMNS, TraceDB, connect, ensure_schema, format_ts, step_hash,
                            write_transaction)
+from tests.benchmarks.common import percentile, progress, r, step
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ("merge", "query", "restore")
@@ -93,47 +91,6 @@ INSERT_SESSION = ("INSERT INTO sessions (session, goal, author, status, head, st
 
 
 # -- small helpers ---------------------------------------------------------------------------
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def r(value: float, digits: int = 4) -> float:
-    return round(value, digits)
-
-
-@contextmanager
-def step(console: Console, text: str) -> Iterator[None]:
-    started = time.perf_counter()
-    with console.status(f"{text} …"):
-        yield
-    console.print(f"[green]✓[/] {text} [dim]{time.perf_counter() - started:.1f} s[/]")
-
-
-@contextmanager
-def progress(console: Console, text: str, total: int) -> Iterator[Callable[..., None]]:
-    """`advance(n=1)` moves the bar; `advance(completed=k, total=t)` sets it."""
-    started = time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(text, total=total)
-
-        def advance(n: int = 1, *, completed: int | None = None, total: int | None = None) -> None:
-            if completed is None:
-                bar.advance(task, n)
-            else:
-                bar.update(task, completed=completed, total=total)
-
-        yield advance
-    console.print(f"[green]✓[/] {text} [dim]{time.perf_counter() - started:.1f} s[/]")
-
 
 def db_bytes(path: Path) -> int:
     """Bytes of the database's used pages (its WAL folded in as SQLite sees it)."""

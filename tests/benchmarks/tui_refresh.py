@@ -46,6 +46,7 @@ from orchestrator.conflicts import ConflictItem
 from orchestrator.pairing import PeerStatus
 from orchestrator.recovery import NodeRow
 from orchestrator.status import NodeStatus
+from tests.benchmarks.common import percentile
 from tests.tui.fakes import HOME, FakeService
 from tui.app import TwinsyncApp, make_app
 from tui.pane import KeyedTable
@@ -195,15 +196,8 @@ class BigService(FakeService):
 
 # -- the measurement -----------------------------------------------------------------------
 
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
 def _stats(ms: list[float]) -> dict:
-    return {"p50": round(_pct(ms, 0.5), 1), "p95": round(_pct(ms, 0.95), 1), "max": round(max(ms), 1)}
+    return {"p50": round(percentile(ms, 0.5), 1), "p95": round(percentile(ms, 0.95), 1), "max": round(max(ms), 1)}
 
 
 def _cell(table: KeyedTable, key: str, column: int) -> str | None:
