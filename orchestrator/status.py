@@ -8,7 +8,7 @@ from typing import Any
 from orchestrator.node import Node
 from orchestrator.pairing import PeerStatus, peer_statuses
 from syncthing.errors import SyncthingError
-from syncthing.folderspec import FRAMES_FOLDER_ID, RECOVERY_PREFIX
+from syncthing.folderspec import is_twinsync_folder
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,6 @@ class NodeStatus:
         return asdict(self)
 
 
-def _our_folders(folders: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [f for f in folders if f["id"] == FRAMES_FOLDER_ID or f["id"].startswith(RECOVERY_PREFIX)]
-
-
 def node_status(node: Node) -> NodeStatus:
     """Never raises for a Syncthing that is down: the object says so instead."""
     base = dict(node=node.name, home=str(node.layout.home), device_id=node.config.device_id,
@@ -49,7 +45,7 @@ def node_status(node: Node) -> NodeStatus:
         version = node.client.version()["version"]
         names = {d["deviceID"]: d.get("name") or d["deviceID"][:7] for d in node.client.devices()}
         folders = []
-        for f in sorted(_our_folders(node.client.folders()), key=lambda f: f["id"]):
+        for f in sorted((f for f in node.client.folders() if is_twinsync_folder(f["id"])), key=lambda f: f["id"]):
             st = node.client.folder_status(f["id"])
             done = node.client.completion(f["id"])
             folders.append(FolderStatus(

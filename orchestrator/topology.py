@@ -11,8 +11,8 @@ from typing import Any
 
 from folders.files import write_atomic
 from orchestrator.node import Node
-from syncthing.folderspec import FRAMES_FOLDER_ID, RECOVERY_PREFIX
-from syncthing.topology import NAMESPACE_PREFIX, Plan, Topology, check, plan
+from syncthing.folderspec import FRAMES_FOLDER_ID, is_twinsync_folder
+from syncthing.topology import Plan, Topology, check, plan
 
 TOPOLOGY_FILE = "topology.json"
 
@@ -58,8 +58,7 @@ class TopologyView:
 
 def show_topology(node: Node) -> TopologyView:
     names = {d: n for n, d in _devices(node).items()}
-    ours = [f for f in node.client.folders()
-            if f["id"] == FRAMES_FOLDER_ID or f["id"].startswith((RECOVERY_PREFIX, NAMESPACE_PREFIX))]
+    ours = [f for f in node.client.folders() if is_twinsync_folder(f["id"])]
     folders = [{"id": f["id"], "type": f["type"], "path": f["path"],
                 "shared_with": sorted(names.get(d["deviceID"], d["deviceID"][:7]) for d in f["devices"]
                                       if d["deviceID"] != node.config.device_id)}

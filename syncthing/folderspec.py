@@ -22,8 +22,17 @@ IGNORE_PATTERNS = ["(?d).twinsync-tmp-*", "(?d).gitignore", "(?d).gitattributes"
 WATCHER_DELAY_S = 1
 
 
+#: Per-namespace frames folders of the sharded and p2p topologies.
+NAMESPACE_PREFIX = FRAMES_FOLDER_ID + "-"
+
+
 def recovery_folder_id(node: str) -> str:
     return RECOVERY_PREFIX + node
+
+
+def is_twinsync_folder(folder_id: str) -> bool:
+    """Ours to show and manage; every other folder in Syncthing is the user's own."""
+    return folder_id == FRAMES_FOLDER_ID or folder_id.startswith((RECOVERY_PREFIX, NAMESPACE_PREFIX))
 
 
 def _device_list(device_ids: list[str]) -> list[dict[str, str]]:

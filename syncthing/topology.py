@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from syncthing.errors import SyncthingConfigError
-from syncthing.folderspec import FRAMES_FOLDER_ID, IGNORE_PATTERNS, frames_folder, recovery_folder
+from syncthing.folderspec import IGNORE_PATTERNS, NAMESPACE_PREFIX, frames_folder, recovery_folder
 
 KINDS = ("swarm", "star", "sharded", "p2p")
-NAMESPACE_PREFIX = FRAMES_FOLDER_ID + "-"
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
