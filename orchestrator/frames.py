@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from folders.errors import FrameError
-from folders.frame import Frame, check_frame_id, frame_path, save_frame
+from folders.frame import Frame, frame_path, save_frame
 from folders.gitstore import FrameRepo, Revision
 from folders.validator import Verdict, validate_frame_file
 from orchestrator.conflicts import OPEN, ConflictError, ConflictItem
@@ -32,14 +32,23 @@ def pipeline_for(node: Node) -> Iterator[FramePipeline]:
         repo.close()
 
 
-def _relative(node: Node, frame_id: str) -> str:
-    return frame_path(node.layout.frames_shared, check_frame_id(frame_id)).relative_to(
-        node.layout.frames_shared).as_posix()
+def _relative(frame_id: str) -> str:
+    """The frame's path inside any frames folder (shared or local), as Git and the index name it."""
+    return frame_path(Path(), frame_id).as_posix()
 
 
 def _verdict(node: Node, root: Path, frame_id: str) -> Verdict:
-    rel = frame_path(root, check_frame_id(frame_id)).relative_to(root)
-    return validate_frame_file(root, rel, node.trusted_keys(), node.config.frames.max_size)
+    return validate_frame_file(root, Path(_relative(frame_id)), node.trusted_keys(),
+                               node.config.frames.max_size)
+
+
+def _commit(node: Node, frame: Frame) -> None:
+    """Save into frames.shared/ under the frames lock, then run it through the daemon's pipeline
+    (validate, commit, index, scan request), so it is in Git before the command returns."""
+    with pipeline_for(node) as pipeline:
+        with frames_lock(node.layout.home):
+            save_frame(node.layout.frames_shared, frame)
+        pipeline.process([_relative(frame.id)])
 
 
 def get_frame(node: Node, frame_id: str, *, shadow: bool = False) -> Frame:
@@ -60,21 +69,15 @@ def put_frame(node: Node, frame_id: str, body: Any, *, shadow: bool = False) -> 
     frame = Frame.create(frame_id, node.name, body, node.signing_key(), parents=parents)
     if shadow:
         save_frame(root, frame)
-        return frame
-    with pipeline_for(node) as pipeline:
-        with frames_lock(node.layout.home):
-            save_frame(root, frame)
-        pipeline.process([_relative(node, frame_id)])
+    else:
+        _commit(node, frame)
     return frame
 
 
 def promote_frame(node: Node, frame_id: str) -> Frame:
     """A shadow frame, checked, becomes a shared one; the shadow goes only once it is in."""
     shadow = get_frame(node, frame_id, shadow=True)
-    with pipeline_for(node) as pipeline:
-        with frames_lock(node.layout.home):
-            save_frame(node.layout.frames_shared, shadow)
-        pipeline.process([_relative(node, frame_id)])
+    _commit(node, shadow)
     frame_path(node.layout.frames_local, frame_id).unlink()
     return shadow
 
@@ -108,7 +111,7 @@ def list_frames(node: Node, *, shadow: bool = False) -> list[FrameEntry]:
 
 def frame_log(node: Node, frame_id: str) -> list[Revision]:
     with FrameRepo(node.layout.frames_git) as repo:
-        revisions = repo.log(_relative(node, frame_id))
+        revisions = repo.log(_relative(frame_id))
     if not revisions:
         raise FrameError(f"Frame {frame_id} has no history in {node.layout.frames_git}; "
                          "check the id with `twinsync frame list`.")
@@ -118,16 +121,12 @@ def frame_log(node: Node, frame_id: str) -> list[Revision]:
 def restore_frame(node: Node, frame_id: str, rev: str) -> Frame:
     """An old version comes back as a NEW version signed by this node, whose parents are the
     current and the old one, so the history shows who restored what."""
-    rel = _relative(node, frame_id)
     with FrameRepo(node.layout.frames_git) as repo:
-        old = json.loads(repo.show(rev, rel))
+        old = json.loads(repo.show(rev, _relative(frame_id)))
     current = _verdict(node, node.layout.frames_shared, frame_id)
     parents = tuple(dict.fromkeys(([current.frame.hash] if current.ok else []) + [old["hash"]]))
     frame = Frame.create(frame_id, node.name, old["body"], node.signing_key(), parents=parents)
-    with pipeline_for(node) as pipeline:
-        with frames_lock(node.layout.home):
-            save_frame(node.layout.frames_shared, frame)
-        pipeline.process([rel])
+    _commit(node, frame)
     return frame
 
 
