@@ -111,6 +111,7 @@ class FramePipeline:
                         report.commits.append(sha)
                 with db.conn:
                     self.conflicts.close_invalid_many(db, report.committed, "the file is valid now")
+                    self.conflicts.close_invalid_many(db, report.deleted, "the file is gone")
                     db.execute("DELETE FROM frames WHERE path IN (SELECT value FROM json_each(?))",
                                [json.dumps(report.deleted)])
                     db["frames"].upsert_all(rows, pk="path")
@@ -124,7 +125,6 @@ class FramePipeline:
         if not os.path.lexists(path):
             by_author[DELETION_AUTHOR].append(rel)  # the repo skips what Git never had
             report.deleted.append(rel)
-            self.conflicts.close_invalid(db, rel, "the file is gone")
             return None
         if path.is_dir() and not path.name.endswith(FRAME_SUFFIX):
             return None
