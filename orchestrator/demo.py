@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from folders.metrics import SEED_THRESHOLDS, Metrics
@@ -50,20 +50,11 @@ class DemoNode:
     name: str
     home: Path
     syncthing: ManagedSyncthing
+    device_id: str = ""
     daemon: subprocess.Popen | None = None
 
     def open(self) -> Node:
         return Node.open(self.home)
-
-
-@dataclass
-class DemoResult:
-    root: Path
-    metrics: dict[str, Metrics]
-    events: list[str] = field(default_factory=list)
-
-    def meets(self) -> bool:
-        return all(all(m.meets().values()) for m in self.metrics.values())
 
 
 class Demo:
@@ -94,7 +85,7 @@ class Demo:
             node = DemoNode(name, self.root / name, st)
             self.nodes.append(node)
             ep = st.endpoint
-            init_node(node.home, name, SyncthingTarget(ep.url, ep.api_key))
+            node.device_id = init_node(node.home, name, SyncthingTarget(ep.url, ep.api_key)).device_id
             with node.open() as opened:
                 fast = replace(opened.config.traces, publish_interval_s=3, merge_interval_s=2,
                                snapshot_every_segments=4, fingerprint_stale_s=120)
@@ -123,10 +114,9 @@ class Demo:
     def _all_connected(self) -> bool:
         for node in self.nodes:
             with node.syncthing.client() as client:
-                ids = {n.syncthing.client().my_device_id() for n in self.nodes if n is not node}
                 connections = client.connections()
-                if not all(connections.get(d, {}).get("connected") for d in ids):
-                    return False
+            if not all(connections.get(n.device_id, {}).get("connected") for n in self.nodes if n is not node):
+                return False
         return True
 
     def _start_daemon(self, node: DemoNode) -> None:
