@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from folders.errors import TwinsyncError
+from folders.errors import HomeError, TwinsyncError
 
 DAEMON_LOCK = "daemon.lock"
 #: How long `running_daemon` waits for a daemon that holds the lock to write its pid.
@@ -54,7 +54,10 @@ def _pid_text(pid: int | None) -> str:
 def daemon_lock(home: Path) -> Iterator[None]:
     """Held while the daemon runs; raises `DaemonRunningError` naming the other daemon's pid."""
     path = Path(home) / DAEMON_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise HomeError(f"Cannot open {path} ({exc.strerror}); make the node home writable for this user.") from None
     try:
         if not _lock_soon(fd):
             pid = _read_pid(fd)
