@@ -26,7 +26,7 @@ from folders.errors import TwinsyncError
 logger = logging.getLogger(__name__)
 
 #: How often `run` checks that watchdog's threads are still alive.
-CHECK_S = 0.5
+CHECK_S = 1.0
 
 
 class WatcherStopped(TwinsyncError):
