@@ -44,7 +44,8 @@ from syncthing.folderspec import RECOVERY_PREFIX
 
 logger = logging.getLogger(__name__)
 
-#: How often the batch loop wakes with nothing to do, to retry scans Syncthing missed.
+#: How often the batch loop wakes with nothing to do (to retry scans Syncthing missed), and
+#: the main thread (to see a stop, and write the heartbeat when due).
 TICK_S = 1.0
 RETRY_DELAY_S = 2.0
 #: How often an idle daemon lets Git pack the frames history.
@@ -61,16 +62,15 @@ class Daemon:
         self.stop_event = threading.Event()
         self._beat = threading.Event()  # set: write the heartbeat now (a piece's health changed)
         self.supervisor = Supervisor(expected=EXPECTED, on_change=self._beat.set)
-        self._beat_lock = threading.Lock()
         self._started = format_ts(utc_now())
         self._last: dict[str, str] = {}  # "batch", "merge", "publish" -> when it last succeeded
         self._retries: list[tuple[float, Batch]] = []
         self._mqtt: MqttPublisher | None = None
 
     def stop(self) -> None:
-        """Safe from a signal handler: the batch in flight finishes, then `run` returns."""
+        """Safe from a signal handler (it takes no lock the main thread may hold): the batch
+        in flight finishes, then `run` returns."""
         self.stop_event.set()
-        self._beat.set()
 
     def run(self) -> None:
         """Raises `DaemonRunningError` when another daemon runs for this home."""
@@ -110,10 +110,13 @@ class Daemon:
                 sup.spawn("mqtt", self._mqtt.run, on_stop=self._mqtt.close)
             logger.info("twinsync daemon for %s (pid %d) watching %s", self.node.name, os.getpid(),
                         layout.frames_shared)
+            next_beat = 0.0
             while not self.stop_event.is_set():
-                self._write_heartbeat()
-                self._beat.wait(HEARTBEAT_INTERVAL_S)
-                self._beat.clear()
+                if self._beat.is_set() or time.monotonic() >= next_beat:
+                    self._beat.clear()
+                    self._write_heartbeat()
+                    next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
+                self._beat.wait(TICK_S)
         finally:
             sup.stop()  # the batch in flight finishes
             scheduler.shutdown(wait=True)  # so does a publish or merge in flight
@@ -127,11 +130,10 @@ class Daemon:
         beat = Heartbeat(pid=os.getpid(), started=self._started, written=format_ts(utc_now()),
                          last_batch=self._last.get("batch"), last_merge=self._last.get("merge"),
                          last_publish=self._last.get("publish"), pieces=self.supervisor.health())
-        with self._beat_lock:
-            try:
-                write_heartbeat(self.node.layout.home, beat)
-            except OSError as exc:
-                logger.warning("cannot write the heartbeat: %s", exc)
+        try:
+            write_heartbeat(self.node.layout.home, beat)
+        except OSError as exc:
+            logger.warning("cannot write the heartbeat: %s", exc)
 
     # -- pieces ----------------------------------------------------------------------------
 
