@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from folders.files import write_atomic
 from folders.trace import parse_ts, utc_now
-from orchestrator.lock import running_daemon
+from orchestrator.lock import DAEMON_LOCK, running_daemon
 from orchestrator.supervisor import OK, PieceHealth
 
 HEARTBEAT_NAME = "heartbeat.json"
@@ -92,8 +92,15 @@ def read_health(home: Path, now: datetime | None = None) -> DaemonHealth:
         return DaemonHealth(NOT_RUNNING, f"No twinsync daemon runs for this node{last}; "
                                          "start it with `twinsync run`.", None, beat)
     who = f"The daemon (pid {pid})" if pid else "The daemon"
-    if beat is None or (pid and beat.pid != pid):
-        return DaemonHealth(RUNNING, f"{who} is starting.", pid, None)
+    if beat is None or (pid and beat.pid != pid):  # none of its own yet: judged by when it took the lock
+        try:
+            locked = datetime.fromtimestamp((Path(home) / DAEMON_LOCK).stat().st_mtime, timezone.utc)
+        except OSError:
+            locked = now
+        if (now - locked).total_seconds() <= STALE_AFTER_S:
+            return DaemonHealth(RUNNING, f"{who} is starting.", pid, None)
+        return DaemonHealth(STALLED, f"{who} has written no heartbeat since it started; it may be stuck or "
+                                     "unable to write in its home: look at its log, or restart it.", pid, None)
     age = (now - parse_ts(beat.written)).total_seconds()
     if age > STALE_AFTER_S:
         return DaemonHealth(STALLED, f"{who} has not refreshed its heartbeat for {age:.0f} s; it may be "
