@@ -22,7 +22,7 @@ from typing import Any
 from folders.files import write_atomic
 from folders.trace import parse_ts, utc_now
 from orchestrator.lock import DAEMON_LOCK, running_daemon
-from orchestrator.supervisor import OK, PieceHealth
+from orchestrator.supervisor import FAILED, OK, PieceHealth
 
 HEARTBEAT_NAME = "heartbeat.json"
 #: How often the daemon rewrites its heartbeat when nothing changes.
@@ -107,7 +107,8 @@ def read_health(home: Path, now: datetime | None = None) -> DaemonHealth:
                                      "frozen or overloaded: look at its log, or restart it.", pid, beat)
     troubled = [p for p in beat.pieces if p.state != OK]
     if troubled:
-        what = "; ".join(f"{p.name} is {p.state}: {_cap(p.problem or '')}" for p in troubled)
+        what = "; ".join(f"{p.name} {'failed' if p.state == FAILED else 'is ' + p.state}: {_cap(p.problem or '')}"
+                         for p in troubled)
         return DaemonHealth(DEGRADED, f"{who} runs, but {what}.", pid, beat)
     return DaemonHealth(RUNNING, f"{who} runs since {_short(beat.started)}.", pid, beat)
 
