@@ -55,7 +55,7 @@ class SyncthingEvents:
                         logger.info("Syncthing events resumed")
                     down = False
                     self._on_state(None)
-                    self._on_resync(connections)
+                    self._handle(self._on_resync, connections, "catching up after (re)subscribing")
                 events = self._client.events(since, EVENT_TYPES, timeout=POLL_S)
             except SyncthingError as exc:
                 reason = str(exc).split(";")[0]
@@ -67,10 +67,14 @@ class SyncthingEvents:
                 continue
             for event in events:
                 since = max(since, event["id"])
-                try:
-                    self._on_event(event)
-                except Exception:  # noqa: BLE001 - one bad handler call must not end the stream
-                    logger.exception("handling Syncthing event %s failed", event.get("type"))
+                self._handle(self._on_event, event, f"handling Syncthing event {event.get('type')}")
+
+    @staticmethod
+    def _handle(callback: Callable[[Any], None], value: Any, what: str) -> None:
+        try:
+            callback(value)
+        except Exception:  # noqa: BLE001 - one bad handler call must not end the stream
+            logger.exception("%s failed", what)
 
 
 class MqttPublisher:
