@@ -1,19 +1,24 @@
-"""`twinsync run`: the watcher daemon. One processing thread drains debounced frame
-batches; the watchdog observers only add work. APScheduler runs the trace jobs (publish,
-merge, and a merge soon after a peer's manifest arrives) on one worker of its own.
+"""`twinsync run`: the watcher daemon. A batch loop drains debounced frame batches; the
+watchdog observers only add work. APScheduler runs the trace jobs (publish, merge, and a
+merge soon after a peer's manifest arrives) on one worker of its own.
 
-A failed batch is logged and retried on a later tick; it never stops the daemon. At start,
-after an observer restart and hourly, a reconcile pass catches what the watcher missed
-(inotify overflows are dropped silently, DESIGN §7).
+Every piece runs under one `Supervisor`: a piece that raises is logged with its cause and
+started again after a backoff, a failed batch is retried a little later, a failed job on a
+later tick; nothing stops the daemon but a signal. The main thread holds the home's daemon
+lock (one daemon per home) and writes the heartbeat that `status`, `doctor` and the TUI
+read. At start, after a watcher restart and hourly, a reconcile pass catches what the
+watcher missed (inotify overflows are dropped silently, DESIGN §7).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -22,12 +27,16 @@ from folders.errors import TwinsyncError
 from folders.gitstore import FrameRepo
 from folders.fingerprint import FINGERPRINT_NAME
 from folders.snapshots import SEGMENTS_DIR, SNAPSHOTS_DIR
+from folders.trace import format_ts, utc_now
 from orchestrator import recovery
 from orchestrator.config import read_api_key
 from orchestrator.events import MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
+from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartbeat
+from orchestrator.lock import daemon_lock
 from orchestrator.node import Node
 from orchestrator.pipeline import FramePipeline
+from orchestrator.supervisor import Supervisor
 from orchestrator.watcher import FrameWatcher
 from syncthing.client import SyncthingClient
 from syncthing.errors import SyncthingError
@@ -35,11 +44,14 @@ from syncthing.folderspec import RECOVERY_PREFIX
 
 logger = logging.getLogger(__name__)
 
-#: How often the loop wakes with nothing to do, to retry scans Syncthing missed.
+#: How often the batch loop wakes with nothing to do (to retry scans Syncthing missed), and
+#: the main thread (to see a stop, and write the heartbeat when due).
 TICK_S = 1.0
 RETRY_DELAY_S = 2.0
 #: How often an idle daemon lets Git pack the frames history.
 GC_INTERVAL_S = 6 * 3600
+#: Errors a user can act on: logged as one line. Anything else is a bug: logged with its traceback.
+EXPECTED = (TwinsyncError, SyncthingError, OSError)
 
 
 class Daemon:
@@ -48,47 +60,94 @@ class Daemon:
         settings = node.config.frames
         self.batcher = Batcher(settings.quiet_ms / 1000, settings.max_wait_ms / 1000)
         self.stop_event = threading.Event()
+        self._beat = threading.Event()  # set: write the heartbeat now (a piece's health changed)
+        self.supervisor = Supervisor(expected=EXPECTED, on_change=self._beat.set)
+        self._started = format_ts(utc_now())
+        self._last: dict[str, str] = {}  # "batch", "merge", "publish" -> when it last succeeded
         self._retries: list[tuple[float, Batch]] = []
         self._mqtt: MqttPublisher | None = None
 
     def stop(self) -> None:
-        """Safe from a signal handler: the batch in flight finishes, then `run` returns."""
+        """Safe from a signal handler (it takes no lock the main thread may hold): the batch
+        in flight finishes, then `run` returns."""
         self.stop_event.set()
-        self.batcher.wake()
 
     def run(self) -> None:
-        repo = FrameRepo(self.node.layout.frames_git)
-        pipeline = FramePipeline(self.node, repo)
-        watcher = FrameWatcher(self.node.layout.frames_shared, self.batcher.add,
-                               self.batcher.request_reconcile)
+        """Raises `DaemonRunningError` when another daemon runs for this home."""
+        with daemon_lock(self.node.layout.home):
+            self._write_heartbeat()
+            self._run()
+
+    def _run(self) -> None:
+        sup, layout = self.supervisor, self.node.layout
         traces = self.node.config.traces
         # One worker: publish and merge both write trace.db, so they take turns.
         scheduler = BackgroundScheduler(timezone=timezone.utc, executors={"default": ThreadPoolExecutor(1)},
                                         job_defaults={"coalesce": True, "max_instances": 1})
-        scheduler.add_job(self.batcher.request_reconcile, "interval",
+        scheduler.add_job(sup.call, "interval", ["reconcile", self.batcher.request_reconcile],
                           seconds=self.node.config.frames.reconcile_interval_s, id="reconcile")
         scheduler.add_job(self._job, "interval", ["publish", recovery.publish_now],
                           seconds=traces.publish_interval_s, id="publish", next_run_time=datetime.now(timezone.utc))
         scheduler.add_job(self._job, "interval", ["merge", recovery.merge_now],
                           seconds=traces.merge_interval_s, id="merge", next_run_time=datetime.now(timezone.utc))
-        arrivals = FrameWatcher(self.node.layout.recovery_root, lambda paths: self._peer_arrival(scheduler, paths),
-                                lambda: None)
-        self._mqtt = MqttPublisher(self.node.config.mqtt, self.node.name) if self.node.config.mqtt.host else None
-        events = SyncthingEvents(SyncthingClient(self.node.config.syncthing_url, read_api_key(self.node.layout)),
-                                 lambda event: self._syncthing_event(scheduler, event))
-        watcher.start()
-        arrivals.start()
-        events.start()
+        watcher = FrameWatcher(layout.frames_shared, self.batcher.add, self.batcher.request_reconcile)
+        arrivals = FrameWatcher(layout.recovery_root, lambda paths: self._peer_arrival(scheduler, paths),
+                                lambda: self._merge_soon(scheduler))
+        events_client = SyncthingClient(self.node.config.syncthing_url, read_api_key(layout))
+        events = SyncthingEvents(events_client, lambda event: self._syncthing_event(scheduler, event),
+                                 on_state=lambda problem: sup.report("syncthing-events", problem),
+                                 on_resync=lambda connections: self._resync(scheduler, connections))
+        if self.node.config.mqtt.host:
+            self._mqtt = MqttPublisher(self.node.config.mqtt, self.node.name,
+                                       on_state=lambda problem: sup.report("mqtt", problem))
         scheduler.start()
-        self.batcher.request_reconcile()
-        logger.info("twinsync daemon for %s watching %s", self.node.name, self.node.layout.frames_shared)
-        next_gc = time.monotonic() + GC_INTERVAL_S
         try:
+            sup.spawn("batches", self._process_batches, on_stop=self.batcher.wake)
+            sup.spawn("frames-watcher", watcher.run)
+            sup.spawn("arrivals-watcher", arrivals.run)
+            sup.spawn("syncthing-events", events.run)
+            if self._mqtt is not None:
+                sup.spawn("mqtt", self._mqtt.run, on_stop=self._mqtt.close)
+            logger.info("twinsync daemon for %s (pid %d) watching %s", self.node.name, os.getpid(),
+                        layout.frames_shared)
+            next_beat = 0.0
             while not self.stop_event.is_set():
-                batch = self.batcher.next_batch(self.stop_event, TICK_S)
+                if self._beat.is_set() or time.monotonic() >= next_beat:
+                    self._beat.clear()
+                    self._write_heartbeat()
+                    next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
+                self._beat.wait(TICK_S)
+        finally:
+            sup.stop()  # the batch in flight finishes
+            scheduler.shutdown(wait=True)  # so does a publish or merge in flight
+            events_client.close()
+            self._write_heartbeat()
+            logger.info("twinsync daemon stopped")
+
+    # -- heartbeat -----------------------------------------------------------------------
+
+    def _write_heartbeat(self) -> None:
+        beat = Heartbeat(pid=os.getpid(), started=self._started, written=format_ts(utc_now()),
+                         last_batch=self._last.get("batch"), last_merge=self._last.get("merge"),
+                         last_publish=self._last.get("publish"), pieces=self.supervisor.health())
+        try:
+            write_heartbeat(self.node.layout.home, beat)
+        except OSError as exc:
+            logger.warning("cannot write the heartbeat: %s", exc)
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    def _process_batches(self, stop: threading.Event) -> None:
+        """The batch loop: the only thread that commits frames (and packs the repo)."""
+        repo = FrameRepo(self.node.layout.frames_git)
+        try:
+            pipeline = FramePipeline(self.node, repo)
+            next_gc = time.monotonic() + GC_INTERVAL_S
+            while not stop.is_set():
+                batch = self.batcher.next_batch(stop, TICK_S)
                 if batch:
                     self._run_batch(pipeline, batch)
-                elif time.monotonic() >= next_gc:  # in this thread: the only one using the repo
+                elif time.monotonic() >= next_gc:
                     next_gc = time.monotonic() + GC_INTERVAL_S
                     try:
                         repo.gc()
@@ -97,47 +156,55 @@ class Daemon:
                 pipeline.flush_scans()
                 self._requeue_due()
         finally:
-            watcher.stop()
-            arrivals.stop()
-            events.stop()
-            scheduler.shutdown(wait=True)
-            if self._mqtt is not None:
-                self._mqtt.close()
             repo.close()
-            logger.info("twinsync daemon stopped")
 
     def _job(self, name: str, work) -> None:
-        """A scheduled trace job: logged and retried on its next tick if it fails."""
+        """A scheduled trace job, supervised: a failure is logged, the job backs off."""
+        if self.supervisor.call(name, work, self.node):
+            self._last[name] = format_ts(utc_now())
+            self._publish_metrics()
+
+    def _publish_metrics(self) -> None:
+        if self._mqtt is None:
+            return
+        fingerprint = self.node.layout.recovery(self.node.name) / FINGERPRINT_NAME
         try:
-            work(self.node)
-            if self._mqtt is not None:
-                fingerprint = self.node.layout.recovery(self.node.name) / FINGERPRINT_NAME
-                if fingerprint.exists():
-                    data = json.loads(fingerprint.read_text())
-                    self._mqtt.publish("metrics", {"metrics": data["metrics"], "created": data["created"],
-                                                   "pending_conflicts": data["pending_conflicts"],
-                                                   "pending_forks": data["pending_forks"]}, retain=True)
-        except (TwinsyncError, SyncthingError, OSError) as exc:
-            logger.error("%s failed, retrying on the next tick: %s", name, exc)
-        except Exception:  # noqa: BLE001 - a bug in one job must not end the daemon
-            logger.exception("%s failed unexpectedly; retrying on the next tick", name)
+            data = json.loads(fingerprint.read_text())
+        except (OSError, ValueError):
+            return
+        self._mqtt.publish("metrics", {"metrics": data["metrics"], "created": data["created"],
+                                       "pending_conflicts": data["pending_conflicts"],
+                                       "pending_forks": data["pending_forks"]}, retain=True)
+
+    def _resync(self, scheduler: BackgroundScheduler, connections: dict[str, dict[str, Any]]) -> None:
+        """The event stream (re)subscribed: the peers' connections and the arrivals it may
+        have missed meanwhile are caught up here."""
+        now = format_ts(utc_now())
+        for name, peer in self.node.peers().items():
+            connection = connections.get(peer.device_id)
+            if connection is not None:
+                self._peer_status(name, bool(connection.get("connected")), now, "not connected")
+        self._merge_soon(scheduler)
+
+    def _peer_status(self, peer: str, connected: bool, when: str | None, down_word: str = "disconnected") -> None:
+        logger.info("peer %s %s", peer, "connected" if connected else down_word)
+        if self._mqtt is not None:
+            self._mqtt.publish(f"peers/{peer}", {"connected": connected, "time": when}, retain=True)
+
+    def _peer_name(self, device_id: str | None) -> str:
+        names = {p.device_id: name for name, p in self.node.peers().items()}  # trusted.toml, read now
+        return names.get(device_id, str(device_id or "")[:7])
+
+    def _merge_soon(self, scheduler: BackgroundScheduler) -> None:
+        scheduler.modify_job("merge", next_run_time=datetime.now(timezone.utc) + timedelta(milliseconds=300))
 
     def _syncthing_event(self, scheduler: BackgroundScheduler, event: dict) -> None:
         """Live node status from Syncthing's events: logged, and sent to MQTT when configured."""
         data, kind = event.get("data") or {}, event.get("type")
-
-        def name_of(device_id: str | None) -> str:  # read trusted.toml only for device events
-            names = {p.device_id: name for name, p in self.node.peers().items()}
-            return names.get(device_id, str(device_id or "")[:7])
-
         if kind in ("DeviceConnected", "DeviceDisconnected"):
-            peer = name_of(data.get("id"))
-            connected = kind == "DeviceConnected"
-            logger.info("peer %s %s", peer, "connected" if connected else "disconnected")
-            if self._mqtt is not None:
-                self._mqtt.publish(f"peers/{peer}", {"connected": connected, "time": event.get("time")}, retain=True)
+            self._peer_status(self._peer_name(data.get("id")), kind == "DeviceConnected", event.get("time"))
         elif kind == "FolderCompletion" and self._mqtt is not None:
-            peer = name_of(data.get("device"))
+            peer = self._peer_name(data.get("device"))
             self._mqtt.publish(f"completion/{data.get('folder')}/{peer}", {"completion": data.get("completion")},
                                retain=True)
         elif kind == "ItemFinished" and str(data.get("folder", "")).startswith(RECOVERY_PREFIX):
@@ -153,7 +220,7 @@ class Daemon:
             return owner != self.node.name and folder in (SEGMENTS_DIR, SNAPSHOTS_DIR) and name.endswith(".json")
 
         if any(is_manifest(p) for p in paths):
-            scheduler.modify_job("merge", next_run_time=datetime.now(timezone.utc) + timedelta(milliseconds=300))
+            self._merge_soon(scheduler)
 
     def _run_batch(self, pipeline: FramePipeline, batch: Batch) -> None:
         started = time.monotonic()
@@ -163,21 +230,24 @@ class Daemon:
             if not paths:
                 return
             report = pipeline.process(paths)
-        except (TwinsyncError, SyncthingError, OSError) as exc:
+        except EXPECTED as exc:
             logger.error("batch of %d path(s) failed, retrying in %.0f s: %s",
                          len(batch.paths), RETRY_DELAY_S, exc)
-            self._retry_later(batch)
+            self._retry_later(batch, str(exc))
             return
-        except Exception:  # noqa: BLE001 - a bug in one batch must not end the daemon
+        except Exception as exc:  # noqa: BLE001 - a bug in one batch must not end the daemon
             logger.exception("batch of %d path(s) failed unexpectedly; retrying", len(batch.paths))
-            self._retry_later(batch)
+            self._retry_later(batch, f"{type(exc).__name__}: {exc}")
             return
+        self._last["batch"] = format_ts(utc_now())
+        self.supervisor.report("batches", None)
         logger.info("batch: %s in %.0f ms%s", report.summary(), (time.monotonic() - started) * 1000,
                     " (reconcile)" if batch.reconcile else "")
         if self._mqtt is not None and (report.conflicts or report.invalid):
             self._mqtt.publish("conflicts", {"conflict_copies": report.conflicts, "invalid": report.invalid})
 
-    def _retry_later(self, batch: Batch) -> None:
+    def _retry_later(self, batch: Batch, problem: str) -> None:
+        self.supervisor.report("batches", f"a batch failed, retrying in {RETRY_DELAY_S:.0f} s: {problem}")
         self._retries.append((time.monotonic() + RETRY_DELAY_S, batch))
 
     def _requeue_due(self) -> None:

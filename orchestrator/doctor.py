@@ -11,6 +11,7 @@ from typing import Any
 
 from folders.errors import TwinsyncError
 from folders.keys import is_private_file_safe
+from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, read_health
 from orchestrator.node import Node
 from syncthing.errors import SyncthingAuthError, SyncthingError
 from syncthing.folderspec import FRAMES_FOLDER_ID, recovery_folder_id
@@ -150,6 +151,19 @@ def check_service() -> Check:
                  "install/setup.sh --service (or run `twinsync run` yourself)")
 
 
+def check_daemon(node: Node) -> Check:
+    """From the daemon's lock and heartbeat: is `twinsync run` there, and is all of it working?"""
+    health = read_health(node.layout.home)
+    if health.state == RUNNING:
+        return Check("daemon", OK, health.message)
+    if health.state == NOT_RUNNING:
+        return Check("daemon", WARN, health.message, "twinsync run (or install/setup.sh --service)")
+    if health.state == DEGRADED:
+        return Check("daemon", WARN, health.message, "see the daemon's log; it retries by itself")
+    return Check("daemon", FAIL, health.message,
+                 f"kill {health.pid} and start `twinsync run` again" if health.pid else "restart `twinsync run`")
+
+
 def run_checks(node: Node) -> list[Check]:
     return (check_programs(node.config.managed) + check_syncthing(node) + check_key_files(node)
-            + [check_inotify(node), check_service()])
+            + [check_inotify(node), check_service(), check_daemon(node)])

@@ -1,12 +1,39 @@
-"""One writer at a time for frames.git and the frame index: the daemon and a CLI command
-(`frame put`, `approve`, ...) take the same lock, so their commits never interleave."""
+"""The locks of a node home.
+
+`frames_lock`: one writer at a time for frames.git and the frame index: the daemon and a
+CLI command (`frame put`, `approve`, ...) take the same lock, so their commits never
+interleave.
+
+`daemon_lock`: one daemon per home. Two `twinsync run` on one home would both commit and
+both merge; the second one is refused with the first one's pid. It is a `flock` held for
+the daemon's whole life, so the kernel releases it when the daemon dies, even by kill -9:
+a stale pid in the file never blocks a new daemon.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from folders.errors import HomeError, TwinsyncError
+
+DAEMON_LOCK = "daemon.lock"
+#: How long `running_daemon` waits for a daemon that holds the lock to write its pid.
+PID_WAIT_S = 2.0
+#: How long a starting daemon retries past a reader's momentary shared lock.
+LOCK_RETRY_S = 0.5
+
+
+class DaemonRunningError(TwinsyncError):
+    """A daemon holds this home's lock, so what was asked must wait until it stops."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 @contextmanager
@@ -17,3 +44,86 @@ def frames_lock(home: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pid_text(pid: int | None) -> str:
+    return f"pid {pid}" if pid else "pid unknown"
+
+
+@contextmanager
+def daemon_lock(home: Path) -> Iterator[None]:
+    """Held while the daemon runs; raises `DaemonRunningError` naming the other daemon's pid."""
+    path = Path(home) / DAEMON_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise HomeError(f"Cannot open {path} ({exc.strerror}); make the node home writable for this user.") from None
+    try:
+        if not _lock_soon(fd):
+            pid = _read_pid(fd)
+            raise DaemonRunningError(
+                f"A twinsync daemon already runs for {home} ({_pid_text(pid)}); use that one, "
+                f"or stop it (kill {pid or 'PID'}) before starting another.", pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def running_daemon(home: Path) -> int | None:
+    """The pid of the daemon that holds `home`'s lock, None when no daemon runs (0 when one
+    holds it but its pid cannot be read)."""
+    path = Path(home) / DAEMON_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(fd) or 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def refuse_while_daemon_runs(home: Path, action: str) -> None:
+    """For commands that must not run beside the daemon (`restore`): one sentence naming it."""
+    pid = running_daemon(home)
+    if pid is not None:
+        raise DaemonRunningError(
+            f"The twinsync daemon ({_pid_text(pid)}) is running for {home}; stop `twinsync run` "
+            f"first, then {action} again.", pid)
+
+
+def _lock_soon(fd: int) -> bool:
+    """`running_daemon` holds a shared lock for a moment to look: retry past it, so a status
+    poll never makes a new daemon think another one runs."""
+    deadline = time.monotonic() + LOCK_RETRY_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
+
+def _read_pid(fd: int) -> int | None:
+    """The holder writes its pid just after it takes the lock: wait a moment for it."""
+    deadline = time.monotonic() + PID_WAIT_S
+    while True:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text.isdigit():
+            return int(text)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)

@@ -3,11 +3,17 @@
 The observer thread only calls `on_change`; it never validates, commits or touches state
 (toolong's watcher habit). Directory moves and deletions ask for a reconcile instead,
 because their children get no events of their own.
+
+watchdog's threads die quietly: an exception in a callback ends the observer, and deleting
+the watched folder ends its inotify emitter, after which nothing is seen again. `run`
+notices both and raises, so the daemon's supervisor starts a new observer (and, since
+events were missed meanwhile, a reconcile).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +21,16 @@ from watchdog.events import (DirDeletedEvent, DirMovedEvent, FileSystemEvent,
                              FileSystemEventHandler)
 from watchdog.observers import Observer
 
+from folders.errors import TwinsyncError
+
 logger = logging.getLogger(__name__)
+
+#: How often `run` checks that watchdog's threads are still alive.
+CHECK_S = 1.0
+
+
+class WatcherStopped(TwinsyncError):
+    """watchdog stopped watching a folder (it was deleted, or a callback raised)."""
 
 
 class _Handler(FileSystemEventHandler):
@@ -24,6 +39,15 @@ class _Handler(FileSystemEventHandler):
         self.root = root
         self.on_change = on_change
         self.on_rescan = on_rescan
+        self.failure: Exception | None = None
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        """Keep the first exception of a callback for `run` to raise, instead of letting it
+        end watchdog's observer thread with a traceback nobody reads."""
+        try:
+            super().dispatch(event)
+        except Exception as exc:  # noqa: BLE001 - handed to the supervisor by `run`
+            self.failure = self.failure or exc
 
     def _relative(self, raw: str | bytes) -> str | None:
         path = Path(raw.decode() if isinstance(raw, bytes) else raw)
@@ -48,17 +72,29 @@ class _Handler(FileSystemEventHandler):
 
 
 class FrameWatcher:
-    """Owns one watchdog observer; `stop()` joins it so no thread outlives the daemon."""
+    """Watches one folder for as long as `run` runs; no thread outlives it."""
 
     def __init__(self, root: Path, on_change: Callable[[set[str]], None],
                  on_rescan: Callable[[], None]) -> None:
         self.root = Path(root)
-        self._observer = Observer()
-        self._observer.schedule(_Handler(self.root, on_change, on_rescan), str(self.root), recursive=True)
+        self.on_change = on_change
+        self.on_rescan = on_rescan
 
-    def start(self) -> None:
-        self._observer.start()
-
-    def stop(self) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=10)
+    def run(self, stop: threading.Event) -> None:
+        """Watch until `stop` is set; raises when watchdog stops watching. Asks for a rescan
+        first, because whatever changed before the observer started was not seen."""
+        handler = _Handler(self.root, self.on_change, self.on_rescan)
+        observer = Observer()
+        observer.schedule(handler, str(self.root), recursive=True)
+        observer.start()
+        try:
+            self.on_rescan()
+            while not stop.wait(CHECK_S):
+                if handler.failure is not None:
+                    raise handler.failure
+                if not observer.is_alive() or not all(e.is_alive() for e in observer.emitters):
+                    raise WatcherStopped(f"watchdog stopped watching {self.root}"
+                                         + ("" if self.root.is_dir() else " (the folder is gone)"))
+        finally:
+            observer.stop()
+            observer.join(timeout=10)

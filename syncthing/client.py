@@ -7,13 +7,42 @@ whole config, so a user's own folders and devices are never clobbered.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
-from syncthing.errors import SyncthingAPIError, SyncthingAuthError, SyncthingUnavailable
+from syncthing.errors import (SyncthingAPIError, SyncthingAuthError, SyncthingConfigError,
+                              SyncthingUnavailable)
 
 DEFAULT_TIMEOUT = 10.0
+#: How much of a value a message repeats: enough to recognise it, never a screenful.
+ECHO_CHARS = 100
+
+
+def _cap(value: str) -> str:
+    return value if len(value) <= ECHO_CHARS else value[:ECHO_CHARS] + "…"
+
+
+def _bad_url(url: str) -> str:
+    return (f"The Syncthing address {_cap(url)!r} is not an http:// or https:// URL with a host; "
+            "pass one like http://127.0.0.1:8384.")
+
+
+def _reason(exc: BaseException) -> str:
+    return _cap(str(exc).split("\n")[0])
+
+
+def check_url(url: str) -> str:
+    """Syncthing's API speaks only http(s); anything else (file://, a bare host:port) is
+    refused here, before a request is made, with a sentence instead of a requests error."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port out of range or not a number raises ValueError here
+    except (ValueError, TypeError):
+        raise SyncthingConfigError(_bad_url(str(url))) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SyncthingConfigError(_bad_url(url))
+    return url
 
 
 class SyncthingClient:
@@ -21,7 +50,7 @@ class SyncthingClient:
 
     def __init__(self, url: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT,
                  session: requests.Session | None = None, verify: bool = True) -> None:
-        self.url = url.rstrip("/")
+        self.url = check_url(url).rstrip("/")
         self.timeout = timeout
         self._session = session or requests.Session()
         self._session.headers["X-API-Key"] = api_key
@@ -40,6 +69,8 @@ class SyncthingClient:
 
     def _request(self, method: str, path: str, *, params: Any = None, json: Any = None,
                  timeout: float | None = None) -> Any:
+        """Every way the call can fail becomes a `SyncthingError` with one sentence: a
+        Syncthing killed mid-answer must not end the caller's thread with a requests error."""
         try:
             r = self._session.request(method, self.url + path, params=params, json=json,
                                       timeout=timeout or self.timeout)
@@ -47,10 +78,21 @@ class SyncthingClient:
             raise SyncthingUnavailable(
                 f"Syncthing at {self.url} did not answer {method} {path} in time; "
                 "check that it is running and not overloaded.") from None
+        except requests.exceptions.SSLError as exc:
+            raise SyncthingUnavailable(
+                f"The TLS handshake with Syncthing at {self.url} failed ({_reason(exc)}); "
+                "check the address's http/https and Syncthing's GUI certificate.") from None
         except requests.ConnectionError:
             raise SyncthingUnavailable(
                 f"Nothing answers at {self.url}; start Syncthing there (a node made with "
                 "`init --managed` starts it with `twinsync syncthing start`).") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema):
+            raise SyncthingConfigError(_bad_url(self.url)) from None
+        except requests.RequestException as exc:  # ChunkedEncodingError and the rest
+            raise SyncthingUnavailable(
+                f"Syncthing at {self.url} broke off its answer to {method} {path} "
+                f"({type(exc).__name__}); it may have stopped or restarted, try again.") from None
         if r.status_code in (401, 403):
             raise SyncthingAuthError(
                 f"Syncthing at {self.url} refused the API key; copy the key from its GUI "
@@ -58,13 +100,15 @@ class SyncthingClient:
         if r.status_code >= 400:
             detail = r.text.strip().splitlines()[0] if r.text.strip() else r.reason
             raise SyncthingAPIError(
-                f"Syncthing refused {method} {path} ({r.status_code}: {detail}).", r.status_code)
+                f"Syncthing refused {method} {path} ({r.status_code}: {_cap(detail)}).", r.status_code)
         if not r.content:
             return None
         try:
             return r.json()
         except ValueError:
-            return r.text
+            raise SyncthingAPIError(
+                f"{self.url} answered {method} {path} with something that is not JSON; "
+                "check that the address is Syncthing's GUI/API address.", r.status_code) from None
 
     def _get(self, path: str, **params: Any) -> Any:
         return self._request("GET", path, params=params or None)

@@ -6,7 +6,8 @@ class SyncthingError(Exception):
 
 
 class SyncthingUnavailable(SyncthingError):
-    """Nothing answers at the API address (not running, wrong port, timed out)."""
+    """Nothing answers at the API address (not running, wrong port, timed out), or the
+    answer broke off halfway (Syncthing stopped or restarted during the call)."""
 
 
 class SyncthingAuthError(SyncthingError):
@@ -22,4 +23,4 @@ class SyncthingAPIError(SyncthingError):
 
 
 class SyncthingConfigError(SyncthingError):
-    """A Syncthing config.xml or folder setup that twinsync cannot use as is."""
+    """A Syncthing address, config.xml or folder setup that twinsync cannot use as is."""

@@ -24,6 +24,7 @@ from textual.css.query import NoMatches
 from textual.timer import Timer
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, STALLED
 from orchestrator.status import NodeStatus
 from tui.commands import TwinsyncCommands
 from tui.crash import EXIT_CRASH, write_crash_report
@@ -138,13 +139,17 @@ class TwinsyncApp(ServiceCalls, App[None]):
             header.append(f"Syncthing {status.syncthing_version} ✓", style="green")
         else:
             header.append("Syncthing ✗", style="bold red")
+        daemon = status.daemon
+        if daemon is not None:
+            style = {RUNNING: "green", DEGRADED: "yellow", NOT_RUNNING: "yellow"}.get(daemon.state, "bold red")
+            header.append(f"  daemon {'✓' if daemon.ok else daemon.state}", style=style)
         self.query_one("#header", Static).update(header)
+        problems = [] if status.syncthing_ok else [f"Syncthing problem — {status.syncthing_error}"]
+        if daemon is not None and daemon.state in (DEGRADED, STALLED):  # "not running" is a choice: header only
+            problems.append(f"Daemon {daemon.state} — {daemon.message}")
         banner = self.query_one("#banner", Static)
-        if status.syncthing_ok:
-            banner.display = False
-        else:
-            banner.update(Text(f"Syncthing problem — {status.syncthing_error}"))
-            banner.display = True
+        banner.update(Text("\n".join(problems)))
+        banner.display = bool(problems)
         self.pane("nodes").show_status(status)  # type: ignore[attr-defined]
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:

@@ -13,7 +13,9 @@ def run(home: HomeOption) -> None:
     """Run the daemon: watch frames.shared/, validate, commit to Git, queue conflicts.
 
     Logs one line per batch to stderr. SIGTERM or Ctrl-C finishes the batch in flight and
-    exits 0. Changes made while it was stopped are picked up at start.
+    exits 0. Changes made while it was stopped are picked up at start. One daemon per node
+    home: exits 1 when another one runs. Each part that fails is logged and restarted; the
+    heartbeat (heartbeat.json) tells `status`, `doctor` and the TUI how it is doing.
 
     Example: twinsync run
     """

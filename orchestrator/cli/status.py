@@ -8,14 +8,18 @@ from rich.table import Table
 
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from folders.errors import TwinsyncError
+from syncthing.errors import SyncthingError
 from orchestrator.doctor import FAIL, OK, Check, check_programs, run_checks
+from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING
 from orchestrator.status import node_status
 
 
 def status(home: HomeOption, as_json: JsonOption = False) -> None:
-    """Show this node, its Syncthing, folders and peers.
+    """Show this node, its Syncthing, its daemon, folders and peers.
 
-    Exit code 0 when Syncthing answers, 1 when it does not (the output says why).
+    The daemon is running, degraded (a part of it is failing or waits on Syncthing),
+    stalled (its heartbeat stopped) or not running. Exit code 0 when Syncthing answers, 1
+    when it does not (the output says why).
 
     Example: twinsync status --json
     """
@@ -31,6 +35,8 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
             console.print(f"syncthing  {st.syncthing_url} ({st.syncthing_version})")
         else:
             console.print(f"syncthing  [red]{st.syncthing_error}[/]")
+        colour = {RUNNING: "green", DEGRADED: "yellow", NOT_RUNNING: "yellow"}.get(st.daemon.state, "red")
+        console.print(f"daemon     [{colour}]{st.daemon.state}[/]: {st.daemon.message}", highlight=False)
         folders = Table("folder", "type", "state", "complete", "shared with")
         for f in st.folders:
             done = "-" if f.completion is None else f"{f.completion:.0f}%"
@@ -57,6 +63,9 @@ def doctor(home: HomeOption, as_json: JsonOption = False) -> None:
     except TwinsyncError as exc:  # a broken node home is one failed check among the others
         checks = check_programs(managed=False) + [Check("node home", FAIL, str(exc).split(";")[0],
                                                         "fix the file it names, or restore it from a backup")]
+    except SyncthingError as exc:  # syncthing.url in twinsync.toml is not an address
+        checks = check_programs(managed=False) + [Check("Syncthing API", FAIL, str(exc).split(";")[0],
+                                                        f"fix syncthing.url in {home / 'twinsync.toml'}")]
     if as_json:
         print_json([c.to_dict() for c in checks])
     else:

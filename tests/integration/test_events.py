@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -13,27 +14,48 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from syncthing.process import free_port
+from orchestrator.heartbeat import read_health
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def broker(tmp_path):
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+class Broker:
+    """A real mosquitto on 127.0.0.1 that a test can kill and start again on the same port."""
 
-    def listening() -> bool:
+    def __init__(self, tmp_path) -> None:
+        self.port = free_port()
+        self.conf = tmp_path / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(self.listening, timeout=10, what="mosquitto to listen")
+
+    def listening(self) -> bool:
         with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
 
-    wait_for(listening, timeout=10, what="mosquitto to listen")
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    broker = Broker(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def broker(mosquitto):
+    return mosquitto.port
 
 
 class Subscriber:
@@ -87,3 +109,28 @@ def test_daemon_publishes_status_metrics_and_conflicts_to_mqtt(mesh, daemon_fact
         wait_for(lambda: subscriber.last("twinsync/node1/online") == "false", timeout=10, what="offline")
     finally:
         subscriber.close()
+
+
+def test_mqtt_broker_killed_and_started_again_degrades_then_heals_the_daemon(node_factory, daemon_factory, mosquitto):
+    a = node_factory("node1")
+    config = a.home / "twinsync.toml"
+    config.write_text(config.read_text().replace('host = ""', 'host = "127.0.0.1"')
+                      .replace("port = 1883", f"port = {mosquitto.port}"))
+    subscriber = Subscriber(mosquitto.port)
+    try:
+        daemon = daemon_factory(a)
+        wait_for(lambda: subscriber.last("twinsync/node1/online") == "true", timeout=20, what="online")
+        wait_for(lambda: read_health(a.home).state == "running", timeout=20, what="health running")
+    finally:
+        subscriber.close()
+    mosquitto.stop(signal.SIGKILL)
+    health = wait_for(lambda: (h := read_health(a.home)).state == "degraded" and h, timeout=30, what="degraded")
+    assert f"mqtt is degraded: lost the MQTT broker at 127.0.0.1:{mosquitto.port}" in health.message
+    mosquitto.start()
+    subscriber = Subscriber(mosquitto.port)
+    try:
+        wait_for(lambda: read_health(a.home).state == "running", timeout=60, what="health running again")
+        wait_for(lambda: subscriber.last("twinsync/node1/online") == "true", timeout=20, what="online again")
+    finally:
+        subscriber.close()
+    assert daemon.proc.poll() is None and "Traceback" not in daemon.log()

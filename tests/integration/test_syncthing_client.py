@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from syncthing.client import SyncthingClient
-from syncthing.errors import SyncthingAPIError, SyncthingAuthError
+from syncthing.errors import SyncthingAPIError, SyncthingAuthError, SyncthingUnavailable
 from syncthing.folderspec import frames_folder, with_device
 from tests.conftest import run_cli, wait_for
 
@@ -72,3 +77,65 @@ def test_managed_init_leaves_a_running_syncthing_that_stop_ends(tmp_path):
     finally:
         assert run_cli("syncthing", "stop", "--home", home).output.strip() == "Syncthing stopped."
     assert run_cli("status", "--home", home, ok=False).exit_code == 1
+
+
+class _TinyServer:
+    """A real HTTP server on 127.0.0.1 that answers every request with the same raw bytes
+    and then closes the connection (to play a Syncthing that dies mid-answer)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen()
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._raw = raw
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(self._raw)
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        self._thread.join(5)
+
+
+@pytest.mark.parametrize("raw, error, words", [
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"40\r\n[{\"id\": 1, \"type\": \"DeviceConnected\"", SyncthingUnavailable, "broke off its answer",
+                 id="closed-mid-chunk"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 15\r\nConnection: close\r\n\r\n"
+                 b"<html>hi</html>", SyncthingAPIError, "not JSON", id="not-json"),
+    pytest.param(b"garbage that is not HTTP at all\r\n\r\n", SyncthingUnavailable, "", id="not-http"),
+])
+def test_every_broken_answer_is_a_syncthing_error_with_one_sentence(raw, error, words):
+    server = _TinyServer(raw)
+    try:
+        with SyncthingClient(server.url, "key") as client, pytest.raises(error) as caught:
+            client.events(0, ["DeviceConnected"], timeout=1)
+    finally:
+        server.close()
+    message = str(caught.value)
+    assert words in message and server.url in message and "\n" not in message, message
+
+
+def test_init_refuses_a_syncthing_url_that_is_not_http_with_one_sentence(tmp_path):
+    """Through the installed command (its last-resort handler turned this into exit 70)."""
+    done = subprocess.run([str(Path(sys.executable).with_name("twinsync")), "init", "--home", str(tmp_path / "n"),
+                           "--name", "n", "--syncthing-url", "file:///etc/passwd", "--api-key", "k"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == ("Error: The Syncthing address 'file:///etc/passwd' is not an http:// or "
+                                   "https:// URL with a host; pass one like http://127.0.0.1:8384.")
+    assert list(tmp_path.iterdir()) == []

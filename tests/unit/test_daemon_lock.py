@@ -1,0 +1,54 @@
+"""One daemon per home: the lock names its holder, a stale pid never blocks, and a reader
+polling the lock (status, the TUI) never makes a starting daemon think another one runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from orchestrator.lock import DAEMON_LOCK, DaemonRunningError, daemon_lock, refuse_while_daemon_runs, running_daemon
+
+
+def test_the_lock_names_its_holder_and_is_free_again_after(tmp_path):
+    assert running_daemon(tmp_path) is None
+    with daemon_lock(tmp_path):
+        assert running_daemon(tmp_path) == os.getpid()
+        with pytest.raises(DaemonRunningError) as caught, daemon_lock(tmp_path):
+            pass
+        assert caught.value.pid == os.getpid()
+        assert str(caught.value) == (f"A twinsync daemon already runs for {tmp_path} (pid {os.getpid()}); use "
+                                     f"that one, or stop it (kill {os.getpid()}) before starting another.")
+        with pytest.raises(DaemonRunningError, match=rf"\(pid {os.getpid()}\) is running for .*; stop `twinsync "
+                                                     r"run` first, then restore again\."):
+            refuse_while_daemon_runs(tmp_path, "restore")
+    assert running_daemon(tmp_path) is None
+    refuse_while_daemon_runs(tmp_path, "restore")
+
+
+def test_a_stale_pid_in_the_lock_file_blocks_nothing(tmp_path):
+    (tmp_path / DAEMON_LOCK).write_text("999999\n")  # left by a daemon killed with -9
+    assert running_daemon(tmp_path) is None
+    with daemon_lock(tmp_path):
+        assert running_daemon(tmp_path) == os.getpid()
+
+
+def test_readers_polling_the_lock_never_make_a_start_fail(tmp_path):
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            running_daemon(tmp_path)
+
+    readers = [threading.Thread(target=poll) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for _ in range(200):
+            with daemon_lock(tmp_path):
+                pass
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
