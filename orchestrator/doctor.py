@@ -11,7 +11,7 @@ from typing import Any
 
 from folders.errors import TwinsyncError
 from folders.keys import is_private_file_safe
-from orchestrator.node import Node
+from orchestrator.node import IdentityError, Node
 from syncthing.errors import SyncthingAuthError, SyncthingError
 from syncthing.folderspec import FRAMES_FOLDER_ID, recovery_folder_id
 
@@ -150,6 +150,18 @@ def check_service() -> Check:
                  "install/setup.sh --service (or run `twinsync run` yourself)")
 
 
+def check_identity(node: Node) -> list[Check]:
+    """A node name that trusted peers know with another key would sign as that node."""
+    try:
+        node.check_identity()
+    except IdentityError as exc:
+        return [Check("node name", FAIL, str(exc).split(";")[0], f"set [node] name in {node.layout.config} "
+                      "back to this node's own name")]
+    except TwinsyncError:
+        return []  # a missing key or a broken trusted.toml is its own check's failure
+    return [Check("node name", OK, f"{node.name} is this node's own name (no peer has it with another key)")]
+
+
 def run_checks(node: Node) -> list[Check]:
     return (check_programs(node.config.managed) + check_syncthing(node) + check_key_files(node)
-            + [check_inotify(node), check_service()])
+            + [check_inotify(node), check_service()] + check_identity(node))
