@@ -323,7 +323,7 @@ class FrameRepo:
         rel = _rel_path(path)
         status, out = self._run("cat-file", "blob", f"{self._rev(rev)}:{rel}", ok=(0, 128))
         if status != 0:
-            raise GitStoreError(f"{rel} does not exist at revision {echo(rev)} in {self.git_dir}; "
+            raise GitStoreError(f"{rel} does not exist at revision {echo(rev, quoted=False)} in {self.git_dir}; "
                                 "pick a revision from its history (`log`).")
         return out
 
@@ -365,7 +365,7 @@ class FrameRepo:
                                 "use letters, digits, '-', '_' and '/' separated parts.")
         base_sha = self._resolve(base)
         if base_sha is None:
-            raise GitStoreError(f"Revision {echo(base)} is not a commit in {self.git_dir}; "
+            raise GitStoreError(f"Revision {echo(base, quoted=False)} is not a commit in {self.git_dir}; "
                                 "pass a commit from the frame's history as the base.")
         with tempfile.TemporaryDirectory(prefix="twinsync-index-", dir=self.git_dir) as tmp:
             index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
