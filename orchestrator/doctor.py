@@ -155,7 +155,7 @@ def check_identity(node: Node) -> list[Check]:
     try:
         node.check_identity()
     except IdentityError as exc:
-        return [Check("node name", FAIL, str(exc).split(";")[0], f"set [node] name in {node.layout.config} "
+        return [Check("node name", FAIL, str(exc).split(";")[0], f"set node.name in {node.layout.config} "
                       "back to this node's own name")]
     except TwinsyncError:
         return []  # a missing key or a broken trusted.toml is its own check's failure

@@ -64,9 +64,9 @@ class Node:
         peer = self.peers().get(self.name)
         if peer is not None and public_key_text(peer.key()) != public_key_text(key.public_key()):
             raise IdentityError(
-                f"[node] name in {self.layout.config} is {echo(self.name)}, but {self.layout.trusted} "
+                f"node.name in {self.layout.config} is {echo(self.name)}, but {self.layout.trusted} "
                 "knows that name as another node with another key, so this node signs and publishes "
-                "nothing under it; set [node] name back to this node's own name.")
+                "nothing under it; set node.name back to this node's own name.")
 
     def peers(self) -> dict[str, TrustedPeer]:
         return load_trusted(self.layout.trusted)
