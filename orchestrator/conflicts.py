@@ -159,7 +159,8 @@ class ConflictQueue:
         copy = self.root / rel
         if not copy.exists():
             return self._copy_gone(db, rel)
-        if db.execute("SELECT 1 FROM conflicts WHERE copy_path = ? AND status = ?", [rel, OPEN]).fetchone():
+        if db.execute("SELECT 1 FROM conflicts WHERE kind = 'conflict' AND copy_path = ? AND status = ?",
+                      [rel, OPEN]).fetchone():
             return "unchanged"
         parsed = parse_conflict_copy(rel)
         original_rel = parsed.original.as_posix() if parsed else None
@@ -220,7 +221,8 @@ class ConflictQueue:
 
     def _copy_gone(self, db, rel: str) -> str:
         self.close_invalid(db, rel, "the file is gone")
-        row = db.execute("SELECT id FROM conflicts WHERE copy_path = ? AND status = ?", [rel, OPEN]).fetchone()
+        row = db.execute("SELECT id FROM conflicts WHERE kind = 'conflict' AND copy_path = ? AND status = ?",
+                         [rel, OPEN]).fetchone()
         if not row:
             return "unchanged"
         db["conflicts"].update(row[0], {"status": "closed", "decided_by": "another node",

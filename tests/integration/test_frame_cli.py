@@ -15,7 +15,7 @@ from folders.keys import load_private_key
 from orchestrator.cli import app
 from orchestrator.frames import pipeline_for
 from orchestrator.node import Node
-from tests.conftest import wait_for
+from tests.conftest import stays_false, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -267,6 +267,7 @@ def test_an_orphan_conflict_copy_that_fails_its_checks_is_quarantined_and_shown(
     assert item["reason"].startswith("bad_signature") and not copy.exists()
     location = node.home / "quarantine" / "notes" / copy.name
     assert item["location"] == str(location) and location.is_file()
+    stays_false(lambda: _queue(node)[0]["status"] != "open", seconds=2)  # the copy's deletion closes nothing
     listed = _wide(node, "conflicts")
     assert "quarantined" in listed and "bad_signature" in listed
     shown = node.cli("conflict", "show", str(item["id"])).output
