@@ -205,7 +205,7 @@ class ConflictQueue:
             try:
                 if json.loads(content).get("hash") in parents:
                     return commit
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 continue
         if len(commits) > 1:
             return commits[1]

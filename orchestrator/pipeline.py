@@ -229,7 +229,7 @@ def _signed(content: bytes) -> tuple[str, str] | None:
     try:
         data = json.loads(content)
         return data["hash"], data["author"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
 
 

@@ -75,6 +75,12 @@ def test_init_refuses_bad_names(tmp_path, name):
     assert not (tmp_path / "n").exists()
 
 
+def test_init_echoes_a_5000_character_name_cut(tmp_path):
+    result = run_cli("init", "--home", tmp_path / "n", "--name", "x" * 5000, "--managed", ok=False)
+    _assert_user_error(result, "is not allowed", "(5000 characters)")
+    assert len(result.output) < 400, len(result.output)
+
+
 def test_init_refuses_an_unwritable_home(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
