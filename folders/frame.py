@@ -56,20 +56,19 @@ def canonical_json(obj: Any) -> bytes:
 
 def nesting_depth(value: Any) -> int:
     """How many objects and arrays deep `value` goes, counted without recursion, so a
-    hostile document cannot crash the counting itself."""
-    deepest, stack = 0, [(value, 1)]
+    hostile document cannot crash the counting itself. Only containers are visited: the
+    validator counts every frame it reads, and leaves cannot add depth."""
+    if not isinstance(value, (dict, list, tuple)):
+        return 0
+    deepest, stack = 1, [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, (list, tuple)):
-            children = item
-        else:
-            continue
         deepest = max(deepest, depth)
         if depth > MAX_DEPTH:
             break
-        stack.extend((child, depth + 1) for child in children)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, depth + 1))
     return deepest
 
 
