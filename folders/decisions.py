@@ -15,7 +15,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-from folders.errors import TraceError
+from folders.errors import TraceError, echo
 from folders.segments import Fork, choose_branch
 from folders.trace import TraceDB, as_connection, canonical_json
 
@@ -53,7 +53,7 @@ class ForkView:
 
 def record_decision(trace: TraceDB, fork: Fork, branch: str, verdict: str) -> str:
     if verdict not in VERDICTS:
-        raise TraceError(f"A decision is 'approve' or 'reject', not {verdict!r}.")
+        raise TraceError(f"A decision is 'approve' or 'reject', not {echo(verdict)}.")
     if branch not in fork.branches:
         raise TraceError(f"Step {branch} is not a branch of fork {fork_id(fork)}; pick one of "
                          f"{', '.join(b[:19] for b in fork.branches)}.")

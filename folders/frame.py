@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from folders import keys
-from folders.errors import FrameError
+from folders.errors import FrameError, echo
 from folders.files import write_atomic
 
 FORMAT_VERSION = 1
@@ -27,6 +27,10 @@ FRAME_SUFFIX = ".frame.json"
 MIN_ID_SEGMENTS = 2
 MAX_ID_SEGMENTS = 8
 HASH_PREFIX = "sha256:"
+#: Deepest nesting of objects and arrays in a frame body. Python's parser and encoder recurse
+#: once per level and give up near 1,000; a named limit well below that makes every node
+#: (CLI, daemon, validator, hash) refuse the same documents with the same sentence.
+MAX_DEPTH = 100
 CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 FIELDS = frozenset({"twinsync", "id", "author", "created", "parents", "body", "hash", "sig"})
 
@@ -43,20 +47,52 @@ def canonical_json(obj: Any) -> bytes:
     try:
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return text.encode("utf-8")
+    except RecursionError:
+        raise too_deep("The frame") from None
     except (TypeError, ValueError) as exc:
         raise FrameError(f"The frame cannot be written as canonical JSON ({exc}); "
                          "use only objects, arrays, strings, integers, finite numbers, booleans and null.") from None
 
 
+def nesting_depth(value: Any) -> int:
+    """How many objects and arrays deep `value` goes, counted without recursion, so a
+    hostile document cannot crash the counting itself. Only containers are visited: the
+    validator counts every frame it reads, and leaves cannot add depth."""
+    if not isinstance(value, (dict, list, tuple)):
+        return 0
+    deepest, stack = 1, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, depth + 1))
+    return deepest
+
+
+def check_depth(value: Any, what: str) -> None:
+    if nesting_depth(value) > MAX_DEPTH:
+        raise too_deep(what)
+
+
+def too_deep(what: str) -> FrameError:
+    """The one message for JSON nested past MAX_DEPTH, whether the parser, the hash or the
+    count noticed first."""
+    return FrameError(f"{what} is nested more than {MAX_DEPTH} levels deep (objects or arrays inside "
+                      "each other); flatten it, for example into several frames.")
+
+
 def check_frame_id(frame_id: str) -> str:
     """Ids become paths on every node, so they must never climb out of the frames folder."""
     if not isinstance(frame_id, str):
-        raise FrameError(f"Frame id {frame_id!r} is a {json_kind(frame_id)}, not a string like 'notes/today'.")
+        raise FrameError(f"Frame id {echo(frame_id)} is a {json_kind(frame_id)}, not a string like 'notes/today'.")
     if frame_id.startswith("/"):
-        raise FrameError(f"Frame id {frame_id!r} is absolute; drop the leading '/', like 'notes/today'.")
+        raise FrameError(f"Frame id {echo(frame_id)} is absolute; drop the leading '/', like 'notes/today'.")
     segments = frame_id.split("/")
     if not MIN_ID_SEGMENTS <= len(segments) <= MAX_ID_SEGMENTS:
-        raise FrameError(f"Frame id {frame_id!r} must have {MIN_ID_SEGMENTS} to {MAX_ID_SEGMENTS} "
+        raise FrameError(f"Frame id {echo(frame_id)} must have {MIN_ID_SEGMENTS} to {MAX_ID_SEGMENTS} "
                          "parts separated by '/', like 'notes/today'.")
     for segment in segments:
         _check_segment(frame_id, segment)
@@ -65,12 +101,12 @@ def check_frame_id(frame_id: str) -> str:
 
 def _check_segment(frame_id: str, segment: str) -> None:
     if segment == "..":
-        raise FrameError(f"Frame id {frame_id!r} contains '..'; ids may not leave the frames folder.")
+        raise FrameError(f"Frame id {echo(frame_id)} contains '..'; ids may not leave the frames folder.")
     if not _SEGMENT.fullmatch(segment):
-        raise FrameError(f"Frame id {frame_id!r} has a bad part {segment!r}; each part must start with a "
+        raise FrameError(f"Frame id {echo(frame_id)} has a bad part {echo(segment)}; each part must start with a "
                          "letter or digit and use only letters, digits, '.', '_' and '-' (at most 128).")
     if _CONFLICT_MARKER in segment:
-        raise FrameError(f"Frame id {frame_id!r} contains {_CONFLICT_MARKER!r}, which Syncthing reserves "
+        raise FrameError(f"Frame id {echo(frame_id)} contains {_CONFLICT_MARKER!r}, which Syncthing reserves "
                          "for conflict copies; choose another name.")
 
 
@@ -126,6 +162,7 @@ class Frame:
         parents: Iterable[str] = (),
     ) -> Frame:
         """Hash and sign a new frame; `created` is a parameter so tests pass a fixed clock."""
+        check_depth(body, "The frame body")
         moment = datetime.now(timezone.utc) if created is None else created
         unsigned = {"twinsync": FORMAT_VERSION, "id": id, "author": author,
                     "created": format_created(moment), "parents": list(parents), "body": _detached(body)}
@@ -182,20 +219,21 @@ def _check_fields(data: Mapping[str, Any]) -> None:
     check_frame_id(data["id"])
     author = data["author"]
     if not isinstance(author, str) or not _SEGMENT.fullmatch(author):
-        raise FrameError(f"The frame author {author!r} is not a node name (letters, digits, '.', '_', '-').")
+        raise FrameError(f"The frame author {echo(author)} is not a node name (letters, digits, '.', '_', '-').")
     _check_created(data["created"])
     _check_parents(data["parents"])
     if not isinstance(data["body"], dict):
         raise FrameError(f"The frame body must be a JSON object, not {json_kind(data['body'])}.")
+    check_depth(data["body"], "The frame body")
 
 
 def _check_created(created: Any) -> None:
     if not isinstance(created, str) or not _CREATED.fullmatch(created):
-        raise FrameError(f"The frame field 'created' is {created!r}; it must look like 2026-11-25T08:00:00Z.")
+        raise FrameError(f"The frame field 'created' is {echo(created)}; it must look like 2026-11-25T08:00:00Z.")
     try:
         datetime.strptime(created, CREATED_FORMAT)
     except ValueError:
-        raise FrameError(f"The frame field 'created' is {created!r}, which is not a real date and time.") from None
+        raise FrameError(f"The frame field 'created' is {echo(created)}, which is not a real date and time.") from None
 
 
 def _check_parents(parents: Any) -> None:
@@ -203,7 +241,7 @@ def _check_parents(parents: Any) -> None:
         raise FrameError("The frame field 'parents' must be a list of 'sha256:<64 hex>' hashes.")
     for parent in parents:
         if not isinstance(parent, str) or not _HASH.fullmatch(parent):
-            raise FrameError(f"The frame parent {parent!r} is not a 'sha256:<64 lowercase hex>' hash.")
+            raise FrameError(f"The frame parent {echo(parent)} is not a 'sha256:<64 lowercase hex>' hash.")
 
 
 def save_frame(root: Path, frame: Frame) -> Path:

@@ -28,7 +28,7 @@ from typing import Any
 
 import git
 
-from folders.errors import TwinsyncError
+from folders.errors import TwinsyncError, echo
 
 #: Never versioned: Syncthing's bookkeeping, its temp files, our temp files (`folders.files`
 #: TEMP_PREFIX) and conflict copies, which become conflict-queue items and fork branches.
@@ -78,13 +78,13 @@ def _rel_path(path: str | os.PathLike[str]) -> str:
     text = os.fspath(path)
     pure = PurePosixPath(text)
     if not text or pure.is_absolute() or ".." in pure.parts or str(pure) == "." or "\0" in text:
-        raise ValueError(f"{text!r} is not a path inside the frames work tree")
+        raise ValueError(f"{echo(text)} is not a path inside the frames work tree")
     return str(pure)
 
 
 def _check_name(author: str) -> str:
     if not author or _BAD_NAME_CHARS & set(author):
-        raise ValueError(f"author {author!r} cannot be written into a Git commit")
+        raise ValueError(f"author {echo(author)} cannot be written into a Git commit")
     return author
 
 
@@ -230,7 +230,7 @@ class FrameRepo:
     def _rev(self, rev: str) -> str:
         """Revisions may come from a person, so one that could pass for an option is refused."""
         if not rev or rev.startswith("-") or any(c.isspace() or c == "\0" for c in rev):
-            raise GitStoreError(f"{rev!r} is not a revision of {self.git_dir}; pass a commit sha "
+            raise GitStoreError(f"{echo(rev)} is not a revision of {self.git_dir}; pass a commit sha "
                                 "or a branch name, e.g. one from `log`.")
         return rev
 
@@ -323,7 +323,7 @@ class FrameRepo:
         rel = _rel_path(path)
         status, out = self._run("cat-file", "blob", f"{self._rev(rev)}:{rel}", ok=(0, 128))
         if status != 0:
-            raise GitStoreError(f"{rel} does not exist at revision {rev} in {self.git_dir}; "
+            raise GitStoreError(f"{rel} does not exist at revision {echo(rev, quoted=False)} in {self.git_dir}; "
                                 "pick a revision from its history (`log`).")
         return out
 
@@ -361,11 +361,11 @@ class FrameRepo:
         _check_name(author)
         ref = f"refs/heads/{branch}"
         if branch.startswith("-") or self._run("check-ref-format", ref, ok=(0, 1))[0] != 0:
-            raise GitStoreError(f"{branch!r} is not a valid Git branch name in {self.git_dir}; "
+            raise GitStoreError(f"{echo(branch)} is not a valid Git branch name in {self.git_dir}; "
                                 "use letters, digits, '-', '_' and '/' separated parts.")
         base_sha = self._resolve(base)
         if base_sha is None:
-            raise GitStoreError(f"Revision {base} is not a commit in {self.git_dir}; "
+            raise GitStoreError(f"Revision {echo(base, quoted=False)} is not a commit in {self.git_dir}; "
                                 "pass a commit from the frame's history as the base.")
         with tempfile.TemporaryDirectory(prefix="twinsync-index-", dir=self.git_dir) as tmp:
             index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}

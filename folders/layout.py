@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from folders.errors import HomeError
+from folders.errors import HomeError, echo
 
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -14,7 +14,7 @@ NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 def check_node_name(name: str) -> str:
     """Names end up in Syncthing folder IDs and paths, so only letters, digits, `-` and `_`."""
     if not NODE_NAME_RE.match(name or ""):
-        raise HomeError(f"Node name {name!r} is not allowed; use 1-63 letters, digits, '-' or '_' "
+        raise HomeError(f"Node name {echo(name)} is not allowed; use 1-63 letters, digits, '-' or '_' "
                         "starting with a letter or digit (no spaces or slashes), e.g. 'laptop'.")
     return name
 

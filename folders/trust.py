@@ -9,7 +9,7 @@ from pathlib import Path
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from folders.errors import HomeError, KeyFileError
+from folders.errors import HomeError, KeyFileError, echo
 from folders.files import write_atomic
 from folders.keys import parse_public_key
 
@@ -41,7 +41,7 @@ def load_trusted(path: Path) -> dict[str, TrustedPeer]:
                                addresses=tuple(entry.get("addresses", ())), added=entry.get("added", ""))
             peer.key()
         except (KeyError, TypeError, KeyFileError) as exc:
-            raise HomeError(f"Peer {name!r} in {path} is malformed ({exc}); fix it or pair again.") from None
+            raise HomeError(f"Peer {echo(name)} in {path} is malformed ({exc}); fix it or pair again.") from None
         peers[name] = peer
     return peers
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from folders.errors import FrameError
-from folders.frame import FRAME_SUFFIX, Frame, check_frame_id, json_kind
+from folders.errors import FrameError, echo
+from folders.frame import FRAME_SUFFIX, Frame, check_frame_id, json_kind, too_deep
 from folders.keys import public_key_text
 
 MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -94,11 +94,37 @@ def validate_frame_file(
     return Verdict(True, VerdictCode.OK, f"{shown} is a valid frame signed by {frame.author}.", frame, path)
 
 
+def validate_frame_bytes(
+    path: Path,
+    data: bytes,
+    trusted: Mapping[str, Ed25519PublicKey],
+    max_size: int = MAX_FRAME_SIZE,
+) -> Verdict:
+    """Judge bytes that are about to be written at `path` (relative to the frames folder)
+    with the same checks as a file there, so a command refuses a frame the daemon would
+    refuse before anything reaches the synced folder and its peers."""
+    path = Path(path)
+    shown = echo(str(path), quoted=False)
+    try:
+        if path.is_absolute() or ".." in path.parts:
+            raise _Rejected(VerdictCode.OUTSIDE_ROOT, f"{shown} is not a plain path inside the frames folder.")
+        if len(data) > max_size:
+            raise _too_large(shown, max_size)
+        frame = _check_data(data, _expected_id(path.parts, shown, None), shown, trusted)
+    except _Rejected as rejected:
+        return Verdict(False, rejected.code, rejected.message, None, path)
+    return Verdict(True, VerdictCode.OK, f"{shown} is a valid frame signed by {frame.author}.", frame, path)
+
+
 def _check(root: Path, path: Path, shown: str, trusted: Mapping[str, Ed25519PublicKey],
            max_size: int, expected_id: str | None) -> Frame:
     parts = _relative_parts(root, path, shown)
-    frame_id = _expected_id(root, parts, shown, expected_id)
-    frame = _parse(_read_beneath(root, parts, shown, max_size), shown)
+    frame_id = _expected_id(parts, shown, expected_id)
+    return _check_data(_read_beneath(root, parts, shown, max_size), frame_id, shown, trusted)
+
+
+def _check_data(data: bytes, frame_id: str, shown: str, trusted: Mapping[str, Ed25519PublicKey]) -> Frame:
+    frame = _parse(data, shown)
     _check_content(frame, frame_id, shown)
     _check_signature(frame, trusted, shown)
     return frame
@@ -107,9 +133,9 @@ def _check(root: Path, path: Path, shown: str, trusted: Mapping[str, Ed25519Publ
 def _shown(root: Path, path: Path) -> str:
     """Messages name files as people see them: relative to the frames folder when inside it."""
     if not path.is_absolute():  # the daemon's case, 10k times a batch: no pathlib arithmetic
-        return str(path)
+        return echo(str(path), quoted=False)
     absolute = root / path
-    return str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(path)
+    return echo(str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(path), quoted=False)
 
 
 def _relative_parts(root: Path, path: Path, shown: str) -> tuple[str, ...]:
@@ -125,13 +151,13 @@ def _relative_parts(root: Path, path: Path, shown: str) -> tuple[str, ...]:
     return absolute.relative_to(root).parts
 
 
-def _expected_id(root: Path, parts: tuple[str, ...], shown: str, expected_id: str | None) -> str:
+def _expected_id(parts: tuple[str, ...], shown: str, expected_id: str | None) -> str:
     try:
         if expected_id is not None:
             return check_frame_id(expected_id)
         *dirs, name = parts
         if not name.endswith(FRAME_SUFFIX):
-            raise FrameError(f"{'/'.join(parts)} is not a frame file: frame files end in {FRAME_SUFFIX!r}.")
+            raise FrameError(f"its name does not end in {FRAME_SUFFIX!r}")
         return check_frame_id("/".join([*dirs, name[: -len(FRAME_SUFFIX)]]))
     except FrameError as exc:
         raise _Rejected(VerdictCode.BAD_NAME, f"{shown} is not named like a frame ({_clause(exc)}); rename it "
@@ -257,7 +283,7 @@ def _load_json(text: str, shown: str) -> Any:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _Rejected(VerdictCode.DUPLICATE_KEY, f"{shown} repeats the key {key!r} in one object; "
+                raise _Rejected(VerdictCode.DUPLICATE_KEY, f"{shown} repeats the key {echo(key)} in one object; "
                                 "restore it from Git or ask its author to re-create it.")
             seen.add(key)
         return dict(pairs)
@@ -272,16 +298,17 @@ def _load_json(text: str, shown: str) -> Any:
 
     try:
         return json.loads(text, object_pairs_hook=unique_keys, parse_constant=not_finite, parse_float=finite_float)
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise _Rejected(VerdictCode.BAD_JSON, f"{shown} is not valid JSON ({reason}); it may be half-synced, "
+    except RecursionError:
+        raise _bad_schema(shown, too_deep("The frame")) from None
+    except ValueError as exc:
+        raise _Rejected(VerdictCode.BAD_JSON, f"{shown} is not valid JSON ({exc}); it may be half-synced, "
                         "so wait for Syncthing to finish, then restore it from Git if it stays broken.") from None
 
 
 def _check_content(frame: Frame, frame_id: str, shown: str) -> None:
     if frame.id != frame_id:
-        raise _Rejected(VerdictCode.ID_MISMATCH, f"{shown} holds frame {frame.id!r} but its place says "
-                        f"{frame_id!r}; move it to its own path or remove it.")
+        raise _Rejected(VerdictCode.ID_MISMATCH, f"{shown} holds frame {echo(frame.id)} but its place says "
+                        f"{echo(frame_id)}; move it to its own path or remove it.")
     try:
         expected = frame.expected_hash()
     except FrameError as exc:
@@ -295,10 +322,10 @@ def _check_content(frame: Frame, frame_id: str, shown: str) -> None:
 def _check_signature(frame: Frame, trusted: Mapping[str, Ed25519PublicKey], shown: str) -> None:
     public = trusted.get(frame.author)
     if public is None:
-        raise _Rejected(VerdictCode.UNTRUSTED_AUTHOR, f"{shown} is signed as {frame.author!r}, a node this node "
+        raise _Rejected(VerdictCode.UNTRUSTED_AUTHOR, f"{shown} is signed as {echo(frame.author)}, a node this node "
                         "does not trust; add that node as a trusted peer if you know it, or remove the file.")
     if not frame.signed_by(public):
-        raise _Rejected(VerdictCode.BAD_SIGNATURE, f"{shown} claims author {frame.author!r} but its signature "
+        raise _Rejected(VerdictCode.BAD_SIGNATURE, f"{shown} claims author {echo(frame.author)} but its signature "
                         "does not match that node's key (forged or damaged); do not use it: restore it "
                         "from Git or remove it.")
 

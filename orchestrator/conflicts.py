@@ -1,10 +1,15 @@
-"""Flow 2 of DESIGN §3: Syncthing conflict copies and invalid frames become queue items.
+"""Flow 2 of DESIGN §3: Syncthing conflict copies, invalid frames, rollbacks and quarantined
+files become queue items; nothing the daemon refuses or holds back is silent.
 
 Triage first: a byte-identical copy is settled and an invalid copy is quarantined without
-asking anyone. Every other copy becomes an item plus a Git branch `fork/<frame>/<device>-<time>`
-holding the other version, based on the last commit the two versions share. A person
-approves (the other version becomes the frame) or rejects (the copy goes, the branch stays).
-When a peer decides, the copy vanishes here too and this node closes its own item.
+asking anyone (the quarantined file is an item, so it is seen). Every other copy becomes an
+item plus a Git branch `fork/<frame>/<device>-<time>` holding the other version, based on the
+last commit the two versions share. A person approves (the other version becomes the frame)
+or rejects (the copy goes, the branch stays). When a peer decides, the copy vanishes here too
+and this node closes its own item.
+
+A rollback (an older genuine version of a frame written back over a newer one) is held
+back, not committed: approve commits it, reject writes the newer version back.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ from syncthing.conflicts import parse_conflict_copy
 logger = logging.getLogger(__name__)
 
 OPEN = "open"
+#: What each kind of item is; `twinsync conflicts`, `conflict show` and the TUI say it.
+KINDS = {
+    "conflict": "two versions of a frame (a Syncthing conflict copy)",
+    "invalid": "a file in frames.shared/ that is not a valid frame",
+    "rollback": "an older version of a frame written back over a newer one",
+    "quarantined": "a conflict copy that failed its checks, moved out of frames.shared/",
+}
 
 
 class ConflictError(TwinsyncError):
@@ -55,6 +67,34 @@ class ConflictItem:
     created: str
     decided_by: str | None
     decided_at: str | None
+    revision: str | None = None  # rollback: the older commit whose version came back
+    location: str | None = None  # quarantined: where the file is now
+
+    def summary(self) -> str:
+        """One line saying what the item is, for lists."""
+        if self.kind == "rollback":
+            return f"rollback to revision {(self.revision or '?')[:12]} by {self.theirs_author or '?'}"
+        if self.kind == "quarantined":
+            return f"{(self.reason or '').split(':')[0]}; now in {self.location or 'quarantine'}"
+        return (self.reason or "").split(":")[0] or "-"
+
+    def consequences(self) -> tuple[str, str] | None:
+        """What approve and what reject do to this item, in words; None when neither applies
+        (an invalid file closes by itself once it is fixed or deleted)."""
+        if self.kind == "conflict":
+            return (f"the other version (by {self.theirs_author}, from device {self.device}) becomes "
+                    f"{self.frame} on every node; the copy is removed.",
+                    f"the copy is removed everywhere; its version stays on branch "
+                    f"{self.branch or 'its fork branch'}.")
+        if self.kind == "rollback":
+            return (f"the older version (revision {(self.revision or '?')[:12]} by {self.theirs_author}) is "
+                    f"committed and stays {self.frame} on every node.",
+                    f"the newer version (by {self.ours_author}) is written back and replaces the older "
+                    "one on every node.")
+        if self.kind == "quarantined":
+            return (f"the file stays in {self.location or 'quarantine'} for you to look at; the item closes.",
+                    f"the file is deleted from {self.location or 'quarantine'}; the item closes.")
+        return None
 
     @classmethod
     def from_row(cls, row: Mapping) -> ConflictItem:
@@ -80,21 +120,47 @@ class ConflictQueue:
         else:
             self._insert(db, kind="invalid", path=rel, reason=f"{code}: {message}")
 
+    def open_rollback(self, db, rel: str, frame_id: str, revision: str, back: tuple[str, str],
+                      current: tuple[str, str]) -> None:
+        """`back` and `current` are (hash, author) of the version written back and of the
+        newer one Git holds; one open item per path, updated if another old version comes."""
+        fields = dict(frame=frame_id, revision=revision, theirs_hash=back[0], theirs_author=back[1],
+                      ours_hash=current[0], ours_author=current[1],
+                      reason=f"rollback: revision {revision[:12]} by {back[1]} was written back over "
+                             f"the newer version by {current[1]}")
+        existing = db.execute("SELECT id FROM conflicts WHERE kind = 'rollback' AND path = ? AND status = ?",
+                              [rel, OPEN]).fetchone()
+        if existing:
+            db["conflicts"].update(existing[0], fields)
+            return
+        item = self._insert(db, kind="rollback", path=rel, **fields)
+        logger.warning("held back #%d: %s is an older version of %s (revision %s by %s); approve "
+                       "or reject it in the queue", item, rel, frame_id, revision[:12], back[1])
+
     def close_invalid(self, db, rel: str, why: str) -> None:
         self.close_invalid_many(db, [rel], why)
 
     def close_invalid_many(self, db, rels: list[str], why: str) -> None:
-        """One statement for a whole batch: 10k valid frames must not cost 10k UPDATEs."""
+        """Invalid-file and rollback items of paths that are now valid (or gone) close
+        themselves; one statement for a whole batch: 10k frames must not cost 10k UPDATEs."""
         db.execute("UPDATE conflicts SET status = 'closed', decided_by = ?, decided_at = ? "
-                   "WHERE kind = 'invalid' AND status = ? AND path IN (SELECT value FROM json_each(?))",
+                   "WHERE kind IN ('invalid', 'rollback') AND status = ? "
+                   "AND path IN (SELECT value FROM json_each(?))",
                    [f"twinsync ({why})", stamp(self.clock()), OPEN, json.dumps(rels)])
+
+    def holds_version(self, db, rel: str, digest: str) -> bool:
+        """Whether `digest` is one side of a conflict on this frame: such a version coming back
+        is a decision (here or on a peer), not a rollback."""
+        return db.execute("SELECT 1 FROM conflicts WHERE kind = 'conflict' AND path = ? "
+                          "AND ? IN (ours_hash, theirs_hash)", [rel, digest]).fetchone() is not None
 
     def handle_copy(self, db, rel: str, trusted: Mapping[str, Ed25519PublicKey]) -> str:
         """What became of the copy: settled, quarantined, queued, closed or unchanged."""
         copy = self.root / rel
         if not copy.exists():
             return self._copy_gone(db, rel)
-        if db.execute("SELECT 1 FROM conflicts WHERE copy_path = ? AND status = ?", [rel, OPEN]).fetchone():
+        if db.execute("SELECT 1 FROM conflicts WHERE kind = 'conflict' AND copy_path = ? AND status = ?",
+                      [rel, OPEN]).fetchone():
             return "unchanged"
         parsed = parse_conflict_copy(rel)
         original_rel = parsed.original.as_posix() if parsed else None
@@ -139,7 +205,7 @@ class ConflictQueue:
             try:
                 if json.loads(content).get("hash") in parents:
                     return commit
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 continue
         if len(commits) > 1:
             return commits[1]
@@ -150,13 +216,13 @@ class ConflictQueue:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(self.root / rel, target)
         self._insert(db, kind="quarantined", frame=original_rel.removesuffix(FRAME_SUFFIX),
-                     path=original_rel, copy_path=rel, device=device, status="quarantined",
-                     reason=f"{reason} Moved to {target}.")
+                     path=original_rel, copy_path=rel, device=device, reason=reason, location=str(target))
         logger.warning("quarantined %s: %s", rel, reason)
 
     def _copy_gone(self, db, rel: str) -> str:
         self.close_invalid(db, rel, "the file is gone")
-        row = db.execute("SELECT id FROM conflicts WHERE copy_path = ? AND status = ?", [rel, OPEN]).fetchone()
+        row = db.execute("SELECT id FROM conflicts WHERE kind = 'conflict' AND copy_path = ? AND status = ?",
+                         [rel, OPEN]).fetchone()
         if not row:
             return "unchanged"
         db["conflicts"].update(row[0], {"status": "closed", "decided_by": "another node",
@@ -171,7 +237,14 @@ class ConflictQueue:
     # -- decisions, called by the service layer under the frames lock -------------------
 
     def approve(self, db, item: ConflictItem) -> list[str]:
-        """The copy's version becomes the frame; returns the paths changed (for a scan)."""
+        """Conflict: the copy's version becomes the frame. Rollback: the older version is
+        committed. Quarantined: the file stays where it is. Returns the paths changed (for a scan)."""
+        self._check_open(item)
+        if item.kind == "rollback":
+            return self._keep_rollback(db, item)
+        if item.kind == "quarantined":
+            self._decide(db, item, "approved")
+            return []
         copy, original = self._decidable(item)
         write_atomic(original, copy.read_bytes())
         copy.unlink()
@@ -182,15 +255,50 @@ class ConflictQueue:
         return [item.path, item.copy_path]
 
     def reject(self, db, item: ConflictItem) -> list[str]:
-        """The copy goes; its version stays reachable on the fork branch."""
+        """Conflict: the copy goes; its version stays reachable on the fork branch. Rollback:
+        the newer version comes back. Quarantined: the file is deleted."""
+        self._check_open(item)
+        if item.kind == "rollback":
+            return self._undo_rollback(db, item)
+        if item.kind == "quarantined":
+            Path(item.location or "").unlink(missing_ok=True)
+            self._decide(db, item, "rejected")
+            return []
         copy, _ = self._decidable(item)
         copy.unlink()
         self._decide(db, item, "rejected")
         return [item.copy_path]
 
-    def _decidable(self, item: ConflictItem) -> tuple[Path, Path]:
+    def _keep_rollback(self, db, item: ConflictItem) -> list[str]:
+        self._rolled_back_file(item)
+        self.repo.commit([item.path], f"approve #{item.id}: {item.frame} rolls back to revision "
+                         f"{item.revision[:12]} (decided on {self.node.name})\n", item.theirs_author,
+                         when=self.clock())
+        self._decide(db, item, "approved")
+        return [item.path]
+
+    def _undo_rollback(self, db, item: ConflictItem) -> list[str]:
+        path = self._rolled_back_file(item)
+        write_atomic(path, self.repo.show("HEAD", item.path))
+        self._decide(db, item, "rejected")
+        return [item.path]
+
+    def _rolled_back_file(self, item: ConflictItem) -> Path:
+        """The file must still hold the version the item is about: anything else is newer
+        than the decision and must not be committed or overwritten by it."""
+        path = self.root / item.path
+        verdict = self.cache.validate(self.root, Path(item.path), self.node.trusted_keys(),
+                                      self.node.config.frames.max_size)
+        if not verdict.ok or verdict.frame.hash != item.theirs_hash:
+            raise ConflictError(f"{path} changed since item #{item.id} was queued; the daemon re-checks "
+                                "it and closes or updates the item.")
+        return path
+
+    def _check_open(self, item: ConflictItem) -> None:
         if item.status != OPEN:
-            raise ConflictError(f"Conflict #{item.id} is already {item.status}; see `twinsync conflicts --all`.")
+            raise ConflictError(f"Item #{item.id} is already {item.status}; see `twinsync conflicts --all`.")
+
+    def _decidable(self, item: ConflictItem) -> tuple[Path, Path]:
         if item.kind != "conflict":
             raise ConflictError(f"Item #{item.id} is an invalid file, not a conflict: fix or delete "
                                 f"{self.root / item.path} and it closes itself.")

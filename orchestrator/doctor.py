@@ -12,7 +12,7 @@ from typing import Any
 from folders.errors import TwinsyncError
 from folders.keys import is_private_file_safe
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, read_health
-from orchestrator.node import Node
+from orchestrator.node import IdentityError, Node
 from syncthing.errors import SyncthingAuthError, SyncthingError
 from syncthing.folderspec import FRAMES_FOLDER_ID, recovery_folder_id
 
@@ -164,6 +164,18 @@ def check_daemon(node: Node) -> Check:
                  f"kill {health.pid} and start `twinsync run` again" if health.pid else "restart `twinsync run`")
 
 
+def check_identity(node: Node) -> list[Check]:
+    """A node name that trusted peers know with another key would sign as that node."""
+    try:
+        node.check_identity()
+    except IdentityError as exc:
+        return [Check("node name", FAIL, str(exc).split(";")[0], f"set node.name in {node.layout.config} "
+                      "back to this node's own name")]
+    except TwinsyncError:
+        return []  # a missing key or a broken trusted.toml is its own check's failure
+    return [Check("node name", OK, f"{node.name} is this node's own name (no peer has it with another key)")]
+
+
 def run_checks(node: Node) -> list[Check]:
     return (check_programs(node.config.managed) + check_syncthing(node) + check_key_files(node)
-            + [check_inotify(node), check_service(), check_daemon(node)])
+            + [check_inotify(node), check_service(), check_daemon(node)] + check_identity(node))

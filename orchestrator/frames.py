@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from folders.errors import FrameError
+from folders.errors import FrameError, echo
 from folders.frame import Frame, frame_path, save_frame
 from folders.gitstore import FrameRepo, Revision
-from folders.validator import Verdict, validate_frame_file
+from folders.validator import Verdict, validate_frame_bytes, validate_frame_file
 from orchestrator.conflicts import OPEN, ConflictError, ConflictItem
 from orchestrator.lock import frames_lock
 from orchestrator.node import Node
@@ -42,9 +42,22 @@ def _verdict(node: Node, root: Path, frame_id: str) -> Verdict:
                                node.config.frames.max_size)
 
 
+def _checked(node: Node, frame: Frame) -> Frame:
+    """The daemon's checks (size limit, id and path, JSON, hash, signature) on the bytes
+    about to be written, so a frame every node would refuse is never written, queued or
+    sent: the command fails with the validator's sentence instead."""
+    verdict = validate_frame_bytes(Path(_relative(frame.id)), frame.to_bytes(), node.trusted_keys(),
+                                   node.config.frames.max_size)
+    if not verdict.ok:
+        raise FrameError(f"Frame {echo(frame.id)} was not saved (nothing was written or sent): "
+                         f"{verdict.message}")
+    return frame
+
+
 def _commit(node: Node, frame: Frame) -> None:
     """Save into frames.shared/ under the frames lock, then run it through the daemon's pipeline
     (validate, commit, index, scan request), so it is in Git before the command returns."""
+    _checked(node, frame)
     with pipeline_for(node) as pipeline:
         with frames_lock(node.layout.home):
             save_frame(node.layout.frames_shared, frame)
@@ -62,13 +75,13 @@ def get_frame(node: Node, frame_id: str, *, shadow: bool = False) -> Frame:
 def put_frame(node: Node, frame_id: str, body: Any, *, shadow: bool = False) -> Frame:
     """Sign a new version (its parent is the current one, if any) and commit it now."""
     if not isinstance(body, dict):
-        raise FrameError(f"The body of {frame_id} must be a JSON object, like '{{\"text\": \"...\"}}'.")
+        raise FrameError(f"The body of {echo(frame_id)} must be a JSON object, like '{{\"text\": \"...\"}}'.")
     root = node.layout.frames_local if shadow else node.layout.frames_shared
     current = _verdict(node, root, frame_id)
     parents = (current.frame.hash,) if current.ok else ()
     frame = Frame.create(frame_id, node.name, body, node.signing_key(), parents=parents)
     if shadow:
-        save_frame(root, frame)
+        save_frame(root, _checked(node, frame))
     else:
         _commit(node, frame)
     return frame
@@ -122,10 +135,13 @@ def restore_frame(node: Node, frame_id: str, rev: str) -> Frame:
     """An old version comes back as a NEW version signed by this node, whose parents are the
     current and the old one, so the history shows who restored what."""
     with FrameRepo(node.layout.frames_git) as repo:
-        old = json.loads(repo.show(rev, _relative(frame_id)))
+        data = repo.show(rev, _relative(frame_id))
+    old = validate_frame_bytes(Path(_relative(frame_id)), data, node.trusted_keys(), len(data))
+    if not old.ok:
+        raise FrameError(f"Revision {echo(rev)} of {echo(frame_id)} cannot be restored: {old.message}")
     current = _verdict(node, node.layout.frames_shared, frame_id)
-    parents = tuple(dict.fromkeys(([current.frame.hash] if current.ok else []) + [old["hash"]]))
-    frame = Frame.create(frame_id, node.name, old["body"], node.signing_key(), parents=parents)
+    parents = tuple(dict.fromkeys(([current.frame.hash] if current.ok else []) + [old.frame.hash]))
+    frame = Frame.create(frame_id, node.name, old.frame.body, node.signing_key(), parents=parents)
     _commit(node, frame)
     return frame
 
@@ -154,21 +170,36 @@ def get_conflict(node: Node, item_id: int) -> ConflictItem:
 
 
 def conflict_diff(node: Node, item: ConflictItem) -> str:
-    """Unified diff of the two bodies (ours → theirs), pretty-printed for reading."""
-    if item.kind != "conflict":
-        return item.reason or ""
+    """Unified diff of the two bodies, pretty-printed for reading: ours → theirs for a
+    conflict, the newer version in Git → the older one written back for a rollback."""
     root = node.layout.frames_shared
+    if item.kind == "conflict":
+        ours, theirs = _read(root / item.path), _read(root / item.copy_path)
+        labels = (f"ours: {item.path} ({item.ours_author})", f"theirs: {item.copy_path} ({item.theirs_author})")
+    elif item.kind == "rollback":
+        with FrameRepo(node.layout.frames_git) as repo:
+            ours = repo.show("HEAD", item.path)
+        theirs = _read(root / item.path)
+        labels = (f"newer: {item.path} in Git ({item.ours_author})",
+                  f"older: {item.path} written back (revision {(item.revision or '?')[:12]}, {item.theirs_author})")
+    else:
+        return item.reason or ""
+    return "".join(difflib.unified_diff(_body_lines(ours), _body_lines(theirs), *labels))
 
-    def body(path: Path) -> list[str]:
-        try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            return []
-        return json.dumps(data.get("body"), indent=2, sort_keys=True, ensure_ascii=False).splitlines(True)
 
-    return "".join(difflib.unified_diff(
-        body(root / item.path), body(root / item.copy_path),
-        f"ours: {item.path} ({item.ours_author})", f"theirs: {item.copy_path} ({item.theirs_author})"))
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _body_lines(data: bytes) -> list[str]:
+    try:
+        body = json.loads(data).get("body")
+    except (ValueError, AttributeError, RecursionError):
+        return []
+    return json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False).splitlines(True)
 
 
 def select_conflicts(node: Node, ids: list[int], *, device: str | None = None,

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from folders.errors import echo
 from folders.files import write_atomic
 from folders.trace import parse_ts, utc_now
 from orchestrator.lock import DAEMON_LOCK, running_daemon
@@ -107,7 +108,7 @@ def read_health(home: Path, now: datetime | None = None) -> DaemonHealth:
                                      "frozen or overloaded: look at its log, or restart it.", pid, beat)
     troubled = [p for p in beat.pieces if p.state != OK]
     if troubled:
-        what = "; ".join(f"{p.name} {'failed' if p.state == FAILED else 'is ' + p.state}: {_cap(p.problem or '')}"
+        what = "; ".join(f"{p.name} {'failed' if p.state == FAILED else 'is ' + p.state}: {echo(p.problem or '', quoted=False)}"
                          for p in troubled)
         return DaemonHealth(DEGRADED, f"{who} runs, but {what}.", pid, beat)
     return DaemonHealth(RUNNING, f"{who} runs since {_short(beat.started)}.", pid, beat)
@@ -116,7 +117,3 @@ def read_health(home: Path, now: datetime | None = None) -> DaemonHealth:
 def _short(ts: str) -> str:
     """`2026-11-25T07:53:50.123456Z` → `2026-11-25 07:53:50Z`, for sentences."""
     return ts[:19].replace("T", " ") + "Z"
-
-
-def _cap(text: str, limit: int = 100) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -3,6 +3,8 @@ ask Syncthing to scan, so peers get the change at once instead of after its watc
 
 The rule that protects data: only a path whose current file is a valid frame (or that is
 gone) is ever staged, so an invalid file can never replace the last good version in Git.
+A valid frame that is an older revision written back over a newer one (a rollback) is not
+staged either: it waits in the queue for a person (approve commits it, reject undoes it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from folders.files import TEMP_PREFIX
-from folders.frame import FRAME_SUFFIX
+from folders.frame import FRAME_SUFFIX, Frame
 from folders.gitstore import FrameRepo
 from folders.trace import utc_now
 from folders.validator import VerdictCache
@@ -57,12 +59,13 @@ class BatchReport:
     deleted: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    rollbacks: list[str] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{len(self.committed)} committed, {len(self.deleted)} deleted, "
                 f"{len(self.invalid)} invalid, {len(self.conflicts)} conflict copies, "
-                f"{len(self.commits)} commit(s)")
+                f"{len(self.rollbacks)} rollback(s) held, {len(self.commits)} commit(s)")
 
 
 class FramePipeline:
@@ -96,13 +99,17 @@ class FramePipeline:
             try:
                 by_author: dict[str, list[str]] = defaultdict(list)
                 rows: list[dict] = []
-                for rel in sorted(set(paths)):
+                wanted = sorted(set(paths))
+                indexed = {r[0]: (r[1], r[2]) for r in db.execute(
+                    "SELECT path, status, hash FROM frames WHERE path IN (SELECT value FROM json_each(?))",
+                    [json.dumps(wanted)])}
+                for rel in wanted:
                     kind = classify(rel)
                     if kind == "conflict":
                         self.conflicts.handle_copy(db, rel, self.trusted)
                         report.conflicts.append(rel)
                     elif kind == "frame":
-                        row = self._frame(db, rel, by_author, report)
+                        row = self._frame(db, rel, indexed.get(rel), by_author, report)
                         if row:
                             rows.append(row)
                 for author, changed in sorted(by_author.items()):
@@ -120,7 +127,8 @@ class FramePipeline:
         self.request_scan(report.committed + report.deleted + report.conflicts)
         return report
 
-    def _frame(self, db, rel: str, by_author: dict[str, list[str]], report: BatchReport) -> dict | None:
+    def _frame(self, db, rel: str, indexed: tuple[str, str | None] | None, by_author: dict[str, list[str]],
+               report: BatchReport) -> dict | None:
         path = self.root / rel
         if not os.path.lexists(path):
             by_author[DELETION_AUTHOR].append(rel)  # the repo skips what Git never had
@@ -132,7 +140,10 @@ class FramePipeline:
         st = path.lstat()
         row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "updated": stamp(self.clock()),
                "code": str(verdict.code)}
-        if verdict.ok:
+        if verdict.ok and self._is_rollback(db, rel, verdict.frame, indexed):
+            row.update(frame_id=verdict.frame.id, hash=verdict.frame.hash, status="rollback")
+            report.rollbacks.append(rel)
+        elif verdict.ok:
             row.update(frame_id=verdict.frame.id, hash=verdict.frame.hash, status="valid")
             by_author[verdict.frame.author].append(rel)
             report.committed.append(rel)
@@ -142,6 +153,28 @@ class FramePipeline:
             self.conflicts.open_invalid(db, rel, str(verdict.code), verdict.message)
             logger.warning("%s", verdict.message)
         return row
+
+    def _is_rollback(self, db, rel: str, frame: Frame, indexed: tuple[str, str | None] | None) -> bool:
+        """Queues (and returns True for) a valid frame whose hash is an older revision of its
+        path in Git while HEAD holds another version. Git is asked only when the index says
+        the path held something else that this frame does not name as a parent (or held an
+        invalid file or a rollback), so ordinary edits and new frames cost nothing more."""
+        if indexed is None:
+            return False
+        status, known = indexed
+        if status == "valid" and (known == frame.hash or known in frame.parents):
+            return False
+        if self.conflicts.holds_version(db, rel, frame.hash):
+            return False
+        versions = self.repo.versions(rel)
+        newest = next(versions, None)
+        if newest is None or (current := _signed(newest[1])) is None or current[0] == frame.hash:
+            return False
+        for commit, content in versions:
+            if (old := _signed(content)) is not None and old[0] == frame.hash:
+                self.conflicts.open_rollback(db, rel, frame.id, commit, old, current)
+                return True
+        return False
 
     # -- telling Syncthing -------------------------------------------------------------
 
@@ -189,6 +222,15 @@ class FramePipeline:
             if indexed.get(rel) != (st.st_size, st.st_mtime_ns):
                 changed.add(rel)
         return changed | ((set(indexed) | set(self.repo.tracked())) - seen)
+
+
+def _signed(content: bytes) -> tuple[str, str] | None:
+    """(hash, author) of a version Git holds; only valid frames are ever committed."""
+    try:
+        data = json.loads(content)
+        return data["hash"], data["author"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlite_utils
 
 #: Bump when a table changes: an older state.db is then brought up to date once.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def stamp(moment: datetime) -> str:
@@ -43,9 +43,12 @@ def ensure_schema(path: Path) -> None:
             {"id": int, "kind": str, "frame": str, "path": str, "copy_path": str, "device": str,
              "status": str, "reason": str, "branch": str, "ours_hash": str, "theirs_hash": str,
              "ours_author": str, "theirs_author": str, "created": str, "decided_by": str,
-             "decided_at": str},
+             "decided_at": str, "revision": str, "location": str},
             pk="id", transform=True)
         db["conflicts"].create_index(["status"], if_not_exists=True)
+        # Version 3: quarantined files are open items (they were filed away unseen before).
+        with db.conn:
+            db.execute("UPDATE conflicts SET status = 'open' WHERE kind = 'quarantined' AND status = 'quarantined'")
         db["events"].create({"id": int, "ts": str, "kind": str, "message": str},
                             pk="id", if_not_exists=True)
         db["metrics"].create({"ts": str, "name": str, "value": float}, if_not_exists=True)

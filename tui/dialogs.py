@@ -57,8 +57,8 @@ KEYS: dict[str, list[tuple[str, str]]] = {
     "Nodes": [("↑ ↓", "select a node; its details show below")],
     "Queue": [
         ("/", "filter the list (Escape returns to it)"),
-        ("a", "approve the selected conflict or fork branch (asks first)"),
-        ("r", "reject the selected conflict or fork branch (asks first)"),
+        ("a", "approve the selected item or fork branch (asks first, says what it does)"),
+        ("r", "reject the selected item or fork branch (asks first, says what it does)"),
         ("b", "on a fork: select its next branch"),
     ],
     "Snapshots": [

@@ -1,5 +1,6 @@
-"""The Queue tab: frame conflicts, invalid files and trace forks in one list, decided here
-with the same service calls as `twinsync approve|reject` and `twinsync fork approve|reject`."""
+"""The Queue tab: frame conflicts, invalid files, rollbacks, quarantined files and trace forks
+in one list, decided here with the same service calls as `twinsync approve|reject` and
+`twinsync fork approve|reject`."""
 
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ class QueuePane(Pane):
         entry = self.entries.get(key) if key else None
         if entry is None:
             state = ("Nothing matches the filter." if self.data.conflicts or self.data.forks
-                     else "The queue is empty: no conflict copies, invalid files or forks."
+                     else "The queue is empty: no conflict copies, invalid files, rollbacks, "
+                          "quarantined files or forks."
                      if self.loaded else "Loading the queue…")
             if self.shown_detail != ("empty", state):
                 detail.update(state)
@@ -107,7 +109,7 @@ class QueuePane(Pane):
         if entry.conflict is not None:
             item = entry.conflict
             diff = self.diffs.get(item.id)
-            if diff is None and item.kind == "conflict" and not self.busy(f"diff-{item.id}"):
+            if diff is None and item.kind in ("conflict", "rollback") and not self.busy(f"diff-{item.id}"):
                 self.call_service(self.service.conflict_diff, item, group=f"diff-{item.id}",
                                   then=lambda text, i=item.id: self._diff_loaded(i, text), title="Diff")
             shown = ("conflict", item, diff)
@@ -155,7 +157,7 @@ class QueuePane(Pane):
             self._decide_fork(entry.fork, approve)
 
     def _decide_conflict(self, item: ConflictItem, approve: bool) -> None:
-        if item.kind != "conflict":
+        if item.consequences() is None:
             self.app.notify(f"Item #{item.id} is an invalid file, not a conflict: fix or delete "
                             f"{item.path} and it closes by itself.", severity="warning", markup=False)
             return
@@ -168,7 +170,7 @@ class QueuePane(Pane):
                                   then=self._conflicts_decided, group="decide", exclusive=False,
                                   title=f"{verb} #{item.id}")
 
-        self.app.push_screen(ConfirmScreen(f"{verb} conflict #{item.id} on {item.frame}?", body, verb), answered)
+        self.app.push_screen(ConfirmScreen(f"{verb} {item.kind} #{item.id} on {item.frame}?", body, verb), answered)
 
     def _conflicts_decided(self, items: list[ConflictItem]) -> None:
         for item in items:

@@ -217,8 +217,10 @@ def queue_entries(data: QueueData) -> list[QueueEntry]:
         if item.kind == "conflict":
             source = f"{item.theirs_author or '?'} ({item.device or '?'})"
             state = item.status
+        elif item.kind == "rollback":
+            source, state = item.theirs_author or "-", item.summary()
         else:
-            source = "-"
+            source = item.device or "-"
             state = (item.reason or "").split(":")[0] or item.status
         entries.append(QueueEntry(f"conflict:{item.id}", item.kind, item.frame or item.path, source,
                                   item.created, state, conflict=item))
@@ -237,7 +239,7 @@ def filter_entries(entries: Iterable[QueueEntry], text: str) -> list[QueueEntry]
     return [e for e in entries if all(w in e.text() for w in words)]
 
 
-KIND_STYLES = {"conflict": "yellow", "invalid": "red", "fork": "magenta"}
+KIND_STYLES = {"conflict": "yellow", "invalid": "red", "rollback": "cyan", "quarantined": "red", "fork": "magenta"}
 
 
 def queue_row(e: QueueEntry) -> Row:
@@ -250,13 +252,15 @@ def queue_rows(entries: Iterable[QueueEntry]) -> list[Row]:
 
 
 def approve_consequence(item: ConflictItem) -> str:
-    return (f"The other version (by {item.theirs_author}, from device {item.device}) becomes "
-            f"{item.frame} on every node; the copy is removed.")
+    return _sentence(item.consequences()[0])
 
 
 def reject_consequence(item: ConflictItem) -> str:
-    branch = item.branch or "its fork branch"
-    return f"The copy is removed everywhere; its version stays on branch {branch}."
+    return _sentence(item.consequences()[1])
+
+
+def _sentence(clause: str) -> str:
+    return clause[:1].upper() + clause[1:]
 
 
 FORK_CONSEQUENCE = ("A decision step is recorded and published; every node applies it "
@@ -267,18 +271,24 @@ def conflict_detail(item: ConflictItem, diff: str | None) -> RenderableType:
     head = Text()
     head.append(f"#{item.id} {item.kind} on {item.frame or item.path}", style="bold")
     head.append(f" — {item.status}, since {second(item.created)}\n")
-    if item.kind != "conflict":
+    if item.kind == "invalid":
         head.append(item.reason or "", style=NOT_MET)
         head.append("\nIt closes by itself once the file is fixed or deleted on any node.")
         return head
-    head.append(f"ours: {item.path} by {item.ours_author or '?'}\n")
-    head.append(f"theirs: {item.copy_path} by {item.theirs_author or '?'} from device {item.device}\n")
+    if item.kind == "conflict":
+        head.append(f"ours: {item.path} by {item.ours_author or '?'}\n")
+        head.append(f"theirs: {item.copy_path} by {item.theirs_author or '?'} from device {item.device}\n")
+    else:
+        head.append(f"{item.summary()}\n", style=NOT_MET if item.kind == "quarantined" else "")
+        head.append(f"{item.reason or ''}\n")
     if item.branch:
         head.append(f"fork branch: {item.branch}\n")
     head.append("a", style="bold")
     head.append(f" approve: {approve_consequence(item)}\n")
     head.append("r", style="bold")
     head.append(f" reject: {reject_consequence(item)}\n")
+    if item.kind == "quarantined":
+        return head
     if diff is None:
         return Group(head, Text("loading the diff…", style=NO_VALUE))
     if not diff:

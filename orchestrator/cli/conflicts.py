@@ -22,7 +22,7 @@ Namespace = Annotated[Optional[str], typer.Option("--namespace", help="Every ope
 
 def conflicts(home: HomeOption, as_json: JsonOption = False,
               all_: Annotated[bool, typer.Option("--all", help="Include decided and closed items.")] = False) -> None:
-    """List the conflict queue: frame conflicts and invalid files, newest first.
+    """List the queue: frame conflicts, invalid files, rollbacks and quarantined files, newest first.
 
     Example: twinsync conflicts --json
     """
@@ -34,10 +34,9 @@ def conflicts(home: HomeOption, as_json: JsonOption = False,
     if not items:
         typer.echo("The conflict queue is empty.")
         return
-    table = Table("id", "kind", "frame", "from", "status", "reason")
+    table = Table("id", "kind", "frame", "from", "status", "what")
     for i in items:
-        table.add_row(str(i.id), i.kind, i.frame or i.path, i.device or "-", i.status,
-                      (i.reason or "").split(":")[0] or "-")
+        table.add_row(str(i.id), i.kind, i.frame or i.path, i.device or "-", i.status, i.summary())
     Console().print(table)
     typer.echo("Details: `twinsync conflict show ID`; decide with `twinsync approve ID` / `twinsync reject ID`.")
 
@@ -55,10 +54,16 @@ def show(item_id: Annotated[int, typer.Argument(help="Item id.")], home: HomeOpt
     if as_json:
         print_json({**asdict(item), "diff": diff})
         return
-    typer.echo(f"#{item.id} {item.kind} on {item.frame or item.path} — {item.status}")
+    typer.echo(f"#{item.id} {item.kind} on {item.frame or item.path} — {item.status}: {item.summary()}")
     if item.branch:
         typer.echo(f"fork branch: {item.branch}")
-    Console().print(Syntax(diff, "diff", theme="ansi_dark") if item.kind == "conflict" else diff)
+    consequences = item.consequences()
+    if consequences and item.status == "open":
+        typer.echo(f"approve: {consequences[0]}")
+        typer.echo(f"reject: {consequences[1]}")
+    elif item.kind == "invalid":
+        typer.echo("It closes by itself once the file is fixed or deleted on any node.")
+    Console().print(Syntax(diff, "diff", theme="ansi_dark") if item.kind in ("conflict", "rollback") else diff)
 
 
 def _decide(home, ids, device, namespace, approve: bool) -> None:
@@ -76,6 +81,9 @@ def _decide(home, ids, device, namespace, approve: bool) -> None:
 def approve(home: HomeOption, ids: Ids = None, all_from: FromDevice = None, namespace: Namespace = None) -> None:
     """Make the other version the frame on every node; the conflict copy is removed.
 
+    On a rollback: keep the older version (commit it). On a quarantined file: keep the file
+    in quarantine and close the item.
+
     Undo with `twinsync frame restore ID --to REV` (see `frame log`).
 
     Example: twinsync approve 3    or    twinsync approve --all-from ABCDEFG
@@ -85,6 +93,8 @@ def approve(home: HomeOption, ids: Ids = None, all_from: FromDevice = None, name
 
 def reject(home: HomeOption, ids: Ids = None, all_from: FromDevice = None, namespace: Namespace = None) -> None:
     """Keep the current version; the copy is removed and its fork branch kept in Git.
+
+    On a rollback: write the newer version back. On a quarantined file: delete it.
 
     Undo with `twinsync frame restore ID --to fork/...` (the branch is in `conflict show`).
 

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from folders.errors import FrameError
+from folders.errors import FrameError, echo
+from folders.frame import too_deep
 from orchestrator import frames
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 
@@ -24,13 +25,15 @@ FrameId = Annotated[str, typer.Argument(help="Frame id: NAMESPACE/NAME, e.g. not
 def _body(body: str | None, file: Path | None) -> dict:
     if (body is None) == (file is None):
         raise typer.BadParameter("give the body with exactly one of --body JSON or --file F.")
+    source = "--body" if body is not None else echo(str(file), quoted=False)
     try:
         text = body if body is not None else file.read_text(encoding="utf-8")
         return json.loads(text)
     except OSError as exc:
-        raise FrameError(f"Cannot read {file} ({exc.strerror}).") from None
+        raise FrameError(f"Cannot read {source} ({exc.strerror}); check the path and its permissions.") from None
+    except RecursionError:
+        raise too_deep(f"The body in {source}") from None
     except ValueError as exc:
-        source = "--body" if body is not None else str(file)
         raise FrameError(f"The body in {source} is not valid JSON ({exc}).") from None
 
 

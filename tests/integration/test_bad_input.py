@@ -75,6 +75,12 @@ def test_init_refuses_bad_names(tmp_path, name):
     assert not (tmp_path / "n").exists()
 
 
+def test_init_echoes_a_5000_character_name_cut(tmp_path):
+    result = run_cli("init", "--home", tmp_path / "n", "--name", "x" * 5000, "--managed", ok=False)
+    _assert_user_error(result, "is not allowed", "(5000 characters)")
+    assert len(result.output) < 400, len(result.output)
+
+
 def test_init_refuses_an_unwritable_home(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -153,3 +159,27 @@ def test_doctor_reports_a_broken_config_and_still_checks_the_programs(node_facto
     assert result.exit_code == 1
     assert "fail node home: Cannot read" in result.output
     assert "ok   git:" in result.output and "Traceback" not in result.output
+
+
+def test_a_node_renamed_to_a_peers_name_fails_doctor_and_publishes_nothing(node_factory):
+    """Finding 7: `[node] name` changed to another node's name went unnoticed; `trace publish`
+    then signed segments as that node (exit 0)."""
+    from tests.conftest import pair_mesh
+    a, b = node_factory("a"), node_factory("b")
+    pair_mesh([a, b])
+    assert "ok   node name: a is this node's own name" in a.cli("doctor", ok=False).output
+    session = a.cli("trace", "start", "plan").output.strip()
+    a.cli("trace", "finish", session, "done")
+    config = a.home / "twinsync.toml"
+    config.write_text(config.read_text().replace('name = "a"', 'name = "b"'))
+
+    doctor = a.cli("doctor", ok=False)
+    assert doctor.exit_code == 1 and "Traceback" not in doctor.output
+    assert f"fail node name: node.name in {config} is 'b', but" in doctor.output
+    assert "set node.name in" in doctor.output
+    _assert_user_error(a.cli("trace", "publish", ok=False), "is 'b'", "another key",
+                       "set node.name back to this node's own name")
+    assert not (a.home / "trace/recovery/b/segments").exists() or not any(
+        (a.home / "trace/recovery/b/segments").iterdir())
+    _assert_user_error(a.cli("frame", "put", "notes/x", "--body", "{}", ok=False), "another key")
+    assert not (a.home / "frames.shared/notes").exists()

@@ -151,6 +151,7 @@ def _bad_variants(good: Frame, key) -> dict[str, bytes]:
         "sig_other_hash": doc(sig=resigned_other["sig"]),
         "sig_garbage": doc(sig="ed25519:AAAA"),
         "huge": b'{"pad": "' + b"x" * (17 * 1024 * 1024) + b'"}',
+        "deep": raw.replace(b'"body":{', b'"body":{"d":' + b"[" * 100_000 + b"]" * 100_000 + b',', 1),
     }
 
 
@@ -161,14 +162,14 @@ def test_bad_frames_get_reasons_and_never_replace_the_last_good_version(node_fac
     root = node.home / "frames.shared"
     goods = {}
     variants = None
-    for i in range(28):
+    for i in range(29):
         frame = Frame.create(f"bad/f{i:02d}", "node1", {"i": i}, key)
         goods[frame.id] = frame
         variants = variants or _bad_variants(frame, key)
     node.cli("frame", "put", "bad/f00", "--body", '{"i": 0}')
     for frame in goods.values():
         save_frame(root, frame)
-    wait_for(lambda: len(_git(node, "ls-tree", "-r", "--name-only", "HEAD", "bad/").split()) == 28, timeout=30, what="28 good frames")
+    wait_for(lambda: len(_git(node, "ls-tree", "-r", "--name-only", "HEAD", "bad/").split()) == 29, timeout=30, what="29 good frames")
 
     names = sorted(variants)
     assert len(names) >= 25
@@ -186,6 +187,8 @@ def test_bad_frames_get_reasons_and_never_replace_the_last_good_version(node_fac
     assert daemon.proc.poll() is None, "the daemon must survive every bad file"
     for path, reason in invalid().items():
         assert path in reason and ":" in reason, reason
+    deep = f"bad/f{names.index('deep'):02d}.frame.json"
+    assert "nested more than 100 levels deep" in invalid()[deep], "the daemon names what the CLI names"
     for frame_id, frame in goods.items():
         committed = _git(node, "show", f"HEAD:{frame_id}.frame.json").encode()
         assert committed == frame.to_bytes(), f"{frame_id}: the last good version was replaced"
@@ -213,3 +216,28 @@ def test_sigkill_mid_batch_then_restart_commits_every_file_exactly_once(node_fac
     adds = _git(node, "log", "--format=", "--name-only", "--diff-filter=A", "--", "bulk/").split()
     assert sorted(adds) == sorted(f"{f.id}.frame.json" for f in frames), "a frame was committed twice"
     assert second.stop() == 0
+
+
+def test_a_rollback_is_held_on_every_node_and_a_reject_brings_the_newer_version_back_everywhere(
+        mesh, daemon_factory):
+    a, b = mesh(2)
+    for node in (a, b):
+        daemon_factory(node)
+    a.cli("frame", "put", FRAME, "--body", '{"v": 1}')
+    wait_for(lambda: _body(b) == {"v": 1}, timeout=20, what="v1 on node2")
+    a.cli("frame", "put", FRAME, "--body", '{"v": 2}')
+    wait_for(lambda: len(_history(b)) == 2, timeout=20, what="v2 committed on node2")
+    first = _history(a)[-1]["commit"]
+    (a.home / "frames.shared" / REL).write_bytes(_git(a, "show", f"{first}:{REL}").encode())
+
+    def held(node):
+        return [i for i in _conflicts(node) if i["kind"] == "rollback"]
+
+    for node in (a, b):
+        wait_for(lambda: held(node), timeout=30, what=f"the rollback held on {node.name}")
+        assert len(_history(node)) == 2, f"{node.name} committed the rollback"
+    a.cli("reject", str(held(a)[0]["id"]))
+    for node in (a, b):
+        wait_for(lambda: _body(node) == {"v": 2} and not held(node), timeout=30,
+                 what=f"the newer version back and the item closed on {node.name}")
+        assert len(_history(node)) == 2

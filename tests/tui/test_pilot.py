@@ -166,3 +166,55 @@ def test_banner_shows_when_syncthing_stops_and_clears_when_it_is_back(node_facto
             await until(pilot, lambda: not banner.display, "the banner gone", timeout=30)
 
     asyncio.run(drive())
+
+
+def test_rollbacks_and_quarantined_files_show_in_the_queue_and_are_decided_there(node_factory):
+    """The queue kinds of finding 7: each says what approve and reject do, and the decision
+    made in the TUI changes files and Git as `twinsync approve|reject` does."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    node = node_factory("n1")
+    root = node.home / "frames.shared"
+    node.cli("frame", "put", "notes/today", "--body", '{"v": 1}')
+    node.cli("frame", "put", "notes/today", "--body", '{"v": 2}')
+    first = json.loads(node.cli("frame", "log", "notes/today", "--json").output)[-1]["commit"]
+    (root / "notes/today.frame.json").write_bytes(_git(node, "show", f"{first}:notes/today.frame.json").encode())
+    copy = root / "notes" / "gone.frame.sync-conflict-20261125-080000-AAAAAAA.json"
+    copy.write_bytes(Frame.create("notes/gone", "n1", {"v": 1}, Ed25519PrivateKey.generate()).to_bytes())
+    with Node.open(node.home) as opened, pipeline_for(opened) as pipeline:
+        pipeline.process(pipeline.changed_on_disk() | {"notes/" + copy.name})
+    quarantined = node.home / "quarantine" / "notes" / copy.name
+    assert quarantined.is_file()
+
+    async def drive() -> None:
+        app = make_app(node.home, refresh_s=0.3)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("2")
+            queue = app.pane("queue")
+            await until(pilot, lambda: {e.kind for e in queue.entries.values()} == {"rollback", "quarantined"},
+                        "a rollback and a quarantined file in the queue")
+            await pilot.press("slash", *"rollback", "enter")
+            await until(pilot, lambda: [e.kind for e in queue.entries.values()] == ["rollback"], "the filter")
+            (entry,) = queue.entries.values()
+            assert entry.state == f"rollback to revision {first[:12]} by n1"
+            await until(pilot, lambda: queue.diffs, "the diff of the rollback")
+            assert '+  "v": 1' in next(iter(queue.diffs.values()))
+            await pilot.press("a")
+            await confirm(pilot, "Approve rollback", f"revision {first[:12]} by n1) is committed")
+            await until(pilot, lambda: [e.kind for e in queue.entries.values()] == [], "the rollback decided")
+
+            await pilot.press("slash", "ctrl+u", *"quarantined", "enter")
+            await until(pilot, lambda: [e.kind for e in queue.entries.values()] == ["quarantined"], "the filter")
+            detail = str(app.query_one("#queue-detail").render())
+            assert "bad_signature" in detail and str(quarantined.parent) in detail
+            await pilot.press("r")
+            await confirm(pilot, "Reject quarantined", "The file is deleted from")
+            await until(pilot, lambda: not quarantined.exists(), "the quarantined file deleted")
+            await pilot.press("slash", "ctrl+u", "enter")
+            await until(pilot, lambda: not queue.entries and queue.data.conflicts == [], "an empty queue")
+
+    asyncio.run(drive())
+    log = json.loads(node.cli("frame", "log", "notes/today", "--json").output)
+    assert len(log) == 3 and f"rolls back to revision {first[:12]}" in log[0]["message"]
+    decided = {i["kind"]: (i["status"], i["decided_by"]) for i in
+               json.loads(node.cli("conflicts", "--all", "--json").output)}
+    assert decided == {"rollback": ("approved", "n1"), "quarantined": ("rejected", "n1")}

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from folders.errors import FrameError
+from folders.errors import MAX_ECHO, FrameError, echo
 from folders.frame import (
     FRAME_SUFFIX,
+    MAX_DEPTH,
     Frame,
     canonical_json,
     check_frame_id,
@@ -182,3 +183,40 @@ def test_from_dict_refuses_bad_documents(mutate) -> None:
 def test_from_dict_refuses_non_objects() -> None:
     with pytest.raises(FrameError, match="JSON object"):
         Frame.from_dict([])  # type: ignore[arg-type]
+
+
+def _nested(levels: int) -> dict:
+    """A body `levels` objects deep, built without recursion."""
+    body: dict = {}
+    for _ in range(levels - 1):
+        body = {"a": body}
+    return body
+
+
+def test_bodies_nest_up_to_max_depth_and_no_further() -> None:
+    assert Frame.create("notes/deep", "laptop", _nested(MAX_DEPTH), KEY).verify(KEY.public_key())
+    for levels in (MAX_DEPTH + 1, 5_000, 100_000):
+        with pytest.raises(FrameError, match=f"nested more than {MAX_DEPTH} levels deep"):
+            Frame.create("notes/deep", "laptop", _nested(levels), KEY)
+
+
+def test_canonical_json_of_a_document_too_deep_for_python_is_a_frame_error() -> None:
+    with pytest.raises(FrameError, match="nested more than"):
+        canonical_json(_nested(100_000))
+
+
+def test_a_long_id_is_echoed_once_and_cut() -> None:
+    """A 5,000-character id used to be echoed twice in full: 10 KB of output for one mistake."""
+    for frame_id in ("notes/" + "x" * 5000, "n" * 5000, "notes/" + "é" * 5000 + "/x"):
+        with pytest.raises(FrameError) as raised:
+            check_frame_id(frame_id)
+        message = str(raised.value)
+        assert len(message) < 2 * MAX_ECHO + 250, message
+        assert "characters)" in message
+
+
+def test_echo_escapes_and_cuts() -> None:
+    assert echo("notes/today") == "'notes/today'"
+    assert echo("a\nb") == "'a\\nb'", "a newline cannot break a one-line message"
+    assert echo("x" * 5000) == "'" + "x" * (MAX_ECHO - 1) + "… (5000 characters)"
+    assert echo("some/path", quoted=False) == "some/path"

@@ -14,7 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from folders import keys
 from folders.frame import Frame, save_frame
-from folders.validator import VerdictCache, VerdictCode, validate_frame_file
+from folders.errors import MAX_ECHO
+from folders.frame import MAX_DEPTH
+from folders.validator import VerdictCache, VerdictCode, validate_frame_bytes, validate_frame_file
 
 LAPTOP = Ed25519PrivateKey.generate()
 DESKTOP = Ed25519PrivateKey.generate()
@@ -129,7 +131,8 @@ CORPUS: list[tuple[str, Callable[[Path], Path], VerdictCode]] = [
     # JSON syntax
     ("truncated", lambda r: write(r, REL, good().to_bytes()[:-40]), B.BAD_JSON),
     ("trailing_garbage", lambda r: write(r, REL, good().to_bytes() + b"}"), B.BAD_JSON),
-    ("nested_too_deep", lambda r: write(r, REL, text_with("[" * 20000 + "]" * 20000)), B.BAD_JSON),
+    ("nested_too_deep", lambda r: write(r, REL, text_with("[" * 20_000 + "]" * 20_000)), B.BAD_SCHEMA),
+    ("nested_past_the_limit", lambda r: write(r, REL, text_with("[" * 100 + "]" * 100)), B.BAD_SCHEMA),
     ("integer_too_long", lambda r: write(r, REL, text_with("1" * 5000)), B.BAD_JSON),
     ("duplicate_key", lambda r: write(r, REL, '{"author":"laptop",' + good().to_bytes().decode()[1:]),
      B.DUPLICATE_KEY),
@@ -247,7 +250,33 @@ def test_a_name_the_file_system_refuses_is_unreadable_not_an_exception(root: Pat
     (root / "notes").mkdir()
     rel = "notes/" + "x" * 300
     verdict = validate_frame_file(root, root / rel, TRUSTED, expected_id=FRAME_ID)
-    assert verdict.code == "unreadable" and rel in verdict.message
+    assert verdict.code == "unreadable" and rel[:MAX_ECHO] + "… (306 characters)" in verdict.message
+    assert len(verdict.message) < 250, "a long name is echoed cut, not in full"
+
+
+def test_nesting_up_to_the_limit_is_accepted_and_past_it_named(root: Path) -> None:
+    """The body is level 1 and "n" level 2, so MAX_DEPTH - 1 brackets reach the limit exactly."""
+    write(root, REL, text_with("[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)))
+    assert validate_frame_file(root, root / REL, TRUSTED).code == "hash_mismatch", "parsed and counted"
+    write(root, REL, text_with("[" * MAX_DEPTH + "]" * MAX_DEPTH))
+    verdict = validate_frame_file(root, root / REL, TRUSTED)
+    assert verdict.code == "bad_schema" and f"more than {MAX_DEPTH} levels deep" in verdict.message
+    write(root, REL, text_with("[" * 100_000 + "]" * 100_000))
+    assert f"more than {MAX_DEPTH} levels deep" in validate_frame_file(root, root / REL, TRUSTED).message
+
+
+def test_bytes_get_the_same_verdict_as_the_file_they_would_become(root: Path) -> None:
+    """`frame put` judges the bytes before writing them; the daemon judges the file after."""
+    cases = {"good": good().to_bytes(), "huge": b" " * (MAX_SIZE + 1), "bom": b"\xef\xbb\xbf" + good().to_bytes(),
+             "mismatch": good(id="notes/other").to_bytes(), "forged": good(key=DESKTOP).to_bytes(),
+             "deep": text_with("[" * 20_000 + "]" * 20_000).encode()}
+    for name, data in cases.items():
+        write(root, REL, data)
+        on_disk = validate_frame_file(root, Path(REL), TRUSTED, max_size=MAX_SIZE)
+        before = validate_frame_bytes(Path(REL), data, TRUSTED, max_size=MAX_SIZE)
+        assert (before.ok, before.code, before.message, before.frame) == (
+            on_disk.ok, on_disk.code, on_disk.message, on_disk.frame), name
+    assert validate_frame_bytes(Path("../x.frame.json"), good().to_bytes(), TRUSTED).code == "outside_root"
 
 
 def test_conflict_copy_is_checked_as_the_frame_it_copies(root: Path) -> None:
