@@ -27,7 +27,7 @@ def test_each_state_with_its_sentence(tmp_path):
         write_heartbeat(tmp_path, beat)
         degraded = read_health(tmp_path)
         assert degraded.state == DEGRADED and degraded.message == (
-            f"The daemon (pid {os.getpid()}) runs, but syncthing-events is degraded: {'x' * 100}….")
+            f"The daemon (pid {os.getpid()}) runs, but syncthing-events is degraded: {'x' * 100}… (300 characters).")
         write_heartbeat(tmp_path, _beat())
         assert read_health(tmp_path).state == RUNNING
         later = parse_ts(beat.written) + timedelta(seconds=STALE_AFTER_S + 1)
