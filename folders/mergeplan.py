@@ -260,7 +260,12 @@ def _plan_node(node: str, pieces: list[Piece], held: Mapping[int, str],
             have.update(range(seq, best.seq + 1))
             seq = best.seq + 1
             continue
-        out.append(_gap(node, seq, segments, snapshots, not_ready))
+        # files behind the gap that are not ready yet say their own reason too
+        gap = _gap(node, seq, segments, snapshots, not_ready)
+        at_gap = {p.manifest_path for p in segments.get(seq, ())}
+        own = [f for f in gap.files if f in not_ready and f not in at_gap]
+        out.append(Wait(node, seq, gap.reason, tuple(f for f in gap.files if f not in own)))
+        out.extend(Wait(node, None, not_ready[f], (f,)) for f in own)
         break
     return out
 

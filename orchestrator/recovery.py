@@ -191,6 +191,19 @@ def pending(node: Node, *, now: datetime | None = None) -> dict[str, PeerPieces]
     return result
 
 
+def pieces_summary(pieces: PeerPieces) -> str:
+    """One cell for a node's row: "ok", or the gap it waits on and how many files refused."""
+    parts = []
+    if pieces.gap is not None:
+        parts.append(f"waiting for #{pieces.gap[0]}" + (f" since {pieces.waiting_since}"
+                                                        if pieces.overdue else ""))
+    elif pieces.waiting:
+        parts.append(f"{len(pieces.waiting)} arriving")
+    if pieces.refused:
+        parts.append(f"{len(pieces.refused)} refused")
+    return ", ".join(parts) or "ok"
+
+
 def _parse_stamp(text: str) -> datetime:
     """A state.db time (`stamp`) back into a datetime."""
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
