@@ -98,6 +98,9 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
                       fp.created + (" (stale)" if r.fingerprint.stale else ""), style=style)
     Console().print(table)
     for r in rows:
+        if r.pieces.overdue:
+            typer.echo(f"{r.name}: warning: waiting for segment #{r.pieces.gap[0]} since "
+                       f"{r.pieces.waiting_since}, longer than [traces] gap_warning_s")
         for path, reason in r.pieces.waiting:
             typer.echo(f"{r.name}: waiting: {path}: {reason}")
         for path, code, reason in r.pieces.refused:
