@@ -192,11 +192,11 @@ def pending(node: Node, *, now: datetime | None = None) -> dict[str, PeerPieces]
 
 
 def pieces_summary(pieces: PeerPieces) -> str:
-    """One cell for a node's row: "ok", or the gap it waits on and how many files refused."""
+    """One short cell for a node's row: "ok"; "wait #N" for the gap it waits on ("late #N"
+    past [traces] gap_warning_s), or how many files are arriving; how many are refused."""
     parts = []
     if pieces.gap is not None:
-        parts.append(f"waiting for #{pieces.gap[0]}" + (f" since {pieces.waiting_since}"
-                                                        if pieces.overdue else ""))
+        parts.append(f"{'late' if pieces.overdue else 'wait'} #{pieces.gap[0]}")
     elif pieces.waiting:
         parts.append(f"{len(pieces.waiting)} arriving")
     if pieces.refused:
@@ -400,3 +400,16 @@ def restore(node: Node, info: SnapshotInfo, *, as_new_machine: bool = False,
     after = merge_now(node)
     return RestoreReport(info.manifest_path.name, verified.node, verified.rows, backup, after,
                          shadows, left)
+
+
+def restore_summary(report: RestoreReport) -> str:
+    """What a restore did, in the words the CLI and the TUI both show."""
+    text = (f"Restored {report.rows} steps from {report.snapshot} ({report.node}); merged "
+            f"{len(report.merged_after.merged) + len(report.merged_after.bridged)} newer piece(s).")
+    if report.shadows:
+        text += f" {report.shadows} unpublished session(s) of this node are back on top."
+    if report.shadows_left:
+        text += f" Unpublished sessions left behind: {report.shadows_left}."
+    if report.backup:
+        text += f" The old trace is in {report.backup}."
+    return text

@@ -148,7 +148,8 @@ def restore(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Restore trace.db from a verified snapshot; the old one is kept as trace.db.bak-<time>,
-    and every newer segment is merged again. Stop `twinsync run` first.
+    this node's unpublished sessions come back on top, and every newer segment is merged
+    again. Stop `twinsync run` first.
 
     Example: twinsync restore --latest --yes
     """
@@ -163,6 +164,4 @@ def restore(
             task = bar.add_task("restoring", total=None)
             report = recovery.restore(node, info, as_new_machine=as_new_machine,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
-    typer.echo(f"Restored {report.rows} steps from {report.snapshot} ({report.node}); "
-               f"merged {len(report.merged_after.merged)} newer piece(s)."
-               + (f" The old trace is in {report.backup}." if report.backup else ""))
+    typer.echo(recovery.restore_summary(report))

@@ -560,3 +560,31 @@ def test_verified_snapshot_fields_come_from_the_manifest(scene) -> None:
                                         snap.manifest_path, snap.size)
     with closing(connect(a.trace)) as conn:
         assert conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 9
+
+
+# --- restore keeps the user's unpublished work -----------------------------------------------
+
+def test_restore_brings_this_nodes_shadow_sessions_back_on_top(make_node) -> None:
+    a = make_node("a")
+    a.publish()
+    reopened = a.publish().sessions[0]
+    snap = a.snapshot()
+    open_shadow = a.record("still thinking", finish=False)
+    finished_shadow = a.record("finished, not published yet")
+    with TraceDB(a.trace, "a", clock=a.clock) as tdb:  # a published session, reopened since
+        tdb.reopen(reopened)
+        tdb.append(reopened, "observation", "one more thought")
+    shadows = rows(a.trace, "SELECT session, status, head FROM sessions WHERE status != 'published' "
+                   "ORDER BY session")
+    shadow_steps = rows(a.trace, f"SELECT * FROM steps WHERE session IN ({SHADOWS}) ORDER BY hash")
+    assert {s for s, _, _ in shadows} == {open_shadow, finished_shadow, reopened}
+
+    backup = restore_snapshot(a.trace, verify_snapshot(snap.manifest_path, TRUSTED))
+    assert backup is not None
+    assert rows(a.trace, "SELECT session, status, head FROM sessions WHERE status != 'published' "
+                "ORDER BY session") == shadows
+    assert rows(a.trace, f"SELECT * FROM steps WHERE session IN ({SHADOWS}) ORDER BY hash") == shadow_steps
+    with TraceDB(a.trace, "a", clock=a.clock) as tdb:  # and work goes on where it stopped
+        tdb.finish(open_shadow, "done after the restore")
+    segment = publish(a.trace, a.folder / "segments", "a", KEYS["a"], clock=a.clock)
+    assert set(segment.sessions) == {open_shadow, finished_shadow}
