@@ -18,7 +18,7 @@ from pathlib import Path
 from folders.errors import TraceError
 from folders.files import fsync_dir
 from folders.manifest import SegmentError, file_sha256
-from folders.snapshots import VerifiedSnapshot, fsync_file, sidecar, snapshot_stamp
+from folders.snapshots import VerifiedSnapshot, sidecar, snapshot_stamp
 from folders.stepsfile import COLUMNS, readonly_uri
 from folders.trace import Clock, connect, ensure_schema, format_ts, utc_now, write_transaction
 
@@ -61,7 +61,7 @@ def restore_snapshot(trace_db_path: Path, verified: VerifiedSnapshot, clock: Clo
             ensure_schema(tmp)
             _adopt(tmp, verified, owner, clock)
             _carry_shadows(tmp, target, owner)
-            fsync_file(tmp)
+            fsync_dir(tmp)  # open read-only and fsync: works on a file too
             _checkpoint_or_refuse(target)
             backup = _move_aside(target, clock)
             tmp.replace(target)

@@ -15,8 +15,6 @@ visible until it is filled.
 
 from __future__ import annotations
 
-import os
-import re
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -182,11 +180,7 @@ def _write_segment_db(db_path: Path, steps: Iterable[tuple]) -> None:
             seg.execute("COMMIT")
         finally:
             seg.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(tmp)  # open read-only and fsync: works on a file too
         tmp.replace(db_path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -27,10 +27,9 @@ every seq of the snapshot's node that it covers, so the merge plan goes on after
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -167,7 +166,7 @@ def make_snapshot(trace_db_path: Path, out_dir: Path, node: str, key: Ed25519Pri
                     copy.close()
             finally:
                 source.close()
-            fsync_file(tmp)
+            fsync_dir(tmp)  # open read-only and fsync: works on a file too
             tmp.replace(db_path)
         finally:
             for leftover in (tmp, sidecar(tmp, "-journal")):
@@ -217,14 +216,6 @@ def _coverage(conn: sqlite3.Connection, schema: str, node: str) -> tuple[int, di
     merged = dict(conn.execute(f"SELECT node, max(seq) FROM {schema}.merged WHERE node != ? "
                                "GROUP BY node ORDER BY node", (node,)))
     return seq or 0, merged
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sidecar(db: Path, suffix: str) -> Path:
