@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from folders.layout import NODE_NAME_RE
 from folders.manifest import SegmentError, regular_file_problem
 from folders.segments import SEGMENTS_DIR, read_segment_manifest
 from folders.snapshots import SNAPSHOTS_DIR, node_folders, read_snapshot_manifest
@@ -110,6 +111,15 @@ def survey(recovery_root: Path, trace_db_path: Path, own: str) -> Survey:
     orphans: list[tuple[str, Path]] = []
     for folder in node_folders(recovery_root):
         _survey_folder(folder, pieces, refused, orphans)
+    try:
+        entries = sorted(Path(recovery_root).iterdir())
+    except OSError:
+        entries = []
+    for entry in entries:  # a link or a file where a node folder belongs is said, not skipped
+        problem = regular_file_problem(entry)
+        if NODE_NAME_RE.match(entry.name) and problem != "is a directory, not a file":
+            refused.append(Refuse(entry.name, entry, "not_a_folder", f"{entry} {problem}; a "
+                                  f"node's recovery folder must be a folder, remove it."))
     return Survey(own, tuple(pieces), tuple(refused), tuple(orphans), held_in(trace_db_path, own))
 
 
@@ -257,8 +267,7 @@ def _plan_node(node: str, pieces: list[Piece], held: Mapping[int, str],
         if bridges:
             best = max(bridges, key=lambda s: (s.seq, s.created, s.manifest_path.name))
             out.append(Bridge(best, seq))
-            have.update(range(seq, best.seq + 1))
-            seq = best.seq + 1
+            seq = best.seq + 1  # the walk never looks back, so the covered seqs need no set
             continue
         # files behind the gap that are not ready yet say their own reason too
         gap = _gap(node, seq, segments, snapshots, not_ready)

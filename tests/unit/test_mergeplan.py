@@ -267,3 +267,18 @@ def test_plan_merges_every_seq_in_order_whatever_the_arrival_order(n: int, data)
         _run(present, held)
     assert set(range(1, n + 1)) <= set(held)
     assert plan(Survey("a", tuple(present), held={"b": held})) == {}
+
+
+def test_a_link_where_a_node_folder_belongs_is_refused_not_followed(world, tmp_path: Path):
+    b, a_trace, root = world
+    deliver(root, "b", *pair(b.publish("g1")))
+    root.joinpath("c").symlink_to(root / "b")
+    actions = plan(survey(root, a_trace, "a"))
+    assert [(a.code, "is a symbolic link" in a.reason) for a in actions["c"]] == [("not_a_folder", True)]
+    assert [type(a) for a in actions["b"]] == [Merge]
+
+
+def test_a_snapshot_claiming_a_huge_seq_costs_no_memory_in_the_plan() -> None:
+    snapshot = _piece("snapshot", 10**12)
+    actions = plan(Survey("a", (snapshot, _piece("segment", 1)), held={"b": {}}))["b"]
+    assert actions == [Merge(_piece("segment", 1)), Bridge(snapshot, 2)]
