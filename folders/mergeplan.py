@@ -251,23 +251,21 @@ def _plan_node(node: str, pieces: list[Piece], held: Mapping[int, str],
                               f"{seq}; check that node, then remove the wrong ones.") for p in same)
             del segments[seq]
     top = max([*segments, *(s.seq for s in snapshots), 0])
-    have = set(held)
-    seq = 1
+    seq = 1  # the walk only goes forward: seq N is reached only once 1..N-1 are held or planned
     while seq <= top:
-        if seq in have:
+        if seq in held:
             seq += 1
             continue
         ready = [p for p in segments.get(seq, ()) if p.manifest_path not in not_ready]
         if ready:
             out.append(Merge(ready[0]))
-            have.add(seq)
             seq += 1
             continue
         bridges = [s for s in snapshots if s.seq >= seq and s.manifest_path not in not_ready]
         if bridges:
             best = max(bridges, key=lambda s: (s.seq, s.created, s.manifest_path.name))
             out.append(Bridge(best, seq))
-            seq = best.seq + 1  # the walk never looks back, so the covered seqs need no set
+            seq = best.seq + 1
             continue
         # files behind the gap that are not ready yet say their own reason too
         gap = _gap(node, seq, segments, snapshots, not_ready)

@@ -89,13 +89,13 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
     while True:
         actions = plan(survey(node.layout.recovery_root, trace_db, node.name), failed)
         work = [a for acts in actions.values() for a in acts if isinstance(a, (Merge, Bridge))]
-        again = False
+        total, again = done + len(work), False
         for node_actions in actions.values():
             for action in node_actions:
                 if not isinstance(action, (Merge, Bridge)):
                     continue
                 if progress is not None:
-                    progress(done, done + len(work))
+                    progress(done, total)
                 piece = action.segment if isinstance(action, Merge) else action.snapshot
                 verify, merge = ((verify_segment, merge_segment) if isinstance(action, Merge)
                                  else (verify_snapshot, merge_snapshot))
