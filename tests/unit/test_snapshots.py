@@ -287,6 +287,24 @@ def trigger(snap: Snapshot) -> None:
     edit(snap, "CREATE TRIGGER evil AFTER INSERT ON steps BEGIN DELETE FROM steps; END")
 
 
+def view(snap: Snapshot) -> None:
+    edit(snap, "CREATE VIEW v AS SELECT hash FROM steps")
+
+
+def extra_index(snap: Snapshot) -> None:
+    edit(snap, "CREATE INDEX steps_kind ON steps (kind)")
+
+
+def extra_table(snap: Snapshot) -> None:
+    edit(snap, "CREATE TABLE notes (x TEXT)")
+
+
+def link_as_db(snap: Snapshot) -> None:
+    real = snap.path.with_name("elsewhere.bin")
+    snap.path.rename(real)
+    snap.path.symlink_to(real)
+
+
 def shadow_session(snap: Snapshot) -> None:
     edit(snap, "INSERT INTO sessions (session, goal, author, status, head, started) "
          "VALUES ('x', 'g', 'a', 'open', 'h', 't')")
@@ -313,7 +331,8 @@ REFUSALS = [(truncate, "sha_mismatch"), (flip_byte, "sha_mismatch"),
             (untrusted_node, "untrusted_node"), (impersonation, "bad_signature"),
             (unknown_key, "bad_signature"), (bad_step_hash, "bad_step_hash"),
             (foreign_author, "foreign_author"), (wrong_row_count, "row_count"),
-            (lied_seq, "seq_mismatch"), (trigger, "bad_schema"),
+            (lied_seq, "seq_mismatch"), (trigger, "bad_schema"), (view, "bad_schema"),
+            (extra_index, "bad_schema"), (extra_table, "bad_schema"), (link_as_db, "not_a_file"),
             (shadow_session, "unpublished"), (not_sqlite, "corrupt_db"),
             (junk_manifest, "bad_manifest"), (manifest_naming_another_file, "bad_manifest"),
             (missing_file, "missing_file")]
