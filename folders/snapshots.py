@@ -13,7 +13,8 @@ A snapshot is made with SQLite's online backup, then trimmed to what may leave t
   `merged` (which peer segments it holds, so a restore knows which segments are newer);
 - removed: shadow sessions (open or finished but not published) and their steps, steps
   of authors that are neither the node nor a node in `merged` (they came by no signed
-  path), and any other table, view or trigger (local state never leaves the node).
+  path), and any other table, view, trigger or index (local state never leaves the
+  node, and a peer refuses a snapshot that carries one).
 
 The manifest is written last: `{"twinsync": 1, "kind": "snapshot", "node", "file",
 "sha256", "rows", "created", "seq", "merged": {peer: seq}, "sig"}`; `seq` is the node's
@@ -191,9 +192,10 @@ def _trim(copy: sqlite3.Connection, node: str) -> tuple[int, dict[str, int], int
     copy.execute("PRAGMA journal_mode=OFF")  # a scratch copy: a crash throws it away anyway
     copy.execute("BEGIN")
     for kind, name in copy.execute(
-            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view', 'trigger') "
-            "AND name NOT LIKE 'sqlite!_%' ESCAPE '!'").fetchall():
-        if kind != "table" or name not in KEPT_TABLES:
+            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view', 'trigger', "
+            "'index') AND name NOT LIKE 'sqlite!_%' ESCAPE '!'").fetchall():
+        if not ((kind == "table" and name in KEPT_TABLES)
+                or (kind == "index" and name in TRACE_INDEXES)):
             quoted = name.replace('"', '""')
             copy.execute(f'DROP {kind.upper()} IF EXISTS "{quoted}"')
     copy.execute("DELETE FROM steps WHERE session IN "
@@ -232,7 +234,7 @@ def list_snapshots(recovery_root: Path, node: str | None = None) -> list[Snapsho
     """
     recovery_root = Path(recovery_root)
     folders = [recovery_root / node] if node is not None else node_folders(recovery_root)
-    found = [info for folder in folders for info in _snapshots_in(folder)]
+    found = [info for folder in folders for info in snapshots_in(folder)]
     if node is not None:
         found = [info for info in found if info.node == node]
     return sorted(found, key=lambda i: (i.created, i.manifest_path.name), reverse=True)
@@ -374,7 +376,7 @@ def merge_snapshot(trace_db_path: Path, verified: VerifiedSnapshot, clock: Clock
         conn.close()
 
 
-def _snapshots_in(recovery_dir: Path) -> list[SnapshotInfo]:
+def snapshots_in(recovery_dir: Path) -> list[SnapshotInfo]:
     """Snapshots of one node folder with a readable manifest, newest first; the merge plan
     reports the others with their reasons."""
     found = []
@@ -393,7 +395,7 @@ def _snapshots_in(recovery_dir: Path) -> list[SnapshotInfo]:
     return sorted(found, key=lambda i: (i.created, i.manifest_path.name), reverse=True)
 
 
-def _segments_in(recovery_dir: Path) -> list[tuple[Path, dict]]:
+def segments_in(recovery_dir: Path) -> list[tuple[Path, dict]]:
     """(manifest path, manifest) of one node folder's readable segment manifests."""
     found = []
     for path in sorted((Path(recovery_dir) / SEGMENTS_DIR).glob("seg-*.json")):
@@ -411,65 +413,3 @@ def node_folders(recovery_root: Path) -> list[Path]:
                       if p.is_dir() and not p.is_symlink() and NODE_NAME_RE.match(p.name))
     except FileNotFoundError:
         return []
-
-
-# --- retention --------------------------------------------------------------------------------
-
-def prune(recovery_dir: Path, keep_snapshots: int) -> list[Path]:
-    """Keep the newest `keep_snapshots` snapshots of this node's folder, and the segments
-    after the oldest of them; returns the files deleted.
-
-    Only pairs with a readable manifest are deleted, manifest first, so a peer never sees
-    a manifest without its .db, and a .db still waiting for its manifest is never touched.
-    """
-    if keep_snapshots < 1:
-        raise TraceError(f"Cannot prune {recovery_dir} down to {keep_snapshots} snapshots; keep "
-                         "at least 1, or peers that fall behind cannot catch up.")
-    recovery_dir = Path(recovery_dir)
-    snapshots = [info for info in _snapshots_in(recovery_dir) if info.size is not None]
-    kept = snapshots[:keep_snapshots]
-    deleted: list[Path] = []
-    try:
-        for info in snapshots[keep_snapshots:]:
-            deleted += _delete_pair(info.manifest_path, info.db_path)
-        if kept:
-            floor = min(info.seq for info in kept)
-            for path, manifest in list(_segments_in(recovery_dir)):
-                if manifest["seq"] <= floor:
-                    deleted += _delete_pair(path, path.with_suffix(".db"))
-    except OSError as exc:
-        raise TraceError(f"Cannot prune {recovery_dir} ({exc}); check its permissions, then "
-                         "prune again.") from None
-    for folder in {path.parent for path in deleted}:
-        fsync_dir(folder)
-    return deleted
-
-
-def _delete_pair(manifest_path: Path, db_path: Path) -> list[Path]:
-    gone = []
-    for path in (manifest_path, db_path):
-        if path.exists():
-            path.unlink()
-            gone.append(path)
-    return gone
-
-
-def due_for_snapshot(recovery_dir: Path, every_segments: int, every_minutes: int,
-                     now: datetime) -> bool:
-    """True when this node's folder wants a new snapshot.
-
-    That is: no snapshot yet but some segment; or at least `every_segments` segments
-    published since the newest snapshot; or `every_minutes` passed since it and at least
-    one segment is newer. A limit of 0 or less turns that rule off.
-    """
-    snapshots = [info for info in _snapshots_in(recovery_dir) if info.size is not None]
-    seqs = [manifest["seq"] for _, manifest in _segments_in(recovery_dir)]
-    if not snapshots:
-        return bool(seqs)
-    newest = snapshots[0]
-    newer = sum(1 for seq in seqs if seq > newest.seq)
-    if newer == 0:
-        return False
-    if every_segments > 0 and newer >= every_segments:
-        return True
-    return every_minutes > 0 and now - parse_ts(newest.created) >= timedelta(minutes=every_minutes)

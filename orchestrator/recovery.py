@@ -20,9 +20,9 @@ from folders.mergeplan import Bridge, Merge, Refuse, Wait, plan, survey
 from folders.metrics import Metrics, compute_metrics, frames_root
 from folders.restore import restore_snapshot, shadow_sessions
 from folders.segments import SEGMENTS_DIR, merge_segment, publish, verify_segment
-from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, due_for_snapshot,
-                               list_snapshots, make_snapshot, merge_snapshot, prune,
-                               verify_snapshot)
+from folders.retention import due_for_snapshot, prune
+from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, list_snapshots,
+                               make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp

@@ -232,9 +232,12 @@ def test_restore_from_the_oldest_snapshot_loses_no_published_step(node_factory):
     b.cli("trace", "publish")  # B's snapshot now claims A's segments as merged
     shutil.copytree(b.home / "trace/recovery/node2", a.home / "trace/recovery/node2", dirs_exist_ok=True)
     published = _steps(a)
+    shadow = a.cli("trace", "start", "still thinking").output.strip()  # unpublished work
     oldest = json.loads(a.cli("snapshots", "--node", "node1", "--json").output)[-1]["manifest_path"]
-    a.cli("restore", Path(oldest).stem, "--yes")
+    restored = a.cli("restore", Path(oldest).stem, "--yes").output
     assert _steps(a) >= published
+    assert "1 unpublished session(s) of this node are back on top" in restored
+    a.cli("trace", "finish", shadow, "thought it through")  # work goes on where it stopped
 
 
 def _deliver(src: Path, dest: Path, *names: str) -> None:

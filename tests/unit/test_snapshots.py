@@ -21,14 +21,13 @@ from folders.snapshots import (
     KEPT_TABLES,
     Snapshot,
     VerifiedSnapshot,
-    due_for_snapshot,
     list_snapshots,
     make_snapshot,
     merge_snapshot,
-    prune,
     verify_snapshot,
 )
 from folders.restore import restore_snapshot
+from folders.retention import due_for_snapshot, prune
 from folders.trace import TraceDB, canonical_json, connect, ensure_schema, step_hash
 from tests.unit.tracekit import TickClock, node_keys, planned, resign
 
