@@ -101,7 +101,7 @@ def sparkline_values(history: Mapping[str, Sequence[tuple[str, float]]], name: s
 
 # --- nodes ----------------------------------------------------------------------------------
 
-NODE_COLUMNS = ("node", "online", "merge", "seen", "updated", "frames", "steps", "conflicts",
+NODE_COLUMNS = ("node", "online", "pieces", "seen", "updated", "frames", "steps", "conflicts",
                 "forks", "conv.", "confl.", "p95", "routes")
 
 
