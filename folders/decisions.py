@@ -16,7 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from folders.errors import TraceError, echo
-from folders.segments import Fork, choose_branch
+from folders.forks import Fork, choose_branch
 from folders.trace import TraceDB, as_connection, canonical_json
 
 DECISION_GOAL_PREFIX = "decision:"

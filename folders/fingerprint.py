@@ -33,7 +33,7 @@ from folders.files import write_atomic
 from folders.frame import canonical_json
 from folders.layout import NODE_NAME_RE
 from folders.metrics import METRIC_NAMES, Metrics
-from folders.segments import PUBLISHED
+from folders.consensus import PUBLISHED
 from folders.trace import Clock, TraceDB, as_connection, utc_now
 
 FINGERPRINT_VERSION = 1

@@ -10,7 +10,7 @@ Four numbers say whether the network of nodes is thinking as one:
   deterministic sample of goals, in ms (seed: ≤ 200 ms);
 - **routes per goal**: mean distinct published sessions per goal (seed: ≥ 3).
 
-"Published" means what it means everywhere else (`segments.PUBLISHED`): a session is
+"Published" means what it means everywhere else (`consensus.PUBLISHED`): a session is
 published unless this node holds a local `sessions` row whose status is not 'published'.
 Steps merged from peers have no local row, so they count, as `TraceDB.query` shows them.
 
@@ -24,7 +24,6 @@ import json
 import math
 import sqlite3
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,9 @@ from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 from folders.decisions import DECISION_GOAL_PREFIX
+from folders.consensus import tally_goals
 from folders.errors import TwinsyncError
-from folders.segments import Fork, choose_branch
-from folders.trace import Step, TraceDB, as_connection, connect, content_hash, load_steps
+from folders.trace import TraceDB, as_connection, connect, content_hash
 
 #: Prefix of every frames root; the version changes if the encoding below ever does.
 FRAMES_ROOT_DOMAIN = b"twinsync frames root v1\n"
@@ -93,20 +92,6 @@ def frames_root(entries: Iterable[tuple[str, str]]) -> str:
         digest.update(json.dumps([path, frame_hash], ensure_ascii=False,
                                  separators=(",", ":")).encode("utf-8") + b"\n")
     return "sha256:" + digest.hexdigest()
-
-
-class GoalTally(NamedTuple):
-    """trace-consensus for one goal, with the count convergence needs.
-
-    `conclusion`, `supporters` and `routes` equal `segments.consensus(db, goal)`;
-    `concluded` is how many published sessions of the goal have a conclusion.
-    """
-
-    goal: str
-    conclusion: str | None
-    supporters: int
-    concluded: int
-    routes: int
 
 
 @dataclass(frozen=True)
@@ -192,117 +177,6 @@ def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total:
         goals=len(routes),
         routes=sum(routes),
     )
-
-
-# --- convergence and routes ---------------------------------------------------------------
-
-#: One row per (goal, session): whether the session forks within the goal, exactly as
-#: `detect_forks(db, goal)` groups it. Steps grouped by parent form count(DISTINCT parent)
-#: groups, plus one for the roots (NULL parent) if any; a group holds two steps or more
-#: exactly when the steps outnumber the groups. NOT INDEXED: a sequential scan and one
-#: sort beat walking the goal index, whose random table reads cost twice as much.
-_SESSIONS_BY_GOAL = ("SELECT goal, session, "
-                     "count(*) > count(DISTINCT parent) + max(parent IS NULL) "
-                     "FROM steps NOT INDEXED GROUP BY goal, session")
-#: Conclusion steps nothing follows: consensus' query for unforked sessions, for all goals.
-_CHILDLESS = "kind = 'conclusion' AND NOT EXISTS (SELECT 1 FROM steps c WHERE c.parent = s.hash)"
-_CHILDLESS_CONCLUSIONS = ("SELECT goal, session, content FROM steps s NOT INDEXED "
-                          f"WHERE {_CHILDLESS}")
-_NEWEST_CHILDLESS = ("SELECT content FROM steps s WHERE goal = ? AND session = ? "
-                     f"AND {_CHILDLESS} ORDER BY ts DESC, hash DESC LIMIT 1")
-
-
-def tally_goals(db: TraceDB | sqlite3.Connection) -> dict[str, GoalTally]:
-    """`segments.consensus` for every goal with a published session, in three queries.
-
-    Calling `consensus` once per goal costs several queries per goal (2.6 s for 2,000
-    goals); this computes the same thing for all goals at once:
-
-    1. per (goal, session): whether the session is published (`segments.PUBLISHED` is a
-       property of the session, so it is applied once per session, from the small set of
-       unpublished ones) and whether it forks within the goal, as detect_forks would say.
-       Routes are the published sessions of each goal, as consensus counts them;
-    2. the conclusion steps nothing follows: consensus' own query without its goal
-       filter, kept for published sessions that do not fork within their goal;
-    3. published sessions that fork: the end of the chain reached by following
-       `choose_branch` at every fork from the root, as `consensus` does; forks are rare,
-       so this walks them one session at a time.
-
-    Should an unforked session have two childless conclusions (only a gap in its chain
-    allows it), the newest (by ts, then hash) counts, where `consensus` keeps whichever
-    its scan meets last. Winners follow consensus' rule: most sessions, ties to the
-    smallest sha256 of the conclusion. The reads share one transaction, so a merge
-    committing meanwhile is either wholly in or wholly out.
-    """
-    conn = as_connection(db)
-    own_transaction = not conn.in_transaction
-    if own_transaction:
-        conn.execute("BEGIN")
-    try:
-        unpublished = {row[0] for row in conn.execute(
-            "SELECT session FROM sessions WHERE status != 'published'")}
-        routes: Counter[str] = Counter()
-        forked: dict[str, set[str]] = defaultdict(set)
-        for goal, session, forks in conn.execute(_SESSIONS_BY_GOAL):
-            if session not in unpublished:
-                routes[goal] += 1
-                if forks:
-                    forked[goal].add(session)
-        conclusions: dict[tuple[str, str], str] = {}
-        repeated = set()
-        for goal, session, content in conn.execute(_CHILDLESS_CONCLUSIONS):
-            if session in unpublished or session in forked.get(goal, ()):
-                continue
-            if (goal, session) in conclusions:
-                repeated.add((goal, session))
-            conclusions[goal, session] = content
-        for goal, session in repeated:
-            conclusions[goal, session] = conn.execute(_NEWEST_CHILDLESS,
-                                                      (goal, session)).fetchone()[0]
-        for goal, sessions in forked.items():
-            for session in sessions:
-                tip = _resolved_tip(conn, session)
-                if tip is not None and tip.kind == "conclusion":
-                    conclusions[goal, session] = tip.content
-    finally:
-        if own_transaction:
-            conn.execute("COMMIT")
-    by_goal: dict[str, Counter[str]] = defaultdict(Counter)
-    for (goal, _), content in conclusions.items():
-        by_goal[goal][content] += 1
-    tallies = {}
-    for goal, count in routes.items():
-        if goal.startswith(DECISION_GOAL_PREFIX):
-            continue  # decisions on forks are bookkeeping, not routes toward a goal
-        tally = by_goal.get(goal)
-        if not tally:
-            tallies[goal] = GoalTally(goal, None, 0, 0, count)
-            continue
-        winner, supporters = min(tally.items(), key=lambda item: (-item[1], content_hash(item[0])))
-        tallies[goal] = GoalTally(goal, winner, supporters, sum(tally.values()), count)
-    return tallies
-
-
-def _resolved_tip(conn: sqlite3.Connection, session: str) -> Step | None:
-    """The last step reached from the root when `choose_branch` settles every fork."""
-    children: dict[str | None, list[Step]] = defaultdict(list)
-    for step in load_steps(conn, session):
-        children[step.parent].append(step)
-    current, seen = children.get(None), set()
-    while current:
-        if len(current) == 1:
-            step = current[0]
-        else:
-            fork = Fork(session, current[0].parent, tuple(sorted(c.hash for c in current)))
-            chosen = choose_branch(conn, fork)
-            step = next(c for c in current if c.hash == chosen)
-        if step.hash in seen:  # only a forged cycle gets here; hashes rule it out otherwise
-            return None
-        seen.add(step.hash)
-        current = children.get(step.hash)
-        if not current:
-            return step
-    return None
 
 
 # --- access time ----------------------------------------------------------------------------

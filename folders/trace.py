@@ -12,7 +12,6 @@ and they say nothing a peer could not already read in the steps.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -21,11 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring as _encode_string  # json.dumps' own, ensure_ascii=False
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import sqlite_utils
 
 from folders.errors import TraceError
+from folders.frame import canonical_json  # the one serialisation every node hashes
 
 #: Bumped when the trace.db schema changes; a database of another version is refused.
 SCHEMA_VERSION = 1
@@ -38,6 +38,8 @@ KINDS = frozenset(
 STEP_COLUMNS = ("hash", "session", "goal", "parent", "author", "ts", "kind", "content")
 STEP_SCHEMA: dict[str, type] = {name: str for name in STEP_COLUMNS}
 STEP_NOT_NULL = frozenset(STEP_COLUMNS) - {"parent"}
+#: The indexes `ensure_schema` creates; a snapshot carries them and nothing else.
+TRACE_INDEXES = frozenset({"steps_goal", "steps_session", "steps_parent", "sessions_status"})
 
 Clock = Callable[[], datetime]
 
@@ -56,11 +58,6 @@ def format_ts(moment: datetime) -> str:
 
 def parse_ts(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-
-
-def canonical_json(value: Any) -> bytes:
-    """One byte string per value, so every node computes the same hash and signature."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def step_hash(session: str, goal: str, parent: str | None, author: str, ts: str, kind: str,

@@ -43,6 +43,8 @@ class TraceSettings:
     snapshot_every_minutes: int = 60
     keep_snapshots: int = 3
     fingerprint_stale_s: int = 3600
+    #: A peer whose next segment is missing for longer than this is a warning in `nodes`.
+    gap_warning_s: int = 600
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,20 @@ import importlib.metadata
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from folders.errors import TraceError
 from folders.fingerprint import (FINGERPRINT_NAME, FingerprintView, compare, make_fingerprint,
                                  read_fingerprint, trace_facts, write_fingerprint)
+from folders.manifest import SegmentError
+from folders.mergeplan import Bridge, Merge, Refuse, Wait, plan, survey
 from folders.metrics import Metrics, compute_metrics, frames_root
-from folders.segments import SegmentError, merge_segment, publish, verify_segment
-from folders.snapshots import (SEGMENTS_DIR, SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot,
-                               due_for_snapshot, list_snapshots, make_snapshot, merge_snapshot,
-                               prune, restore_snapshot, segments_after, snapshots_to_catch_up,
-                               verify_snapshot)
+from folders.restore import restore_snapshot, shadow_sessions
+from folders.segments import SEGMENTS_DIR, merge_segment, publish, verify_segment
+from folders.retention import due_for_snapshot, prune
+from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, list_snapshots,
+                               make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
@@ -30,14 +32,6 @@ from syncthing.errors import SyncthingError
 from syncthing.folderspec import recovery_folder_id
 
 logger = logging.getLogger(__name__)
-
-#: Codes that mean "not here yet" (Syncthing may deliver a manifest before its .db), not "bad".
-WAITING_CODES = {"missing_file"}
-#: "Older than what is merged": a snapshot already brought these steps (its signed `merged`
-#: claims cover them, even for this node's own segments after a restore), so it is skipped,
-#: and must not hold up that node's newer segments.
-COVERED_CODES = {"replay"}
-
 
 @dataclass
 class PublishReport:
@@ -70,66 +64,149 @@ def publish_now(node: Node, *, clock: Callable[[], datetime] = utc_now) -> Publi
 
 @dataclass
 class MergeReport:
+    """What one merge did, and every file of a peer's folder it left: nothing is silent."""
+
     merged: list[tuple[str, int, int]] = field(default_factory=list)  # node, seq, rows
+    bridged: list[tuple[str, int, int, str]] = field(default_factory=list)  # node, seq, rows, file
+    waiting: list[tuple[str, str]] = field(default_factory=list)  # file, reason
     refused: list[tuple[str, str, str]] = field(default_factory=list)  # file, code, reason
-    waiting: list[str] = field(default_factory=list)
-    covered: list[str] = field(default_factory=list)
+    gaps: list[tuple[str, int, str]] = field(default_factory=list)  # node, next seq, reason
 
 
 def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
               progress: Callable[[int, int], None] | None = None) -> MergeReport:
-    """Verify then merge what peers published, snapshots first (to bridge pruned segments),
-    each node in sequence order; a refused or missing piece stops that node's queue so a
-    later segment can never jump the gap."""
+    """Execute the merge plan (folders/mergeplan): verify, then merge each segment or
+    bridge with each snapshot, in the plan's order. A piece that fails verification is
+    handed back to the plan, which goes around it (another snapshot may bridge, else its
+    node waits), so a later segment never jumps a gap. Every file left waiting or refused
+    is in the report and logged once per file and reason."""
     trusted = node.trusted_keys()
     trace_db = node.layout.trace_db
-    root = node.layout.recovery_root
     report = MergeReport()
     latencies: list[float] = []
-    blocked: set[str] = set()
-    work = [(p, verify_snapshot, merge_snapshot) for p in snapshots_to_catch_up(root, trace_db, node=node.name)]
-    work += [(p, verify_segment, merge_segment) for p in segments_after(root, trace_db, node=node.name)]
-    for done, (manifest, verify, merge) in enumerate(work):
-        if progress is not None:
-            progress(done, len(work))
-        owner = manifest.parent.parent.name
-        if owner in blocked:
-            continue
-        try:
-            verified = verify(manifest, trusted)
-            rows = merge(trace_db, verified, clock=clock)
-        except SegmentError as exc:
-            if exc.code in COVERED_CODES:
-                report.covered.append(str(manifest))
-                continue
-            blocked.add(owner)
-            if exc.code in WAITING_CODES:
-                report.waiting.append(str(manifest))
-                continue
-            report.refused.append((str(manifest), exc.code, str(exc)))
-            _note_refusal(node, manifest, exc, clock)
-            continue
-        report.merged.append((verified.node, verified.seq, rows))
-        latencies.append((clock() - parse_ts(verified.created)).total_seconds())
+    failed: dict[Path, tuple[str, str]] = {}
+    done = 0
+    while True:
+        actions = plan(survey(node.layout.recovery_root, trace_db, node.name), failed)
+        work = [a for acts in actions.values() for a in acts if isinstance(a, (Merge, Bridge))]
+        total, again = done + len(work), False
+        for node_actions in actions.values():
+            for action in node_actions:
+                if not isinstance(action, (Merge, Bridge)):
+                    continue
+                if progress is not None:
+                    progress(done, total)
+                piece = action.segment if isinstance(action, Merge) else action.snapshot
+                verify, merge = ((verify_segment, merge_segment) if isinstance(action, Merge)
+                                 else (verify_snapshot, merge_snapshot))
+                try:
+                    rows = merge(trace_db, verify(piece.manifest_path, trusted), clock=clock)
+                except SegmentError as exc:
+                    failed[piece.manifest_path] = (exc.code, str(exc))
+                    again = True
+                    break
+                done += 1
+                if isinstance(action, Merge):
+                    report.merged.append((piece.node, piece.seq, rows))
+                else:
+                    report.bridged.append((piece.node, piece.seq, rows, str(piece.manifest_path)))
+                latencies.append((clock() - parse_ts(piece.created)).total_seconds())
+        if not again:
+            break
+    _account(node, actions, report, clock)
     if latencies:  # DESIGN §5: peer segment published → merged here, for the metrics history
         _remember(node, stamp(clock()), {"merge_latency_s": max(latencies)})
-    if report.merged:
-        logger.info("merged %d piece(s), %d step(s)", len(report.merged), sum(r for *_, r in report.merged))
+    if report.merged or report.bridged:
+        logger.info("merged %d segment(s) and bridged %d snapshot(s), %d step(s)",
+                    len(report.merged), len(report.bridged),
+                    sum(r for *_, r in report.merged) + sum(b[2] for b in report.bridged))
         refresh_fingerprint(node, clock=clock)
     return report
 
 
-def _note_refusal(node: Node, manifest: Path, exc: SegmentError, clock) -> None:
-    """Once per file and reason in the event log; the log line says it every time."""
-    logger.warning("refused %s: %s", manifest, exc)
+def _account(node: Node, actions: dict[str, list], report: MergeReport, clock) -> None:
+    """The plan's waits and refusals into the report, and into the daemon log and state.db's
+    event log once per file and reason (the event's time says since when)."""
+    for node_actions in actions.values():
+        for action in node_actions:
+            if isinstance(action, Refuse):
+                report.refused.append((str(action.path), action.code, action.reason))
+            elif isinstance(action, Wait):
+                report.waiting.extend((str(path), action.reason) for path in action.files)
+                if action.seq is not None:
+                    report.gaps.append((action.node, action.seq, action.reason))
+    notes = [("refused", f"{path}: {code}: {reason}") for path, code, reason in report.refused]
+    notes += [("waiting", f"{path}: {reason}") for path, reason in report.waiting]
+    if not notes:
+        return
     db = open_state(node.layout.state_db)
     try:
-        message = f"{manifest}: {exc.code}: {exc}"
-        if not db.execute("SELECT 1 FROM events WHERE kind = 'refused' AND message = ?", [message]).fetchone():
-            db["events"].insert({"ts": stamp(clock()), "kind": "refused",
-                                 "message": message})
+        seen = {(kind, message) for kind, message in db.execute(
+            "SELECT kind, message FROM events WHERE kind IN ('refused', 'waiting')")}
+        new = [(kind, message) for kind, message in notes if (kind, message) not in seen]
+        for kind, message in new:
+            logger.warning("%s %s", kind, message)
+        if new:
+            db["events"].insert_all([{"ts": stamp(clock()), "kind": kind, "message": message}
+                                     for kind, message in new])
     finally:
         db.close()
+
+
+@dataclass(frozen=True)
+class PeerPieces:
+    """One node's pieces not merged here: the gap it waits on (since when, and whether that
+    is longer than [traces] gap_warning_s), the files waiting and the files refused."""
+
+    gap: tuple[int, str] | None = None  # next seq, reason
+    waiting_since: str | None = None
+    overdue: bool = False
+    waiting: tuple[tuple[str, str], ...] = ()  # file, reason
+    refused: tuple[tuple[str, str, str], ...] = ()  # file, code, reason
+
+
+def pending(node: Node, *, now: datetime | None = None) -> dict[str, PeerPieces]:
+    """Per node, what the merge plan would leave waiting or refused, without verifying or
+    merging anything (cheap: manifests only). Since when a gap waits comes from the event
+    log the merge writes, so it counts from the first merge that met it."""
+    now = now or utc_now()
+    actions = plan(survey(node.layout.recovery_root, node.layout.trace_db, node.name))
+    db = open_state(node.layout.state_db)
+    try:
+        first_seen = dict(db.execute("SELECT message, min(ts) FROM events WHERE kind = 'waiting' "
+                                     "GROUP BY message"))
+    finally:
+        db.close()
+    limit = timedelta(seconds=node.config.traces.gap_warning_s)
+    result = {}
+    for name, node_actions in actions.items():
+        waits = [a for a in node_actions if isinstance(a, Wait)]
+        gap = next(((a.seq, a.reason) for a in waits if a.seq is not None), None)
+        since = min((first_seen[f"{path}: {a.reason}"] for a in waits if a.seq is not None
+                     for path in a.files if f"{path}: {a.reason}" in first_seen), default=None)
+        overdue = since is not None and now - _parse_stamp(since) >= limit
+        result[name] = PeerPieces(
+            gap, since, overdue, tuple((str(p), a.reason) for a in waits for p in a.files),
+            tuple((str(a.path), a.code, a.reason) for a in node_actions if isinstance(a, Refuse)))
+    return result
+
+
+def pieces_summary(pieces: PeerPieces) -> str:
+    """One short cell for a node's row: "ok"; "wait #N" for the gap it waits on ("late #N"
+    past [traces] gap_warning_s), or how many files are arriving; how many are refused."""
+    parts = []
+    if pieces.gap is not None:
+        parts.append(f"{'late' if pieces.overdue else 'wait'} #{pieces.gap[0]}")
+    elif pieces.waiting:
+        parts.append(f"{len(pieces.waiting)} arriving")
+    if pieces.refused:
+        parts.append(f"{len(pieces.refused)} refused")
+    return ", ".join(parts) or "ok"
+
+
+def _parse_stamp(text: str) -> datetime:
+    """A state.db time (`stamp`) back into a datetime."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def _announce(node: Node, owner: str) -> None:
@@ -245,6 +322,7 @@ class NodeRow:
     online: bool | None
     fingerprint: FingerprintView
     frames_agree: bool | None
+    pieces: PeerPieces = PeerPieces()
 
 
 def nodes(node: Node) -> list[NodeRow]:
@@ -255,12 +333,14 @@ def nodes(node: Node) -> list[NodeRow]:
         connections = node.client.connections()
     except SyncthingError:
         connections = None
+    waiting = pending(node)
     rows = []
     for view in views:
         device = devices.get(view.node)
         online = True if view.node == node.name else (
             None if connections is None or device is None else bool(connections.get(device, {}).get("connected")))
-        rows.append(NodeRow(view.node, device, online, view, agreement.get(view.node)))
+        rows.append(NodeRow(view.node, device, online, view, agreement.get(view.node),
+                            waiting.get(view.node, PeerPieces())))
     return rows
 
 
@@ -295,16 +375,41 @@ class RestoreReport:
     rows: int
     backup: Path | None
     merged_after: MergeReport
+    shadows: int = 0  # this node's unpublished sessions brought back on top
+    shadows_left: str | None = None  # where they stay when they could not be brought back
 
 
 def restore(node: Node, info: SnapshotInfo, *, as_new_machine: bool = False,
             progress: Callable[[int, int], None] | None = None) -> RestoreReport:
-    """Verify, keep the old trace.db aside, swap the snapshot in, then merge every newer
-    segment (ours and the peers') so nothing published since the snapshot is lost."""
+    """Verify, keep the old trace.db aside, swap the snapshot in with this node's shadow
+    sessions on top, then run the merge plan so nothing published since is lost."""
     verified = verify(node, info)
     if verified.node != node.name and not as_new_machine:
         raise TraceError(f"Snapshot {info.manifest_path.name} is {verified.node}'s, not {node.name}'s; "
                          "pass --as-new-machine to take over a dead node's published trace here.")
+    try:
+        before = shadow_sessions(node.layout.trace_db, node.name) if node.layout.trace_db.exists() else 0
+    except TraceError:
+        before = None  # unreadable: whatever it holds stays in the backup
     backup = restore_snapshot(node.layout.trace_db, verified, progress=progress, node=node.name)
+    shadows = shadow_sessions(node.layout.trace_db, node.name)
+    left = None
+    if before is None or shadows < before:
+        left = (f"{backup}: the old trace.db could not be read, so any unpublished sessions stay "
+                "there; open it with sqlite3 to copy them out")
     after = merge_now(node)
-    return RestoreReport(info.manifest_path.name, verified.node, verified.rows, backup, after)
+    return RestoreReport(info.manifest_path.name, verified.node, verified.rows, backup, after,
+                         shadows, left)
+
+
+def restore_summary(report: RestoreReport) -> str:
+    """What a restore did, in the words the CLI and the TUI both show."""
+    text = (f"Restored {report.rows} steps from {report.snapshot} ({report.node}); merged "
+            f"{len(report.merged_after.merged) + len(report.merged_after.bridged)} newer piece(s).")
+    if report.shadows:
+        text += f" {report.shadows} unpublished session(s) of this node are back on top."
+    if report.shadows_left:
+        text += f" Unpublished sessions left behind: {report.shadows_left}."
+    if report.backup:
+        text += f" The old trace is in {report.backup}."
+    return text

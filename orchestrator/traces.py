@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from folders.decisions import DECISION_GOAL_PREFIX, ForkView, record_decision, view_fork
 from folders.errors import TraceError
-from folders.segments import Consensus, consensus, detect_forks
+from folders.consensus import Consensus, consensus
+from folders.forks import detect_forks
 from folders.trace import GoalSummary, Problem, SessionSummary, Step, TraceDB, coherence_check
 from orchestrator.node import Node
 

@@ -23,7 +23,7 @@ from folders.trace import Step
 from orchestrator.conflicts import ConflictItem
 from orchestrator.frames import FrameEntry
 from orchestrator.pairing import PeerStatus
-from orchestrator.recovery import NodeRow
+from orchestrator.recovery import NodeRow, PeerPieces, pieces_summary
 from orchestrator.status import NodeStatus
 from tui.service import QueueData
 
@@ -101,8 +101,8 @@ def sparkline_values(history: Mapping[str, Sequence[tuple[str, float]]], name: s
 
 # --- nodes ----------------------------------------------------------------------------------
 
-NODE_COLUMNS = ("node", "online", "seen", "updated", "frames", "steps", "conflicts", "forks",
-                "conv.", "confl.", "p95", "routes")
+NODE_COLUMNS = ("node", "online", "pieces", "seen", "updated", "frames", "steps", "conflicts",
+                "forks", "conv.", "confl.", "p95", "routes")
 
 
 def _tri(value: bool | None, yes: str, no: str) -> Text:
@@ -124,11 +124,11 @@ def node_rows(rows: Sequence[NodeRow], peers: Mapping[str, PeerStatus] | None = 
         online = _tri(r.online, "yes", "no")
         if fp is None:
             problem = view.problem.code if view.problem else "unusable"
-            cells = (name, online, Text(seen), Text(problem, style=NOT_MET),
-                     *(Text("-", style=NO_VALUE) for _ in NODE_COLUMNS[4:]))
+            cells = (name, online, _pieces_cell(r.pieces), Text(seen), Text(problem, style=NOT_MET),
+                     *(Text("-", style=NO_VALUE) for _ in NODE_COLUMNS[5:]))
             out.append(Row(r.name, tuple(cells)))
             continue
-        cells = [name, online, Text(seen),
+        cells = [name, online, _pieces_cell(r.pieces), Text(seen),
                  Text(minute(fp.created) + (" stale" if view.stale else "")),
                  _tri(r.frames_agree, "agree", "differ"),
                  Text(str(fp.trace_steps)),
@@ -140,6 +140,24 @@ def node_rows(rows: Sequence[NodeRow], peers: Mapping[str, PeerStatus] | None = 
                 cell.stylize("dim")
         out.append(Row(r.name, tuple(cells)))
     return out
+
+
+def _pieces_cell(pieces: PeerPieces) -> Text:
+    """The node's segments and snapshots not merged here: red when refused or a gap waits
+    longer than [traces] gap_warning_s."""
+    return Text(pieces_summary(pieces), style=NOT_MET if pieces.overdue or pieces.refused else "")
+
+
+def _pieces_rows(grid: Table, pieces: PeerPieces) -> None:
+    """Every waiting or refused file of the node, with its reason."""
+    if pieces.gap is not None:
+        since = f" since {second(pieces.waiting_since)}" if pieces.waiting_since else ""
+        grid.add_row("gap", Text(f"waiting for segment #{pieces.gap[0]}{since}: {pieces.gap[1]}",
+                                 style=NOT_MET if pieces.overdue else ""))
+    for i, (path, reason) in enumerate(pieces.waiting):
+        grid.add_row("waiting" if i == 0 else "", f"{path.rsplit('/', 1)[-1]}: {reason}")
+    for i, (_, code, reason) in enumerate(pieces.refused):
+        grid.add_row("refused" if i == 0 else "", Text(f"{code}: {reason}", style=NOT_MET))
 
 
 def node_detail(row: NodeRow, status: NodeStatus | None) -> RenderableType:
@@ -158,6 +176,7 @@ def node_detail(row: NodeRow, status: NodeStatus | None) -> RenderableType:
         problem = view.problem
         grid.add_row("fingerprint", Text(f"{problem.code}: {problem.message}" if problem else "unusable",
                                          style=NOT_MET))
+        _pieces_rows(grid, row.pieces)
         return grid
     version = f"twinsync {fp.version}"
     if this and status.syncthing_version:
@@ -170,6 +189,7 @@ def node_detail(row: NodeRow, status: NodeStatus | None) -> RenderableType:
     grid.add_row("trace", f"{fp.trace_steps} steps · {fp.trace_sessions} sessions · head {short(fp.trace_head)}")
     grid.add_row("published", f"{second(fp.last_publish)} · merged {second(fp.last_merge)}")
     grid.add_row("pending", f"{fp.pending_conflicts} conflict(s) · {fp.pending_forks} fork(s)")
+    _pieces_rows(grid, row.pieces)
     if status is not None:
         peer = next((p for p in status.peers if p.name == row.name), None)
         if peer is not None:

@@ -8,7 +8,7 @@ from textual.worker import get_current_worker
 
 from folders.errors import TwinsyncError
 from folders.snapshots import SnapshotInfo
-from orchestrator.recovery import RestoreReport
+from orchestrator.recovery import RestoreReport, restore_summary
 from tui.dialogs import ConfirmScreen
 from tui.pane import KeyedTable, Pane
 from tui.rows import SNAPSHOT_COLUMNS, second, snapshot_rows
@@ -104,7 +104,8 @@ class SnapshotsPane(Pane):
         body = (f"trace.db is replaced by snapshot {info.manifest_path.stem} of {info.node} "
                 f"({info.rows} steps, made {second(info.created)}), verified first. The current "
                 "trace.db is kept aside as trace.db.bak-<time>, never overwritten, and every "
-                "segment published since the snapshot is merged again. Stop `twinsync run` first.")
+                "segment published since the snapshot is merged again; this node's unpublished sessions "
+                "come back on top. Stop `twinsync run` first.")
         if takeover:
             body += (f"\n\nThis is {info.node}'s snapshot, not {this}'s: this node takes over "
                      f"{info.node}'s published trace, as a new machine replacing it.")
@@ -138,10 +139,7 @@ class SnapshotsPane(Pane):
 
     def _restored(self, report: RestoreReport) -> None:
         self._restore_over()
-        self.app.notify(f"Restored {report.rows} steps from {report.snapshot} ({report.node}); merged "
-                        f"{len(report.merged_after.merged)} newer piece(s)."
-                        + (f" The old trace is in {report.backup}." if report.backup else ""),
-                        title="Restore", timeout=12, markup=False)
+        self.app.notify(restore_summary(report), title="Restore", timeout=12, markup=False)
 
     def _restore_over(self) -> None:
         self.restoring = False

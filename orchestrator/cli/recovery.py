@@ -34,7 +34,10 @@ def publish(home: HomeOption, as_json: JsonOption = False) -> None:
 def merge(home: HomeOption, as_json: JsonOption = False) -> None:
     """Verify and merge what peers published, now (the daemon also does it on its schedule).
 
-    Exit code 1 when a segment or snapshot was refused (each is listed with its reason).
+    Each node's segments merge in seq order; a gap is bridged by a snapshot of that node
+    or waited for. Every file not merged is listed as waiting or refused, with its reason.
+    Exit code: 0 when everything is merged or waiting (reordering is normal), 1 when a
+    file was refused (remove it, or ask its node to publish again).
 
     Example: twinsync trace merge --json
     """
@@ -46,11 +49,13 @@ def merge(home: HomeOption, as_json: JsonOption = False) -> None:
     else:
         for owner, seq, rows in report.merged:
             typer.echo(f"merged {owner} #{seq}: {rows} new step(s)")
+        for owner, seq, rows, path in report.bridged:
+            typer.echo(f"bridged {owner} up to #{seq} with {path}: {rows} new step(s)")
+        for path, reason in report.waiting:
+            typer.echo(f"waiting: {path}: {reason}")
         for path, code, reason in report.refused:
-            typer.echo(f"refused {path} ({code}): {reason}", err=True)
-        if report.waiting:
-            typer.echo(f"{len(report.waiting)} piece(s) still arriving; they merge on a later run.")
-        if not (report.merged or report.refused or report.waiting):
+            typer.echo(f"refused ({code}): {reason}", err=True)
+        if not (report.merged or report.bridged or report.refused or report.waiting):
             typer.echo("Nothing new to merge.")
     if report.refused:
         raise typer.Exit(1)
@@ -61,6 +66,7 @@ def _fingerprint_dict(row: recovery.NodeRow) -> dict[str, Any]:
     return {"name": row.name, "device_id": row.device_id, "online": row.online,
             "frames_agree": row.frames_agree, "ok": fp.ok, "stale": fp.stale,
             "problem": asdict(fp.problem) if fp.problem else None,
+            "pieces": asdict(row.pieces),
             "fingerprint": fp.fingerprint.to_dict() if fp.fingerprint else None}
 
 
@@ -74,20 +80,31 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
     if as_json:
         print_json([_fingerprint_dict(r) for r in rows])
         return
-    table = Table("node", "online", "frames", "steps", "conflicts", "forks", "convergence", "updated")
+    table = Table("node", "online", "frames", "steps", "conflicts", "forks", "convergence", "pieces", "updated")
     for r in rows:
         fp = r.fingerprint.fingerprint
         online = {True: "yes", False: "no", None: "?"}[r.online]
         agree = {True: "agree", False: "[red]differ[/]", None: "?"}[r.frames_agree]
+        pieces = recovery.pieces_summary(r.pieces)
+        if r.pieces.overdue or r.pieces.refused:
+            pieces = f"[red]{pieces}[/]"
         if fp is None:
-            table.add_row(r.name, online, "-", "-", "-", "-", "-", f"[red]{r.fingerprint.problem.code}[/]")
+            table.add_row(r.name, online, "-", "-", "-", "-", "-", pieces, f"[red]{r.fingerprint.problem.code}[/]")
             continue
         conv = fp.metrics.get("convergence")
         style = "dim" if r.fingerprint.stale else None
         table.add_row(r.name, online, agree, str(fp.trace_steps), str(fp.pending_conflicts),
-                      str(fp.pending_forks), "-" if conv is None else f"{conv:.0%}",
+                      str(fp.pending_forks), "-" if conv is None else f"{conv:.0%}", pieces,
                       fp.created + (" (stale)" if r.fingerprint.stale else ""), style=style)
     Console().print(table)
+    for r in rows:
+        if r.pieces.overdue:
+            typer.echo(f"{r.name}: warning: waiting for segment #{r.pieces.gap[0]} since "
+                       f"{r.pieces.waiting_since}, longer than [traces] gap_warning_s")
+        for path, reason in r.pieces.waiting:
+            typer.echo(f"{r.name}: waiting: {path}: {reason}")
+        for path, code, reason in r.pieces.refused:
+            typer.echo(f"{r.name}: refused ({code}): {reason}")
 
 
 def snapshots(home: HomeOption, as_json: JsonOption = False,
@@ -131,7 +148,8 @@ def restore(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Restore trace.db from a verified snapshot; the old one is kept as trace.db.bak-<time>,
-    and every newer segment is merged again. Stop `twinsync run` first.
+    this node's unpublished sessions come back on top, and every newer segment is merged
+    again. Stop `twinsync run` first.
 
     Example: twinsync restore --latest --yes
     """
@@ -146,6 +164,4 @@ def restore(
             task = bar.add_task("restoring", total=None)
             report = recovery.restore(node, info, as_new_machine=as_new_machine,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
-    typer.echo(f"Restored {report.rows} steps from {report.snapshot} ({report.node}); "
-               f"merged {len(report.merged_after.merged)} newer piece(s)."
-               + (f" The old trace is in {report.backup}." if report.backup else ""))
+    typer.echo(recovery.restore_summary(report))

@@ -43,7 +43,8 @@ from rich.console import Console
 
 from folders import keys
 from folders.segments import merge_segment, publish, verify_segment
-from folders.snapshots import make_snapshot, restore_snapshot, verify_snapshot
+from folders.restore import restore_snapshot
+from folders.snapshots import make_snapshot, verify_snapshot
 from folders.trace import (STEP_COLUMNS, TraceDB, connect, ensure_schema, format_ts, step_hash,
                            write_transaction)
 from tests.benchmarks.common import percentile, progress, r, step

@@ -4,6 +4,7 @@ refusals, a crash mid-merge, and restores (DESIGN §3 flows 3-6)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -125,11 +126,13 @@ def test_bad_segments_are_refused_with_their_reason_and_nothing_merges(node_fact
     a.cli("trace", "publish")
     seg_dir = a.home / "trace/recovery/node1"
     copy = b.home / "trace/recovery/node1"
+    # the first publish made a snapshot (and pruned segment 1): B bridges with it first
+    shutil.copytree(seg_dir / "snapshots", copy / "snapshots")
+    assert "bridged node1 up to #1" in b.cli("trace", "merge").output
     before = _steps(b)
 
     def attempt(mutate) -> str:
         shutil.rmtree(copy / "segments", ignore_errors=True)
-        shutil.rmtree(copy / "snapshots", ignore_errors=True)
         shutil.copytree(seg_dir / "segments", copy / "segments")
         mutate(copy / "segments")
         result = b.cli("trace", "merge", ok=False)
@@ -229,6 +232,94 @@ def test_restore_from_the_oldest_snapshot_loses_no_published_step(node_factory):
     b.cli("trace", "publish")  # B's snapshot now claims A's segments as merged
     shutil.copytree(b.home / "trace/recovery/node2", a.home / "trace/recovery/node2", dirs_exist_ok=True)
     published = _steps(a)
+    shadow = a.cli("trace", "start", "still thinking").output.strip()  # unpublished work
     oldest = json.loads(a.cli("snapshots", "--node", "node1", "--json").output)[-1]["manifest_path"]
-    a.cli("restore", Path(oldest).stem, "--yes")
+    restored = a.cli("restore", Path(oldest).stem, "--yes").output
     assert _steps(a) >= published
+    assert "1 unpublished session(s) of this node are back on top" in restored
+    a.cli("trace", "finish", shadow, "thought it through")  # work goes on where it stopped
+
+
+def _deliver(src: Path, dest: Path, *names: str) -> None:
+    """Out-of-order delivery: copy these files of a peer's folder, .db before manifest."""
+    for name in sorted(names, key=lambda n: n.endswith(".json")):
+        found = next(src.rglob(name))
+        target = dest / found.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(found, target)
+
+
+def _pair_of(folder: Path, sub: str, index: int) -> tuple[str, str]:
+    manifest = sorted((folder / sub).glob("*.json"))[index]
+    return manifest.with_suffix(".db").name, manifest.name
+
+
+def test_a_segment_delivered_after_a_later_one_is_merged_and_no_step_is_lost(node_factory):
+    """Issue 10 finding 1: seq 3 and a snapshot that does not cover seq 2 arrive first."""
+    a, b = node_factory("node1"), node_factory("node2")
+    b.cli("pair", a.cli("invite").output.strip())
+    for goal in ("g1", "g2", "g3"):
+        _record(a, goal, f"{goal} done", "thinking")
+        a.cli("trace", "publish")
+    src, dest = a.home / "trace/recovery/node1", b.home / "trace/recovery/node1"
+    snapshots = sorted((src / "snapshots").glob("*.json"))
+    assert [json.loads(p.read_text())["seq"] for p in snapshots] == [1]  # covers seq 1 only
+    # (segment 1 was pruned once that snapshot was made; segments 2 and 3 remain)
+    _deliver(src, dest, *_pair_of(src, "segments", 1), *_pair_of(src, "snapshots", 0))
+
+    first = b.cli("trace", "merge")
+    assert first.exit_code == 0, first.output
+    assert "segment #2 of node1 has not arrived" in first.output
+    report = json.loads(b.cli("trace", "merge", "--json").output)
+    assert report["gaps"] == [["node1", 2, report["gaps"][0][2]]] and report["refused"] == []
+    row = {r["name"]: r for r in json.loads(b.cli("nodes", "--json").output)}["node1"]
+    assert row["pieces"]["gap"][0] == 2 and row["pieces"]["waiting"] and not row["pieces"]["overdue"]
+    # logged once per file and reason, however often the merge runs; its time says since when
+    state = sqlite3.connect(b.home / "state.db")
+    try:
+        assert state.execute("SELECT count(*) FROM events WHERE kind = 'waiting'").fetchone()[0] == 1
+        state.execute("UPDATE events SET ts = '2026-01-01T00:00:00Z' WHERE kind = 'waiting'")
+        state.commit()
+    finally:
+        state.close()
+    row = {r["name"]: r for r in json.loads(b.cli("nodes", "--json").output)}["node1"]
+    assert row["pieces"]["overdue"] and row["pieces"]["waiting_since"] == "2026-01-01T00:00:00Z"
+    assert "node1: warning: waiting for segment #2 since 2026-01-01T00:00:00Z" in b.cli("nodes").output
+
+    _deliver(src, dest, *_pair_of(src, "segments", 0))
+    second = b.cli("trace", "merge")
+    assert "merged node1 #2" in second.output and "merged node1 #3" in second.output
+    assert _steps(a) <= _steps(b), "every published step of node1, by hash, is on node2"
+    assert b.cli("trace", "merge").output.strip() == "Nothing new to merge."
+
+
+def test_unreadable_pieces_are_reported_not_silent(node_factory):
+    """Issue 10 finding 2: each bad file in a peer's folder is refused or waiting, with why."""
+    a, b = node_factory("node1"), node_factory("node2")
+    b.cli("pair", a.cli("invite").output.strip())
+    for goal in ("g1", "g2"):
+        _record(a, goal, f"{goal} done")
+        a.cli("trace", "publish")
+    src, dest = a.home / "trace/recovery/node1", b.home / "trace/recovery/node1"
+    _deliver(src, dest, *_pair_of(src, "snapshots", 0))  # covers seq 1 (segment 1 is pruned)
+    segments = dest / "segments"
+    segments.mkdir()
+    (segments / "seg-00000090-00000091.json").write_text("")
+    (segments / "seg-00000092-00000093.json").mkdir()
+    fifo_db, fifo_manifest = _pair_of(src, "segments", 0)
+    os.mkfifo(segments / fifo_db)
+    _deliver(src, dest, fifo_manifest)
+
+    result = b.cli("trace", "merge", ok=False)  # never blocks on the FIFO
+    assert result.exit_code == 1
+    assert "bridged node1 up to #1" in result.output
+    assert "seg-00000090-00000091.json is empty" in result.output
+    assert "seg-00000092-00000093.json is a directory" in result.output
+    assert f"{fifo_db} is a FIFO" in result.output
+    report = json.loads(b.cli("trace", "merge", "--json", ok=False).output)
+    assert sorted(Path(path).name for path, _, _ in report["refused"]) == sorted(
+        ["seg-00000090-00000091.json", "seg-00000092-00000093.json", fifo_db])
+    row = {r["name"]: r for r in json.loads(b.cli("nodes", "--json").output)}["node1"]
+    assert len(row["pieces"]["refused"]) == 3
+    text = b.cli("nodes").output
+    assert "node1: refused (not_a_file)" in text and "is a FIFO" in text

@@ -17,7 +17,7 @@ from folders.trace import Step
 from orchestrator.conflicts import ConflictItem
 from orchestrator.frames import FrameEntry
 from orchestrator.pairing import PeerStatus
-from orchestrator.recovery import MergeReport, NodeRow, RestoreReport
+from orchestrator.recovery import MergeReport, NodeRow, PeerPieces, RestoreReport
 from orchestrator.status import FolderStatus, NodeStatus
 from syncthing.errors import SyncthingError
 from tui.service import MetricsData, QueueData
@@ -28,6 +28,16 @@ DEVICES = {"laptop": "X7UITSF-DTGOBX5-RANBWKD-EGXYUBU-JN64BL7-BYPPIDW-5EMLQWB-V3
            "server": "MH4Q7TL-3XWQZ2R-QKZ5N7B-YV3TQXM-C4QZ7LK-2QXMV4N-Q7ZLK3M-BW2QX5T"}
 ROOT_A = "sha256:" + "a1" * 32
 ROOT_B = "sha256:" + "b2" * 32
+_SERVER_SEGMENTS = HOME / "trace/recovery/server/segments"
+#: server's segment 5 never came: 6 waits behind the gap for longer than gap_warning_s
+SERVER_PIECES = PeerPieces(
+    gap=(5, "segment #5 of server has not arrived, and no snapshot of server here covers it"),
+    waiting_since="2026-11-25T07:40:00Z", overdue=True,
+    waiting=((str(_SERVER_SEGMENTS / "seg-00000041-00000050.json"),
+              "segment #5 of server has not arrived, and no snapshot of server here covers it"),),
+    refused=((str(_SERVER_SEGMENTS / "seg-00000090-00000091.json"), "bad_manifest",
+              f"Segment manifest {_SERVER_SEGMENTS}/seg-00000090-00000091.json is empty; remove it, "
+              "or ask its node to publish again."),))
 
 
 def _h(n: int) -> str:
@@ -177,7 +187,7 @@ class FakeService:
                 NodeRow("ghost", None, None, ghost, None),
                 NodeRow("laptop", DEVICES["laptop"], True, _view(laptop), True),
                 NodeRow("server", DEVICES["server"], False if self.syncthing_ok else None,
-                        _view(server, stale=True), False)]
+                        _view(server, stale=True), False, SERVER_PIECES)]
 
     def queue(self) -> QueueData:
         return QueueData([CONFLICT, INVALID], [FORK], {SESSION: STEPS})

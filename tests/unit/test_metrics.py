@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from folders.metrics import (
     SEED_THRESHOLDS,
-    GoalTally,
     Metrics,
     MetricsError,
     Threshold,
@@ -20,10 +19,11 @@ from folders.metrics import (
     frames_root,
     p95,
     sample_goals,
-    tally_goals,
     time_queries,
 )
-from folders.segments import consensus, detect_forks, merge_segment, publish, verify_segment
+from folders.consensus import GoalTally, consensus, tally_goals
+from folders.forks import detect_forks
+from folders.segments import merge_segment, publish, verify_segment
 from folders.trace import TraceDB, connect, content_hash, step_hash
 from tests.unit.tracekit import TickClock, new_trace, node_keys
 

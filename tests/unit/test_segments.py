@@ -15,14 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from folders import keys
+from folders.consensus import Consensus, consensus
+from folders.forks import Fork, choose_branch, detect_forks
+from folders.manifest import SegmentError
 from folders.segments import (
-    Consensus,
-    Fork,
-    SegmentError,
     VerifiedSegment,
-    choose_branch,
-    consensus,
-    detect_forks,
     merge_segment,
     publish,
     segment_name,
@@ -199,8 +196,9 @@ def test_impersonation_is_refused(tmp_path: Path, peer: Path) -> None:
     refused(segment.manifest_path, peer, "bad_signature")
 
 
-def forge(segment_db: Path, manifest: Path, sql: str, *args: object) -> None:
-    """Change the segment, then give it a manifest a's real key signed: only rows can tell."""
+def forge(segment_db: Path, manifest: Path, sql: str, *args: object) -> Path:
+    """Change the segment, then give it a manifest a's real key signed: only rows can tell.
+    Returns the manifest's path, renamed like the file when the row count changed."""
     conn = sqlite3.connect(segment_db)
     conn.execute(sql, args)
     conn.commit()
@@ -211,23 +209,24 @@ def forge(segment_db: Path, manifest: Path, sql: str, *args: object) -> None:
     segment_db.rename(renamed)
     resign(manifest, KEYS["a"], sha256=file_sha256(renamed), rows=rows,
            last=first + rows - 1, file=renamed.name)
+    return manifest.rename(renamed.with_suffix(".json"))
 
 
 def test_step_whose_hash_does_not_recompute_is_refused(published, peer: Path) -> None:
     _, _, segment, _ = published
-    forge(segment.db_path, segment.manifest_path,
-          "UPDATE steps SET content = 'forged' WHERE kind = 'conclusion'")
-    error = refused(segment.manifest_path, peer, "bad_step_hash")
+    manifest = forge(segment.db_path, segment.manifest_path,
+                     "UPDATE steps SET content = 'forged' WHERE kind = 'conclusion'")
+    error = refused(manifest, peer, "bad_step_hash")
     assert "does not recompute" in str(error)
 
 
 def test_step_authored_by_another_node_is_refused(published, peer: Path) -> None:
     _, _, segment, _ = published
     h = step_hash("s" * 32, "g", None, "b", "2026-11-25T08:00:00.000000Z", "question", "g")
-    forge(segment.db_path, segment.manifest_path,
-          "INSERT INTO steps VALUES (?, ?, 'g', NULL, 'b', '2026-11-25T08:00:00.000000Z', "
-          "'question', 'g')", h, "s" * 32)
-    refused(segment.manifest_path, peer, "foreign_author")
+    manifest = forge(segment.db_path, segment.manifest_path,
+                     "INSERT INTO steps VALUES (?, ?, 'g', NULL, 'b', '2026-11-25T08:00:00.000000Z', "
+                     "'question', 'g')", h, "s" * 32)
+    refused(manifest, peer, "foreign_author")
 
 
 def test_a_segment_changed_after_verification_brings_no_forged_step(published,
@@ -245,7 +244,8 @@ def test_segment_with_a_wrong_row_count_is_refused(published, peer: Path) -> Non
     _, _, segment, _ = published
     resign(segment.manifest_path, KEYS["a"], rows=5, last=5, file=segment_name(1, 5) + ".db")
     segment.db_path.rename(segment.db_path.with_name(segment_name(1, 5) + ".db"))
-    refused(segment.manifest_path, peer, "row_count")
+    manifest = segment.manifest_path.rename(segment.db_path.with_name(segment_name(1, 5) + ".json"))
+    refused(manifest, peer, "row_count")
 
 
 def test_segment_that_is_not_sqlite_is_refused(published, peer: Path) -> None:
@@ -257,8 +257,21 @@ def test_segment_that_is_not_sqlite_is_refused(published, peer: Path) -> None:
 
 def test_segment_with_another_schema_is_refused(published, peer: Path) -> None:
     _, _, segment, _ = published
-    forge(segment.db_path, segment.manifest_path, "ALTER TABLE steps ADD COLUMN extra TEXT")
-    refused(segment.manifest_path, peer, "bad_schema")
+    manifest = forge(segment.db_path, segment.manifest_path, "ALTER TABLE steps ADD COLUMN extra TEXT")
+    refused(manifest, peer, "bad_schema")
+
+
+@pytest.mark.parametrize("extra", ["CREATE TABLE notes (x TEXT)",
+                                   "CREATE VIEW v AS SELECT hash FROM steps",
+                                   "CREATE TRIGGER t AFTER INSERT ON steps BEGIN SELECT 1; END",
+                                   "CREATE INDEX steps_kind ON steps (kind)"])
+def test_segment_with_extra_tables_views_triggers_or_indexes_is_refused(published, peer: Path,
+                                                                      extra: str) -> None:
+    """Finding 7: refused exactly as a snapshot with the same extras is."""
+    _, _, segment, _ = published
+    manifest = forge(segment.db_path, segment.manifest_path, extra)
+    error = refused(manifest, peer, "bad_schema")
+    assert "which a segment never carries" in str(error)
 
 
 def test_missing_segment_file_means_wait(published, peer: Path) -> None:
@@ -274,18 +287,25 @@ def test_unreadable_manifest_is_refused(published, peer: Path) -> None:
     refused(segment.manifest_path, peer, "bad_manifest")
 
 
-def test_replayed_older_segment_is_refused(published, peer: Path) -> None:
+def test_an_older_segment_arriving_late_is_merged_not_refused(published, peer: Path) -> None:
+    """Finding 1: order is the merge plan's business; merge_segment fills the hole."""
     trace, out, first, _ = published
     record(trace, "a", "g", "later")
     second = publish(trace, out, "a", KEYS["a"])
     assert second is not None
     assert receive(second.manifest_path, peer) == 3
-    before = all_steps(peer)
-    with pytest.raises(SegmentError) as info:
-        receive(first.manifest_path, peer)
-    assert info.value.code == "replay" and "older than seq 2" in str(info.value)
-    assert all_steps(peer) == before
-    assert receive(second.manifest_path, peer) == 0
+    assert receive(first.manifest_path, peer) == 6
+    assert receive(second.manifest_path, peer) == 0 and receive(first.manifest_path, peer) == 0
+    assert all_steps(peer) == all_steps_published(trace)
+
+
+def all_steps_published(path: Path) -> list[tuple]:
+    conn = connect(path)
+    try:
+        return conn.execute("SELECT * FROM steps WHERE session IN (SELECT session FROM sessions "
+                            "WHERE status = 'published') ORDER BY hash").fetchall()
+    finally:
+        conn.close()
 
 
 def test_same_seq_with_other_content_is_refused(published, peer: Path, tmp_path: Path) -> None:

@@ -15,23 +15,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from folders import keys
 from folders.errors import TraceError
-from folders.segments import Segment, SegmentError, merge_segment, publish, verify_segment
+from folders.manifest import SegmentError
+from folders.segments import Segment, merge_segment, publish, verify_segment
 from folders.snapshots import (
     KEPT_TABLES,
     Snapshot,
     VerifiedSnapshot,
-    due_for_snapshot,
     list_snapshots,
     make_snapshot,
     merge_snapshot,
-    prune,
-    restore_snapshot,
-    segments_after,
-    snapshots_to_catch_up,
     verify_snapshot,
 )
+from folders.restore import restore_snapshot
+from folders.retention import due_for_snapshot, prune
 from folders.trace import TraceDB, canonical_json, connect, ensure_schema, step_hash
-from tests.unit.tracekit import TickClock, node_keys, resign
+from tests.unit.tracekit import TickClock, node_keys, planned, resign
 
 KEYS, TRUSTED = node_keys("a", "b", "c")
 SHADOWS = "SELECT session FROM sessions WHERE status != 'published'"
@@ -143,7 +141,7 @@ def test_snapshot_holds_the_published_trace_only_and_restores_it(make_node, root
     assert restore_snapshot(target, verified) is None
     assert rows(target) == published
     assert leftovers(target.parent) == []
-    assert segments_after(root, target) == []
+    assert planned(root, target, "a") == []
 
     with TraceDB(target, "a", clock=a.clock) as tdb:  # the restored node goes on publishing
         session = tdb.start_session("g")
@@ -164,12 +162,12 @@ def test_after_a_restore_the_newer_segments_come_back_and_numbering_goes_on(
         path.unlink()  # the disk under trace.db died; the recovery folder survived
 
     assert restore_snapshot(a.trace, verify_snapshot(snap.manifest_path, TRUSTED)) is None
-    todo = segments_after(root, a.trace)
-    assert todo == [s.manifest_path for s in newer] == segments_after(root, a.trace, node="a")
+    todo = planned(root, a.trace, "a")
+    assert todo == [s.manifest_path for s in newer]
     for manifest in todo:
         receive(manifest, a.trace)
     assert rows(a.trace) == published
-    assert segments_after(root, a.trace) == []
+    assert planned(root, a.trace, "a") == []
     assert a.publish().seq == 6
 
 
@@ -194,22 +192,25 @@ def test_a_lagging_peer_catches_up_from_a_snapshot_then_merges_newer_segments(
     sixth = a.publish()
     assert sixth.seq == 6
 
-    assert segments_after(root, b.trace) == [sixth.manifest_path, from_c.manifest_path]
-    assert snapshots_to_catch_up(root, b.trace) == [snap.manifest_path]
+    # a: seqs 1, 2 held, 3-5 pruned: bridge with the snapshot, then 6; c: its segment 1
+    assert planned(root, b.trace, "b") == [snap.manifest_path, sixth.manifest_path,
+                                           from_c.manifest_path]
     verified = verify_snapshot(snap.manifest_path, TRUSTED)
     assert merge_snapshot(b.trace, verified) > 0
     merged = rows(b.trace, "SELECT node, seq, sha256 FROM merged ORDER BY node, seq")
     assert merge_snapshot(b.trace, verified) == 0
     assert rows(b.trace, "SELECT node, seq, sha256 FROM merged ORDER BY node, seq") == merged
-    assert [(n, s) for n, s, _ in merged] == [("a", 1), ("a", 2), ("a", 5), ("c", 1)]
-    assert ("c", 1, from_c.sha256) in merged  # the segment's own sha256: merging it is a no-op
+    # every seq of a the snapshot covers, with its segment's own sha256 (so merging that
+    # very segment is a no-op); c's seqs are not claimed: only c's own pieces close them
+    assert [(n, s) for n, s, _ in merged] == [("a", s) for s in range(1, 6)]
+    assert [sha for _, _, sha in merged] == [m.sha256 for m in early] + [
+        sha for (sha,) in rows(a.trace, "SELECT sha256 FROM publish_log WHERE seq BETWEEN 3 AND 5 ORDER BY seq")]
 
-    assert snapshots_to_catch_up(root, b.trace) == []
-    assert segments_after(root, b.trace) == [sixth.manifest_path]
+    assert planned(root, b.trace, "b") == [sixth.manifest_path, from_c.manifest_path]
     assert receive(sixth.manifest_path, b.trace) == sixth.rows
     assert receive(from_c.manifest_path, b.trace) == 0
     assert rows(b.trace) == published_steps(a.trace)
-    assert segments_after(root, b.trace) == []
+    assert planned(root, b.trace, "b") == []
 
 
 def test_merging_a_snapshot_over_a_different_segment_of_the_same_seq_is_refused(
@@ -285,6 +286,24 @@ def trigger(snap: Snapshot) -> None:
     edit(snap, "CREATE TRIGGER evil AFTER INSERT ON steps BEGIN DELETE FROM steps; END")
 
 
+def view(snap: Snapshot) -> None:
+    edit(snap, "CREATE VIEW v AS SELECT hash FROM steps")
+
+
+def extra_index(snap: Snapshot) -> None:
+    edit(snap, "CREATE INDEX steps_kind ON steps (kind)")
+
+
+def extra_table(snap: Snapshot) -> None:
+    edit(snap, "CREATE TABLE notes (x TEXT)")
+
+
+def link_as_db(snap: Snapshot) -> None:
+    real = snap.path.with_name("elsewhere.bin")
+    snap.path.rename(real)
+    snap.path.symlink_to(real)
+
+
 def shadow_session(snap: Snapshot) -> None:
     edit(snap, "INSERT INTO sessions (session, goal, author, status, head, started) "
          "VALUES ('x', 'g', 'a', 'open', 'h', 't')")
@@ -311,7 +330,8 @@ REFUSALS = [(truncate, "sha_mismatch"), (flip_byte, "sha_mismatch"),
             (untrusted_node, "untrusted_node"), (impersonation, "bad_signature"),
             (unknown_key, "bad_signature"), (bad_step_hash, "bad_step_hash"),
             (foreign_author, "foreign_author"), (wrong_row_count, "row_count"),
-            (lied_seq, "seq_mismatch"), (trigger, "bad_schema"),
+            (lied_seq, "seq_mismatch"), (trigger, "bad_schema"), (view, "bad_schema"),
+            (extra_index, "bad_schema"), (extra_table, "bad_schema"), (link_as_db, "not_a_file"),
             (shadow_session, "unpublished"), (not_sqlite, "corrupt_db"),
             (junk_manifest, "bad_manifest"), (manifest_naming_another_file, "bad_manifest"),
             (missing_file, "missing_file")]
@@ -464,9 +484,9 @@ def test_restore_onto_a_new_machine(make_node, root: Path, tmp_path: Path,
     assert {r[4] for r in rows(c_trace)} == {"a"}
     assert rows(c_trace, "SELECT count(*) FROM publish_log") == [(0,)]
     assert rows(c_trace, "SELECT count(*) FROM sessions") == [(0,)]
-    assert rows(c_trace, "SELECT node, seq FROM merged") == [("a", 2)]
+    assert rows(c_trace, "SELECT node, seq FROM merged ORDER BY seq") == [("a", 1), ("a", 2)]
 
-    assert segments_after(root, c_trace, node="c") == [last_words.manifest_path]
+    assert planned(root, c_trace, "c") == [last_words.manifest_path]
     assert receive(last_words.manifest_path, c_trace) == last_words.rows
 
     c = Node(tmp_path, "c", root, a.clock)  # the new machine: same trace.db, now c's
@@ -475,7 +495,7 @@ def test_restore_onto_a_new_machine(make_node, root: Path, tmp_path: Path,
     assert (segment.seq, segment.first, segment.sessions) == (1, 1, (own,))
     with TraceDB(c.trace, "c") as tdb:
         assert {s.status for s in tdb.query("g") if s.author == "a"} == {"published"}
-    assert segments_after(root, c.trace) == []
+    assert planned(root, c.trace, "c") == []
     mine = c.snapshot()
     verified = verify_snapshot(mine.manifest_path, TRUSTED)
     assert (verified.seq, verified.merged) == (1, {"a": 3})
@@ -558,3 +578,31 @@ def test_verified_snapshot_fields_come_from_the_manifest(scene) -> None:
                                         snap.manifest_path, snap.size)
     with closing(connect(a.trace)) as conn:
         assert conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 9
+
+
+# --- restore keeps the user's unpublished work -----------------------------------------------
+
+def test_restore_brings_this_nodes_shadow_sessions_back_on_top(make_node) -> None:
+    a = make_node("a")
+    a.publish()
+    reopened = a.publish().sessions[0]
+    snap = a.snapshot()
+    open_shadow = a.record("still thinking", finish=False)
+    finished_shadow = a.record("finished, not published yet")
+    with TraceDB(a.trace, "a", clock=a.clock) as tdb:  # a published session, reopened since
+        tdb.reopen(reopened)
+        tdb.append(reopened, "observation", "one more thought")
+    shadows = rows(a.trace, "SELECT session, status, head FROM sessions WHERE status != 'published' "
+                   "ORDER BY session")
+    shadow_steps = rows(a.trace, f"SELECT * FROM steps WHERE session IN ({SHADOWS}) ORDER BY hash")
+    assert {s for s, _, _ in shadows} == {open_shadow, finished_shadow, reopened}
+
+    backup = restore_snapshot(a.trace, verify_snapshot(snap.manifest_path, TRUSTED))
+    assert backup is not None
+    assert rows(a.trace, "SELECT session, status, head FROM sessions WHERE status != 'published' "
+                "ORDER BY session") == shadows
+    assert rows(a.trace, f"SELECT * FROM steps WHERE session IN ({SHADOWS}) ORDER BY hash") == shadow_steps
+    with TraceDB(a.trace, "a", clock=a.clock) as tdb:  # and work goes on where it stopped
+        tdb.finish(open_shadow, "done after the restore")
+    segment = publish(a.trace, a.folder / "segments", "a", KEYS["a"], clock=a.clock)
+    assert set(segment.sessions) == {open_shadow, finished_shadow}

@@ -45,3 +45,40 @@ def new_trace(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ensure_schema(path)
     return path
+
+
+def planned(root: Path, trace: Path, own: str) -> list[Path]:
+    """The manifests the merge plan would merge or bridge next, in order."""
+    from folders.mergeplan import Bridge, Merge, plan, survey
+    return [a.segment.manifest_path if isinstance(a, Merge) else a.snapshot.manifest_path
+            for actions in plan(survey(root, trace, own)).values() for a in actions
+            if isinstance(a, (Merge, Bridge))]
+
+
+def follow_plan(root: Path, trace: Path, own: str, trusted: dict) -> list[tuple[str, str, int]]:
+    """Execute the merge plan the way orchestrator.recovery.merge_now does, without a node
+    home: verify and merge each piece in order; a piece that fails goes back to the plan.
+    Returns (kind, node, seq) of what was merged."""
+    from folders.manifest import SegmentError
+    from folders.mergeplan import Merge, plan, survey
+    from folders.segments import merge_segment, verify_segment
+    from folders.snapshots import merge_snapshot, verify_snapshot
+    done, failed = [], {}
+    while True:
+        again = False
+        for actions in plan(survey(root, trace, own), failed).values():
+            for action in actions:
+                if not hasattr(action, "segment") and not hasattr(action, "snapshot"):
+                    continue
+                piece = action.segment if isinstance(action, Merge) else action.snapshot
+                verify, merge = ((verify_segment, merge_segment) if isinstance(action, Merge)
+                                 else (verify_snapshot, merge_snapshot))
+                try:
+                    merge(trace, verify(piece.manifest_path, trusted))
+                except SegmentError as exc:
+                    failed[piece.manifest_path] = (exc.code, str(exc))
+                    again = True
+                    break
+                done.append((piece.kind, piece.node, piece.seq))
+        if not again:
+            return done

@@ -1,0 +1,155 @@
+"""Steps files: the SQLite files that carry steps between nodes (segments and snapshots).
+
+Both kinds pass the one check here before any of their steps is merged, and both are
+merged by the one attach-and-union here, so a segment and a snapshot follow the same
+rules: opened read-only and immutable (nothing is ever written into a peer's folder),
+SQLite's quick_check, exactly the objects twinsync writes (no extra table, view,
+trigger or index), the row count the signed manifest claims, every step's hash
+recomputes and every author is vouched for. The union is INSERT OR IGNORE by hash with
+the hash and author checked again inside the INSERT, so a file changed after its check
+can never bring a forged step in.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from folders.errors import TraceError
+from folders.manifest import SegmentError
+from folders.trace import STEP_COLUMNS, STEP_NOT_NULL, step_hash
+
+COLUMNS = ", ".join(STEP_COLUMNS)
+#: The arguments of the SQL function `step_hash`: every column but the hash itself.
+HASHED = ", ".join(STEP_COLUMNS[1:])
+
+Refuse = Callable[[str, str], SegmentError]
+
+
+def readonly_uri(path: Path) -> str:
+    """immutable=1: no locks, no journal, nothing written into the peer's receive-only folder."""
+    return Path(path).resolve().as_uri() + "?mode=ro&immutable=1"
+
+
+def _sql_step_hash(session: object, goal: object, parent: object, author: object, ts: object,
+                   kind: object, content: object) -> str | None:
+    """`step_hash` for SQL; a value of the wrong type yields NULL, which never equals a hash."""
+    texts = (session, goal, author, ts, kind, content)
+    if not all(isinstance(v, str) for v in texts) or not (parent is None or isinstance(parent, str)):
+        return None
+    return step_hash(session, goal, parent, author, ts, kind, content)  # type: ignore[arg-type]
+
+
+def add_step_hash_function(conn: sqlite3.Connection) -> None:
+    """Register the SQL function `step_hash(session, goal, parent, author, ts, kind, content)`."""
+    conn.create_function("step_hash", 7, _sql_step_hash, deterministic=True)
+
+
+def steps_schema_ok(conn: sqlite3.Connection, schema: str = "main") -> bool:
+    """True when `<schema>.steps` has exactly the columns twinsync writes."""
+    expected = [(name, "TEXT", int(name in STEP_NOT_NULL), int(name == "hash"))
+                for name in STEP_COLUMNS]
+    found = [(name, type_.upper(), notnull, pk) for _, name, type_, notnull, _, pk in
+             conn.execute(f"PRAGMA {schema}.table_info(steps)")]
+    return found == expected
+
+
+def schema_problem(conn: sqlite3.Connection, tables: Sequence[str], indexes: frozenset[str],
+                   kind: str) -> str | None:
+    """Why the file does not hold exactly `tables` and `indexes` (SQLite's own automatic
+    indexes aside) with twinsync's steps table, or None. One rule for both kinds."""
+    objects = conn.execute("SELECT type, name FROM sqlite_master "
+                           "WHERE name NOT LIKE 'sqlite!_%' ESCAPE '!'").fetchall()
+    extra = sorted(f"{type_} {name}" for type_, name in objects
+                   if not (type_ == "table" and name in tables)
+                   and not (type_ == "index" and name in indexes))
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        return f"holds {shown}, which a {kind} never carries"
+    if {name for type_, name in objects if type_ == "table"} != set(tables) or not steps_schema_ok(conn):
+        return "does not have the tables twinsync writes"
+    return None
+
+
+def check_steps_db(db_path: Path, rows: int, authors: list[str], refuse: Refuse,
+                   schema: Callable[[sqlite3.Connection], str | None], authors_why: str,
+                   extra: Callable[[sqlite3.Connection], None] = lambda conn: None) -> None:
+    """The one check of a steps file, in SQL so memory stays flat: it opens read-only,
+    passes quick_check, `schema` finds no problem, it holds the manifest's row count,
+    passes `extra`, every step's hash recomputes and every author is vouched for."""
+    try:
+        conn = sqlite3.connect(readonly_uri(db_path), uri=True)
+    except sqlite3.DatabaseError:
+        raise refuse("corrupt_db", "cannot be opened as SQLite") from None
+    try:
+        add_step_hash_function(conn)
+        try:
+            check = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError:
+            raise refuse("corrupt_db", "is not a readable SQLite database") from None
+        if check != ["ok"]:
+            raise refuse("corrupt_db", f"fails SQLite's quick_check ({check[0]})")
+        problem = schema(conn)
+        if problem:
+            raise refuse("bad_schema", problem)
+        held = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
+        if held != rows:
+            raise refuse("row_count", f"holds {held} steps, its manifest says {rows}")
+        extra(conn)
+        bad = conn.execute(f"SELECT hash FROM steps WHERE step_hash({HASHED}) IS NOT hash "
+                           "LIMIT 1").fetchone()
+        if bad is not None:
+            raise refuse("bad_step_hash", f"holds step {bad[0]}, whose hash does not recompute")
+        foreign = conn.execute(
+            "SELECT hash, author FROM steps WHERE author NOT IN (SELECT value FROM json_each(?)) "
+            "LIMIT 1", (json.dumps(authors),)).fetchone()
+        if foreign is not None:
+            raise refuse("foreign_author", f"holds step {foreign[0]} authored by {foreign[1]!r}, "
+                         f"{authors_why}")
+    except sqlite3.DatabaseError as exc:
+        raise refuse("corrupt_db", f"cannot be read ({exc})") from None
+    finally:
+        conn.close()
+
+
+@contextmanager
+def attached(conn: sqlite3.Connection, db_path: Path, alias: str, what: str) -> Iterator[None]:
+    """The steps file attached read-only as `alias` for the length of the block."""
+    try:
+        conn.execute(f"ATTACH DATABASE ? AS {alias}", (readonly_uri(db_path),))
+    except sqlite3.DatabaseError as exc:
+        raise TraceError(f"Cannot open {what} {db_path} ({exc}); nothing was merged, verify "
+                         "it again.") from None
+    try:
+        yield
+    finally:
+        conn.execute(f"DETACH DATABASE {alias}")
+
+
+def union_steps(conn: sqlite3.Connection, alias: str, authors: list[str]) -> int:
+    """INSERT OR IGNORE the attached file's steps by `authors` whose hash recomputes;
+    returns the rows inserted. Steps already here are skipped before hashing (CASE,
+    because SQLite would run the subquery last): a node that bridges with a snapshot,
+    or merges a segment a snapshot brought, mostly has them."""
+    if len(authors) == 1:
+        who, args = "author = ?", (authors[0],)
+    else:
+        who, args = "author IN (SELECT value FROM json_each(?))", (json.dumps(authors),)
+    conn.execute(f"INSERT OR IGNORE INTO main.steps ({COLUMNS}) SELECT {COLUMNS} "
+                 f"FROM {alias}.steps s WHERE {who} "
+                 "AND CASE WHEN EXISTS (SELECT 1 FROM main.steps m WHERE m.hash = s.hash) "
+                 f"THEN 0 ELSE step_hash({HASHED}) = hash END", args)
+    return conn.execute("SELECT changes()").fetchone()[0]
+
+
+#: How `merged` records a seq whose steps a snapshot brought when the snapshot does not
+#: say which segment they were in: "snapshot:<sha256 of the snapshot>".
+BRIDGED_PREFIX = "snapshot:"
+
+
+def is_bridged(recorded_sha256: str) -> bool:
+    """True when a `merged` row says a snapshot, not the segment itself, brought the seq."""
+    return recorded_sha256.startswith(BRIDGED_PREFIX)
