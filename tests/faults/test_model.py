@@ -29,7 +29,7 @@ SEEDS = int(os.environ.get("TWINSYNC_FAULT_SEEDS", "2"))
 SECONDS = float(os.environ.get("TWINSYNC_FAULT_SECONDS", "90"))
 FIRST_SEED = int(os.environ.get("TWINSYNC_FAULT_SEED", "1"))
 #: Share of a seed's time spent injecting; the rest heals, rules and checks.
-OPS_SHARE = 0.4
+OPS_SHARE = 0.5
 GOALS = ("plan the week", "pick a book", "what to cook")
 NAMESPACES = ("notes", "plans")
 
@@ -156,11 +156,15 @@ class Run:
         self.session(other)
 
     def out_of_order(self) -> None:
+        """Cut a node off, let a peer publish several segments, then hand that node the
+        peer's files in shuffled order: a later segment is seen before an earlier one."""
+        if self.isolated() is None:
+            self.isolate()
         target = self.isolated() or self.rng.choice(self.names())
         owner = self.rng.choice([n for n in self.names() if n != target])
-        self.publish(owner)
-        self.session(owner)
-        self.publish(owner)
+        for _ in range(self.rng.randint(2, 4)):
+            self.session(owner)
+            self.publish(owner)
         order = self.cluster.deliver_out_of_order(target, owner, self.rng)
         self.log.append(f"out-of-order {owner} -> {target}: {order}")
 
@@ -168,7 +172,7 @@ class Run:
         ops = [(self.put_new, 4), (self.put_edit, 3), (self.session, 4), (self.publish, 2),
                (self.kill_daemon, 1), (self.start_daemon, 1), (self.kill_syncthing, 1),
                (self.start_syncthing, 1), (self.isolate, 1), (self.heal, 1), (self.split_edit, 2),
-               (self.out_of_order, 1)]
+               (self.out_of_order, 2)]
         op = self.rng.choices([o for o, _ in ops], [w for _, w in ops])[0]
         self.ops[op.__name__] += 1
         op()

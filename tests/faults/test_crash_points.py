@@ -1,0 +1,229 @@
+"""SIGKILL of the daemon at many points of its heaviest work: a 2,000-frame commit, a large
+merge, a publish with a snapshot; and of `twinsync restore`. After a restart nothing may be
+lost or doubled: Git is sound and every frame committed once, every published step merged
+once, every published step in exactly one segment.
+
+TWINSYNC_FAULT_KILLS (default 2) kill points per kind of work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from folders.frame import Frame, save_frame
+from folders.layout import NodeLayout
+from folders.snapshots import SEGMENTS_DIR, SNAPSHOTS_DIR
+from folders.trace import TraceDB
+from orchestrator.node import Node
+from tests.conftest import wait_for
+from tests.faults.cluster import (configure, git, git_fsck, integrity, published_steps,
+                                  trace_steps)
+
+pytestmark = pytest.mark.faults
+
+KILLS = int(os.environ.get("TWINSYNC_FAULT_KILLS", "2"))
+FRAMES = 2000
+
+
+def _kill_points(total: float) -> list[float]:
+    """KILLS delays spread over a piece of work that takes `total` seconds undisturbed."""
+    return [total * (i + 0.5) / KILLS for i in range(KILLS)]
+
+
+def _commits_per_path(home: Path, prefix: str) -> Counter:
+    out = git(home, "log", "--all", "--format=", "--name-only", "--", prefix).stdout
+    return Counter(line for line in out.splitlines() if line.strip())
+
+
+def _head_paths(home: Path, prefix: str) -> int:
+    out = git(home, "ls-tree", "-r", "--name-only", "HEAD", "--", prefix).stdout
+    return len([line for line in out.splitlines() if line.endswith(".frame.json")])
+
+
+def _write_frames(node, namespace: str, n: int = FRAMES) -> None:
+    """As if Syncthing delivered n valid frames signed by this node at once."""
+    with Node.open(node.home) as opened:
+        key = opened.signing_key()
+        for i in range(n):
+            save_frame(opened.layout.frames_shared,
+                       Frame.create(f"{namespace}/f{i:05d}", node.name, {"i": i, "text": "x" * 40}, key))
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_during_a_2000_frame_commit_commits_each_frame_once(cluster):
+    c = cluster(1)
+    name = "node1"
+    home = c.nodes[name].home
+    c.start_daemon(name)
+    started = time.monotonic()
+    _write_frames(c.nodes[name], "calib")
+    wait_for(lambda: _head_paths(home, "calib") == FRAMES, timeout=120, what="2,000 frames committed")
+    undisturbed = time.monotonic() - started
+    for point, delay in enumerate(_kill_points(undisturbed)):
+        ns = f"kill{point}"
+        t0 = time.monotonic()
+        _write_frames(c.nodes[name], ns)
+        time.sleep(max(0.0, delay - (time.monotonic() - t0)))  # the kill point itself, not a wait
+        c.kill_daemon(name)
+        c.start_daemon(name)
+        wait_for(lambda: _head_paths(home, ns) == FRAMES, timeout=120,
+                 what=f"2,000 frames committed after a kill at {delay:.2f} s")
+        counts = _commits_per_path(home, ns)
+        twice = {p: k for p, k in counts.items() if k != 1}
+        assert len(counts) == FRAMES and not twice, f"kill at {delay:.2f} s: committed twice {list(twice)[:5]}"
+    assert git_fsck(home) == ""
+    assert integrity(NodeLayout(home).state_db) == "ok"
+    conflicts = json.loads(c.nodes[name].cli("conflicts", "--json").output)
+    assert conflicts == [], "a crash must not turn good frames into queue items"
+
+
+def _record_many(home: Path, author: str, sessions: int, steps: int, tag: str) -> None:
+    with TraceDB(home / "trace.db", author) as trace:
+        for i in range(sessions):
+            s = trace.start_session(f"goal {i % 20}")
+            for j in range(steps):
+                trace.append(s, "observation", f"{tag} step {j} of {i}")
+            trace.finish(s, f"answer {i % 3}")
+
+
+def _copy_recovery(src_home: Path, dst_home: Path, owner: str) -> None:
+    """Deliver `owner`'s published files to another node, each .db before its manifest."""
+    src = NodeLayout(src_home).recovery(owner)
+    dst = NodeLayout(dst_home).recovery(owner)
+    for sub in (SEGMENTS_DIR, SNAPSHOTS_DIR):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+        for manifest in sorted((src / sub).glob("*.json")):
+            for f in (manifest.with_suffix(".db"), manifest):
+                target = dst / sub / f.name
+                if f.exists() and not target.exists():
+                    tmp = target.with_name(".twinsync-tmp-" + f.name)
+                    tmp.write_bytes(f.read_bytes())
+                    os.replace(tmp, target)
+
+
+def _duplicate_steps(home: Path) -> int:
+    conn = sqlite3.connect(NodeLayout(home).trace_db)
+    try:
+        total, distinct = conn.execute("SELECT count(*), count(DISTINCT hash) FROM steps").fetchone()
+        return total - distinct
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_during_a_large_merge_merges_every_step_once(cluster):
+    c = cluster(2)
+    a, b = c.nodes["node1"], c.nodes["node2"]
+    for node in (a, b):  # delivery by hand below, so Syncthing must not race it
+        node.syncthing.stop()
+        c.syncthing_down.add(node.name)
+    configure(b, merge_interval_s=1)
+    c.start_daemon("node2")
+    _record_many(a.home, "node1", 60, 40, "calib")
+    a.cli("trace", "publish")
+    published = published_steps(a.home, "node1")
+    started = time.monotonic()
+    _copy_recovery(a.home, b.home, "node1")
+    wait_for(lambda: published <= trace_steps(b.home), timeout=120, what="the first large merge")
+    undisturbed = time.monotonic() - started
+    for point, delay in enumerate(_kill_points(undisturbed)):
+        _record_many(a.home, "node1", 60, 40, f"kill{point}")
+        a.cli("trace", "publish")
+        published = published_steps(a.home, "node1")
+        t0 = time.monotonic()
+        _copy_recovery(a.home, b.home, "node1")
+        time.sleep(max(0.0, delay - (time.monotonic() - t0)))  # the kill point itself
+        c.kill_daemon("node2")
+        assert integrity(NodeLayout(b.home).trace_db) == "ok"
+        c.start_daemon("node2")
+        wait_for(lambda: published <= trace_steps(b.home), timeout=120,
+                 what=f"every published step merged after a kill at {delay:.2f} s")
+        assert _duplicate_steps(b.home) == 0
+    assert trace_steps(b.home) >= published_steps(a.home, "node1")
+    assert integrity(NodeLayout(b.home).trace_db) == "ok"
+
+
+def _segment_steps(home: Path, owner: str) -> Counter:
+    """How many segments carry each step: a step published twice would show up as 2."""
+    counts: Counter = Counter()
+    for db in sorted((NodeLayout(home).recovery(owner) / SEGMENTS_DIR).glob("*.db")):
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            counts.update(r[0] for r in conn.execute("SELECT hash FROM steps"))
+        finally:
+            conn.close()
+    return counts
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_during_publish_and_snapshot_publishes_every_step_once(cluster):
+    c = cluster(1)
+    node = c.nodes["node1"]
+    configure(node, publish_interval_s=1, snapshot_every_segments=1)
+    _record_many(node.home, "node1", 120, 40, "calib")
+    started = time.monotonic()
+    c.start_daemon("node1")
+    wait_for(lambda: list((NodeLayout(node.home).recovery("node1") / SNAPSHOTS_DIR).glob("*.json")),
+             timeout=120, what="the first publish and snapshot")
+    undisturbed = time.monotonic() - started
+    for point, delay in enumerate(_kill_points(undisturbed)):
+        c.kill_daemon("node1")
+        _record_many(node.home, "node1", 120, 40, f"kill{point}")
+        c.start_daemon("node1")
+        time.sleep(delay)  # the kill point itself
+        c.kill_daemon("node1")
+        c.start_daemon("node1")
+        wait_for(lambda: not _unpublished(node.home), timeout=120,
+                 what=f"every finished session published after a kill at {delay:.2f} s")
+    c.kill_daemon("node1")
+    counts = _segment_steps(node.home, "node1")
+    twice = [h for h, k in counts.items() if k > 1]
+    assert not twice, f"{len(twice)} step(s) in more than one segment"
+    assert set(counts) == published_steps(node.home, "node1")
+    verdicts = json.loads(node.cli("snapshots", "--verify", "--json").output)
+    assert verdicts and all(v["verified"] == "ok" for v in verdicts), verdicts
+    assert integrity(NodeLayout(node.home).trace_db) == "ok"
+
+
+def _unpublished(home: Path) -> int:
+    conn = sqlite3.connect(NodeLayout(home).trace_db)
+    try:
+        return conn.execute("SELECT count(*) FROM sessions WHERE status = 'finished'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_during_restore_leaves_a_trace_that_restores_again(cluster):
+    c = cluster(1)
+    node = c.nodes["node1"]
+    _record_many(node.home, "node1", 200, 40, "restore")
+    node.cli("trace", "publish")
+    published = published_steps(node.home, "node1")
+    twinsync = str(Path(sys.executable).with_name("twinsync"))
+    started = time.monotonic()
+    subprocess.run([twinsync, "restore", "--latest", "--yes", "--home", str(node.home)], check=True,
+                   capture_output=True)
+    undisturbed = time.monotonic() - started
+    for delay in _kill_points(undisturbed):
+        proc = subprocess.Popen([twinsync, "restore", "--latest", "--yes", "--home", str(node.home)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        trace_db = NodeLayout(node.home).trace_db
+        assert trace_db.exists(), f"a kill at {delay:.2f} s left no trace.db"
+        assert integrity(trace_db) == "ok"
+        node.cli("restore", "--latest", "--yes")
+        assert published_steps(node.home, "node1") == published
