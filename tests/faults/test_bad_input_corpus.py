@@ -402,7 +402,7 @@ def test_bad_files_in_frames_shared_become_queue_items(cluster):
         return found
 
     try:
-        wait_for(lambda: set(cases) <= set(items()), timeout=25, what="a queue item for every bad file",
+        wait_for(lambda: set(cases) <= set(items()), timeout=10, what="a queue item for every bad file",
                  interval=0.5)
     except AssertionError:
         pass

@@ -125,7 +125,7 @@ def test_sigkill_during_a_large_merge_merges_every_step_once(cluster):
     a, b = c.nodes["node1"], c.nodes["node2"]
     for name in c.nodes:  # delivery by hand below, so Syncthing must not race it
         c.stop_syncthing(name)
-    _record_many(a.home, "node1", 60, 40, "bulk")
+    _record_many(a.home, "node1", 40, 40, "bulk")
     a.cli("trace", "publish")
     published = published_steps(a.home, "node1")
     _copy_recovery(a.home, b.home, "node1")
@@ -152,7 +152,7 @@ def test_sigkill_during_publish_and_snapshot_publishes_every_step_once(cluster):
     c = cluster(1)
     node = c.nodes["node1"]
     configure(node, snapshot_every_segments=1)
-    _record_many(node.home, "node1", 60, 40, "bulk")
+    _record_many(node.home, "node1", 40, 40, "bulk")
     _kill_during(c, "node1", lambda: not _unpublished(node.home), "every finished session published")
     c.kill_daemon("node1")
     segments = _steps_in(node.home, "node1", SEGMENTS_DIR)
@@ -179,7 +179,7 @@ def _unpublished(home: Path) -> int:
 def test_sigkill_during_restore_leaves_a_trace_that_restores_again(cluster):
     c = cluster(1)
     node = c.nodes["node1"]
-    _record_many(node.home, "node1", 100, 20, "restore")
+    _record_many(node.home, "node1", 60, 20, "restore")
     node.cli("trace", "publish")
     published = published_steps(node.home, "node1")
     twinsync = str(Path(sys.executable).with_name("twinsync"))
