@@ -3,7 +3,7 @@ daemons and Syncthings are killed with SIGKILL, nodes are cut off (and edit on b
 and a peer's segments arrive in shuffled order. After healing and one ruling on every queue
 item, nothing acknowledged may be missing anywhere and every node must agree.
 
-TWINSYNC_FAULT_SEEDS (default 2) seeds of TWINSYNC_FAULT_SECONDS (default 50) each, set-up and checks included, from
+TWINSYNC_FAULT_SEEDS (default 2) seeds of TWINSYNC_FAULT_SECONDS (default 45) each, set-up and checks included, from
 TWINSYNC_FAULT_SEED (default 1). Each seed prints one JSON summary line; a failing seed
 prints its op log and how to run it again."""
 
@@ -26,7 +26,7 @@ from tests.faults.cluster import (Cluster, frame_files, git_frame_hashes, git_fs
 pytestmark = pytest.mark.faults
 
 SEEDS = int(os.environ.get("TWINSYNC_FAULT_SEEDS", "2"))
-SECONDS = float(os.environ.get("TWINSYNC_FAULT_SECONDS", "50"))
+SECONDS = float(os.environ.get("TWINSYNC_FAULT_SECONDS", "45"))
 FIRST_SEED = int(os.environ.get("TWINSYNC_FAULT_SEED", "1"))
 #: Share of a seed's time spent injecting; the rest heals, rules and checks.
 OPS_SHARE = 0.6
@@ -45,6 +45,7 @@ class Run:
     ops: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     counter: int = 0
+    deadline: float = 0.0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -210,11 +211,16 @@ class Run:
                 self.log.append(f"{verdict} {name} #{item['id']} {item.get('frame')} -> {result.exit_code}")
                 ruled += 1
             if ruled:
-                wait_for(lambda: self.conflict_copies() == 0, timeout=15, what="decisions to replicate",
-                         interval=0.3)
+                wait_for(lambda: self.conflict_copies() == 0, timeout=self.left(15),
+                         what="decisions to replicate", interval=0.3)
         return ruled
 
+    def left(self, at_most: float) -> float:
+        """What is left of the seed's time (a few seconds at least, so a late heal can settle)."""
+        return min(at_most, max(3.0, self.deadline - time.monotonic()))
+
     def settle(self, deadline: float) -> None:
+        self.deadline = deadline
         self.cluster.heal_all()
         for name in self.names():
             self.publish(name)
@@ -222,9 +228,9 @@ class Run:
         def agreed() -> bool:
             return not self.diverged() and not any(self.missing_steps().values())
 
-        budget = max(10.0, (deadline - time.monotonic()) * 0.5)
         try:
-            wait_for(agreed, timeout=budget, what="frames and steps to converge", interval=0.5)
+            wait_for(agreed, timeout=self.left((deadline - time.monotonic()) * 0.5),
+                     what="frames and steps to converge", interval=0.5)
         except AssertionError:
             self.log.append("did not converge before ruling")
         try:
@@ -232,7 +238,7 @@ class Run:
         except AssertionError as exc:
             self.errors.append(str(exc))
         try:
-            wait_for(agreed, timeout=max(5.0, deadline - time.monotonic()),
+            wait_for(agreed, timeout=self.left(deadline - time.monotonic()),
                      what="frames and steps to converge after ruling", interval=0.5)
         except AssertionError:
             self.log.append("did not converge after ruling")
