@@ -141,7 +141,8 @@ def test_sigkill_during_a_large_merge_merges_every_step_once(cluster):
 def _steps_in(home: Path, owner: str, sub: str) -> list[Counter]:
     """The steps of each published file of `owner` in `sub`, one Counter per file."""
     found = []
-    for db in sorted((NodeLayout(home).recovery(owner) / sub).glob("*.db")):
+    for manifest in sorted((NodeLayout(home).recovery(owner) / sub).glob("*.json")):
+        db = manifest.with_suffix(".db")
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
             found.append(Counter(r[0] for r in conn.execute("SELECT hash FROM steps")))
@@ -165,6 +166,9 @@ def test_sigkill_during_publish_and_snapshot_publishes_every_step_once(cluster):
     newest_snapshot = (_steps_in(node.home, "node1", SNAPSHOTS_DIR) or [Counter()])[-1]
     missing = published_steps(node.home, "node1") - set(in_segments) - set(newest_snapshot)
     assert not missing, f"{len(missing)} published step(s) in no segment and not in the newest snapshot"
+    own = NodeLayout(node.home).recovery("node1")
+    orphans = [p.name for p in own.rglob("*.db") if not p.with_suffix(".json").exists()]
+    assert not orphans, f"a killed publish left files without a manifest for peers to receive: {orphans}"
     verdicts = json.loads(node.cli("snapshots", "--verify", "--json").output)
     assert verdicts and all(v["verified"] == "ok" for v in verdicts), verdicts
     assert integrity(NodeLayout(node.home).trace_db) == "ok"
