@@ -24,6 +24,7 @@ from folders.retention import due_for_snapshot, prune
 from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, list_snapshots,
                                make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
+from orchestrator.lock import daemon_lock, refuse_while_daemon_runs
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
 from orchestrator.topology import load_topology
@@ -383,10 +384,17 @@ def restore(node: Node, info: SnapshotInfo, *, as_new_machine: bool = False,
             progress: Callable[[int, int], None] | None = None) -> RestoreReport:
     """Verify, keep the old trace.db aside, swap the snapshot in with this node's shadow
     sessions on top, then run the merge plan so nothing published since is lost."""
+    refuse_while_daemon_runs(node.layout.home, "restore")
     verified = verify(node, info)
     if verified.node != node.name and not as_new_machine:
         raise TraceError(f"Snapshot {info.manifest_path.name} is {verified.node}'s, not {node.name}'s; "
                          "pass --as-new-machine to take over a dead node's published trace here.")
+    with daemon_lock(node.layout.home):  # no daemon starts and publishes mid-restore
+        return _restore(node, info, verified, progress)
+
+
+def _restore(node: Node, info: SnapshotInfo, verified: VerifiedSnapshot,
+             progress: Callable[[int, int], None] | None) -> RestoreReport:
     try:
         before = shadow_sessions(node.layout.trace_db, node.name) if node.layout.trace_db.exists() else 0
     except TraceError:

@@ -105,7 +105,7 @@ class SnapshotsPane(Pane):
                 f"({info.rows} steps, made {second(info.created)}), verified first. The current "
                 "trace.db is kept aside as trace.db.bak-<time>, never overwritten, and every "
                 "segment published since the snapshot is merged again; this node's unpublished sessions "
-                "come back on top. Stop `twinsync run` first.")
+                "come back on top. Refused while `twinsync run` runs for this node: stop it first.")
         if takeover:
             body += (f"\n\nThis is {info.node}'s snapshot, not {this}'s: this node takes over "
                      f"{info.node}'s published trace, as a new machine replacing it.")

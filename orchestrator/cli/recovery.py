@@ -13,6 +13,7 @@ from rich.table import Table
 from folders.errors import TraceError
 from orchestrator import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
+from orchestrator.lock import refuse_while_daemon_runs
 
 
 def publish(home: HomeOption, as_json: JsonOption = False) -> None:
@@ -149,13 +150,14 @@ def restore(
 ) -> None:
     """Restore trace.db from a verified snapshot; the old one is kept as trace.db.bak-<time>,
     this node's unpublished sessions come back on top, and every newer segment is merged
-    again. Stop `twinsync run` first.
+    again. Refused while `twinsync run` runs for this node: stop it first.
 
     Example: twinsync restore --latest --yes
     """
     if snapshot and latest:
         raise typer.BadParameter("give a snapshot name or --latest, not both.")
     with open_node(home) as node:
+        refuse_while_daemon_runs(node.layout.home, "restore")  # before asking, not after
         info = recovery.find_snapshot(node, snapshot, node_name)
         if not yes:
             typer.confirm(f"Replace {node.layout.trace_db} with {info.manifest_path.stem} of {info.node} "

@@ -323,3 +323,21 @@ def test_unreadable_pieces_are_reported_not_silent(node_factory):
     assert len(row["pieces"]["refused"]) == 3
     text = b.cli("nodes").output
     assert "node1: refused (not_a_file)" in text and "is a FIFO" in text
+
+
+def test_restore_is_refused_while_the_daemon_runs_and_changes_nothing(node_factory, daemon_factory):
+    """Issue 10 finding 4: a restore beside a running daemon lost the open session's steps
+    into trace.db.bak-*; now it refuses before asking, names the daemon, and touches nothing."""
+    a = node_factory("node1")
+    _record(a, "goal", "answer")
+    a.cli("trace", "publish")
+    shadow = a.cli("trace", "start", "still thinking").output.strip()
+    daemon = daemon_factory(a)
+    refused = a.cli("restore", "--latest", "--yes", ok=False)
+    assert refused.exit_code == 1
+    assert f"daemon (pid {daemon.proc.pid}) is running" in refused.output and "Traceback" not in refused.output
+    assert not list(a.home.glob("trace.db.bak-*"))
+    daemon.stop()
+    restored = a.cli("restore", "--latest", "--yes").output
+    assert "1 unpublished session(s) of this node are back on top" in restored
+    a.cli("trace", "finish", shadow, "thought it through")
