@@ -42,13 +42,16 @@ def find_binary(binary: str | None = None) -> str:
 
     The variable lets CI (and a user with several Syncthings) pick one without code changes.
     """
-    binary = binary or os.environ.get("TWINSYNC_SYNCTHING") or "syncthing"
-    path = shutil.which(binary)
-    if not path:
-        raise SyncthingConfigError(
-            f"The `{binary}` program is not installed; run install/setup.sh or "
-            "`sudo apt-get install syncthing`.")
-    return path
+    chosen = os.environ.get("TWINSYNC_SYNCTHING") if binary is None else binary
+    path = shutil.which(chosen or "syncthing")
+    if path:
+        return path
+    if binary is None and chosen:
+        raise SyncthingConfigError(f"TWINSYNC_SYNCTHING names {chosen}, which is not a program "
+                                   "that can be run; correct it or unset it to use `syncthing`.")
+    raise SyncthingConfigError(
+        f"The `{chosen or 'syncthing'}` program is not installed; run install/setup.sh or "
+        "`sudo apt-get install syncthing`.")
 
 
 def binary_version(binary: str | None = None) -> SyncthingVersion:

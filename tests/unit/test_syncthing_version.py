@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from syncthing.errors import SyncthingConfigError
-from syncthing.process import managed_env
+from syncthing.process import binary_version, find_binary, managed_env
 from syncthing.version import (SyncthingVersion, generate_argv, parse_version, serve_argv,
                                version_argvs)
 
@@ -119,3 +119,23 @@ def test_managed_env_drops_the_users_syncthing_settings():
                        "STGUIADDRESS": "0.0.0.0:1", "STMONITORED": "yes", "STRESTART": "1"})
     assert env == {"PATH": "/bin", "HOME": "/home/u", "STNODEFAULTFOLDER": "1", "STNOUPGRADE": "1",
                    "STNORESTART": "1"}
+
+
+def test_twinsync_syncthing_picks_the_program_and_a_wrong_one_is_named(tmp_path, monkeypatch):
+    program = tmp_path / "syncthing-1.29"
+    program.write_text("#!/bin/sh\necho 'syncthing v1.29.5 \"Gold Grasshopper\" (go1.24.2 linux-amd64) x@y 2025'\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("TWINSYNC_SYNCTHING", str(program))
+    assert find_binary() == str(program)
+    assert str(binary_version()) == "1.29.5"
+    monkeypatch.setenv("TWINSYNC_SYNCTHING", str(tmp_path / "missing"))
+    with pytest.raises(SyncthingConfigError, match="TWINSYNC_SYNCTHING names .*missing"):
+        find_binary()
+
+
+def test_a_program_that_will_not_say_its_version_is_refused(tmp_path):
+    program = tmp_path / "not-syncthing"
+    program.write_text("#!/bin/sh\necho nope >&2\nexit 3\n")
+    program.chmod(0o755)
+    with pytest.raises(SyncthingConfigError, match="did not say which version"):
+        binary_version(str(program))
