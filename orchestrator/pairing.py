@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from folders.errors import InviteError
 from folders.invite import Invite, decode_invite
@@ -114,10 +114,27 @@ def peer_statuses(node: Node) -> list[PeerStatus]:
     out = []
     for name, peer in sorted(peers.items()):
         conn = (connections or {}).get(peer.device_id, {})
-        last_seen = stats.get(peer.device_id, {}).get("lastSeen")
-        if last_seen and last_seen.startswith("1970-"):
-            last_seen = None
         out.append(PeerStatus(name, peer.device_id,
                               None if connections is None else bool(conn.get("connected")),
-                              conn.get("address") or None, last_seen))
+                              conn.get("address") or None,
+                              seen_at(stats.get(peer.device_id, {}).get("lastSeen"))))
     return out
+
+
+#: Syncthing reports a device it never saw as seen at the Unix epoch, in its local zone
+#: (`1969-12-31T19:00:00-05:00` in New York), so any time before this one means never.
+NEVER_SEEN_BEFORE = datetime(1971, 1, 1, tzinfo=timezone.utc)
+
+
+def seen_at(last_seen: str | None) -> str | None:
+    """Syncthing's `lastSeen` as given, or None for a device never seen. A value that is not a
+    time is passed on unchanged, so the user sees what Syncthing said."""
+    if not last_seen:
+        return None
+    try:
+        when = datetime.fromisoformat(last_seen)
+    except ValueError:
+        return last_seen
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return None if when < NEVER_SEEN_BEFORE else last_seen

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,23 +42,37 @@ class GuiEndpoint:
         return host in ("127.0.0.1", "localhost", "::1")
 
 
-def candidate_homes(env: dict[str, str] | None = None, user_home: Path | None = None) -> list[Path]:
-    """Where Syncthing keeps config.xml, in the order Syncthing itself looks."""
+def candidate_homes(env: Mapping[str, str] | None = None, user_home: Path | None = None) -> list[Path]:
+    """Where Syncthing looks for config.xml, in its own order; the first one holding a
+    config.xml is the one Syncthing uses.
+
+    From lib/locations (1.27 to 2.1, `unixConfigDir`) and the `--home`/`--config` flags with
+    their variables: STHOMEDIR, else STCONFDIR, is the only place; otherwise
+    $XDG_CONFIG_HOME/syncthing or ~/.config/syncthing when a config.xml exists there (1.19
+    knew only these), else $XDG_STATE_HOME/syncthing (an absolute path) or
+    ~/.local/state/syncthing.
+    """
     env = os.environ if env is None else env
     user_home = user_home or Path.home()
+    for variable in ("STHOMEDIR", "STCONFDIR"):
+        if env.get(variable):
+            return [Path(env[variable]).expanduser()]
     homes = []
-    if env.get("STHOMEDIR"):
-        homes.append(Path(env["STHOMEDIR"]))
-    homes.append(Path(env.get("XDG_STATE_HOME") or user_home / ".local/state") / "syncthing")
-    homes.append(Path(env.get("XDG_CONFIG_HOME") or user_home / ".config") / "syncthing")
-    return homes
+    if env.get("XDG_CONFIG_HOME"):
+        homes.append(Path(env["XDG_CONFIG_HOME"]) / "syncthing")
+    homes.append(user_home / ".config/syncthing")
+    state = env.get("XDG_STATE_HOME", "")
+    homes.append((Path(state) if os.path.isabs(state) else user_home / ".local/state") / "syncthing")
+    return list(dict.fromkeys(homes))
 
 
-def find_config(env: dict[str, str] | None = None, user_home: Path | None = None) -> Path:
-    for home in candidate_homes(env, user_home):
+def find_config(env: Mapping[str, str] | None = None, user_home: Path | None = None) -> Path:
+    """The config.xml the user's Syncthing reads (see `candidate_homes`)."""
+    homes = candidate_homes(env, user_home)
+    for home in homes:
         if (home / "config.xml").is_file():
             return home / "config.xml"
-    looked = ", ".join(str(h) for h in candidate_homes(env, user_home))
+    looked = ", ".join(str(h) for h in homes)
     raise SyncthingConfigError(
         f"No Syncthing config.xml found (looked in {looked}); start Syncthing once, pass "
         "--syncthing-url and --api-key, or use --managed to let twinsync run its own.")

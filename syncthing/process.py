@@ -1,23 +1,30 @@
 """A `syncthing serve` that twinsync owns: for tests, the demo and `init --managed`.
 
 It listens only on 127.0.0.1 and never contacts discovery servers, relays or upgrade
-servers, because its config is made loopback-only before its first start.
+servers, because its config is made loopback-only before its first start. Its command lines
+depend on the installed version (syncthing/version.py); the program is `syncthing` on PATH
+unless $TWINSYNC_SYNCTHING names another (CI runs the integration tests against two).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from syncthing.client import SyncthingClient
 from syncthing.configxml import GuiEndpoint, make_loopback_only, read_gui_endpoint
 from syncthing.errors import SyncthingConfigError, SyncthingError, SyncthingUnavailable
+from syncthing.version import (LOG_MAX_BYTES, LOG_MAX_OLD_FILES, SyncthingVersion, generate_argv,
+                               parse_version, serve_argv, version_argvs)
 
 PID_FILE = "syncthing.pid"
 LOG_FILE = "syncthing.log"
@@ -30,21 +37,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def find_binary(binary: str = "syncthing") -> str:
-    path = shutil.which(binary)
-    if not path:
-        raise SyncthingConfigError(
-            f"The `{binary}` program is not installed; run install/setup.sh or "
-            "`sudo apt-get install syncthing`.")
-    return path
+def find_binary(binary: str | None = None) -> str:
+    """The Syncthing program to run: `binary`, else $TWINSYNC_SYNCTHING, else `syncthing` on PATH.
+
+    The variable lets CI (and a user with several Syncthings) pick one without code changes.
+    """
+    chosen = os.environ.get("TWINSYNC_SYNCTHING") if binary is None else binary
+    path = shutil.which(chosen or "syncthing")
+    if path:
+        return path
+    if binary is None and chosen:
+        raise SyncthingConfigError(f"TWINSYNC_SYNCTHING names {chosen}, which is not a program "
+                                   "that can be run; correct it or unset it to use `syncthing`.")
+    raise SyncthingConfigError(
+        f"The `{chosen or 'syncthing'}` program is not installed; run install/setup.sh or "
+        "`sudo apt-get install syncthing`.")
+
+
+def binary_version(binary: str | None = None) -> SyncthingVersion:
+    """The version of the Syncthing program `find_binary` picks; asked once per program file
+    (a package upgrade that replaces the file is asked again)."""
+    path = find_binary(binary)
+    return _version_of(path, os.stat(path).st_mtime_ns)
+
+
+@functools.cache
+def _version_of(path: str, mtime_ns: int) -> SyncthingVersion:
+    failures = []
+    for argv in version_argvs(path):
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                                  env=managed_env(os.environ), stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SyncthingConfigError(f"Cannot run {path} ({exc}); check that it is Syncthing "
+                                       "or set TWINSYNC_SYNCTHING to the right program.") from None
+        if done.returncode == 0:
+            return parse_version(done.stdout)
+        failures.append((done.stderr or done.stdout).strip()[-200:])
+    raise SyncthingConfigError(f"{path} did not say which version it is ({' / '.join(failures)}); "
+                               "check that it is Syncthing or set TWINSYNC_SYNCTHING to the right program.")
+
+
+#: Syncthing reads its settings from environment variables named ST + capitals (STHOMEDIR,
+#: STCONFDIR, STGUIADDRESS, STGUIAPIKEY, STLOGFILE, STMONITORED, ...).
+_SYNCTHING_VARIABLE = re.compile(r"ST[A-Z]+")
+
+
+def managed_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a managed Syncthing: none of the user's own Syncthing settings (an
+    STHOMEDIR or STGUIADDRESS meant for their Syncthing would point ours at theirs, and
+    1.27+/2.x refuse --home next to STCONFDIR), plus ours."""
+    env = {k: v for k, v in environ.items() if not _SYNCTHING_VARIABLE.fullmatch(k)}
+    env.update(STNODEFAULTFOLDER="1", STNOUPGRADE="1", STNORESTART="1")
+    return env
 
 
 class ManagedSyncthing:
     """One Syncthing home directory and, while started, its process."""
 
-    def __init__(self, home: Path, *, binary: str = "syncthing") -> None:
+    def __init__(self, home: Path, *, binary: str | None = None,
+                 log_max_bytes: int = LOG_MAX_BYTES, log_max_old_files: int = LOG_MAX_OLD_FILES) -> None:
         self.home = Path(home)
         self.binary = binary
+        self.log_max_bytes, self.log_max_old_files = log_max_bytes, log_max_old_files
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,10 +121,10 @@ class ManagedSyncthing:
                                        "start it instead of generating a new one.")
         self.home.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
-        done = subprocess.run(
-            [find_binary(self.binary), "generate", f"--home={self.home}", "--no-default-folder",
-             "--skip-port-probing"],
-            capture_output=True, text=True, env=self._env())
+        binary = find_binary(self.binary)
+        done = subprocess.run(generate_argv(binary, self.home, binary_version(binary)),
+                              capture_output=True, text=True, env=managed_env(os.environ),
+                              stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             raise SyncthingConfigError(f"`syncthing generate` failed in {self.home}: "
                                        f"{(done.stderr or done.stdout).strip()[-300:]}")
@@ -77,32 +132,31 @@ class ManagedSyncthing:
                            listen_port=free_port(), api_key=secrets.token_urlsafe(24))
         return self.endpoint
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        # STMONITORED: run as one process, so a signal reaches Syncthing itself, not a monitor.
-        env.update(STNODEFAULTFOLDER="1", STNOUPGRADE="1", STNORESTART="1", STMONITORED="1")
-        return env
-
     def start(self, *, detach: bool = False, timeout: float = 30.0) -> int:
         """Start `syncthing serve` and wait until its API answers; returns the pid.
 
         With `detach` the process outlives us (its own session, pid file in the home) so
-        `twinsync init --managed` can leave a running node behind.
+        `twinsync init --managed` can leave a running node behind. Syncthing runs under its own
+        monitor process, the one that rotates its log; the pid is the monitor's, which passes
+        SIGTERM on to Syncthing.
         """
         if not self.config_path.exists():
             raise SyncthingConfigError(f"{self.home} has no Syncthing config; run `twinsync init --managed` first.")
         running = self.running_pid()
         if running:
             raise SyncthingConfigError(f"Syncthing for {self.home} is already running (pid {running}).")
-        log = open(self.home / LOG_FILE, "ab")
+        binary = find_binary(self.binary)
+        argv = serve_argv(binary, self.home, binary_version(binary), log_file=self.home / LOG_FILE,
+                          log_max_bytes=self.log_max_bytes, log_max_old_files=self.log_max_old_files)
+        # The monitor writes Syncthing's output to stdout and to the rotated log file; its own
+        # stderr (a flag it rejects) is appended to that file too.
+        errors = open(self.home / LOG_FILE, "ab")
         try:
             self._proc = subprocess.Popen(
-                [find_binary(self.binary), "serve", f"--home={self.home}", "--no-browser",
-                 "--no-restart", "--no-upgrade", "--logflags=3"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                start_new_session=detach)
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                env=managed_env(os.environ), start_new_session=detach)
         finally:
-            log.close()
+            errors.close()
         (self.home / PID_FILE).write_text(f"{self._proc.pid}\n")
         try:
             self.wait_ready(timeout)
@@ -140,7 +194,8 @@ class ManagedSyncthing:
         return pid
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds; removes the pid file."""
+        """SIGTERM to the monitor (it stops Syncthing and exits), then SIGKILL to both after
+        `grace` seconds; removes the pid file."""
         pid = self._proc.pid if self._proc is not None else self.running_pid()
         if pid is None:
             return
@@ -152,7 +207,7 @@ class ManagedSyncthing:
             try:
                 self._proc.wait(grace)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
+                _kill_tree(pid)
                 self._proc.wait()
             self._proc = None
         else:
@@ -160,7 +215,7 @@ class ManagedSyncthing:
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.1)
             if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+                _kill_tree(pid)
         (self.home / PID_FILE).unlink(missing_ok=True)
 
 
@@ -170,3 +225,30 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the monitor and the Syncthing under it. Not by process group: Syncthing moves
+    itself into its own group when it lowers its priority (lib/osutil/lowprio_linux.go)."""
+    for child in _children(pid):
+        _kill(child)
+    _kill(pid)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ..."; comm may hold spaces, so split after its ")".
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended while we looked
+    return found
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -19,7 +19,16 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from syncthing.client import SyncthingClient
-from syncthing.process import ManagedSyncthing
+from syncthing.errors import SyncthingError
+from syncthing.process import ManagedSyncthing, binary_version, find_binary
+
+
+def pytest_report_header(config) -> str:
+    """Which Syncthing the integration tests run (CI runs two; $TWINSYNC_SYNCTHING picks one)."""
+    try:
+        return f"syncthing: {binary_version()} ({find_binary()})"
+    except SyncthingError as exc:
+        return f"syncthing: not usable ({exc})"
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from syncthing.configxml import LOOPBACK_OPTIONS, find_config, make_loopback_only, read_gui_endpoint
+from syncthing.configxml import (LOOPBACK_OPTIONS, candidate_homes, find_config, make_loopback_only,
+                                 read_gui_endpoint)
 from syncthing.errors import SyncthingConfigError
 
 CONFIG = """<configuration version="36">
@@ -24,13 +25,45 @@ def _write(path, address="127.0.0.1:8384", key="secret", tls="false"):
 
 
 def test_find_config_follows_syncthings_own_order(tmp_path):
-    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
-    legacy = _write(tmp_path / "config/syncthing/config.xml")
-    assert find_config(env, tmp_path) == legacy
-    state = _write(tmp_path / "state/syncthing/config.xml")
-    assert find_config(env, tmp_path) == state
+    """lib/locations unixConfigDir (1.27-2.1): a config.xml in the legacy ~/.config/syncthing
+    wins over the newer ~/.local/state/syncthing; STHOMEDIR, else STCONFDIR, beats both."""
+    home = tmp_path / "home"
+    state = _write(home / ".local/state/syncthing/config.xml")
+    assert find_config({}, home) == state
+    legacy = _write(home / ".config/syncthing/config.xml")
+    assert find_config({}, home) == legacy
+    xdg = _write(tmp_path / "xdg-config/syncthing/config.xml")
+    assert find_config({"XDG_CONFIG_HOME": str(tmp_path / "xdg-config")}, home) == xdg
+    confdir = _write(tmp_path / "confdir/config.xml")
+    assert find_config({"STCONFDIR": str(tmp_path / "confdir")}, home) == confdir
     explicit = _write(tmp_path / "explicit/config.xml")
-    assert find_config({**env, "STHOMEDIR": str(tmp_path / "explicit")}, tmp_path) == explicit
+    assert find_config({"STCONFDIR": str(tmp_path / "confdir"),
+                        "STHOMEDIR": str(tmp_path / "explicit")}, home) == explicit
+
+
+def test_xdg_state_home_counts_only_as_an_absolute_path(tmp_path):
+    home = tmp_path / "home"
+    state = _write(tmp_path / "xdg-state/syncthing/config.xml")
+    assert find_config({"XDG_STATE_HOME": str(tmp_path / "xdg-state")}, home) == state
+    assert candidate_homes({"XDG_STATE_HOME": "relative/state"}, home)[-1] == home / ".local/state/syncthing"
+
+
+def test_an_explicit_directory_is_the_only_place_looked(tmp_path):
+    """Syncthing started with STHOMEDIR never reads ~/.config; neither do we."""
+    home = tmp_path / "home"
+    _write(home / ".config/syncthing/config.xml")
+    with pytest.raises(SyncthingConfigError, match="looked in .*nowhere\\)") as exc:
+        find_config({"STHOMEDIR": str(tmp_path / "nowhere")}, home)
+    assert ".config" not in str(exc.value)
+
+
+def test_find_config_reads_the_real_home_and_environment(tmp_path, monkeypatch):
+    for name in ("STHOMEDIR", "STCONFDIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    state = _write(tmp_path / ".local/state/syncthing/config.xml")
+    assert find_config() == state
+    assert read_gui_endpoint(find_config()).config_path == state
 
 
 def test_find_config_names_where_it_looked(tmp_path):
