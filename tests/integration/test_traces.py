@@ -192,8 +192,11 @@ def test_restore_onto_a_new_machine_from_a_peers_copy(mesh, node_factory):
     a, b = mesh(2)
     _record(a, GOAL, "gym on Tuesday", "Monday is full")
     a.cli("trace", "publish")
-    wait_for(lambda: list((b.home / "trace/recovery/node1/snapshots").glob("*.json")), timeout=30,
-             what="A's snapshot on B")
+    def verified_on_b() -> bool:
+        listed = json.loads(b.cli("snapshots", "--node", "node1", "--verify", "--json").output)
+        return bool(listed) and all(s["verified"] == "ok" for s in listed)
+
+    wait_for(verified_on_b, timeout=30, what="A's snapshot on B, its .db as well as its manifest")
     a.syncthing.stop()  # node1's machine dies
     d = node_factory("node4")
     d.cli("pair", _invite_from_trust(b, "node1"))
