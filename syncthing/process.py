@@ -219,6 +219,20 @@ class ManagedSyncthing:
         (self.home / PID_FILE).unlink(missing_ok=True)
 
 
+    def kill(self) -> None:
+        """SIGKILL the monitor and the Syncthing under it at once, as a crash or a power cut
+        does. Killing the monitor's pid alone is no crash: the Syncthing it runs goes on
+        serving, orphaned."""
+        pid = self._proc.pid if self._proc is not None else self.running_pid()
+        if pid is None:
+            return
+        _kill_tree(pid)
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+        (self.home / PID_FILE).unlink(missing_ok=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -31,16 +31,31 @@ def pytest_report_header(config) -> str:
         return f"syncthing: not usable ({exc})"
 
 
+def _orphans_of_this_run(basetemp: str) -> set[psutil.Process]:
+    """Processes working under this run's temp folder that are no longer our children: a
+    Syncthing whose monitor was killed goes on serving, reparented to init, and a check of
+    our own children alone would never see it."""
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if p.pid != os.getpid() and any(basetemp in arg for arg in p.info["cmdline"] or ()):
+                found.add(p)
+        except (psutil.Error, TypeError):
+            continue
+    return found
+
+
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """A test that leaves a child process or a thread running is a failing test."""
+def no_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test that leaves a process or a thread running is a failing test."""
     me = psutil.Process()
-    children_before = {p.pid for p in me.children(recursive=True)}
+    basetemp = str(tmp_path_factory.getbasetemp()) + os.sep
+    children_before = {p.pid for p in me.children(recursive=True)} | {p.pid for p in _orphans_of_this_run(basetemp)}
     threads_before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + 5
     while True:
-        left = [p for p in me.children(recursive=True)
+        left = [p for p in set(me.children(recursive=True)) | _orphans_of_this_run(basetemp)
                 if p.pid not in children_before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
         if not (left or threads) or time.monotonic() > deadline:

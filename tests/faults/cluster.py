@@ -83,10 +83,7 @@ class Cluster:
     # -- Syncthing ---------------------------------------------------------------------
 
     def kill_syncthing(self, name: str) -> None:
-        st = self.nodes[name].syncthing
-        pid = st.running_pid()
-        os.kill(pid, signal.SIGKILL)
-        st.stop()  # reaps the killed process and drops its pid file
+        self.nodes[name].syncthing.kill()
         self.syncthing_down.add(name)
         self.faults["kill_syncthing"] += 1
 

@@ -34,9 +34,6 @@ def _steps(home: Path) -> set[str]:
         conn.close()
 
 
-def _kill_syncthing(node) -> None:
-    os.kill(node.syncthing.running_pid(), signal.SIGKILL)
-    node.syncthing.stop()  # reaps the killed process, removes its pid file
 
 
 def test_syncthing_killed_and_started_again_under_a_running_daemon(mesh, daemon_factory):
@@ -48,7 +45,7 @@ def test_syncthing_killed_and_started_again_under_a_running_daemon(mesh, daemon_
     # subscribed (it reports the peers' connections then): a long-poll is now in flight
     wait_for(lambda: "peer node2" in daemon.log(), timeout=30, what="the event stream subscribed")
 
-    _kill_syncthing(a)
+    a.syncthing.kill()
     health = wait_for(lambda: (h := read_health(a.home)).state == DEGRADED and h, timeout=30,
                       what="health degraded")
     assert "syncthing-events is degraded: no events from Syncthing (" in health.message
