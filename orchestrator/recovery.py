@@ -24,6 +24,7 @@ from folders.retention import due_for_snapshot, prune
 from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, list_snapshots,
                                make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
+from orchestrator.heartbeat import DaemonHealth, read_health
 from orchestrator.lock import daemon_lock, refuse_while_daemon_runs
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
@@ -324,6 +325,7 @@ class NodeRow:
     fingerprint: FingerprintView
     frames_agree: bool | None
     pieces: PeerPieces = PeerPieces()
+    daemon: DaemonHealth | None = None  # this node's row only: a peer's shows as a stale fingerprint
 
 
 def nodes(node: Node) -> list[NodeRow]:
@@ -341,7 +343,8 @@ def nodes(node: Node) -> list[NodeRow]:
         online = True if view.node == node.name else (
             None if connections is None or device is None else bool(connections.get(device, {}).get("connected")))
         rows.append(NodeRow(view.node, device, online, view, agreement.get(view.node),
-                            waiting.get(view.node, PeerPieces())))
+                            waiting.get(view.node, PeerPieces()),
+                            read_health(node.layout.home) if view.node == node.name else None))
     return rows
 
 

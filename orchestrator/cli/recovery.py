@@ -68,6 +68,7 @@ def _fingerprint_dict(row: recovery.NodeRow) -> dict[str, Any]:
             "frames_agree": row.frames_agree, "ok": fp.ok, "stale": fp.stale,
             "problem": asdict(fp.problem) if fp.problem else None,
             "pieces": asdict(row.pieces),
+            "daemon": row.daemon.to_dict() if row.daemon else None,
             "fingerprint": fp.fingerprint.to_dict() if fp.fingerprint else None}
 
 
@@ -99,6 +100,8 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
                       fp.created + (" (stale)" if r.fingerprint.stale else ""), style=style)
     Console().print(table)
     for r in rows:
+        if r.daemon is not None:
+            typer.echo(f"{r.name}: daemon {r.daemon.state}: {r.daemon.message}")
         if r.pieces.overdue:
             typer.echo(f"{r.name}: warning: waiting for segment #{r.pieces.gap[0]} since "
                        f"{r.pieces.waiting_since}, longer than [traces] gap_warning_s")

@@ -114,3 +114,17 @@ def test_one_daemon_per_home_and_a_killed_daemon_leaves_no_lock_behind(node_fact
     again = daemon_factory(a)  # the kernel released the lock with the killed process
     assert running_daemon(a.home) == again.proc.pid
     wait_for(lambda: read_health(a.home).state == RUNNING, timeout=30, what="the new daemon running")
+
+
+def test_nodes_shows_this_nodes_daemon(node_factory, daemon_factory):
+    a = node_factory("node1")
+    a.cli("trace", "publish")  # a fingerprint, so node1 has a row
+
+    def own_row() -> dict:
+        return next(r for r in json.loads(a.cli("nodes", "--json").output) if r["name"] == "node1")
+
+    assert own_row()["daemon"]["state"] == NOT_RUNNING
+    assert "node1: daemon not running: No twinsync daemon runs" in a.cli("nodes").output
+    daemon = daemon_factory(a)
+    wait_for(lambda: own_row()["daemon"]["state"] == RUNNING, timeout=30, what="nodes showing the daemon")
+    assert own_row()["daemon"]["pid"] == daemon.proc.pid
