@@ -13,7 +13,7 @@ from folders.errors import TwinsyncError
 from folders.keys import is_private_file_safe
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, read_health
 from orchestrator.node import IdentityError, Node
-from syncthing.errors import SyncthingAuthError, SyncthingError
+from syncthing.errors import SyncthingAuthError, SyncthingBusyError, SyncthingError, SyncthingHungError
 from syncthing.folderspec import FRAMES_FOLDER_ID, recovery_folder_id
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -90,6 +90,9 @@ def check_syncthing(node: Node) -> list[Check]:
     except SyncthingAuthError:
         return [Check("Syncthing API", FAIL, "Syncthing refused the API key",
                       f"write the key from Syncthing's GUI into {node.layout.api_key}")]
+    except (SyncthingHungError, SyncthingBusyError) as exc:  # it runs: starting it is no fix
+        return [Check("Syncthing API", FAIL, str(exc).split(";")[0],
+                      "wait for Syncthing to finish what it is doing, or restart it")]
     except SyncthingError as exc:
         fix = (f"twinsync syncthing start --home {node.layout.home}" if node.config.managed
                else "start Syncthing")

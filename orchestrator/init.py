@@ -112,6 +112,7 @@ def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:
     moved = False
     client: SyncthingClient | None = None
     config_path: Path | None = None
+    cert: Path | None = None
     try:
         if target.managed:
             endpoint = ManagedSyncthing(NodeLayout(staging).syncthing_home).generate(name)
@@ -121,9 +122,10 @@ def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:
             resolved = _resolve_target(target)
             if isinstance(resolved, GuiEndpoint):
                 url, api_key, config_path = resolved.url, resolved.api_key, resolved.config_path
+                cert = resolved.https_cert
             else:
                 url, api_key = resolved
-            client = SyncthingClient(url, api_key)
+            client = SyncthingClient(url, api_key, cert=cert)
             client.ping()
             check_folder_free(client, FRAMES_FOLDER_ID, layout.frames_shared)
             check_folder_free(client, recovery_folder_id(name), layout.recovery(name))
