@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from syncthing.client import SyncthingClient
 from syncthing.errors import SyncthingBusyError
-from syncthing.process import ManagedSyncthing
+from syncthing.process import ManagedSyncthing, binary_version
 from tests.conftest import run_cli, wait_for
 from tests.unit.test_syncthing_migration import MIGRATION_BODY
 
@@ -231,3 +231,23 @@ def _self_signed_pem() -> bytes:
             .serial_number(x509.random_serial_number()).not_valid_before(now)
             .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+# -- doctor: which Syncthing, which config, HTTPS -----------------------------------------
+
+def test_doctor_reports_version_config_and_https(node_factory):
+    node = node_factory("d")
+    env = {"STHOMEDIR": str(node.syncthing.home)}
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--home", node.home, "--json", env=env).stdout)}
+    version = str(binary_version())
+    assert checks["Syncthing version"]["message"].startswith(version)
+    assert checks["Syncthing version"]["level"] == ("ok" if binary_version().tested else "warn")
+    assert checks["Syncthing config"] == {"name": "Syncthing config", "level": "ok",
+                                          "message": str(node.syncthing.config_path), "fix": ""}
+    assert checks["Syncthing HTTPS"]["message"].startswith("plain HTTP on loopback")
+    turn_on_https(node.syncthing)
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--home", node.home, "--json", env=env).stdout)}
+    assert checks["Syncthing HTTPS"]["message"] == f"HTTPS, certificate pinned to {node.syncthing.home / 'https-cert.pem'}"
+    elsewhere = {"STHOMEDIR": str(node.home / "nowhere")}
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--home", node.home, "--json", env=elsewhere).stdout)}
+    assert checks["Syncthing config"]["level"] == "warn"
