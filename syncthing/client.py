@@ -121,9 +121,7 @@ class SyncthingClient:
         if not r.content:
             return None
         if is_migration_answer(r.headers.get("Content-Type"), r.content):
-            raise SyncthingBusyError(
-                f"Syncthing at {self.url} is busy migrating its database; wait for it to finish "
-                "(it can take a while on a first start after an upgrade) and do not stop it.")
+            raise self._busy()
         try:
             return r.json()
         except ValueError:
@@ -147,6 +145,8 @@ class SyncthingClient:
                 f"Syncthing at {self.url} did not answer {method} {path} in time; "
                 "check that it is running and not overloaded.") from None
         except requests.exceptions.SSLError as exc:
+            if self.url.startswith("https://") and self._migrating_without_tls():
+                raise self._busy() from None
             raise SyncthingUnavailable(self._tls_failure(exc)) from None
         except requests.ConnectionError:
             raise SyncthingUnavailable(
@@ -159,6 +159,21 @@ class SyncthingClient:
             raise SyncthingUnavailable(
                 f"Syncthing at {self.url} broke off its answer to {method} {path} "
                 f"({type(exc).__name__}); it may have stopped or restarted, try again.") from None
+
+    def _busy(self) -> SyncthingBusyError:
+        return SyncthingBusyError(
+            f"Syncthing at {self.url} is busy migrating its database; wait for it to finish "
+            "(it can take a while on a first start after an upgrade) and do not stop it.")
+
+    def _migrating_without_tls(self) -> bool:
+        """The migration server speaks plain HTTP even where the GUI is HTTPS, so a failed
+        handshake may be a migrating 2.x: ask the same address over http once."""
+        try:
+            r = self._session.get("http://" + self.url.removeprefix("https://") + "/rest/system/ping",
+                                  timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException:
+            return False
+        return is_migration_answer(r.headers.get("Content-Type"), r.content)
 
     def _tls_failure(self, exc: BaseException) -> str:
         if self.cert is not None and "certificate verify failed" in str(exc):

@@ -153,6 +153,13 @@ def test_the_client_raises_busy_for_the_migration_server(migrating):
             assert "busy migrating its database; wait for it to finish" in str(caught.value)
 
 
+def test_an_https_gui_migrating_without_tls_is_busy_not_a_certificate_problem(migrating):
+    """The migration server listens without TLS even when the GUI is HTTPS."""
+    with SyncthingClient(f"https://127.0.0.1:{migrating.port}", "any") as client, \
+            pytest.raises(SyncthingBusyError, match="busy migrating its database"):
+        client.ping()
+
+
 def test_a_managed_start_waits_through_a_migration_instead_of_giving_up(tmp_path, migrating):
     home = tmp_path / "st"
     home.mkdir()
