@@ -258,3 +258,16 @@ def test_doctor_reports_version_config_and_https(node_factory):
     elsewhere = {"STHOMEDIR": str(node.home / "nowhere")}
     checks = {c["name"]: c for c in json.loads(cli("doctor", "--home", node.home, "--json", env=elsewhere).stdout)}
     assert checks["Syncthing config"]["level"] == "warn"
+
+
+def test_the_daemon_picks_up_a_regenerated_key_and_logs_it(node_factory, daemon_factory, monkeypatch):
+    node = node_factory("k")
+    monkeypatch.setenv("STHOMEDIR", str(node.syncthing.home))  # where the daemon finds config.xml
+    daemon = daemon_factory(node)
+    set_gui(node.syncthing, apiKey="regenerated-key-0123456789")
+    wait_for(lambda: node.syncthing.endpoint.api_key == "regenerated-key-0123456789", 10, "config.xml")
+    node.cli("frame", "put", "notes/after", "--body", '{"v": 1}')  # the daemon scans: a REST call
+    wait_for(lambda: "API key changed" in daemon.log(), 30, "the daemon to log the new key")
+    assert (node.home / "keys/syncthing-api.key").read_text().strip() == "regenerated-key-0123456789"
+    line = next(l for l in daemon.log().splitlines() if "API key changed" in l)
+    assert "INFO" in line and "regenerated-key" not in daemon.log()  # the key itself is never logged
