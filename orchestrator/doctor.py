@@ -118,15 +118,16 @@ def check_syncthing(node: Node) -> list[Check]:
     return checks
 
 
-def check_syncthing_setup(node: Node) -> list[Check]:
+def check_syncthing_setup(node: Node, *, api_ok: bool = True) -> list[Check]:
     """Which Syncthing this is (and whether CI tests that version), which config.xml twinsync
-    reads for it, and whether its GUI speaks HTTPS with a certificate twinsync can pin."""
+    reads for it, and whether its GUI speaks HTTPS with a certificate twinsync can pin.
+    `api_ok=False`: the API already failed, so it is not asked (and waited for) again."""
     local = local_syncthing(node.layout, node.config)
     try:
         if node.config.managed:
             version = binary_version()
         else:
-            version = parse_version(node.client.version()["longVersion"])
+            version = parse_version(node.client.version()["longVersion"]) if api_ok else None
     except SyncthingError:
         version = None  # the API's or the program's own failure is reported by its check
     checks = []
@@ -230,6 +231,7 @@ def check_identity(node: Node) -> list[Check]:
 
 
 def run_checks(node: Node) -> list[Check]:
-    return (check_programs(node.config.managed) + check_syncthing(node) + check_syncthing_setup(node)
+    api = check_syncthing(node)
+    return (check_programs(node.config.managed) + api + check_syncthing_setup(node, api_ok=api[0].level == OK)
             + check_key_files(node)
             + [check_inotify(node), check_service(), check_daemon(node)] + check_identity(node))

@@ -98,8 +98,11 @@ def test_status_and_doctor_say_a_hung_syncthing_runs_but_does_not_answer(node_fa
     assert status.exit_code == 1
     assert f"Syncthing at {url} is running but not answering" in json.loads(status.stdout)["syncthing_error"]
     assert took < 8, f"status took {took:.1f} s"
+    started = time.monotonic()
     doctor = run_cli("doctor", "--home", node.home, ok=False)
+    took = time.monotonic() - started
     assert "running but not answering" in doctor.output and "start Syncthing" not in doctor.output
+    assert took < 4.5, f"doctor waited {took:.1f} s: the hung API was asked twice"
     peers = run_cli("peers", "--home", node.home, ok=False)
     assert peers.exit_code == 1 and "running but not answering" in peers.output
 
