@@ -10,12 +10,19 @@ and this node closes its own item.
 
 A rollback (an older genuine version of a frame written back over a newer one) is held
 back, not committed: approve commits it, reject writes the newer version back.
+
+A copy whose original is gone is a delete that won over an edit (Syncthing 2.x lets a
+deletion win a conflict and keeps the edit as the copy; with 1.x a user may delete the
+original by hand): its own kind, `deleted`, because approving it brings a deleted frame back.
+Approve restores the edit, reject keeps the delete. An open conflict follows its original:
+it becomes `deleted` when the original goes, and a conflict again if the original returns.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,7 +49,10 @@ KINDS = {
     "invalid": "a file in frames.shared/ that is not a valid frame",
     "rollback": "an older version of a frame written back over a newer one",
     "quarantined": "a conflict copy that failed its checks, moved out of frames.shared/",
+    "deleted": "a frame deleted on one node and edited on another (a conflict copy whose original is gone)",
 }
+#: Kinds whose item holds a conflict copy in frames.shared/ that a decision acts on.
+COPY_KINDS = ("conflict", "deleted")
 
 
 class ConflictError(TwinsyncError):
@@ -76,6 +86,8 @@ class ConflictItem:
             return f"rollback to revision {(self.revision or '?')[:12]} by {self.theirs_author or '?'}"
         if self.kind == "quarantined":
             return f"{(self.reason or '').split(':')[0]}; now in {self.location or 'quarantine'}"
+        if self.kind == "deleted":
+            return f"deleted on device {self.device or '?'}, edited by {self.theirs_author or '?'}"
         return (self.reason or "").split(":")[0] or "-"
 
     def consequences(self) -> tuple[str, str] | None:
@@ -86,6 +98,11 @@ class ConflictItem:
                     f"{self.frame} on every node; the copy is removed.",
                     f"the copy is removed everywhere; its version stays on branch "
                     f"{self.branch or 'its fork branch'}.")
+        if self.kind == "deleted":
+            return (f"the edited version (by {self.theirs_author}) comes back as {self.frame} on every "
+                    f"node, undoing the delete made on device {self.device}; the copy is removed.",
+                    f"the frame {self.frame} stays deleted on every node; the copy is removed and the edited "
+                    f"version stays on branch {self.branch or 'its fork branch'}.")
         if self.kind == "rollback":
             return (f"the older version (revision {(self.revision or '?')[:12]} by {self.theirs_author}) is "
                     f"committed and stays {self.frame} on every node.",
@@ -151,16 +168,23 @@ class ConflictQueue:
     def holds_version(self, db, rel: str, digest: str) -> bool:
         """Whether `digest` is one side of a conflict on this frame: such a version coming back
         is a decision (here or on a peer), not a rollback."""
-        return db.execute("SELECT 1 FROM conflicts WHERE kind = 'conflict' AND path = ? "
+        return db.execute("SELECT 1 FROM conflicts WHERE kind IN ('conflict', 'deleted') AND path = ? "
                           "AND ? IN (ours_hash, theirs_hash)", [rel, digest]).fetchone() is not None
+
+    def follow_originals(self, db, present: list[str], gone: list[str]) -> None:
+        """An open conflict whose original was deleted becomes a `deleted` item (approving it
+        would bring the frame back), and one whose original came back a conflict again."""
+        for rels, old, new in ((gone, "conflict", "deleted"), (present, "deleted", "conflict")):
+            db.execute("UPDATE conflicts SET kind = ? WHERE kind = ? AND status = ? "
+                       "AND path IN (SELECT value FROM json_each(?))", [new, old, OPEN, json.dumps(rels)])
 
     def handle_copy(self, db, rel: str, trusted: Mapping[str, Ed25519PublicKey]) -> str:
         """What became of the copy: settled, quarantined, queued, closed or unchanged."""
         copy = self.root / rel
         if not copy.exists():
             return self._copy_gone(db, rel)
-        if db.execute("SELECT 1 FROM conflicts WHERE kind = 'conflict' AND copy_path = ? AND status = ?",
-                      [rel, OPEN]).fetchone():
+        if db.execute("SELECT 1 FROM conflicts WHERE kind IN ('conflict', 'deleted') AND copy_path = ? "
+                      "AND status = ?", [rel, OPEN]).fetchone():
             return "unchanged"
         parsed = parse_conflict_copy(rel)
         original_rel = parsed.original.as_posix() if parsed else None
@@ -188,12 +212,17 @@ class ConflictQueue:
         except GitStoreError as exc:
             logger.warning("conflict %s queued without a fork branch: %s", rel, exc)
             branch = None
-        self._insert(db, kind="conflict", frame=frame_id, path=original_rel, copy_path=rel,
+        deleted = not os.path.lexists(original)
+        self._insert(db, kind="deleted" if deleted else "conflict", frame=frame_id, path=original_rel, copy_path=rel,
                      device=parsed.device, branch=branch, theirs_hash=verdict.frame.hash,
                      theirs_author=verdict.frame.author,
                      ours_hash=ours.frame.hash if ours.ok else None,
                      ours_author=ours.frame.author if ours.ok else None)
-        logger.info("conflict on %s queued (copy from device %s)", frame_id, parsed.device)
+        if deleted:
+            logger.info("%s queued: deleted on device %s, edited by %s", frame_id, parsed.device,
+                        verdict.frame.author)
+        else:
+            logger.info("conflict on %s queued (copy from device %s)", frame_id, parsed.device)
         return "queued"
 
     def _shared_base(self, original_rel: str, parents: tuple[str, ...]) -> str:
@@ -221,8 +250,8 @@ class ConflictQueue:
 
     def _copy_gone(self, db, rel: str) -> str:
         self.close_invalid(db, rel, "the file is gone")
-        row = db.execute("SELECT id FROM conflicts WHERE kind = 'conflict' AND copy_path = ? AND status = ?",
-                         [rel, OPEN]).fetchone()
+        row = db.execute("SELECT id FROM conflicts WHERE kind IN ('conflict', 'deleted') AND copy_path = ? "
+                         "AND status = ?", [rel, OPEN]).fetchone()
         if not row:
             return "unchanged"
         db["conflicts"].update(row[0], {"status": "closed", "decided_by": "another node",
@@ -248,7 +277,9 @@ class ConflictQueue:
         copy, original = self._decidable(item)
         write_atomic(original, copy.read_bytes())
         copy.unlink()
-        self.repo.commit([item.path], f"approve #{item.id}: {item.frame} takes the version from "
+        what = ("comes back with the edit kept in the copy, undoing the delete on" if item.kind == "deleted"
+                else "takes the version from")
+        self.repo.commit([item.path], f"approve #{item.id}: {item.frame} {what} "
                          f"device {item.device} (decided on {self.node.name})\n", item.theirs_author,
                          when=self.clock())
         self._decide(db, item, "approved")
@@ -299,7 +330,7 @@ class ConflictQueue:
             raise ConflictError(f"Item #{item.id} is already {item.status}; see `twinsync conflicts --all`.")
 
     def _decidable(self, item: ConflictItem) -> tuple[Path, Path]:
-        if item.kind != "conflict":
+        if item.kind not in COPY_KINDS:
             raise ConflictError(f"Item #{item.id} is an invalid file, not a conflict: fix or delete "
                                 f"{self.root / item.path} and it closes itself.")
         copy = self.root / item.copy_path

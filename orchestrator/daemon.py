@@ -29,16 +29,14 @@ from folders.fingerprint import FINGERPRINT_NAME
 from folders.snapshots import SEGMENTS_DIR, SNAPSHOTS_DIR
 from folders.trace import format_ts, utc_now
 from orchestrator import recovery
-from orchestrator.config import read_api_key
 from orchestrator.events import MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
 from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartbeat
 from orchestrator.lock import daemon_lock
-from orchestrator.node import Node
+from orchestrator.node import Node, syncthing_client
 from orchestrator.pipeline import FramePipeline
 from orchestrator.supervisor import Supervisor
 from orchestrator.watcher import FrameWatcher
-from syncthing.client import SyncthingClient
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import RECOVERY_PREFIX
 
@@ -93,7 +91,7 @@ class Daemon:
         watcher = FrameWatcher(layout.frames_shared, self.batcher.add, self.batcher.request_reconcile)
         arrivals = FrameWatcher(layout.recovery_root, lambda paths: self._peer_arrival(scheduler, paths),
                                 lambda: self._merge_soon(scheduler))
-        events_client = SyncthingClient(self.node.config.syncthing_url, read_api_key(layout))
+        events_client = syncthing_client(layout, self.node.config)
         events = SyncthingEvents(events_client, lambda event: self._syncthing_event(scheduler, event),
                                  on_state=lambda problem: sup.report("syncthing-events", problem),
                                  on_resync=lambda connections: self._resync(scheduler, connections))

@@ -8,13 +8,16 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from folders.errors import TwinsyncError
 from folders.keys import is_private_file_safe
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, read_health
-from orchestrator.node import IdentityError, Node
-from syncthing.errors import SyncthingAuthError, SyncthingError
+from orchestrator.node import LOOPBACK, IdentityError, Node, local_syncthing
+from syncthing.errors import SyncthingAuthError, SyncthingBusyError, SyncthingError, SyncthingHungError
 from syncthing.folderspec import FRAMES_FOLDER_ID, recovery_folder_id
+from syncthing.process import binary_version
+from syncthing.version import TESTED_VERSIONS, parse_version
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
@@ -90,6 +93,9 @@ def check_syncthing(node: Node) -> list[Check]:
     except SyncthingAuthError:
         return [Check("Syncthing API", FAIL, "Syncthing refused the API key",
                       f"write the key from Syncthing's GUI into {node.layout.api_key}")]
+    except (SyncthingHungError, SyncthingBusyError) as exc:  # it runs: starting it is no fix
+        return [Check("Syncthing API", FAIL, str(exc).split(";")[0],
+                      "wait for Syncthing to finish what it is doing, or restart it")]
     except SyncthingError as exc:
         fix = (f"twinsync syncthing start --home {node.layout.home}" if node.config.managed
                else "start Syncthing")
@@ -110,6 +116,54 @@ def check_syncthing(node: Node) -> list[Check]:
     for folder_id, path, folder_type, sharers in wanted:
         checks.append(_check_folder(node, folder_id, path, folder_type, sharers))
     return checks
+
+
+def check_syncthing_setup(node: Node, *, api_ok: bool = True) -> list[Check]:
+    """Which Syncthing this is (and whether CI tests that version), which config.xml twinsync
+    reads for it, and whether its GUI speaks HTTPS with a certificate twinsync can pin.
+    `api_ok=False`: the API already failed, so it is not asked (and waited for) again."""
+    local = local_syncthing(node.layout, node.config)
+    try:
+        if node.config.managed:
+            version = binary_version()
+        else:
+            version = parse_version(node.client.version()["longVersion"]) if api_ok else None
+    except SyncthingError:
+        version = None  # the API's or the program's own failure is reported by its check
+    checks = []
+    if version is not None:
+        if version.tested:
+            checks.append(Check("Syncthing version", OK, f"{version}, a version twinsync's tests run against"))
+        else:
+            checks.append(Check("Syncthing version", WARN,
+                                f"{version}; twinsync's tests run against {', '.join(TESTED_VERSIONS)} only",
+                                "see README, Syncthing versions"))
+    if local is None:
+        checks.append(Check("Syncthing config", WARN,
+                            f"no config.xml on this machine describes {node.config.syncthing_url}",
+                            "a regenerated API key or an HTTPS certificate must then be copied by hand"))
+    else:
+        checks.append(Check("Syncthing config", OK, f"{local.config_path}"))
+    url = node.config.syncthing_url
+    if local is not None and local.url.startswith("https://"):
+        if local.https_cert is None:
+            checks.append(Check("Syncthing HTTPS", WARN, f"the GUI uses HTTPS but {local.config_path.parent} "
+                                "has no https-cert.pem yet", "restart Syncthing so it writes one"))
+        else:
+            checks.append(Check("Syncthing HTTPS", OK, f"HTTPS, certificate pinned to {local.https_cert}"))
+    elif url.startswith("https://"):
+        checks.append(Check("Syncthing HTTPS", WARN, "HTTPS, but no Syncthing certificate here to check it against",
+                            "run twinsync on the machine its Syncthing runs on"))
+    elif _is_loopback(url):
+        checks.append(Check("Syncthing HTTPS", OK, "plain HTTP on loopback (nothing leaves this machine)"))
+    else:
+        checks.append(Check("Syncthing HTTPS", WARN, f"plain HTTP to {url}: the API key crosses the network "
+                            "unencrypted", "turn on HTTPS in Syncthing's GUI settings"))
+    return checks
+
+
+def _is_loopback(url: str) -> bool:
+    return urlsplit(url).hostname in LOOPBACK
 
 
 def _check_folder(node: Node, folder_id: str, path: Path, folder_type: str, sharers: dict) -> Check:
@@ -177,5 +231,7 @@ def check_identity(node: Node) -> list[Check]:
 
 
 def run_checks(node: Node) -> list[Check]:
-    return (check_programs(node.config.managed) + check_syncthing(node) + check_key_files(node)
+    api = check_syncthing(node)
+    return (check_programs(node.config.managed) + api + check_syncthing_setup(node, api_ok=api[0].level == OK)
+            + check_key_files(node)
             + [check_inotify(node), check_service(), check_daemon(node)] + check_identity(node))

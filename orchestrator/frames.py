@@ -171,11 +171,16 @@ def get_conflict(node: Node, item_id: int) -> ConflictItem:
 
 def conflict_diff(node: Node, item: ConflictItem) -> str:
     """Unified diff of the two bodies, pretty-printed for reading: ours → theirs for a
-    conflict, the newer version in Git → the older one written back for a rollback."""
+    conflict, nothing → the edit for a deleted frame, the newer version in Git → the older one
+    written back for a rollback."""
     root = node.layout.frames_shared
     if item.kind == "conflict":
         ours, theirs = _read(root / item.path), _read(root / item.copy_path)
         labels = (f"ours: {item.path} ({item.ours_author})", f"theirs: {item.copy_path} ({item.theirs_author})")
+    elif item.kind == "deleted":
+        ours, theirs = b"", _read(root / item.copy_path)
+        labels = (f"deleted: {item.path} (on device {item.device})",
+                  f"edited: {item.copy_path} ({item.theirs_author})")
     elif item.kind == "rollback":
         with FrameRepo(node.layout.frames_git) as repo:
             ours = repo.show("HEAD", item.path)

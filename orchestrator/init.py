@@ -23,7 +23,7 @@ from folders.trust import save_trusted
 from orchestrator import state
 from orchestrator.config import NodeConfig, save_config, write_api_key
 from syncthing.client import SyncthingClient
-from syncthing.configxml import find_config, read_gui_endpoint
+from syncthing.configxml import GuiEndpoint, find_config, read_gui_endpoint
 from syncthing.errors import SyncthingConfigError, SyncthingError
 from syncthing.folderspec import (FRAMES_FOLDER_ID, IGNORE_PATTERNS, frames_folder,
                                   recovery_folder, recovery_folder_id)
@@ -49,6 +49,8 @@ class InitResult:
     syncthing_url: str
     managed: bool
     syncthing_pid: int | None
+    #: The Syncthing config.xml the URL and key came from; None when both were given as flags.
+    config_path: Path | None
 
 
 def _check_home(home: Path) -> None:
@@ -66,14 +68,15 @@ def _check_home(home: Path) -> None:
         raise HomeError(f"Cannot write in {parent}; pass a --home you can write.")
 
 
-def _resolve_target(target: SyncthingTarget) -> tuple[str, str]:
+def _resolve_target(target: SyncthingTarget) -> GuiEndpoint | tuple[str, str]:
+    """The endpoint read from the user's config.xml (so init can name the file), or the URL
+    and key given as flags."""
     if target.url or target.api_key:
         if not (target.url and target.api_key):
             raise SyncthingConfigError("Pass both --syncthing-url and --api-key, or neither to "
                                        "use the Syncthing found in its config.xml.")
         return target.url, target.api_key
-    endpoint = read_gui_endpoint(find_config())
-    return endpoint.url, endpoint.api_key
+    return read_gui_endpoint(find_config())
 
 
 def check_folder_free(client: SyncthingClient, folder_id: str, path: Path) -> None:
@@ -108,13 +111,21 @@ def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:
     created: list[str] = []
     moved = False
     client: SyncthingClient | None = None
+    config_path: Path | None = None
+    cert: Path | None = None
     try:
         if target.managed:
             endpoint = ManagedSyncthing(NodeLayout(staging).syncthing_home).generate(name)
             url, api_key = endpoint.url, endpoint.api_key
+            config_path = layout.syncthing_home / "config.xml"
         else:
-            url, api_key = _resolve_target(target)
-            client = SyncthingClient(url, api_key)
+            resolved = _resolve_target(target)
+            if isinstance(resolved, GuiEndpoint):
+                url, api_key, config_path = resolved.url, resolved.api_key, resolved.config_path
+                cert = resolved.https_cert
+            else:
+                url, api_key = resolved
+            client = SyncthingClient(url, api_key, cert=cert)
             client.ping()
             check_folder_free(client, FRAMES_FOLDER_ID, layout.frames_shared)
             check_folder_free(client, recovery_folder_id(name), layout.recovery(name))
@@ -140,7 +151,7 @@ def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:
         save_config(layout, NodeConfig(name=name, device_id=device_id, syncthing_url=url,
                                        managed=target.managed))
         logger.info("initialised node %s in %s", name, home)
-        return InitResult(home, name, device_id, url, target.managed, pid)
+        return InitResult(home, name, device_id, url, target.managed, pid, config_path)
     except BaseException:
         _undo(client, created, managed, home if moved else staging)
         raise

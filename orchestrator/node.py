@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -12,12 +15,72 @@ from folders.keys import load_private_key, parse_public_key, public_key_text
 from folders.layout import NodeLayout
 from folders.trust import TrustedPeer, load_trusted
 from orchestrator import state
-from orchestrator.config import NodeConfig, load_config, read_api_key
+from orchestrator.config import NodeConfig, load_config, read_api_key, write_api_key
 from syncthing.client import SyncthingClient
+from syncthing.configxml import GuiEndpoint, find_config, read_gui_endpoint
+from syncthing.errors import SyncthingConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Seconds an interactive command (status, doctor, peers, nodes) waits for each Syncthing
+#: answer: a hung Syncthing is reported at once, not after the daemon's patient timeouts.
+INTERACTIVE_TIMEOUT = 2.5
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _reread_key(endpoint: GuiEndpoint) -> str | None:
+    try:
+        return read_gui_endpoint(endpoint.config_path).api_key
+    except SyncthingConfigError:
+        return None
 
 
 class IdentityError(TwinsyncError):
     """This node's configured name is one its trusted peers know with another key."""
+
+
+def local_syncthing(layout: NodeLayout, config: NodeConfig) -> GuiEndpoint | None:
+    """The node's Syncthing as its config.xml describes it, when that file is on this machine:
+    the managed home's, or the user's own (found in Syncthing's order) when its GUI port is
+    the one in twinsync.toml. None for a remote or unknown Syncthing."""
+    if config.managed:
+        path = layout.syncthing_home / "config.xml"
+    else:
+        try:
+            path = find_config()
+        except SyncthingConfigError:
+            return None
+    try:
+        endpoint = read_gui_endpoint(path)
+    except SyncthingConfigError:
+        return None
+    mine, theirs = urlsplit(config.syncthing_url), urlsplit(endpoint.url)
+    same_host = mine.hostname == theirs.hostname or {mine.hostname, theirs.hostname} <= LOOPBACK
+    return endpoint if same_host and mine.port == theirs.port else None
+
+
+def syncthing_client(layout: NodeLayout, config: NodeConfig, *, timeout: float | None = None,
+                     on_notice: Callable[[str], None] | None = None) -> SyncthingClient:
+    """A client for the node's Syncthing that trusts its own HTTPS certificate and picks up an
+    API key the user regenerated (read again from config.xml, saved to keys/syncthing-api.key,
+    logged and told to `on_notice`)."""
+    local = local_syncthing(layout, config)
+
+    def save(key: str) -> None:
+        write_api_key(layout, key)
+        message = (f"Syncthing's API key changed; twinsync read the new one from "
+                   f"{local.config_path} and saved it in {layout.api_key}.")
+        logger.info(message)
+        if on_notice is not None:
+            on_notice(message)
+
+    return SyncthingClient(config.syncthing_url, read_api_key(layout),
+                           **({"timeout": timeout} if timeout else {}),
+                           cert=local.https_cert if local else None,
+                           key_source=(lambda: _reread_key(local)) if local else None,
+                           on_new_key=save, key_hint=f"write it into {layout.api_key}")
 
 
 @dataclass
@@ -27,13 +90,14 @@ class Node:
     client: SyncthingClient
 
     @classmethod
-    def open(cls, home: Path, *, timeout: float | None = None) -> Node:
+    def open(cls, home: Path, *, timeout: float | None = None,
+             on_notice: Callable[[str], None] | None = None) -> Node:
+        """`on_notice` hears what twinsync changed by itself (a re-read API key), for the CLI
+        to print; the log gets it too."""
         layout = NodeLayout(Path(home)).require()
         config = load_config(layout)
         state.ensure_schema(layout.state_db)
-        client = SyncthingClient(config.syncthing_url, read_api_key(layout),
-                                 **({"timeout": timeout} if timeout else {}))
-        return cls(layout, config, client)
+        return cls(layout, config, syncthing_client(layout, config, timeout=timeout, on_notice=on_notice))
 
     def close(self) -> None:
         self.client.close()

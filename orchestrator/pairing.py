@@ -103,14 +103,17 @@ class PeerStatus:
     last_seen: str | None
 
 
-def peer_statuses(node: Node) -> list[PeerStatus]:
-    """Trusted peers with Syncthing's view of them; `connected` is None when it cannot say."""
+def peer_statuses(node: Node, *, ask_syncthing: bool = True) -> tuple[list[PeerStatus], SyncthingError | None]:
+    """Trusted peers with Syncthing's view of them, and why Syncthing could not give it (then
+    `connected` is None). `ask_syncthing=False` when the caller already knows it cannot."""
     peers = node.peers()
-    try:
-        connections = node.client.connections()
-        stats = node.client.device_stats()
-    except SyncthingError:
-        connections, stats = None, {}
+    connections, stats, problem = None, {}, None
+    if ask_syncthing:
+        try:
+            connections = node.client.connections()
+            stats = node.client.device_stats()
+        except SyncthingError as exc:
+            connections, stats, problem = None, {}, exc
     out = []
     for name, peer in sorted(peers.items()):
         conn = (connections or {}).get(peer.device_id, {})
@@ -118,7 +121,7 @@ def peer_statuses(node: Node) -> list[PeerStatus]:
                               None if connections is None else bool(conn.get("connected")),
                               conn.get("address") or None,
                               seen_at(stats.get(peer.device_id, {}).get("lastSeen"))))
-    return out
+    return out, problem
 
 
 #: Syncthing reports a device it never saw as seen at the Unix epoch, in its local zone

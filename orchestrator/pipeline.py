@@ -119,6 +119,7 @@ class FramePipeline:
                 with db.conn:
                     self.conflicts.close_invalid_many(db, report.committed, "the file is valid now")
                     self.conflicts.close_invalid_many(db, report.deleted, "the file is gone")
+                    self.conflicts.follow_originals(db, report.committed, report.deleted)
                     db.execute("DELETE FROM frames WHERE path IN (SELECT value FROM json_each(?))",
                                [json.dumps(report.deleted)])
                     db["frames"].upsert_all(rows, pk="path")

@@ -55,7 +55,7 @@ def node_status(node: Node) -> NodeStatus:
                 sorted(names.get(d["deviceID"], d["deviceID"][:7]) for d in f["devices"]
                        if d["deviceID"] != node.config.device_id)))
     except SyncthingError as exc:
-        return NodeStatus(**base, syncthing_ok=False, syncthing_version=None,
-                          syncthing_error=str(exc), peers=peer_statuses(node))
+        return NodeStatus(**base, syncthing_ok=False, syncthing_version=None, syncthing_error=str(exc),
+                          peers=peer_statuses(node, ask_syncthing=False)[0])
     return NodeStatus(**base, syncthing_ok=True, syncthing_version=version, syncthing_error=None,
-                      folders=folders, peers=peer_statuses(node))
+                      folders=folders, peers=peer_statuses(node)[0])

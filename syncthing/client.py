@@ -6,13 +6,17 @@ whole config, so a user's own folders and devices are never clobbered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
-from syncthing.errors import (SyncthingAPIError, SyncthingAuthError, SyncthingConfigError,
-                              SyncthingUnavailable)
+from syncthing.errors import (SyncthingAPIError, SyncthingAuthError, SyncthingBusyError,
+                              SyncthingConfigError, SyncthingHungError, SyncthingUnavailable)
+from syncthing.migration import is_migration_answer
 
 DEFAULT_TIMEOUT = 10.0
 #: How much of a value a message repeats: enough to recognise it, never a screenful.
@@ -45,16 +49,41 @@ def check_url(url: str) -> str:
     return url
 
 
+class _NoHostnameAdapter(HTTPAdapter):
+    """Syncthing's GUI certificate names the machine's host name (lib/api/api.go
+    `getListener`), never 127.0.0.1, so the name check is off; the certificate itself is still
+    checked, against that one file only."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["assert_hostname"] = False
+        super().init_poolmanager(*args, **kwargs)
+
+
 class SyncthingClient:
-    """One `requests.Session` per client; pass your own to share connection pools in tests."""
+    """One `requests.Session` per client; pass your own to share connection pools in tests.
+
+    `cert` pins an HTTPS GUI to Syncthing's own `https-cert.pem` (the system CA store is not
+    asked); an http:// address that Syncthing redirects to https:// (307) is followed with the
+    same pin. `key_source` re-reads the key where the user may have regenerated it (config.xml):
+    on a 401/403 the call is retried once with a changed key, and `on_new_key` is told.
+    `key_hint` finishes the refused-key sentence with what the caller's user can do.
+    """
 
     def __init__(self, url: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT,
-                 session: requests.Session | None = None, verify: bool = True) -> None:
+                 session: requests.Session | None = None, cert: Path | None = None,
+                 key_source: Callable[[], str | None] | None = None,
+                 on_new_key: Callable[[str], None] | None = None,
+                 key_hint: str = "pass it with --api-key") -> None:
         self.url = check_url(url).rstrip("/")
         self.timeout = timeout
+        self.cert = cert
         self._session = session or requests.Session()
         self._session.headers["X-API-Key"] = api_key
-        self._session.verify = verify
+        self._verify: bool | str = True
+        if cert is not None:
+            self._verify = str(cert)
+            self._session.mount("https://", _NoHostnameAdapter())
+        self._key_source, self._on_new_key, self._key_hint = key_source, on_new_key, key_hint
 
     def close(self) -> None:
         self._session.close()
@@ -71,17 +100,54 @@ class SyncthingClient:
                  timeout: float | None = None) -> Any:
         """Every way the call can fail becomes a `SyncthingError` with one sentence: a
         Syncthing killed mid-answer must not end the caller's thread with a requests error."""
+        r = self._send(method, path, params=params, json=json, timeout=timeout)
+        if r.status_code in (401, 403) and self._key_source is not None:
+            old, new = self._session.headers["X-API-Key"], self._key_source()
+            if new and new != old:
+                self._session.headers["X-API-Key"] = new
+                r = self._send(method, path, params=params, json=json, timeout=timeout)
+                if r.status_code in (401, 403):
+                    self._session.headers["X-API-Key"] = old
+                elif self._on_new_key is not None:
+                    self._on_new_key(new)
+        if r.status_code in (401, 403):
+            raise SyncthingAuthError(
+                f"Syncthing at {self.url} refused the API key; copy the key from its GUI "
+                f"(Actions → Settings → API Key) and {self._key_hint}.")
+        if r.status_code >= 400:
+            detail = r.text.strip().splitlines()[0] if r.text.strip() else r.reason
+            raise SyncthingAPIError(
+                f"Syncthing refused {method} {path} ({r.status_code}: {_cap(detail)}).", r.status_code)
+        if not r.content:
+            return None
+        if is_migration_answer(r.headers.get("Content-Type"), r.content):
+            raise self._busy()
         try:
-            r = self._session.request(method, self.url + path, params=params, json=json,
-                                      timeout=timeout or self.timeout)
+            return r.json()
+        except ValueError:
+            raise SyncthingAPIError(
+                f"{self.url} answered {method} {path} with something that is not JSON; "
+                "check that the address is Syncthing's GUI/API address.", r.status_code) from None
+
+    def _send(self, method: str, path: str, *, params: Any, json: Any,
+              timeout: float | None) -> requests.Response:
+        timeout = timeout or self.timeout
+        try:
+            # verify is passed on each call: a session's own would lose to $REQUESTS_CA_BUNDLE.
+            return self._session.request(method, self.url + path, params=params, json=json,
+                                         timeout=timeout, verify=self._verify)
+        except requests.exceptions.ReadTimeout:
+            raise SyncthingHungError(
+                f"Syncthing at {self.url} is running but not answering ({method} {path} got no "
+                f"answer in {timeout:g} s); wait if it is busy, or restart it.") from None
         except requests.Timeout:
             raise SyncthingUnavailable(
                 f"Syncthing at {self.url} did not answer {method} {path} in time; "
                 "check that it is running and not overloaded.") from None
         except requests.exceptions.SSLError as exc:
-            raise SyncthingUnavailable(
-                f"The TLS handshake with Syncthing at {self.url} failed ({_reason(exc)}); "
-                "check the address's http/https and Syncthing's GUI certificate.") from None
+            if self.url.startswith("https://") and self._migrating_without_tls():
+                raise self._busy() from None
+            raise SyncthingUnavailable(self._tls_failure(exc)) from None
         except requests.ConnectionError:
             raise SyncthingUnavailable(
                 f"Nothing answers at {self.url}; start Syncthing there (a node made with "
@@ -93,22 +159,33 @@ class SyncthingClient:
             raise SyncthingUnavailable(
                 f"Syncthing at {self.url} broke off its answer to {method} {path} "
                 f"({type(exc).__name__}); it may have stopped or restarted, try again.") from None
-        if r.status_code in (401, 403):
-            raise SyncthingAuthError(
-                f"Syncthing at {self.url} refused the API key; copy the key from its GUI "
-                "(Actions → Settings → API Key) and pass it with --api-key.")
-        if r.status_code >= 400:
-            detail = r.text.strip().splitlines()[0] if r.text.strip() else r.reason
-            raise SyncthingAPIError(
-                f"Syncthing refused {method} {path} ({r.status_code}: {_cap(detail)}).", r.status_code)
-        if not r.content:
-            return None
+
+    def _busy(self) -> SyncthingBusyError:
+        return SyncthingBusyError(
+            f"Syncthing at {self.url} is busy migrating its database; wait for it to finish "
+            "(it can take a while on a first start after an upgrade) and do not stop it.")
+
+    def _migrating_without_tls(self) -> bool:
+        """The migration server speaks plain HTTP even where the GUI is HTTPS, so a failed
+        handshake may be a migrating 2.x: ask the same address over http once."""
         try:
-            return r.json()
-        except ValueError:
-            raise SyncthingAPIError(
-                f"{self.url} answered {method} {path} with something that is not JSON; "
-                "check that the address is Syncthing's GUI/API address.", r.status_code) from None
+            r = self._session.get("http://" + self.url.removeprefix("https://") + "/rest/system/ping",
+                                  timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException:
+            return False
+        return is_migration_answer(r.headers.get("Content-Type"), r.content)
+
+    def _tls_failure(self, exc: BaseException) -> str:
+        if self.cert is not None and "certificate verify failed" in str(exc):
+            return (f"Syncthing at {self.url} presented a certificate that is not the one in "
+                    f"{self.cert}; if that file was replaced, restart Syncthing so it uses it, "
+                    "otherwise check that the address is this Syncthing's.")
+        if self.cert is None and "certificate verify failed" in str(exc):
+            return (f"Syncthing at {self.url} uses a certificate twinsync cannot check: its "
+                    "https-cert.pem was not found next to the config.xml of this Syncthing; "
+                    "run twinsync on the machine Syncthing runs on, with access to its config.")
+        return (f"The TLS handshake with Syncthing at {self.url} failed ({_reason(exc)}); "
+                "check the address's http/https and Syncthing's GUI certificate.")
 
     def _get(self, path: str, **params: Any) -> Any:
         return self._request("GET", path, params=params or None)

@@ -37,6 +37,14 @@ class GuiEndpoint:
     config_path: Path
 
     @property
+    def https_cert(self) -> Path | None:
+        """Syncthing's own GUI certificate (lib/locations: `${config}/https-cert.pem`, next to
+        config.xml in every version), the only one trusted for this GUI; None while it does
+        not exist (Syncthing writes it on its first start with the GUI on HTTPS)."""
+        cert = self.config_path.parent / "https-cert.pem"
+        return cert if cert.is_file() else None
+
+    @property
     def is_loopback(self) -> bool:
         host = self.url.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
         return host in ("127.0.0.1", "localhost", "::1")
@@ -83,7 +91,7 @@ def _parse(path: Path) -> ET.ElementTree:
         return ET.parse(path)
     except (OSError, ET.ParseError) as exc:
         raise SyncthingConfigError(f"Cannot read Syncthing's {path} ({exc}); "
-                                   "check the file or pass --syncthing-url and --api-key.") from None
+                                   "fix the file, or let Syncthing write it again.") from None
 
 
 def read_gui_endpoint(path: Path) -> GuiEndpoint:
@@ -93,7 +101,7 @@ def read_gui_endpoint(path: Path) -> GuiEndpoint:
     api_key = gui.findtext("apikey", "").strip() if gui is not None else ""
     if not address or address.startswith(("unix://", "/")):
         raise SyncthingConfigError(f"Syncthing's GUI in {path} does not listen on a TCP address; "
-                                   "set one in its settings or pass --syncthing-url.")
+                                   "set one in its GUI settings.")
     if not api_key:
         raise SyncthingConfigError(f"Syncthing's {path} has no API key; generate one in its GUI "
                                    "(Actions → Settings → API Key) and try again.")

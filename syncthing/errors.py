@@ -24,3 +24,13 @@ class SyncthingAPIError(SyncthingError):
 
 class SyncthingConfigError(SyncthingError):
     """A Syncthing address, config.xml or folder setup that twinsync cannot use as is."""
+
+
+class SyncthingHungError(SyncthingUnavailable):
+    """Syncthing's port accepts the connection but no answer comes in time: it runs but is
+    stuck or overloaded, so "start Syncthing" would be the wrong advice."""
+
+
+class SyncthingBusyError(SyncthingUnavailable):
+    """Syncthing 2.x is migrating its database: a stand-in server answers every request with a
+    banner instead of the API until it is done. Wait; never stop it now."""

@@ -17,16 +17,19 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from syncthing.client import SyncthingClient
 from syncthing.configxml import GuiEndpoint, make_loopback_only, read_gui_endpoint
-from syncthing.errors import SyncthingConfigError, SyncthingError, SyncthingUnavailable
+from syncthing.errors import (SyncthingBusyError, SyncthingConfigError, SyncthingError,
+                              SyncthingUnavailable)
 from syncthing.version import (LOG_MAX_BYTES, LOG_MAX_OLD_FILES, SyncthingVersion, generate_argv,
                                parse_version, serve_argv, version_argvs)
 
 PID_FILE = "syncthing.pid"
+#: Seconds a start waits for a 2.x Syncthing migrating a 1.x database (a large one takes long).
+MIGRATION_TIMEOUT = 3600.0
 LOG_FILE = "syncthing.log"
 
 
@@ -112,7 +115,7 @@ class ManagedSyncthing:
 
     def client(self) -> SyncthingClient:
         ep = self.endpoint
-        return SyncthingClient(ep.url, ep.api_key)
+        return SyncthingClient(ep.url, ep.api_key, cert=ep.https_cert)
 
     def generate(self, device_name: str) -> GuiEndpoint:
         """Make keys and a loopback-only config on free ports; never reuses an existing home."""
@@ -132,8 +135,14 @@ class ManagedSyncthing:
                            listen_port=free_port(), api_key=secrets.token_urlsafe(24))
         return self.endpoint
 
-    def start(self, *, detach: bool = False, timeout: float = 30.0) -> int:
+    def start(self, *, detach: bool = False, timeout: float = 30.0,
+              migration_timeout: float = MIGRATION_TIMEOUT,
+              on_busy: Callable[[str], None] | None = None) -> int:
         """Start `syncthing serve` and wait until its API answers; returns the pid.
+
+        A 2.x Syncthing that migrates its database first gets `migration_timeout` instead of
+        `timeout`, and `on_busy` hears once why the start takes long: stopping it mid-migration
+        would only make the next start migrate again.
 
         With `detach` the process outlives us (its own session, pid file in the home) so
         `twinsync init --managed` can leave a running node behind. Syncthing runs under its own
@@ -159,30 +168,42 @@ class ManagedSyncthing:
             errors.close()
         (self.home / PID_FILE).write_text(f"{self._proc.pid}\n")
         try:
-            self.wait_ready(timeout)
+            self.wait_ready(timeout, migration_timeout=migration_timeout, on_busy=on_busy)
         except SyncthingError:
             self.stop()
             raise
         return self._proc.pid
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0, *, migration_timeout: float = MIGRATION_TIMEOUT,
+                   on_busy: Callable[[str], None] | None = None) -> None:
         deadline = time.monotonic() + timeout
-        with self.client() as client:
-            client.timeout = 2.0
-            while True:
-                if self._proc is not None and self._proc.poll() is not None:
-                    raise SyncthingUnavailable(
-                        f"Syncthing in {self.home} exited at start (code {self._proc.returncode}); "
-                        f"see {self.home / LOG_FILE}.")
+        migrating = False
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise SyncthingUnavailable(
+                    f"Syncthing in {self.home} exited at start (code {self._proc.returncode}); "
+                    f"see {self.home / LOG_FILE}.")
+            # A new client each round: Syncthing writes its HTTPS certificate on its first
+            # start, after this wait began.
+            with self.client() as client:
+                client.timeout = 2.0
                 try:
                     if client.ping():
                         return
+                except SyncthingBusyError as exc:
+                    if not migrating:
+                        migrating = True
+                        deadline = max(deadline, time.monotonic() + migration_timeout)
+                        if on_busy is not None:
+                            on_busy(str(exc))
                 except SyncthingUnavailable:
                     pass
-                if time.monotonic() > deadline:
-                    raise SyncthingUnavailable(f"Syncthing in {self.home} did not answer within "
-                                               f"{timeout:.0f} s; see {self.home / LOG_FILE}.")
-                time.sleep(0.1)
+            if time.monotonic() > deadline:
+                what = "finish migrating its database" if migrating else "answer"
+                raise SyncthingUnavailable(f"Syncthing in {self.home} did not {what} within "
+                                           f"{migration_timeout if migrating else timeout:.0f} s; "
+                                           f"see {self.home / LOG_FILE}.")
+            time.sleep(0.1)
 
     def running_pid(self) -> int | None:
         """The pid from the pid file when that process is still alive."""

@@ -209,7 +209,7 @@ def node_detail(row: NodeRow, status: NodeStatus | None) -> RenderableType:
 @dataclass(frozen=True)
 class QueueEntry:
     key: str
-    kind: str  # conflict, invalid or fork
+    kind: str  # a conflict item's kind (conflicts.KINDS) or fork
     subject: str
     source: str
     when: str
@@ -237,6 +237,8 @@ def queue_entries(data: QueueData) -> list[QueueEntry]:
         if item.kind == "conflict":
             source = f"{item.theirs_author or '?'} ({item.device or '?'})"
             state = item.status
+        elif item.kind == "deleted":
+            source, state = f"{item.theirs_author or '?'} ({item.device or '?'})", item.summary()
         elif item.kind == "rollback":
             source, state = item.theirs_author or "-", item.summary()
         else:
@@ -259,7 +261,7 @@ def filter_entries(entries: Iterable[QueueEntry], text: str) -> list[QueueEntry]
     return [e for e in entries if all(w in e.text() for w in words)]
 
 
-KIND_STYLES = {"conflict": "yellow", "invalid": "red", "rollback": "cyan", "quarantined": "red", "fork": "magenta"}
+KIND_STYLES = {"conflict": "yellow", "deleted": "yellow", "invalid": "red", "rollback": "cyan", "quarantined": "red", "fork": "magenta"}
 
 
 def queue_row(e: QueueEntry) -> Row:
@@ -298,6 +300,9 @@ def conflict_detail(item: ConflictItem, diff: str | None) -> RenderableType:
     if item.kind == "conflict":
         head.append(f"ours: {item.path} by {item.ours_author or '?'}\n")
         head.append(f"theirs: {item.copy_path} by {item.theirs_author or '?'} from device {item.device}\n")
+    elif item.kind == "deleted":
+        head.append(f"deleted: {item.path} on device {item.device or '?'}\n")
+        head.append(f"edited: {item.copy_path} by {item.theirs_author or '?'}\n")
     else:
         head.append(f"{item.summary()}\n", style=NOT_MET if item.kind == "quarantined" else "")
         head.append(f"{item.reason or ''}\n")

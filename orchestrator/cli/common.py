@@ -23,8 +23,10 @@ HomeOption = Annotated[Path, typer.Option(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 
 
-def open_node(home: Path) -> Node:
-    return Node.open(home)
+def open_node(home: Path, *, timeout: float | None = None) -> Node:
+    """The node, its client telling the user on stderr what twinsync fixed by itself; pass
+    `timeout=INTERACTIVE_TIMEOUT` where a quick answer matters more than a patient one."""
+    return Node.open(home, timeout=timeout, on_notice=lambda message: typer.echo(message, err=True))
 
 
 def print_json(obj: Any) -> None:

@@ -33,10 +33,13 @@ def init(
     if as_json:
         print_json({"home": str(result.home), "name": result.name, "device_id": result.device_id,
                     "syncthing_url": result.syncthing_url, "managed": result.managed,
-                    "syncthing_pid": result.syncthing_pid})
+                    "syncthing_pid": result.syncthing_pid,
+                    "config_path": None if result.config_path is None else str(result.config_path)})
         return
     typer.echo(f"Node {result.name} is ready in {result.home}")
     typer.echo(f"  Syncthing device ID: {result.device_id}")
+    config = "given as flags" if result.config_path is None else f"config {result.config_path}"
+    typer.echo(f"  Syncthing: {result.syncthing_url} ({config})")
     if result.managed:
         typer.echo(f"  Managed Syncthing running (pid {result.syncthing_pid}) at {result.syncthing_url}")
     typer.echo("Next: run `twinsync invite` here and `twinsync pair CODE` on the other machine (and vice versa).")

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
+from orchestrator.node import INTERACTIVE_TIMEOUT
 from orchestrator.pairing import make_invite, pair as pair_with, peer_statuses
 
 
@@ -44,21 +45,22 @@ def pair(
 def peers(home: HomeOption, as_json: JsonOption = False) -> None:
     """List trusted peers with whether Syncthing is connected to them and when it last saw them.
 
+    Exit code 1 when Syncthing cannot say (the trusted peers are still listed, and why).
+
     Example: twinsync peers --json
     """
-    with open_node(home) as node:
-        statuses = peer_statuses(node)
-    if any(p.connected is None for p in statuses):
-        typer.echo("Warning: Syncthing does not answer, so connections are unknown; "
-                   "see `twinsync status`.", err=True)
+    with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
+        statuses, problem = peer_statuses(node)
     if as_json:
         print_json([asdict(p) for p in statuses])
-        return
-    if not statuses:
+    elif not statuses:
         typer.echo("No peers yet: pair with `twinsync pair CODE`.")
-        return
-    table = Table("peer", "device", "connected", "address", "last seen")
-    for p in statuses:
-        connected = {True: "[green]yes[/]", False: "[red]no[/]", None: "unknown"}[p.connected]
-        table.add_row(p.name, p.device_id[:7], connected, p.address or "-", p.last_seen or "never")
-    Console().print(table)
+    else:
+        table = Table("peer", "device", "connected", "address", "last seen")
+        for p in statuses:
+            connected = {True: "[green]yes[/]", False: "[red]no[/]", None: "unknown"}[p.connected]
+            table.add_row(p.name, p.device_id[:7], connected, p.address or "-", p.last_seen or "never")
+        Console().print(table)
+    if problem is not None:
+        typer.echo(f"Error: connections are unknown. {problem}", err=True)
+        raise typer.Exit(1)

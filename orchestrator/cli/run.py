@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 
-from orchestrator.cli.common import HomeOption, open_node
+from orchestrator.cli.common import HomeOption
 from orchestrator.daemon import Daemon
+from orchestrator.node import Node
 
 
 def run(home: HomeOption) -> None:
@@ -23,7 +24,7 @@ def run(home: HomeOption) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    with open_node(home) as node:
+    with Node.open(home) as node:  # what the client fixes by itself is logged, not also printed
         daemon = Daemon(node)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: daemon.stop())

@@ -10,6 +10,7 @@ from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_jso
 from folders.errors import TwinsyncError
 from syncthing.errors import SyncthingError
 from orchestrator.doctor import FAIL, OK, Check, check_programs, run_checks
+from orchestrator.node import INTERACTIVE_TIMEOUT
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING
 from orchestrator.status import node_status
 
@@ -23,7 +24,7 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
 
     Example: twinsync status --json
     """
-    with open_node(home) as node:
+    with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
         st = node_status(node)
     if as_json:
         print_json(st.to_dict())
@@ -58,7 +59,7 @@ def doctor(home: HomeOption, as_json: JsonOption = False) -> None:
     Example: twinsync doctor
     """
     try:
-        with open_node(home) as node:
+        with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
             checks = run_checks(node)
     except TwinsyncError as exc:  # a broken node home is one failed check among the others
         checks = check_programs(managed=False) + [Check("node home", FAIL, str(exc).split(";")[0],

@@ -34,8 +34,8 @@ def start(home: HomeOption) -> None:
     if running:
         typer.echo(f"Syncthing is already running (pid {running}).")
         return
-    with Console(stderr=True).status("Starting Syncthing…"):
-        pid = managed.start(detach=True)
+    with Console(stderr=True).status("Starting Syncthing…") as shown:
+        pid = managed.start(detach=True, on_busy=lambda message: shown.update(message))
     typer.echo(f"Syncthing started (pid {pid}).")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -65,6 +66,15 @@ def test_init_finds_a_running_syncthing_through_its_config_xml(tmp_path, syncthi
     assert result.exit_code == 0, result.output
     assert '"syncthing_url": "%s"' % st.endpoint.url in result.output
     assert st.client().folder("twinsync-frames")["path"] == str(home / "frames.shared")
+    assert json.loads(result.output)["config_path"] == str(st.config_path)
+
+
+def test_init_names_the_config_xml_and_url_it_used(tmp_path, syncthing_factory):
+    st = syncthing_factory("named")
+    result = CliRunner().invoke(app, ["init", "--home", str(tmp_path / "node"), "--name", "named"],
+                                env={"STHOMEDIR": str(st.home)})
+    assert result.exit_code == 0, result.output
+    assert f"  Syncthing: {st.endpoint.url} (config {st.config_path})\n" in result.output
 
 
 def test_managed_init_leaves_a_running_syncthing_that_stop_ends(tmp_path):

@@ -1,0 +1,122 @@
+"""A conflict copy whose original is gone: a delete that won over an edit (Syncthing 2.x makes
+these; with 1.x a user may delete the original by hand). Approving it must be a choice to
+bring the frame back, not a side effect of approving a conflict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.frames import list_conflicts, pipeline_for
+from orchestrator.node import Node
+from tui.rows import conflict_detail, queue_entries
+from tui.service import QueueData
+
+pytestmark = pytest.mark.integration
+
+ORIGINAL = "notes/gone.frame.json"
+COPY = "notes/gone.frame.sync-conflict-20261125-080000-AAAAAAA.json"
+
+
+def _queue(node, *extra: str) -> list[dict]:
+    return json.loads(node.cli("conflicts", "--json", *extra).output)
+
+
+def _reconcile(node) -> None:
+    """What the daemon's reconcile does, run once."""
+    with Node.open(node.home) as opened, pipeline_for(opened) as pipeline:
+        pipeline.process(pipeline.changed_on_disk())
+
+
+def _deleted_here_edited_there(node, *, delete: bool = True) -> bytes:
+    """notes/gone committed, then its edit kept only as a conflict copy and the original deleted."""
+    node.cli("frame", "put", "notes/gone", "--body", '{"v": 1}')
+    shared = node.home / "frames.shared"
+    node.cli("frame", "put", "notes/gone", "--body", '{"v": 2}')
+    edit = (shared / ORIGINAL).read_bytes()
+    node.cli("frame", "restore", "notes/gone", "--to", "HEAD~1")  # the original back at v1
+    (shared / COPY).write_bytes(edit)
+    if delete:
+        (shared / ORIGINAL).unlink()
+    return edit
+
+
+def _wide(node, *args: str) -> str:
+    result = CliRunner().invoke(app, [*args, "--home", str(node.home)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_copy_whose_original_is_gone_is_a_deleted_item_that_approve_restores(node_factory):
+    node = node_factory("n1")
+    edit = _deleted_here_edited_there(node)
+    _reconcile(node)
+    (item,) = _queue(node)
+    assert (item["kind"], item["frame"], item["device"], item["theirs_author"]) == ("deleted", "notes/gone", "AAAAAAA", "n1")
+    listed = _wide(node, "conflicts")
+    assert "deleted" in listed and "deleted on device AAAAAAA, edited by n1" in listed
+    shown = node.cli("conflict", "show", str(item["id"])).output
+    assert ("approve: the edited version (by n1) comes back as notes/gone on every node, undoing the "
+            "delete made on device AAAAAAA") in shown
+    assert "reject: the frame notes/gone stays deleted on every node" in shown
+    assert '+  "v": 2' in shown
+
+    node.cli("approve", str(item["id"]))
+    assert (node.home / "frames.shared" / ORIGINAL).read_bytes() == edit
+    assert not (node.home / "frames.shared" / COPY).exists()
+    assert json.loads(node.cli("frame", "get", "notes/gone").output) == {"v": 2}
+    log = json.loads(node.cli("frame", "log", "notes/gone", "--json").output)
+    assert "undoing the delete on device AAAAAAA" in log[0]["message"]
+    assert [i["status"] for i in _queue(node, "--all")] == ["approved"]
+
+
+def test_rejecting_a_deleted_item_keeps_the_delete_and_the_edit_on_its_branch(node_factory):
+    node = node_factory("n1")
+    edit = _deleted_here_edited_there(node)
+    _reconcile(node)
+    (item,) = _queue(node)
+    node.cli("reject", str(item["id"]))
+    shared = node.home / "frames.shared"
+    assert not (shared / ORIGINAL).exists() and not (shared / COPY).exists()
+    _reconcile(node)
+    assert _queue(node) == []
+    on_branch = subprocess.run(["git", f"--git-dir={node.home / 'frames.git'}", "show",
+                                f"{item['branch']}:{ORIGINAL}"], capture_output=True, check=True).stdout
+    assert on_branch == edit
+
+
+def test_an_open_conflict_follows_its_original_being_deleted_and_coming_back(node_factory):
+    node = node_factory("n1")
+    _deleted_here_edited_there(node, delete=False)
+    _reconcile(node)
+    (item,) = _queue(node)
+    assert item["kind"] == "conflict"
+    original = node.home / "frames.shared" / ORIGINAL
+    kept = original.read_bytes()
+    original.unlink()
+    _reconcile(node)
+    assert [i["kind"] for i in _queue(node)] == ["deleted"]
+    original.write_bytes(kept)
+    _reconcile(node)
+    assert [i["kind"] for i in _queue(node)] == ["conflict"]
+
+
+def test_the_queue_tab_says_what_was_deleted_and_what_edited(node_factory):
+    node = node_factory("n1")
+    _deleted_here_edited_there(node)
+    _reconcile(node)
+    with Node.open(node.home) as opened:
+        (item,) = list_conflicts(opened)
+    (entry,) = queue_entries(QueueData([item], []))
+    assert (entry.kind, entry.source, entry.state) == ("deleted", "n1 (AAAAAAA)", "deleted on device AAAAAAA, edited by n1")
+    console = Console(width=200, record=True)
+    console.print(conflict_detail(item, ""))
+    text = console.export_text()
+    assert f"deleted: {ORIGINAL} on device AAAAAAA" in text and f"edited: {COPY} by n1" in text
+    assert "approve: The edited version (by n1) comes back" in text
+    assert "reject: The frame notes/gone stays deleted on every node" in text
