@@ -236,7 +236,7 @@ def frame_counts(node: Node) -> FrameCounts:
     try:
         valid = [(r[0], r[1]) for r in db.execute("SELECT path, hash FROM frames WHERE status = 'valid'")]
         invalid = db.execute("SELECT count(*) FROM frames WHERE status = 'invalid'").fetchone()[0]
-        conflicts = db.execute("SELECT count(DISTINCT path) FROM conflicts WHERE kind = 'conflict' "
+        conflicts = db.execute("SELECT count(DISTINCT path) FROM conflicts WHERE kind IN ('conflict', 'deleted') "
                                "AND status = 'open'").fetchone()[0]
     finally:
         db.close()

@@ -14,6 +14,7 @@ from folders.errors import TraceError
 from orchestrator import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from orchestrator.lock import refuse_while_daemon_runs
+from orchestrator.node import INTERACTIVE_TIMEOUT
 
 
 def publish(home: HomeOption, as_json: JsonOption = False) -> None:
@@ -77,7 +78,7 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
 
     Example: twinsync nodes --json
     """
-    with open_node(home) as node:
+    with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
         rows = recovery.nodes(node)
     if as_json:
         print_json([_fingerprint_dict(r) for r in rows])
