@@ -19,6 +19,11 @@ def check_node_name(name: str) -> str:
     return name
 
 
+class NoNodeError(HomeError):
+    """No node home (no twinsync.toml) where one was asked for: `init` not run yet, or a
+    wrong --home. Its message ends with the fix, so callers can show it as it is."""
+
+
 @dataclass(frozen=True)
 class NodeLayout:
     """Paths of one node home; building the paths touches nothing on disk."""
@@ -83,8 +88,9 @@ class NodeLayout:
         return self.home / "syncthing"
 
     def require(self) -> NodeLayout:
-        """Fail early, with the fix, when the home was never initialised."""
+        """Fail early, with the fix, when the home was never initialised: every command says
+        the same sentence, so a wrong --home and a missing `init` read alike everywhere."""
         if not self.config.is_file():
-            raise HomeError(f"{self.home} is not a twinsync node home; run "
-                            f"`twinsync init --home {self.home} --name NAME` first, or pass --home.")
+            raise NoNodeError(f"No twinsync node at {self.home}; run `twinsync init --name NAME` "
+                              "first (or pass --home).")
         return self

@@ -24,6 +24,7 @@ from textual.css.query import NoMatches
 from textual.timer import Timer
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from folders.layout import NodeLayout
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, STALLED
 from orchestrator.status import NodeStatus
 from tui.commands import TwinsyncCommands
@@ -210,7 +211,10 @@ class TwinsyncApp(ServiceCalls, App[None]):
 
 
 def make_app(home: Path, *, refresh_s: float = 2.0, service: Service | None = None) -> TwinsyncApp:
-    """The app for `home`; tests pass `service` to show fixed values instead."""
+    """The app for `home`; tests pass `service` to show fixed values instead. No node at
+    `home` is refused here (NoNodeError), not shown as a screen that never loads."""
+    if service is None:
+        NodeLayout(Path(home)).require()
     return TwinsyncApp(service if service is not None else NodeService(Path(home)), refresh_s=refresh_s)
 
 

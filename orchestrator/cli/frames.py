@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from folders.errors import FrameError, echo
-from folders.frame import too_deep
+from folders.frame import frame_path, too_deep
 from orchestrator import frames
+from orchestrator.heartbeat import NOT_RUNNING, read_health
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 
 app = typer.Typer(help="Signed frames: write, read, list, history, restore and promote shadows.",
@@ -93,7 +94,16 @@ def log(frame_id: FrameId, home: HomeOption, as_json: JsonOption = False) -> Non
     Example: twinsync frame log notes/today
     """
     with open_node(home) as node:
-        revisions = frames.frame_log(node, frame_id)
+        try:
+            revisions = frames.frame_log(node, frame_id)
+        except FrameError:
+            # On disk but not in Git: it arrived from a peer, and committing it is the daemon's job.
+            on_disk = frame_path(node.layout.frames_shared, frame_id).is_file()
+            if not on_disk or read_health(node.layout.home).state != NOT_RUNNING:
+                raise
+            raise FrameError(f"{echo(frame_id)} has no history in Git yet because no twinsync daemon "
+                             "runs for this node to commit what peers send; start it with `twinsync run`, "
+                             "then ask again.") from None
     if as_json:
         print_json([{**asdict(r), "date": r.date.isoformat()} for r in revisions])
         return

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from folders.errors import TwinsyncError
+from folders.layout import NoNodeError
 from syncthing.errors import SyncthingError
 from orchestrator.doctor import FAIL, OK, Check, check_programs, run_checks
 from orchestrator.node import INTERACTIVE_TIMEOUT
@@ -61,6 +62,9 @@ def doctor(home: HomeOption, as_json: JsonOption = False) -> None:
     try:
         with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
             checks = run_checks(node)
+    except NoNodeError as exc:  # before `init`: the fix is init, not repairing a file
+        message, fix = str(exc).split("; ", 1)
+        checks = check_programs(managed=False) + [Check("node home", FAIL, message, fix.rstrip("."))]
     except TwinsyncError as exc:  # a broken node home is one failed check among the others
         checks = check_programs(managed=False) + [Check("node home", FAIL, str(exc).split(";")[0],
                                                         "fix the file it names, or restore it from a backup")]

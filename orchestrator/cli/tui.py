@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from folders.layout import NodeLayout
 from orchestrator.cli.common import HomeOption
 
 
@@ -10,6 +11,7 @@ def tui(home: HomeOption) -> None:
 
     Example: twinsync tui
     """
+    NodeLayout(home).require()  # before the app owns the screen: exit 1 with the one sentence
     from tui.app import run_app
 
     run_app(home)

@@ -112,7 +112,7 @@ def test_pair_refuses_bad_codes_and_writes_nothing(node_factory):
 
 def test_commands_on_a_missing_home_and_a_bad_config(tmp_path, node_factory):
     _assert_user_error(run_cli("status", "--home", tmp_path / "nowhere", ok=False),
-                       "is not a twinsync node home", "twinsync init")
+                       f"No twinsync node at {tmp_path / 'nowhere'}", "twinsync init --name NAME")
     node = node_factory("n")
     config = node.home / "twinsync.toml"
     config.write_text(config.read_text().replace('url = "http://', 'url = "ftp://'))
@@ -139,8 +139,8 @@ def test_real_entry_point_prints_one_line_without_traceback(tmp_path):
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        f"Error: {tmp_path / 'none'} is not a twinsync node home; run "
-        f"`twinsync init --home {tmp_path / 'none'} --name NAME` first, or pass --home."]
+        f"Error: No twinsync node at {tmp_path / 'none'}; run `twinsync init --name NAME` first "
+        "(or pass --home)."]
 
 
 def test_doctor_reports_a_broken_trusted_file_as_one_failed_check(node_factory):

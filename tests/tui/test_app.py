@@ -170,3 +170,14 @@ def test_timer_and_workers_stop_with_the_app():
 
     app = _run(FakeService(), scenario, refresh_s=0.05)
     assert all(w.is_finished for w in app.workers)  # threads: the autouse no_leaks fixture checks
+
+
+def test_no_node_home_is_refused_before_the_app_starts(tmp_path):
+    """Before `init` (or with a wrong --home) the app is never built: no screen that keeps
+    loading, and the CLI exits 1 with the sentence every command gives."""
+    import pytest
+
+    from folders.layout import NoNodeError
+
+    with pytest.raises(NoNodeError, match=r"No twinsync node at .*; run `twinsync init --name NAME` first"):
+        make_app(tmp_path / "nowhere")
