@@ -188,21 +188,32 @@ def _check_folder(node: Node, folder_id: str, path: Path, folder_type: str, shar
     return Check(name, OK, f"{folder_type}, shared with {len(sharers)} peer(s)")
 
 
-def check_service() -> Check:
-    """Whether the daemon runs as a systemd user service (install/setup.sh --service)."""
+def service_unit(home: Path) -> str:
+    """The systemd instance of install/twinsync@.service that runs the daemon for `home`."""
+    escape = shutil.which("systemd-escape")
+    if escape is None:
+        return "twinsync@.service"
+    done = subprocess.run([escape, "--path", "--template=twinsync@.service", str(home)],
+                          capture_output=True, text=True, timeout=20)
+    return done.stdout.strip() or "twinsync@.service"
+
+
+def check_service(home: Path) -> Check:
+    """Whether the daemon for `home` runs as a systemd user service (install/setup.sh --service)."""
     systemctl = shutil.which("systemctl")
     if systemctl is None:
         return Check("service", WARN, "no systemctl here; run `twinsync run` yourself")
-    done = subprocess.run([systemctl, "--user", "is-active", "twinsync.service"],
+    unit = service_unit(home)
+    done = subprocess.run([systemctl, "--user", "is-active", unit],
                           capture_output=True, text=True, timeout=20)
     state = done.stdout.strip()
     if not state:
         return Check("service", WARN, "no systemd user session; twinsync runs only while `twinsync run` does",
                      "log in with a systemd session (or `loginctl enable-linger`), then install/setup.sh --service")
     if state == "active":
-        return Check("service", OK, "twinsync.service is active")
-    return Check("service", WARN, f"twinsync.service is {state}",
-                 "install/setup.sh --service (or run `twinsync run` yourself)")
+        return Check("service", OK, f"{unit} is active")
+    return Check("service", WARN, f"{unit} is {state}",
+                 f"install/setup.sh --service --home {home} (or run `twinsync run` yourself)")
 
 
 def check_daemon(node: Node) -> Check:
@@ -234,4 +245,4 @@ def run_checks(node: Node) -> list[Check]:
     api = check_syncthing(node)
     return (check_programs(node.config.managed) + api + check_syncthing_setup(node, api_ok=api[0].level == OK)
             + check_key_files(node)
-            + [check_inotify(node), check_service(), check_daemon(node)] + check_identity(node))
+            + [check_inotify(node), check_service(node.layout.home), check_daemon(node)] + check_identity(node))

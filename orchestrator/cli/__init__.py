@@ -22,6 +22,9 @@ from orchestrator.cli import (conflicts, demo, frames, init, pairing, recovery, 
                               topology, traces, tui)
 from syncthing.errors import SyncthingError
 
+#: Exit codes of every command; install/twinsync@.service does not restart the daemon on
+#: a user error (nor a usage error, 2), which only a person can fix.
+EXIT_USER_ERROR = 1
 EXIT_CRASH = 70
 
 
@@ -33,7 +36,7 @@ class _UserErrors(TyperGroup):
             return super().invoke(ctx)
         except (TwinsyncError, SyncthingError) as exc:
             typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_USER_ERROR) from None
 
 
 app = typer.Typer(
