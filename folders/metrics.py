@@ -66,6 +66,39 @@ SEED_THRESHOLDS: Mapping[str, Threshold] = MappingProxyType({
 })
 
 
+#: The fewest items behind each metric (its count field, how many, what they are) before its
+#: value is judged: below that one item moves the value past its threshold (one frame of 20 is
+#: 5 %, one session of 10 is 10 %), so a fresh network reads "not enough data yet", not a
+#: failure. Routes per goal is a mean over goals; over fewer than 5 it describes those goals.
+MIN_SAMPLES: Mapping[str, tuple[str, int, str]] = MappingProxyType({
+    "convergence": ("concluded", 10, "concluded sessions"),
+    "conflict_rate": ("frames_total", 20, "frames"),
+    "access_p95_ms": ("access_samples", 1, "timed goals"),
+    "routes_per_goal": ("goals", 5, "goals"),
+})
+
+#: What every view (CLI, TUI, demo) says instead of a verdict while a metric lacks samples.
+NOT_ENOUGH_DATA = "not enough data yet"
+
+
+def format_metric(name: str, value: float | None) -> str:
+    """One unit per metric, wherever it is shown: the two rates in percent, access time in
+    ms, routes per goal as a plain number; "—" when nothing was measured."""
+    if value is None:
+        return "—"
+    if name in ("convergence", "conflict_rate"):
+        return f"{value:.1%}"
+    if name == "access_p95_ms":
+        return f"{value:.1f} ms"
+    return f"{value:.1f}"
+
+
+def threshold_text(name: str) -> str:
+    """The seed threshold in the metric's own unit: ≥ 90.0%, ≤ 5.0%, ≤ 200.0 ms, ≥ 3.0."""
+    threshold = SEED_THRESHOLDS[name]
+    return f"{'≥' if threshold.op == '>=' else '≤'} {format_metric(name, threshold.limit)}"
+
+
 def frames_root(entries: Iterable[tuple[str, str]]) -> str:
     """A digest of the set of (frame path, frame hash) pairs: equal sets, equal roots.
 
@@ -124,6 +157,20 @@ class Metrics:
             raise MetricsError(f"Thresholds name unknown metrics ({', '.join(sorted(unknown))}); "
                                f"use {', '.join(METRIC_NAMES)}.")
         return {name: threshold.met(getattr(self, name)) for name, threshold in thresholds.items()}
+
+    def samples(self, name: str) -> tuple[int, int, str]:
+        """(items measured, items needed, what they are) behind metric `name`."""
+        field, needed, noun = MIN_SAMPLES[name]
+        return getattr(self, field), needed, noun
+
+    def enough(self, name: str) -> bool:
+        """Whether metric `name` has the samples (MIN_SAMPLES) for its value to be judged."""
+        have, needed, _ = self.samples(name)
+        return getattr(self, name) is not None and have >= needed
+
+    def verdict(self, name: str, thresholds: Mapping[str, Threshold] = SEED_THRESHOLDS) -> bool | None:
+        """Whether metric `name` meets its threshold; None while there is not enough data."""
+        return thresholds[name].met(getattr(self, name)) if self.enough(name) else None
 
 
 def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total: int,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from folders.metrics import SEED_THRESHOLDS, Metrics
+from folders.metrics import Metrics
 from orchestrator import frames, recovery, traces
 from orchestrator.config import load_config, save_config
 from orchestrator.init import SyncthingTarget, init_node
@@ -294,7 +294,3 @@ def demo_topology(kind: str, names: list[str]) -> Topology:
                                            "facts": frozenset(names[:2])})
     return Topology("swarm")
 
-
-def threshold_text(name: str) -> str:
-    t = SEED_THRESHOLDS[name]
-    return f"{t.op} {t.limit:g}"

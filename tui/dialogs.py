@@ -72,6 +72,21 @@ KEYS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+#: One line per seed metric (Metrics tab), in the words and units the tab shows.
+METRIC_HELP: list[tuple[str, str]] = [
+    ("convergence", "share of published reasoning sessions whose conclusion agrees with their "
+                    "goal's consensus, in %; higher is better"),
+    ("conflict rate", "share of frames in conflict, invalid, or different on another node, in %; "
+                      "lower is better"),
+    ("access time", "how long finding the reasoning for a goal takes here (95th percentile), "
+                    "in ms; lower is better"),
+    ("routes per goal", "published sessions per goal on average: how many ways each question "
+                        "was reasoned through; higher is better"),
+    ("not enough data yet", "too few frames, sessions or goals for the number to mean anything; "
+                            "it fills in as the nodes work"),
+]
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
 
@@ -84,6 +99,9 @@ class HelpScreen(ModalScreen[None]):
             for key, what in keys:
                 table.add_row(key, what)
             table.add_row("", "")
+        table.add_row(Text("Metrics", style="underline"), "")
+        for name, what in METRIC_HELP:
+            table.add_row(name, what)
         with VerticalScroll(id="help"):
             yield Label("twinsync — keys", id="dialog-title")
             yield Static(table)

@@ -1,5 +1,7 @@
 """The Metrics tab: the four seed metrics of this node against their thresholds, with a
-sparkline of each one's history (one value per fingerprint refresh)."""
+sparkline of each one's history (one value per fingerprint refresh). A metric with too few
+samples to judge (folders.metrics.MIN_SAMPLES) says "not enough data yet" and how many it
+has, in grey, instead of a red failure."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, Sparkline, Static
 
-from folders.metrics import METRIC_NAMES
+from folders.metrics import METRIC_NAMES, NOT_ENOUGH_DATA, Metrics, format_metric, threshold_text
 from tui.pane import Pane
-from tui.rows import METRIC_LABELS, metric_cell, sparkline_values, threshold_text
+from tui.rows import MET, METRIC_LABELS, NO_VALUE, NOT_MET, sparkline_values
 from tui.service import MetricsData
 
 
@@ -36,14 +38,24 @@ class MetricsPane(Pane):
     def show_metrics(self, data: MetricsData) -> None:
         m = data.current
         for name in METRIC_NAMES:
-            self.query_one(f"#value-{name}", Static).update(metric_cell(name, getattr(m, name)))
+            self.query_one(f"#value-{name}", Static).update(value_cell(m, name))
             self.query_one(f"#spark-{name}", Sparkline).data = sparkline_values(data.history, name)
         note = Text()
         note.append(f"{m.converged} of {m.concluded} published sessions agree with their goal's consensus · "
                     f"{m.frames_in_conflict} in conflict, {m.frames_invalid} invalid, "
                     f"{m.frames_disagreeing} differing of {m.frames_total} frames · "
                     f"{m.access_samples} goals timed · {m.routes} routes over {m.goals} goals")
-        note.append("\nGreen meets the seed threshold, red does not, grey: nothing measured yet. "
-                    "History grows by one point each time this node refreshes its fingerprint.",
-                    style="dim")
+        note.append(f"\nGreen meets the seed threshold, red does not, grey: {NOT_ENOUGH_DATA} to judge. "
+                    "History grows by one point each time this node refreshes its fingerprint. "
+                    "Press ? for what each metric means.", style="dim")
         self.query_one("#metrics-note", Static).update(note)
+
+
+def value_cell(metrics: Metrics, name: str) -> Text:
+    """The value in its unit, green or red against the threshold; with too few samples, grey
+    "not enough data yet" and how many there are of how many needed."""
+    verdict = metrics.verdict(name)
+    if verdict is None:
+        have, needed, noun = metrics.samples(name)
+        return Text(f"{NOT_ENOUGH_DATA}\n{have} of {needed} {noun}", style=NO_VALUE)
+    return Text(format_metric(name, getattr(metrics, name)), style=MET if verdict else NOT_MET)

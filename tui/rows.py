@@ -17,7 +17,7 @@ from rich.text import Text
 
 from folders.decisions import ForkView
 from folders.gitstore import Revision
-from folders.metrics import METRIC_NAMES, SEED_THRESHOLDS
+from folders.metrics import METRIC_NAMES, SEED_THRESHOLDS, format_metric
 from folders.snapshots import SnapshotInfo
 from folders.trace import Step
 from orchestrator.conflicts import ConflictItem
@@ -64,25 +64,6 @@ def second(ts: str | None) -> str:
 
 
 # --- seed metrics ---------------------------------------------------------------------------
-
-def format_metric(name: str, value: float | None) -> str:
-    if value is None:
-        return "—"
-    if name == "convergence":
-        return f"{value:.0%}"
-    if name == "conflict_rate":
-        return f"{value:.1%}"
-    if name == "access_p95_ms":
-        return f"{value:.1f} ms"
-    return f"{value:.1f}"
-
-
-def threshold_text(name: str) -> str:
-    """The seed threshold in words: ≥ 90%, ≤ 5.0%, ≤ 200.0 ms, ≥ 3.0."""
-    threshold = SEED_THRESHOLDS[name]
-    op = "≥" if threshold.op == ">=" else "≤"
-    return f"{op} {format_metric(name, threshold.limit)}"
-
 
 def metric_style(name: str, value: float | None) -> str:
     """Green when the seed threshold is met, red when not, grey when nothing is measured."""

@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from folders.metrics import METRIC_NAMES
+from folders.metrics import METRIC_NAMES, NOT_ENOUGH_DATA, format_metric, threshold_text
 from orchestrator.cli.common import JsonOption, print_json
-from orchestrator.demo import Demo, threshold_text
+from orchestrator.demo import Demo
 from syncthing.topology import KINDS
 
 
@@ -73,11 +73,11 @@ def demo(
         for name in METRIC_NAMES:
             cells = []
             for m in metrics.values():
-                value = m.summary()[name]
-                ok = m.meets()[name]
-                text = "-" if value is None else (f"{value:.1%}" if name in ("convergence", "conflict_rate")
-                                                  else f"{value:.2f}")
-                cells.append(f"[{'green' if ok else 'red'}]{text}[/]")
+                verdict = m.verdict(name)
+                if verdict is None:
+                    cells.append(f"[bright_black]{NOT_ENOUGH_DATA}[/]")
+                else:
+                    cells.append(f"[{'green' if verdict else 'red'}]{format_metric(name, getattr(m, name))}[/]")
             table.add_row(name, threshold_text(name), *cells)
         Console().print(table)
         typer.echo(f"The node homes are in {root} (Syncthing stopped; `twinsync conflicts --home {root}/node1` still works).")

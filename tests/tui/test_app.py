@@ -129,7 +129,7 @@ def test_service_errors_are_notifications_not_tracebacks():
         assert ("error", "Syncthing refused GET /rest/system/connections (500: boom).") in notes
         assert ("error", "Unexpected RuntimeError: an unexpected bug") in notes
         await pilot.press("5")  # the app goes on working
-        await until(pilot, lambda: "75%" in str(app.query_one("#value-convergence").content), "the metrics")
+        await until(pilot, lambda: "3.2 ms" in str(app.query_one("#value-access_p95_ms").content), "the metrics")
 
     app = _run(BrokenService(), scenario, refresh_s=600)
     assert app.return_code in (0, None) and app.crash_report is None

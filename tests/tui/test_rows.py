@@ -5,14 +5,15 @@ from __future__ import annotations
 from rich.text import Text
 
 from tests.tui.fakes import CONFLICT, FORK, INVALID, SESSION, STEPS, FakeService
+from folders.metrics import threshold_text
 from tui.rows import (NODE_COLUMNS, filter_entries, format_metric, metric_style, node_rows,
-                      queue_entries, threshold_text)
+                      queue_entries)
 from tui.service import QueueData
 
 
 def test_seed_metrics_are_green_when_met_red_when_not_grey_when_unmeasured():
     assert [threshold_text(n) for n in ("convergence", "conflict_rate", "access_p95_ms", "routes_per_goal")] == \
-        ["≥ 90%", "≤ 5.0%", "≤ 200.0 ms", "≥ 3.0"]
+        ["≥ 90.0%", "≤ 5.0%", "≤ 200.0 ms", "≥ 3.0"]
     assert metric_style("convergence", 0.9) == "green" and metric_style("convergence", 0.89) == "red"
     assert metric_style("access_p95_ms", 250.0) == "red" and metric_style("routes_per_goal", None) == "bright_black"
     assert format_metric("conflict_rate", None) == "—"
