@@ -28,7 +28,7 @@ from folders.layout import NodeLayout
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, STALLED
 from orchestrator.status import NodeStatus
 from tui.commands import TwinsyncCommands
-from tui.crash import EXIT_CRASH, write_crash_report
+from tui.crash import EXIT_CRASH, crash_message, write_crash_report
 from tui.dialogs import HelpScreen
 from tui.frames import FramesPane
 from tui.metrics import MetricsPane
@@ -205,9 +205,7 @@ class TwinsyncApp(ServiceCalls, App[None]):
     def _handle_exception(self, error: Exception) -> None:
         self.crash_report = write_crash_report(error)
         super()._handle_exception(error)
-        self._exit_renderables[:] = [Text(
-            f"twinsync tui crashed unexpectedly ({type(error).__name__}); a report is in "
-            f"{self.crash_report}. Please file it.")]
+        self._exit_renderables[:] = [Text(crash_message("twinsync tui", error, self.crash_report))]
 
 
 def make_app(home: Path, *, refresh_s: float = 2.0, service: Service | None = None) -> TwinsyncApp:

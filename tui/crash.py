@@ -1,17 +1,13 @@
-"""Last resort for a bug in the TUI: a report in the user log directory, one line on screen."""
+"""Last resort for a bug in the TUI: the same report and sentence as the CLI's
+(orchestrator.crash), the report named for the TUI."""
 
 from __future__ import annotations
 
-import traceback
-from datetime import datetime, timezone
+from orchestrator.crash import EXIT_CRASH, crash_message
+from orchestrator.crash import write_crash_report as _write
 
-import platformdirs
-
-EXIT_CRASH = 70
+__all__ = ["EXIT_CRASH", "crash_message", "write_crash_report"]
 
 
 def write_crash_report(exc: BaseException) -> str:
-    log_dir = platformdirs.user_log_path("twinsync", ensure_exists=True)
-    path = log_dir / f"crash-tui-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.txt"
-    path.write_text("".join(traceback.format_exception(exc)))
-    return str(path)
+    return str(_write(exc, "tui"))

@@ -9,23 +9,20 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import sys
-import traceback
-from datetime import datetime, timezone
 
 import click
-import platformdirs
 import typer
 from typer.core import TyperGroup
 
 from folders.errors import TwinsyncError
 from orchestrator.cli import (conflicts, demo, frames, init, pairing, recovery, run, status, syncthing,
                               topology, traces, tui)
+from orchestrator.crash import EXIT_CRASH, crash_message, write_crash_report
 from syncthing.errors import SyncthingError
 
 #: Exit codes of every command; install/twinsync@.service does not restart the daemon on
 #: a user error (nor a usage error, 2), which only a person can fix.
 EXIT_USER_ERROR = 1
-EXIT_CRASH = 70
 
 
 class _UserErrors(TyperGroup):
@@ -89,18 +86,10 @@ app.command()(demo.demo)
 app.add_typer(syncthing.app, name="syncthing")
 
 
-def _crash_report(exc: BaseException) -> str:
-    log_dir = platformdirs.user_log_path("twinsync", ensure_exists=True)
-    path = log_dir / f"crash-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.txt"
-    path.write_text("".join(traceback.format_exception(exc)))
-    return str(path)
-
-
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except Exception as exc:  # noqa: BLE001 - last resort: no traceback on the user's screen
-        typer.echo(f"twinsync crashed unexpectedly ({type(exc).__name__}); a report is in "
-                   f"{_crash_report(exc)}. Please file it.", err=True)
+        typer.echo(crash_message("twinsync", exc, write_crash_report(exc)), err=True)
         sys.exit(EXIT_CRASH)
