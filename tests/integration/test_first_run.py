@@ -48,3 +48,12 @@ def test_frame_log_of_an_uncommitted_frame_names_the_stopped_daemon(node_factory
     assert "no twinsync daemon runs" in result.output and "twinsync run" in result.output
     # An id that is nowhere is still a wrong id, daemon or not.
     assert "no history" in node.cli("frame", "log", "notes/missing", ok=False).output
+
+
+def test_tui_with_a_broken_config_exits_1_with_the_sentence_before_starting(node_factory):
+    node = node_factory("n1")
+    config = node.home / "twinsync.toml"
+    config.write_text(config.read_text().replace('url = "http://', 'url = "ftp://'))
+    result = node.cli("tui", ok=False)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: syncthing.url in") and str(config) in result.output
