@@ -69,12 +69,13 @@ SEED_THRESHOLDS: Mapping[str, Threshold] = MappingProxyType({
 #: The fewest items behind each metric (its count field, how many, what they are) before its
 #: value is judged: below that one item moves the value past its threshold (one frame of 20 is
 #: 5 %, one session of 10 is 10 %), so a fresh network reads "not enough data yet", not a
-#: failure. Routes per goal is a mean over goals; over fewer than 5 it describes those goals.
+#: failure. Routes per goal needs 10 published sessions in all, as convergence does: before
+#: that it only says how the first few sessions happened to spread over goals.
 MIN_SAMPLES: Mapping[str, tuple[str, int, str]] = MappingProxyType({
     "convergence": ("concluded", 10, "concluded sessions"),
     "conflict_rate": ("frames_total", 20, "frames"),
     "access_p95_ms": ("access_samples", 1, "timed goals"),
-    "routes_per_goal": ("goals", 5, "goals"),
+    "routes_per_goal": ("routes", 10, "published sessions"),
 })
 
 #: What every view (CLI, TUI, demo) says instead of a verdict while a metric lacks samples.

@@ -82,7 +82,7 @@ METRIC_HELP: list[tuple[str, str]] = [
                     "in ms; lower is better"),
     ("routes per goal", "published sessions per goal on average: how many ways each question "
                         "was reasoned through; higher is better"),
-    ("not enough data yet", "too few frames, sessions or goals for the number to mean anything; "
+    ("not enough data yet", "too few frames or sessions for the number to mean anything; "
                             "it fills in as the nodes work"),
 ]
 

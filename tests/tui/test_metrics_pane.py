@@ -50,7 +50,7 @@ def _cells(metrics) -> dict[str, tuple[str, str]]:
 def test_a_fresh_network_reads_not_enough_data_yet_not_a_red_failure():
     cells = _cells(FRESH)
     assert cells["conflict_rate"] == ("not enough data yet\n3 of 20 frames", "bright_black")
-    assert cells["routes_per_goal"] == ("not enough data yet\n2 of 5 goals", "bright_black")
+    assert cells["routes_per_goal"] == ("not enough data yet\n2 of 10 published sessions", "bright_black")
     assert cells["convergence"] == ("not enough data yet\n2 of 10 concluded sessions", "bright_black")
     assert cells["access_p95_ms"] == ("3.2 ms", "green")
     assert not any(style == "red" for _, style in cells.values())

@@ -23,7 +23,7 @@ def test_too_few_samples_is_no_verdict_not_a_failure():
 
 def test_enough_samples_are_judged_and_unmeasured_is_still_no_verdict():
     settled = _metrics(concluded=10, converged=8, convergence=0.8, frames_total=20, conflict_rate=0.05,
-                       goals=5, routes=15, routes_per_goal=3.0)
+                       goals=4, routes=12, routes_per_goal=3.0)
     assert {n: settled.verdict(n) for n in MIN_SAMPLES} == {
         "convergence": False, "conflict_rate": True, "access_p95_ms": True, "routes_per_goal": True}
     assert _metrics(access_p95_ms=None, access_samples=0).verdict("access_p95_ms") is None
