@@ -17,7 +17,9 @@ def _sentence(home) -> str:
     return f"No twinsync node at {home}; run `twinsync init --name NAME` first (or pass --home)."
 
 
-@pytest.mark.parametrize("command", [["status"], ["peers"], ["nodes"], ["frame", "list"], ["tui"]])
+@pytest.mark.parametrize("command", [["status"], ["peers"], ["nodes"], ["frame", "list"], ["tui"], ["conflicts"],
+                                     ["forks"], ["snapshots"], ["invite"], ["topology", "show"],
+                                     ["syncthing", "start"], ["trace", "publish"]])
 def test_every_command_before_init_says_run_init(tmp_path, command):
     home = tmp_path / "nowhere"
     result = run_cli(*command, "--home", home, ok=False)
