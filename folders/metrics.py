@@ -82,6 +82,14 @@ MIN_SAMPLES: Mapping[str, tuple[str, int, str]] = MappingProxyType({
 NOT_ENOUGH_DATA = "not enough data yet"
 
 
+def judge(name: str, value: float | None, samples: int) -> bool | None:
+    """Whether metric `name` meets its seed threshold, measured over `samples` items (what
+    MIN_SAMPLES counts); None while there is nothing measured or not enough data yet."""
+    if value is None or samples < MIN_SAMPLES[name][1]:
+        return None
+    return SEED_THRESHOLDS[name].met(value)
+
+
 def format_metric(name: str, value: float | None) -> str:
     """One unit per metric, wherever it is shown: the two rates in percent, access time in
     ms, routes per goal as a plain number; "—" when nothing was measured."""
@@ -164,14 +172,9 @@ class Metrics:
         field, needed, noun = MIN_SAMPLES[name]
         return getattr(self, field), needed, noun
 
-    def enough(self, name: str) -> bool:
-        """Whether metric `name` has the samples (MIN_SAMPLES) for its value to be judged."""
-        have, needed, _ = self.samples(name)
-        return getattr(self, name) is not None and have >= needed
-
-    def verdict(self, name: str, thresholds: Mapping[str, Threshold] = SEED_THRESHOLDS) -> bool | None:
-        """Whether metric `name` meets its threshold; None while there is not enough data."""
-        return thresholds[name].met(getattr(self, name)) if self.enough(name) else None
+    def verdict(self, name: str) -> bool | None:
+        """Whether metric `name` meets its seed threshold; None while there is not enough data."""
+        return judge(name, getattr(self, name), self.samples(name)[0])
 
 
 def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total: int,

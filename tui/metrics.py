@@ -10,9 +10,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, Sparkline, Static
 
-from folders.metrics import METRIC_NAMES, NOT_ENOUGH_DATA, Metrics, format_metric, threshold_text
+from folders.metrics import METRIC_NAMES, NOT_ENOUGH_DATA, Metrics, threshold_text
 from tui.pane import Pane
-from tui.rows import MET, METRIC_LABELS, NO_VALUE, NOT_MET, sparkline_values
+from tui.rows import METRIC_LABELS, judged_cell, sparkline_values
 from tui.service import MetricsData
 
 
@@ -52,10 +52,8 @@ class MetricsPane(Pane):
 
 
 def value_cell(metrics: Metrics, name: str) -> Text:
-    """The value in its unit, green or red against the threshold; with too few samples, grey
-    "not enough data yet" and how many there are of how many needed."""
-    verdict = metrics.verdict(name)
-    if verdict is None:
-        have, needed, noun = metrics.samples(name)
-        return Text(f"{NOT_ENOUGH_DATA}\n{have} of {needed} {noun}", style=NO_VALUE)
-    return Text(format_metric(name, getattr(metrics, name)), style=MET if verdict else NOT_MET)
+    """The value judged against its threshold; with too few samples, "not enough data yet"
+    and how many there are of how many needed."""
+    have, needed, noun = metrics.samples(name)
+    return judged_cell(name, getattr(metrics, name), metrics.verdict(name),
+                       f"{NOT_ENOUGH_DATA}\n{have} of {needed} {noun}")

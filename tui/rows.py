@@ -17,7 +17,8 @@ from rich.text import Text
 
 from folders.decisions import ForkView
 from folders.gitstore import Revision
-from folders.metrics import METRIC_NAMES, SEED_THRESHOLDS, format_metric
+from folders.fingerprint import Fingerprint
+from folders.metrics import METRIC_NAMES, format_metric, judge
 from folders.snapshots import SnapshotInfo
 from folders.trace import Step
 from orchestrator.conflicts import ConflictItem
@@ -65,15 +66,26 @@ def second(ts: str | None) -> str:
 
 # --- seed metrics ---------------------------------------------------------------------------
 
-def metric_style(name: str, value: float | None) -> str:
-    """Green when the seed threshold is met, red when not, grey when nothing is measured."""
-    if value is None:
-        return NO_VALUE
-    return MET if SEED_THRESHOLDS[name].met(value) else NOT_MET
+def judged_cell(name: str, value: float | None, verdict: bool | None, unjudged: str) -> Text:
+    """A metric's value in its unit, green when it meets the seed threshold and red when not;
+    `unjudged` in grey while there is nothing, or not enough, to judge (verdict None)."""
+    if verdict is None:
+        return Text(unjudged, style=NO_VALUE)
+    return Text(format_metric(name, value), style=MET if verdict else NOT_MET)
 
 
-def metric_cell(name: str, value: float | None) -> Text:
-    return Text(format_metric(name, value), style=metric_style(name, value))
+#: What a narrow table cell says for NOT_ENOUGH_DATA (the Metrics tab says it in full).
+TOO_FEW = "too few"
+
+
+def fingerprint_metric_cell(fp: Fingerprint, name: str) -> Text:
+    """A node's metric from its fingerprint, judged on the counts the fingerprint carries (its
+    frames for the conflict rate, its published sessions for the others): a fresh node's
+    first few frames read "too few" in grey, not a red 75 %."""
+    value = fp.metrics.get(name)
+    samples = {"conflict_rate": fp.frames_count, "access_p95_ms": 1}.get(name, fp.trace_sessions)
+    return judged_cell(name, value, judge(name, value, samples),
+                       TOO_FEW if value is not None else format_metric(name, value))
 
 
 def sparkline_values(history: Mapping[str, Sequence[tuple[str, float]]], name: str) -> list[float]:
@@ -115,7 +127,7 @@ def node_rows(rows: Sequence[NodeRow], peers: Mapping[str, PeerStatus] | None = 
                  Text(str(fp.trace_steps)),
                  Text(str(fp.pending_conflicts), style=NOT_MET if fp.pending_conflicts else ""),
                  Text(str(fp.pending_forks), style=NOT_MET if fp.pending_forks else ""),
-                 *(metric_cell(m, fp.metrics.get(m)) for m in METRIC_NAMES)]
+                 *(fingerprint_metric_cell(fp, m) for m in METRIC_NAMES)]
         if view.stale:
             for cell in cells:
                 cell.stylize("dim")

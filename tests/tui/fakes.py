@@ -47,7 +47,7 @@ def _h(n: int) -> str:
 def _fingerprint(node: str, created: str, *, root: str = ROOT_A, steps: int = 42,
                  conflicts: int = 0, forks: int = 0, metrics: dict | None = None) -> Fingerprint:
     return Fingerprint(node=node, device_id=DEVICES[node], version="0.1.0", created=created,
-                       frames_root=root, frames_count=12, trace_steps=steps, trace_sessions=9,
+                       frames_root=root, frames_count=40, trace_steps=steps, trace_sessions=30,
                        trace_head=_h(len(node)), last_publish=created, last_merge="2026-11-25T07:58:02Z",
                        pending_conflicts=conflicts, pending_forks=forks,
                        metrics=metrics or {"convergence": 0.93, "conflict_rate": 0.0,

@@ -4,19 +4,36 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from dataclasses import replace
+
 from tests.tui.fakes import CONFLICT, FORK, INVALID, SESSION, STEPS, FakeService
 from folders.metrics import threshold_text
-from tui.rows import (NODE_COLUMNS, filter_entries, format_metric, metric_style, node_rows,
-                      queue_entries)
+from tui.rows import (NODE_COLUMNS, filter_entries, fingerprint_metric_cell, format_metric, judged_cell,
+                      node_rows, queue_entries)
 from tui.service import QueueData
 
 
 def test_seed_metrics_are_green_when_met_red_when_not_grey_when_unmeasured():
     assert [threshold_text(n) for n in ("convergence", "conflict_rate", "access_p95_ms", "routes_per_goal")] == \
         ["≥ 90.0%", "≤ 5.0%", "≤ 200.0 ms", "≥ 3.0"]
-    assert metric_style("convergence", 0.9) == "green" and metric_style("convergence", 0.89) == "red"
-    assert metric_style("access_p95_ms", 250.0) == "red" and metric_style("routes_per_goal", None) == "bright_black"
+    assert judged_cell("convergence", 0.9, True, "") == Text("90.0%", style="green")
+    assert judged_cell("access_p95_ms", 250.0, False, "") == Text("250.0 ms", style="red")
+    assert judged_cell("routes_per_goal", None, None, "—") == Text("—", style="bright_black")
     assert format_metric("conflict_rate", None) == "—"
+
+
+def test_a_fresh_nodes_few_frames_read_too_few_not_a_red_rate():
+    """The fresh node that flashed `confl. 75.0%`: 3 of its 4 frames still differing."""
+    fp = FakeService().nodes()[0].fingerprint.fingerprint
+    fresh = replace(fp, frames_count=4, trace_sessions=2,
+                    metrics={"convergence": 1.0, "conflict_rate": 0.75, "access_p95_ms": 1.0, "routes_per_goal": 1.0})
+    cells = {m: fingerprint_metric_cell(fresh, m) for m in fresh.metrics}
+    assert {m: (c.plain, str(c.style)) for m, c in cells.items()} == {
+        "convergence": ("too few", "bright_black"), "conflict_rate": ("too few", "bright_black"),
+        "access_p95_ms": ("1.0 ms", "green"), "routes_per_goal": ("too few", "bright_black")}
+    settled = replace(fresh, frames_count=40, trace_sessions=30)
+    assert fingerprint_metric_cell(settled, "conflict_rate") == Text("75.0%", style="red")
+    assert fingerprint_metric_cell(settled, "routes_per_goal") == Text("1.0", style="red")
 
 
 def test_node_rows_dim_stale_fingerprints_and_show_unusable_ones_with_their_problem():
