@@ -3,8 +3,9 @@ daemons and Syncthings are killed with SIGKILL, nodes are cut off (and edit on b
 and a peer's segments arrive in shuffled order. After healing and one ruling on every queue
 item, nothing acknowledged may be missing anywhere and every node must agree.
 
-TWINSYNC_FAULT_SEEDS (default 2) seeds of TWINSYNC_FAULT_SECONDS (default 45) each, set-up and checks included, from
-TWINSYNC_FAULT_SEED (default 1). Each seed prints one JSON summary line; a failing seed
+TWINSYNC_FAULT_SEEDS (default 2) seeds of TWINSYNC_FAULT_SECONDS (default 45) each of set-up
+and operations, from TWINSYNC_FAULT_SEED (default 1); then healing, ruling and converging get
+their own TWINSYNC_FAULT_SETTLE_SECONDS (default 60), however long the last operation ran. Each seed prints one JSON summary line; a failing seed
 prints its op log and how to run it again."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from folders.layout import NodeLayout
+from syncthing.errors import SyncthingError
 from tests.conftest import wait_for
 from tests.faults.cluster import (Cluster, frame_files, git_frame_hashes, git_fsck, integrity,
                                   leaked_children, published_steps, trace_steps)
@@ -28,8 +30,11 @@ pytestmark = pytest.mark.faults
 SEEDS = int(os.environ.get("TWINSYNC_FAULT_SEEDS", "2"))
 SECONDS = float(os.environ.get("TWINSYNC_FAULT_SECONDS", "45"))
 FIRST_SEED = int(os.environ.get("TWINSYNC_FAULT_SEED", "1"))
-#: Share of a seed's time spent injecting; the rest heals, rules and checks.
+SETTLE_SECONDS = float(os.environ.get("TWINSYNC_FAULT_SETTLE_SECONDS", "60"))
+#: Share of a seed's time spent injecting (the rest of it is set-up).
 OPS_SHARE = 0.6
+#: Longest wait for one round of rulings to replicate, within the settle deadline.
+REPLICATE_S = 30.0
 GOALS = ("plan the week", "pick a book", "what to cook")
 NAMESPACES = ("notes", "plans")
 
@@ -211,17 +216,23 @@ class Run:
                 self.log.append(f"{verdict} {name} #{item['id']} {item.get('frame')} -> {result.exit_code}")
                 ruled += 1
             if ruled:
-                wait_for(lambda: self.conflict_copies() == 0, timeout=self.left(15),
+                wait_for(lambda: self.conflict_copies() == 0, timeout=self.left(REPLICATE_S),
                          what="decisions to replicate", interval=0.3)
         return ruled
 
     def left(self, at_most: float) -> float:
-        """What is left of the seed's time (a few seconds at least, so a late heal can settle)."""
+        """What is left of the settle deadline (a few seconds at least, so a late heal can settle)."""
         return min(at_most, max(3.0, self.deadline - time.monotonic()))
 
-    def settle(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.cluster.heal_all()
+    def settle(self, seconds: float) -> None:
+        """Heal, then publish, converge, rule once on every item and converge again within
+        `seconds` of their own, so operations that overran their budget cannot starve them.
+        A heal that fails is an error of the run, reported with the op log like any other."""
+        try:
+            self.cluster.heal_all()
+        except (AssertionError, SyncthingError) as exc:
+            self.errors.append(f"heal failed: {type(exc).__name__}: {str(exc)[:300]}")
+        self.deadline = time.monotonic() + seconds
         for name in self.names():
             self.publish(name)
 
@@ -229,7 +240,7 @@ class Run:
             return not self.diverged() and not any(self.missing_steps().values())
 
         try:
-            wait_for(agreed, timeout=self.left((deadline - time.monotonic()) * 0.5),
+            wait_for(agreed, timeout=self.left((self.deadline - time.monotonic()) * 0.5),
                      what="frames and steps to converge", interval=0.5)
         except AssertionError:
             self.log.append("did not converge before ruling")
@@ -238,13 +249,13 @@ class Run:
         except AssertionError as exc:
             self.errors.append(str(exc))
         try:
-            wait_for(agreed, timeout=self.left(deadline - time.monotonic()),
+            wait_for(agreed, timeout=self.left(self.deadline - time.monotonic()),
                      what="frames and steps to converge after ruling", interval=0.5)
         except AssertionError:
             self.log.append("did not converge after ruling")
 
 
-@pytest.mark.timeout(SECONDS + 150)
+@pytest.mark.timeout(SECONDS + SETTLE_SECONDS + 210)
 @pytest.mark.parametrize("seed", range(FIRST_SEED, FIRST_SEED + SEEDS))
 def test_seeded_faults_lose_nothing(seed: int, cluster) -> None:
     started = time.monotonic()
@@ -259,7 +270,7 @@ def test_seeded_faults_lose_nothing(seed: int, cluster) -> None:
         except Exception as exc:  # noqa: BLE001 - a failing op is a finding; the run goes on
             run.errors.append(f"op failed: {type(exc).__name__}: {str(exc)[:300]}")
             run.log.append(f"  !! {type(exc).__name__}: {str(exc)[:200]}")
-    run.settle(started + SECONDS)
+    run.settle(SETTLE_SECONDS)
 
     acked = {p for prefixes in run.acked.values() for p in prefixes}
     in_git = set().union(*(git_frame_hashes(n.home) for n in c.nodes.values()))
