@@ -194,31 +194,54 @@ class Run:
         first = files[self.names()[0]]
         return [name for name, f in files.items() if f != first]
 
-    def conflict_copies(self) -> int:
-        return sum(len(list(NodeLayout(n.home).frames_shared.rglob("*.sync-conflict-*")))
-                   for n in self.cluster.nodes.values())
+    def conflict_copies(self) -> set[str]:
+        """Conflict copies in any node's frames.shared/, by path inside it."""
+        found = set()
+        for node in self.cluster.nodes.values():
+            root = NodeLayout(node.home).frames_shared
+            found |= {str(p.relative_to(root)) for p in root.rglob("*.sync-conflict-*")}
+        return found
 
     def rule_on_queues(self) -> int:
-        """One ruling on every open conflict, node by node; a ruling replicates, so items
-        another node already decided close by themselves before their turn."""
-        ruled = 0
-        for name in self.names():
+        """One ruling on every open conflict, node by node, each node's rulings replicated
+        (their copies gone everywhere) before the next node looks, so items another node
+        already decided close by themselves before their turn. Rounds go on until no copy
+        is left: one that reached a node after its turn is ruled in the next round."""
+        ruled: set[tuple[str, int]] = set()
+
+        def turn(name: str) -> set[str]:
             node = self.cluster.nodes[name]
-            items = json.loads(node.cli("conflicts", "--json").output)
-            for item in items:
-                if item["status"] != "open":
+            copies = set()
+            for item in json.loads(node.cli("conflicts", "--json").output):
+                if item["status"] != "open" or (name, item["id"]) in ruled:
                     continue
-                if item["kind"] != "conflict":
+                ruled.add((name, item["id"]))
+                if item["kind"] not in ("conflict", "deleted"):
                     self.errors.append(f"open {item['kind']} item on {name}: {item.get('path')} {item.get('reason')}")
                     continue
                 verdict = self.rng.choice(("approve", "reject"))
                 result = node.cli(verdict, str(item["id"]), ok=False)
                 self.log.append(f"{verdict} {name} #{item['id']} {item.get('frame')} -> {result.exit_code}")
-                ruled += 1
-            if ruled:
-                wait_for(lambda: self.conflict_copies() == 0, timeout=self.left(REPLICATE_S),
-                         what="decisions to replicate", interval=0.3)
-        return ruled
+                copies.add(item.get("copy_path") or "")
+            return copies - {""}
+
+        def round_over_nodes() -> bool:
+            for name in self.names():
+                copies = turn(name)
+                if copies:
+                    try:
+                        wait_for(lambda: not copies & self.conflict_copies(), timeout=self.left(REPLICATE_S),
+                                 what=f"{name}'s decisions to replicate", interval=0.3)
+                    except AssertionError as exc:
+                        raise AssertionError(f"{exc}; copies left: {sorted(copies & self.conflict_copies())[:5]}") from None
+            return not self.conflict_copies()
+
+        try:
+            wait_for(round_over_nodes, timeout=self.left(2 * REPLICATE_S), what="every conflict copy ruled on",
+                     interval=1.0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; copies left: {sorted(self.conflict_copies())[:5]}") from None
+        return len(ruled)
 
     def left(self, at_most: float) -> float:
         """What is left of the settle deadline (a few seconds at least, so a late heal can settle)."""
