@@ -195,11 +195,14 @@ class Run:
         return [name for name, f in files.items() if f != first]
 
     def conflict_copies(self) -> set[str]:
-        """Conflict copies in any node's frames.shared/, by path inside it."""
+        """Conflict copies in any node's frames.shared/, by path inside it. Not Syncthing's
+        temporary files: a transfer of a copy cut by a pause or a kill leaves a
+        `.syncthing.*.sync-conflict-*.tmp` that is no copy and that nobody can rule on."""
         found = set()
         for node in self.cluster.nodes.values():
             root = NodeLayout(node.home).frames_shared
-            found |= {str(p.relative_to(root)) for p in root.rglob("*.sync-conflict-*")}
+            found |= {str(p.relative_to(root)) for p in root.rglob("*.sync-conflict-*")
+                      if not p.name.startswith(".")}
         return found
 
     def rule_on_queues(self) -> int:
