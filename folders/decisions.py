@@ -55,7 +55,7 @@ def record_decision(trace: TraceDB, fork: Fork, branch: str, verdict: str) -> st
     if verdict not in VERDICTS:
         raise TraceError(f"A decision is 'approve' or 'reject', not {echo(verdict)}.")
     if branch not in fork.branches:
-        raise TraceError(f"Step {branch} is not a branch of fork {fork_id(fork)}; pick one of "
+        raise TraceError(f"Step {echo(branch, quoted=False)} is not a branch of fork {fork_id(fork)}; pick one of "
                          f"{', '.join(b[:19] for b in fork.branches)}.")
     content = canonical_json({"session": fork.session, "parent": fork.parent, "branch": branch,
                               "verdict": verdict}).decode()

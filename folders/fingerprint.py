@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from folders import keys
-from folders.errors import TwinsyncError
+from folders.errors import TwinsyncError, echo
 from folders.files import write_atomic
 from folders.frame import canonical_json
 from folders.layout import NODE_NAME_RE
@@ -276,22 +276,22 @@ def _schema_problem(data: Any) -> str | None:
     if set(data) != FIELDS:
         missing, extra = FIELDS - set(data), set(data) - FIELDS
         return (f"fields differ (missing: {', '.join(sorted(missing)) or 'none'}; "
-                f"unexpected: {', '.join(sorted(map(str, extra))) or 'none'})")
+                f"unexpected: {echo(', '.join(sorted(map(str, extra))) or 'none', quoted=False)})")
     if type(data["twinsync"]) is not int or data["twinsync"] != FINGERPRINT_VERSION:
-        return (f"format version is {data['twinsync']!r}, this twinsync reads "
+        return (f"format version is {echo(data['twinsync'])}, this twinsync reads "
                 f"{FINGERPRINT_VERSION}")
     if not isinstance(data["node"], str) or not NODE_NAME_RE.match(data["node"]):
-        return f"node {data['node']!r} is not a node name"
+        return f"node {echo(data['node'])} is not a node name"
     for name in _TEXTS:
         if not isinstance(data[name], str) or not data[name] or len(data[name]) > 200:
             return f"{name} is not a short non-empty string"
     if not isinstance(data["sig"], str):
         return "sig is not a string"
     if not _is_utc(data["created"]):
-        return f"created {data['created']!r} is not a UTC time like 2026-11-25T08:00:00Z"
+        return f"created {echo(data['created'])} is not a UTC time like 2026-11-25T08:00:00Z"
     for name in _OPTIONAL_TIMES:
         if data[name] is not None and not _is_utc(data[name]):
-            return f"{name} {data[name]!r} is neither null nor a UTC time"
+            return f"{name} {echo(data[name])} is neither null nor a UTC time"
     if not isinstance(data["frames_root"], str) or not _SHA256.fullmatch(data["frames_root"]):
         return "frames_root is not a 'sha256:<64 hex>' digest"
     head = data["trace_head"]
@@ -299,14 +299,14 @@ def _schema_problem(data: Any) -> str | None:
         return "trace_head is neither null nor a 'sha256:<64 hex>' step hash"
     for name in _COUNTS:
         if type(data[name]) is not int or data[name] < 0:
-            return f"{name} {data[name]!r} is not a count"
+            return f"{name} {echo(data[name])} is not a count"
     metrics = data["metrics"]
     if not isinstance(metrics, dict) or set(metrics) != set(METRIC_NAMES):
         return f"metrics is not an object with exactly {', '.join(METRIC_NAMES)}"
     for name, value in metrics.items():
         if value is not None and (type(value) not in (int, float) or not math.isfinite(value)
                                   or value < 0):
-            return f"metric {name} {value!r} is neither null nor a finite number of zero or more"
+            return f"metric {name} {echo(value)} is neither null nor a finite number of zero or more"
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from folders.errors import TraceError
+from folders.errors import TraceError, echo
 from folders.trace import Step, TraceDB, as_connection, load_steps
 
 
@@ -110,6 +110,6 @@ def choose_branch(db: TraceDB | sqlite3.Connection, fork: Fork) -> str:
     graph = SessionGraph(load_steps(db, fork.session))
     missing = [b for b in fork.branches if b not in graph.by_hash]
     if missing or not fork.branches:
-        raise TraceError(f"Fork of session {fork.session} names steps not in trace.db "
-                         f"({', '.join(missing) or 'no branches'}); detect forks again.")
+        raise TraceError(f"Fork of session {echo(fork.session, quoted=False)} names steps not in trace.db "
+                         f"({echo(', '.join(missing) or 'no branches', quoted=False)}); detect forks again.")
     return graph.choose(fork.branches)

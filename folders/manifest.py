@@ -7,7 +7,8 @@ what binds every step in the file to its node (steps are not signed one by one, 
 One reader for both kinds: `load_manifest` refuses anything that is not a small regular
 file holding a JSON object with exactly the expected fields, before it parses a byte of
 it, so a directory, a FIFO or a link named like a manifest is refused with its reason and
-never blocks. `check_signed_file` does the checks both kinds share, cheap first.
+never blocks, nor a `created` that is not a UTC time. `check_signed_file` does the checks
+both kinds share, cheap first.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from folders import keys
-from folders.errors import TraceError
-from folders.trace import canonical_json
+from folders.errors import TraceError, echo
+from folders.trace import canonical_json, format_ts, parse_ts
 
 #: A manifest is a few hundred bytes; anything much larger is not one of ours.
 MANIFEST_MAX_BYTES = 64 * 1024
@@ -96,7 +97,18 @@ def load_manifest(path: Path, fields: frozenset[str] | set[str],
         raise bad("cannot be read as JSON") from None
     if not isinstance(manifest, dict) or set(manifest) != fields:
         raise bad(f"does not have exactly the fields {', '.join(sorted(fields))}")
+    if "created" in fields and not _is_utc_stamp(manifest["created"]):
+        raise bad("has a created time that is not a UTC time like 2026-11-25T08:00:00.000000Z")
     return manifest
+
+
+def _is_utc_stamp(value: object) -> bool:
+    """Whether `value` is a time as format_ts writes it: checked here, on reading, because
+    merge, latency and retention parse it later and a signed "soon" would crash them."""
+    try:
+        return isinstance(value, str) and format_ts(parse_ts(value)) == value
+    except ValueError:
+        return False
 
 
 def file_sha256(path: Path) -> str:
@@ -119,7 +131,7 @@ def check_signed_file(manifest_path: Path, manifest: Mapping, trusted: Mapping[s
     public = trusted.get(node)
     if public is None:
         raise SegmentError("untrusted_node", f"{kind} manifest {manifest_path} comes from "
-                           f"{node!r}, which is not in trusted.toml; add the node or remove the file.")
+                           f"{echo(node)}, which is not in trusted.toml; add the node or remove the file.")
     if not manifest_signature_ok(manifest, public):
         raise SegmentError("bad_signature", f"The signature of {kind.lower()} manifest {manifest_path} "
                            f"does not verify with {node}'s key; it was altered or forged, remove it.")

@@ -1,6 +1,6 @@
-"""Retention: which of this node's own segments and snapshots to keep, and when a new
-snapshot is due (DESIGN §3 flow 3). Only this node's folder is ever pruned; a peer's
-folder is receive-only here.
+"""Retention: which of this node's own segments and snapshots to keep, what an interrupted
+publish left behind, and when a new snapshot is due (DESIGN §3 flow 3). Only this node's
+folder is ever pruned; a peer's folder is receive-only here.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from folders.errors import TraceError
-from folders.files import fsync_dir
-from folders.snapshots import segments_in, snapshots_in
+from folders.files import TEMP_PREFIX, fsync_dir
+from folders.segments import SEGMENTS_DIR
+from folders.snapshots import SNAPSHOTS_DIR, segments_in, snapshots_in
 from folders.trace import parse_ts
 
 
@@ -45,12 +46,45 @@ def prune(recovery_dir: Path, keep_snapshots: int) -> list[Path]:
 
 
 def _delete_pair(manifest_path: Path, db_path: Path) -> list[Path]:
+    """Manifest first; a file already gone (another publish pruned it first) counts as pruned."""
     gone = []
     for path in (manifest_path, db_path):
-        if path.exists():
+        try:
             path.unlink()
-            gone.append(path)
+        except FileNotFoundError:
+            continue
+        gone.append(path)
     return gone
+
+
+def remove_leftovers(recovery_dir: Path, before: float) -> list[Path]:
+    """Remove what a publish killed mid-way left in this node's own folder: our temporary
+    files, and a segment or snapshot .db without its manifest; returns the files removed.
+
+    Only files last changed before `before` (the current publish's start, as a time.time()
+    value) are touched, so a piece being written right now is never one of them; the
+    caller holds the publish lock, so no other publish of this node is writing. Without
+    this a .db without manifest would sit in a synced folder for ever and be shipped to
+    every peer, which can only wait on it.
+    """
+    removed: list[Path] = []
+    for sub, pattern in ((SEGMENTS_DIR, "seg-*.db"), (SNAPSHOTS_DIR, "snap-*.db")):
+        folder = Path(recovery_dir) / sub
+        orphans = [p for p in folder.glob(pattern) if not p.with_suffix(".json").exists()]
+        for path in [*folder.glob(f"{TEMP_PREFIX}*"), *orphans]:
+            try:
+                if path.is_symlink() or not path.is_file() or path.stat().st_mtime >= before:
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise TraceError(f"Cannot remove the leftover {path} of an interrupted publish "
+                                 f"({exc.strerror}); check its permissions, then publish again.") from None
+            removed.append(path)
+    for folder in {path.parent for path in removed}:
+        fsync_dir(folder)
+    return removed
 
 
 def due_for_snapshot(recovery_dir: Path, every_segments: int, every_minutes: int,

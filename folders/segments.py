@@ -23,7 +23,7 @@ from pathlib import Path
 import sqlite_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from folders.errors import TraceError
+from folders.errors import TraceError, echo
 from folders.files import fsync_dir, temp_path_for, write_atomic
 from folders.manifest import (
     SHA256_RE,
@@ -203,13 +203,13 @@ def read_segment_manifest(path: Path) -> dict:
             not isinstance(manifest[k], str) for k in MANIFEST_KEYS - set(ints)):
         raise bad("has a field of the wrong type")
     if manifest["twinsync"] != MANIFEST_VERSION:
-        raise bad(f"has version {manifest['twinsync']}, this twinsync reads {MANIFEST_VERSION}")
+        raise bad(f"has version {echo(manifest['twinsync'])}, this twinsync reads {MANIFEST_VERSION}")
     if (manifest["seq"] < 1 or manifest["rows"] < 1 or manifest["first"] < 1
             or manifest["last"] != manifest["first"] + manifest["rows"] - 1):
         raise bad("has inconsistent seq, rows, first and last")
     if (manifest["file"] != segment_name(manifest["first"], manifest["last"]) + ".db"
             or manifest["file"] != path.with_suffix(".db").name):
-        raise bad(f"names the file {manifest['file']!r} instead of its own segment")
+        raise bad(f"names the file {echo(manifest['file'])} instead of its own segment")
     if not SHA256_RE.match(manifest["sha256"]):
         raise bad("has a malformed sha256")
     return manifest

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from folders.errors import TraceError
+from folders.errors import TraceError, echo
 from folders.frame import canonical_json  # the one serialisation every node hashes
 
 #: Bumped when the trace.db schema changes; a database of another version is refused.
@@ -266,7 +266,7 @@ class TraceDB:
         with write_transaction(self.connection) as conn:
             row = conn.execute("SELECT author FROM sessions WHERE session = ?", (session,)).fetchone()
             if row is None or row[0] != self.author:
-                raise TraceError(f"Session {session} is not one of {self.author}'s sessions in "
+                raise TraceError(f"Session {echo(session, quoted=False)} is not one of {self.author}'s sessions in "
                                  f"{self.path}; only its author can go on with it.")
             conn.execute("UPDATE sessions SET status = 'open' WHERE session = ?", (session,))
 
@@ -299,20 +299,20 @@ class TraceDB:
         row = conn.execute("SELECT goal, author, status, head FROM sessions WHERE session = ?",
                            (session,)).fetchone()
         if row is None:
-            raise TraceError(f"Session {session} was not started in {self.path}; start a session "
+            raise TraceError(f"Session {echo(session, quoted=False)} was not started in {self.path}; start a session "
                              "with `start_session` before appending to it.")
         goal, author, status, head = row
         if status != "open":
-            raise TraceError(f"Session {session} in {self.path} is {status}; start a new session "
+            raise TraceError(f"Session {echo(session, quoted=False)} in {self.path} is {status}; start a new session "
                              "to go on reasoning toward its goal.")
         if author != self.author:
-            raise TraceError(f"Session {session} in {self.path} belongs to {author}, not "
+            raise TraceError(f"Session {echo(session, quoted=False)} in {self.path} belongs to {author}, not "
                              f"{self.author}; open trace.db with the author that started it.")
         if parent is None:
             parent = head
         elif conn.execute("SELECT 1 FROM steps WHERE hash = ? AND session = ?",
                           (parent, session)).fetchone() is None:
-            raise TraceError(f"Step {parent} is not part of session {session} in {self.path}; "
+            raise TraceError(f"Step {echo(parent, quoted=False)} is not part of session {echo(session, quoted=False)} in {self.path}; "
                              "pass a parent from `session_steps`.")
         last = conn.execute("SELECT max(ts) FROM steps WHERE session = ?", (session,)).fetchone()[0]
         ts = max(format_ts(self.clock()), format_ts(parse_ts(last) + timedelta(microseconds=1)))
@@ -331,7 +331,7 @@ class TraceDB:
 
 def _check_kind(kind: str, path: Path) -> None:
     if kind not in KINDS:
-        raise TraceError(f"Step kind {kind!r} is unknown in {path}; use one of "
+        raise TraceError(f"Step kind {echo(kind)} is unknown in {path}; use one of "
                          f"{', '.join(sorted(KINDS))}.")
 
 

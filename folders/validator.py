@@ -253,7 +253,8 @@ def _read_at_most(fd: int, limit: int) -> bytes:
 
 def _too_large(shown: str, max_size: int) -> _Rejected:
     return _Rejected(VerdictCode.TOO_LARGE, f"{shown} is larger than the {max_size}-byte frame limit; "
-                     "split its content into smaller frames or remove it.")
+                     "split its content into smaller frames, or raise max_size in the [frames] "
+                     "section of twinsync.toml on every node.")
 
 
 def _parse(data: bytes, shown: str) -> Frame:

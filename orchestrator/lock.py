@@ -8,6 +8,8 @@ interleave.
 both merge; the second one is refused with the first one's pid. It is a `flock` held for
 the daemon's whole life, so the kernel releases it when the daemon dies, even by kill -9:
 a stale pid in the file never blocks a new daemon.
+
+`publish_lock`: one publish (segment, snapshot, prune, cleanup) at a time per home.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from folders.errors import HomeError, TwinsyncError
 
 DAEMON_LOCK = "daemon.lock"
+PUBLISH_LOCK = "publish.lock"
 #: How long `running_daemon` waits for a daemon that holds the lock to write its pid.
 PID_WAIT_S = 2.0
 #: How long a starting daemon retries past a reader's momentary shared lock.
@@ -38,7 +41,22 @@ class DaemonRunningError(TwinsyncError):
 
 @contextmanager
 def frames_lock(home: Path) -> Iterator[None]:
-    with open(Path(home) / "frames.lock", "a+") as fh:
+    with _exclusive(Path(home) / "frames.lock"):
+        yield
+
+
+@contextmanager
+def publish_lock(home: Path) -> Iterator[None]:
+    """One publish at a time: the daemon's scheduled publish and a `trace publish` would
+    otherwise both snapshot, both prune and both clean the node's recovery folder."""
+    with _exclusive(Path(home) / PUBLISH_LOCK):
+        yield
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Wait for and hold an exclusive `flock` on `path`; the kernel drops it if we die."""
+    with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,12 +21,12 @@ from folders.mergeplan import Bridge, Merge, Refuse, Wait, plan, survey
 from folders.metrics import Metrics, compute_metrics, frames_root
 from folders.restore import restore_snapshot, shadow_sessions
 from folders.segments import SEGMENTS_DIR, merge_segment, publish, verify_segment
-from folders.retention import due_for_snapshot, prune
+from folders.retention import due_for_snapshot, prune, remove_leftovers
 from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, list_snapshots,
                                make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator.heartbeat import DaemonHealth, read_health
-from orchestrator.lock import daemon_lock, refuse_while_daemon_runs
+from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
 from orchestrator.topology import load_topology
@@ -46,10 +47,18 @@ class PublishReport:
 def publish_now(node: Node, *, clock: Callable[[], datetime] = utc_now) -> PublishReport:
     """Coherent finished sessions → a new signed segment; a snapshot when one is due; old
     ones pruned; the fingerprint refreshed; Syncthing asked to scan at once."""
+    with publish_lock(node.layout.home):
+        return _publish(node, clock)
+
+
+def _publish(node: Node, clock: Callable[[], datetime]) -> PublishReport:
+    """Under the publish lock, which serialises the daemon's publish and `trace publish`."""
     settings = node.config.traces
     out = node.layout.recovery(node.name)
     key = node.signing_key()
     report = PublishReport()
+    for path in remove_leftovers(out, time.time()):
+        logger.warning("removed %s, left by an interrupted publish", path.name)
     segment = publish(node.layout.trace_db, out / SEGMENTS_DIR, node.name, key, clock=clock)
     if segment is not None:
         report.segment, report.steps = segment.manifest_path.name, segment.rows

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from folders.decisions import DECISION_GOAL_PREFIX, ForkView, record_decision, view_fork
-from folders.errors import TraceError
+from folders.errors import TraceError, echo
 from folders.consensus import Consensus, consensus
 from folders.forks import detect_forks
 from folders.trace import GoalSummary, Problem, SessionSummary, Step, TraceDB, coherence_check
@@ -20,7 +20,7 @@ def open_trace(node: Node) -> TraceDB:
 
 def start(node: Node, goal: str, content: str | None = None) -> str:
     if not goal.strip() or goal.startswith(DECISION_GOAL_PREFIX):
-        raise TraceError(f"Goal {goal!r} is not allowed; give a goal in words, e.g. "
+        raise TraceError(f"Goal {echo(goal)} is not allowed; give a goal in words, e.g. "
                          "'plan the week' (it may not start with 'decision:').")
     with open_trace(node) as trace:
         return trace.start_session(goal, content)
@@ -52,7 +52,7 @@ def show(node: Node, session: str) -> SessionView:
     with open_trace(node) as trace:
         steps = trace.session_steps(session)
         if not steps:
-            raise TraceError(f"There is no session {session} in {node.layout.trace_db}; "
+            raise TraceError(f"There is no session {echo(session, quoted=False)} in {node.layout.trace_db}; "
                              "list goals with `twinsync trace goals` and sessions with `trace query GOAL`.")
         return SessionView(session, steps, coherence_check(trace, session))
 
@@ -95,8 +95,8 @@ def decide_fork(node: Node, fork: str, branch: str, verdict: str) -> ForkView:
             if view.id == fork:
                 matches = [b for b in f.branches if b.startswith(branch) or b.removeprefix("sha256:").startswith(branch)]
                 if len(matches) != 1:
-                    raise TraceError(f"Branch {branch!r} matches {len(matches)} branches of fork {fork}; "
+                    raise TraceError(f"Branch {echo(branch)} matches {len(matches)} branches of fork {echo(fork)}; "
                                      f"give more of its hash (see `twinsync forks`).")
                 record_decision(trace, f, matches[0], verdict)
                 return view_fork(trace, f)
-    raise TraceError(f"There is no fork {fork!r}; list them with `twinsync forks`.")
+    raise TraceError(f"There is no fork {echo(fork)}; list them with `twinsync forks`.")

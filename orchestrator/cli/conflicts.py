@@ -10,14 +10,28 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from folders.errors import echo
 from orchestrator import frames
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
+from orchestrator.conflicts import ConflictError
 
 conflict_app = typer.Typer(help="Look at one item of the conflict queue.", no_args_is_help=True)
 
 Ids = Annotated[Optional[list[int]], typer.Argument(help="Item ids from `twinsync conflicts`.")]
 FromDevice = Annotated[Optional[str], typer.Option("--all-from", help="Every open conflict whose copy came from this device (ID or its first 7 characters).")]
 Namespace = Annotated[Optional[str], typer.Option("--namespace", help="Every open conflict on frames in this namespace.")]
+
+#: Queue ids are SQLite integers; a larger number cannot name an item (and SQLite cannot bind it).
+_MAX_ID = 2**63 - 1
+
+
+def _checked_ids(ids: list[int]) -> list[int]:
+    """Refuse an id no queue item can have before it reaches SQLite (which overflows on it)."""
+    for item_id in ids:
+        if not 0 < item_id <= _MAX_ID:
+            raise ConflictError(f"There is no conflict #{echo(item_id)}; ids are positive whole numbers "
+                                "listed by `twinsync conflicts --all`.")
+    return ids
 
 
 def conflicts(home: HomeOption, as_json: JsonOption = False,
@@ -49,7 +63,7 @@ def show(item_id: Annotated[int, typer.Argument(help="Item id.")], home: HomeOpt
     Example: twinsync conflict show 3
     """
     with open_node(home) as node:
-        item = frames.get_conflict(node, item_id)
+        item = frames.get_conflict(node, _checked_ids([item_id])[0])
         diff = frames.conflict_diff(node, item)
     if as_json:
         print_json({**asdict(item), "diff": diff})
@@ -70,7 +84,7 @@ def _decide(home, ids, device, namespace, approve: bool) -> None:
     if not ids and not device and not namespace:
         raise typer.BadParameter("give item ids, --all-from DEVICE or --namespace NS.")
     with open_node(home) as node:
-        items = frames.select_conflicts(node, ids or [], device=device, namespace=namespace)
+        items = frames.select_conflicts(node, _checked_ids(ids or []), device=device, namespace=namespace)
         if not items:
             typer.echo("No open conflict matches.")
             return

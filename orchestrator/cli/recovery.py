@@ -11,6 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from folders.errors import TraceError
+from folders.layout import check_node_name
 from orchestrator import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from orchestrator.lock import refuse_while_daemon_runs
@@ -119,6 +120,8 @@ def snapshots(home: HomeOption, as_json: JsonOption = False,
 
     Example: twinsync snapshots --node laptop --verify
     """
+    if node_name is not None:
+        check_node_name(node_name)
     with open_node(home) as node:
         infos = recovery.snapshots(node, node_name)
         verdicts: dict[str, str] = {}
@@ -134,7 +137,8 @@ def snapshots(home: HomeOption, as_json: JsonOption = False,
                      "verified": verdicts.get(i.manifest_path.name)} for i in infos])
         return
     if not infos:
-        typer.echo("No snapshots yet (the daemon makes one every few segments; `trace publish` too).")
+        of = f" of node {node_name}" if node_name else ""
+        typer.echo(f"No snapshots{of} yet (the daemon makes one every few segments; `trace publish` too).")
         return
     table = Table("snapshot", "node", "created", "steps", "size", *(["verified"] if check else []))
     for i in infos:

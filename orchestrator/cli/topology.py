@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from folders.errors import TwinsyncError
+from folders.errors import TwinsyncError, echo
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from orchestrator.topology import apply_topology, show_topology
 from syncthing.topology import KINDS, Topology
@@ -43,7 +43,7 @@ def _pairs(values: list[str], option: str) -> dict[str, list[str]]:
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep or not key or not rest:
-            raise TwinsyncError(f"{option} {value!r} must look like NAME=A,B.")
+            raise TwinsyncError(f"{option} {echo(value)} must look like NAME=A,B.")
         out[key] = [v for v in rest.split(",") if v]
     return out
 

@@ -8,11 +8,11 @@ while the node's Syncthing is stopped). The checks read only what is on disk."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
 import subprocess
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -83,7 +83,17 @@ class Cluster:
     # -- Syncthing ---------------------------------------------------------------------
 
     def kill_syncthing(self, name: str) -> None:
-        self.nodes[name].syncthing.kill()
+        """SIGKILL, then wait until Syncthing itself is gone: it is not our child, and a
+        restart while it still holds its database lock exits at once ("is another instance
+        of Syncthing running?")."""
+        st = self.nodes[name].syncthing
+        pid = st.running_pid()
+        try:
+            tree = psutil.Process(pid).children(recursive=True) if pid else []
+        except psutil.NoSuchProcess:
+            tree = []
+        st.kill()
+        psutil.wait_procs(tree, timeout=10)
         self.syncthing_down.add(name)
         self.faults["kill_syncthing"] += 1
 
@@ -125,15 +135,46 @@ class Cluster:
         return True
 
     def heal_all(self, timeout: float = 60) -> None:
-        """Every Syncthing and daemon running, every pause lifted, every pair connected."""
-        for name in sorted(self.syncthing_down):
-            self.start_syncthing(name)
-        for pair in list(self.paused):
-            self.heal(*sorted(pair))
+        """Every Syncthing and daemon running, every pause lifted, every pair connected, all
+        within `timeout`. It trusts no bookkeeping of what the run broke: a Syncthing that
+        does not answer (whatever stopped it) is started again, and every device is
+        unpaused on every node, so a pause half applied (one side down at the time) is
+        lifted too."""
+        deadline = time.monotonic() + timeout
+        for name in self.nodes:
+            self._answering(name)
+        wait_for(self._unpause_all, timeout=max(5.0, deadline - time.monotonic()),
+                 what="every device unpaused on every node", interval=0.5)
+        self.paused.clear()
         for name in self.nodes:
             if not self.daemon_alive(name):
                 self.start_daemon(name)
-        wait_for(self.connected, timeout=timeout, what="every node connected again", interval=0.3)
+        wait_for(self.connected, timeout=max(5.0, deadline - time.monotonic()),
+                 what="every node connected again", interval=0.3)
+
+    def _answering(self, name: str) -> None:
+        """Make `name`'s Syncthing answer: start it again when it does not."""
+        try:
+            with self.nodes[name].client() as client:
+                if client.ping():
+                    self.syncthing_down.discard(name)
+                    return
+        except SyncthingError:
+            pass
+        self.nodes[name].syncthing.stop()
+        self.start_syncthing(name)
+
+    def _unpause_all(self) -> bool:
+        for me in self.nodes:
+            try:
+                with self.nodes[me].client() as client:
+                    for other in self.nodes:
+                        if other != me:
+                            client.patch_device(self.device[other], {"paused": False})
+            except SyncthingError:
+                self._answering(me)
+                return False
+        return True
 
     # -- out-of-order delivery ---------------------------------------------------------
 

@@ -157,7 +157,11 @@ def test_sigkill_during_publish_and_snapshot_publishes_every_step_once(cluster):
     node = c.nodes["node1"]
     configure(node, snapshot_every_segments=1)
     _record_many(node.home, "node1", 40, 40, "bulk")
-    _kill_during(c, "node1", lambda: not _unpublished(node.home), "every finished session published")
+    own = NodeLayout(node.home).recovery("node1")
+    # Done when all is published and the daemon's publish after the last kill (it publishes
+    # as it starts) removed what that kill left half written.
+    _kill_during(c, "node1", lambda: not _unpublished(node.home) and not _orphans(own),
+                 "every finished session published, no .db without its manifest")
     c.kill_daemon("node1")
     segments = _steps_in(node.home, "node1", SEGMENTS_DIR)
     in_segments = sum(segments, Counter())
@@ -166,12 +170,16 @@ def test_sigkill_during_publish_and_snapshot_publishes_every_step_once(cluster):
     newest_snapshot = (_steps_in(node.home, "node1", SNAPSHOTS_DIR) or [Counter()])[-1]
     missing = published_steps(node.home, "node1") - set(in_segments) - set(newest_snapshot)
     assert not missing, f"{len(missing)} published step(s) in no segment and not in the newest snapshot"
-    own = NodeLayout(node.home).recovery("node1")
-    orphans = [p.name for p in own.rglob("*.db") if not p.with_suffix(".json").exists()]
+    orphans = _orphans(own)
     assert not orphans, f"a killed publish left files without a manifest for peers to receive: {orphans}"
     verdicts = json.loads(node.cli("snapshots", "--verify", "--json").output)
     assert verdicts and all(v["verified"] == "ok" for v in verdicts), verdicts
     assert integrity(NodeLayout(node.home).trace_db) == "ok"
+
+
+def _orphans(own: Path) -> list[str]:
+    """Files of this node's folder a peer would receive without their manifest."""
+    return [p.name for p in own.rglob("*.db") if not p.with_suffix(".json").exists()]
 
 
 def _unpublished(home: Path) -> int:
@@ -207,3 +215,49 @@ def test_sigkill_during_restore_leaves_a_trace_that_restores_again(cluster):
         assert integrity(trace_db) == "ok"
         node.cli("restore", "--latest", "--yes")
         assert published_steps(node.home, "node1") == published
+
+
+ROUNDS = 8
+
+
+@pytest.mark.timeout(240)
+def test_two_publishes_at_once_both_succeed_and_clean_what_a_killed_one_left(cluster):
+    """Finding E: a `trace publish` racing another publish (the daemon's) failed with "Cannot
+    prune … No such file or directory". Two processes publish at once, round after round,
+    each snapshotting and pruning; both must exit 0 with distinct seqs. Finding C: what a
+    killed publish left in the node's own folder (a temporary, a .db without its manifest)
+    is removed by the next publish."""
+    c = cluster(1)
+    node = c.nodes["node1"]
+    c.stop_syncthing("node1")
+    configure(node, snapshot_every_segments=1, keep_snapshots=1)
+    own = NodeLayout(node.home).recovery("node1")
+    _record_many(node.home, "node1", 2, 2, "first")
+    node.cli("trace", "publish")
+    stale = time.time() - 3600
+    planted = [own / SNAPSHOTS_DIR / "snap-20000101T000000000000Z.db",
+               own / SEGMENTS_DIR / ".twinsync-tmp-0badcafe-seg-00000099-00000099.db"]
+    for path in planted:
+        path.write_bytes(b"left by a publish killed mid-way")
+        os.utime(path, (stale, stale))
+    twinsync = str(Path(sys.executable).with_name("twinsync"))
+    failures = []
+    for i in range(ROUNDS):
+        _record_many(node.home, "node1", 3, 2, f"round {i}")
+        procs = [subprocess.Popen([twinsync, "trace", "publish", "--home", str(node.home)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+        for proc in procs:
+            output, _ = proc.communicate(timeout=120)
+            if proc.returncode != 0:
+                failures.append(f"round {i}: exit {proc.returncode}: {output.strip()[:200]}")
+    assert not failures, "\n".join(failures)
+    assert not [p.name for p in planted if p.exists()], "the next publish left a killed publish's files"
+    seqs = [json.loads(m.read_text())["seq"] for m in (own / SEGMENTS_DIR).glob("seg-*.json")]
+    assert len(seqs) == len(set(seqs)), f"two segments share a seq: {sorted(seqs)}"
+    in_segments = sum(_steps_in(node.home, "node1", SEGMENTS_DIR), Counter())
+    assert not [h for h, k in in_segments.items() if k > 1], "a step is in more than one segment"
+    assert _unpublished(node.home) == 0
+    assert not _orphans(own) and not list(own.rglob(".twinsync-tmp-*")), _orphans(own)
+    verdicts = json.loads(node.cli("snapshots", "--verify", "--json").output)
+    assert verdicts and all(v["verified"] == "ok" for v in verdicts), verdicts

@@ -3,8 +3,9 @@ daemons and Syncthings are killed with SIGKILL, nodes are cut off (and edit on b
 and a peer's segments arrive in shuffled order. After healing and one ruling on every queue
 item, nothing acknowledged may be missing anywhere and every node must agree.
 
-TWINSYNC_FAULT_SEEDS (default 2) seeds of TWINSYNC_FAULT_SECONDS (default 45) each, set-up and checks included, from
-TWINSYNC_FAULT_SEED (default 1). Each seed prints one JSON summary line; a failing seed
+TWINSYNC_FAULT_SEEDS (default 2) seeds of TWINSYNC_FAULT_SECONDS (default 45) each of set-up
+and operations, from TWINSYNC_FAULT_SEED (default 1); then healing, ruling and converging get
+their own TWINSYNC_FAULT_SETTLE_SECONDS (default 60), however long the last operation ran. Each seed prints one JSON summary line; a failing seed
 prints its op log and how to run it again."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from folders.layout import NodeLayout
+from syncthing.errors import SyncthingError
 from tests.conftest import wait_for
 from tests.faults.cluster import (Cluster, frame_files, git_frame_hashes, git_fsck, integrity,
                                   leaked_children, published_steps, trace_steps)
@@ -28,8 +30,11 @@ pytestmark = pytest.mark.faults
 SEEDS = int(os.environ.get("TWINSYNC_FAULT_SEEDS", "2"))
 SECONDS = float(os.environ.get("TWINSYNC_FAULT_SECONDS", "45"))
 FIRST_SEED = int(os.environ.get("TWINSYNC_FAULT_SEED", "1"))
-#: Share of a seed's time spent injecting; the rest heals, rules and checks.
+SETTLE_SECONDS = float(os.environ.get("TWINSYNC_FAULT_SETTLE_SECONDS", "60"))
+#: Share of a seed's time spent injecting (the rest of it is set-up).
 OPS_SHARE = 0.6
+#: Longest wait for one round of rulings to replicate, within the settle deadline.
+REPLICATE_S = 30.0
 GOALS = ("plan the week", "pick a book", "what to cook")
 NAMESPACES = ("notes", "plans")
 
@@ -189,39 +194,71 @@ class Run:
         first = files[self.names()[0]]
         return [name for name, f in files.items() if f != first]
 
-    def conflict_copies(self) -> int:
-        return sum(len(list(NodeLayout(n.home).frames_shared.rglob("*.sync-conflict-*")))
-                   for n in self.cluster.nodes.values())
+    def conflict_copies(self) -> set[str]:
+        """Conflict copies in any node's frames.shared/, by path inside it. Not Syncthing's
+        temporary files: a transfer of a copy cut by a pause or a kill leaves a
+        `.syncthing.*.sync-conflict-*.tmp` that is no copy and that nobody can rule on."""
+        found = set()
+        for node in self.cluster.nodes.values():
+            root = NodeLayout(node.home).frames_shared
+            found |= {str(p.relative_to(root)) for p in root.rglob("*.sync-conflict-*")
+                      if not p.name.startswith(".")}
+        return found
 
     def rule_on_queues(self) -> int:
-        """One ruling on every open conflict, node by node; a ruling replicates, so items
-        another node already decided close by themselves before their turn."""
-        ruled = 0
-        for name in self.names():
+        """One ruling on every open conflict, node by node, each node's rulings replicated
+        (their copies gone everywhere) before the next node looks, so items another node
+        already decided close by themselves before their turn. Rounds go on until no copy
+        is left: one that reached a node after its turn is ruled in the next round."""
+        ruled: set[tuple[str, int]] = set()
+
+        def turn(name: str) -> set[str]:
             node = self.cluster.nodes[name]
-            items = json.loads(node.cli("conflicts", "--json").output)
-            for item in items:
-                if item["status"] != "open":
+            copies = set()
+            for item in json.loads(node.cli("conflicts", "--json").output):
+                if item["status"] != "open" or (name, item["id"]) in ruled:
                     continue
-                if item["kind"] != "conflict":
+                ruled.add((name, item["id"]))
+                if item["kind"] not in ("conflict", "deleted"):
                     self.errors.append(f"open {item['kind']} item on {name}: {item.get('path')} {item.get('reason')}")
                     continue
                 verdict = self.rng.choice(("approve", "reject"))
                 result = node.cli(verdict, str(item["id"]), ok=False)
                 self.log.append(f"{verdict} {name} #{item['id']} {item.get('frame')} -> {result.exit_code}")
-                ruled += 1
-            if ruled:
-                wait_for(lambda: self.conflict_copies() == 0, timeout=self.left(15),
-                         what="decisions to replicate", interval=0.3)
-        return ruled
+                copies.add(item.get("copy_path") or "")
+            return copies - {""}
+
+        def round_over_nodes() -> bool:
+            for name in self.names():
+                copies = turn(name)
+                if copies:
+                    try:
+                        wait_for(lambda: not copies & self.conflict_copies(), timeout=self.left(REPLICATE_S),
+                                 what=f"{name}'s decisions to replicate", interval=0.3)
+                    except AssertionError as exc:
+                        raise AssertionError(f"{exc}; copies left: {sorted(copies & self.conflict_copies())[:5]}") from None
+            return not self.conflict_copies()
+
+        try:
+            wait_for(round_over_nodes, timeout=self.left(2 * REPLICATE_S), what="every conflict copy ruled on",
+                     interval=1.0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; copies left: {sorted(self.conflict_copies())[:5]}") from None
+        return len(ruled)
 
     def left(self, at_most: float) -> float:
-        """What is left of the seed's time (a few seconds at least, so a late heal can settle)."""
+        """What is left of the settle deadline (a few seconds at least, so a late heal can settle)."""
         return min(at_most, max(3.0, self.deadline - time.monotonic()))
 
-    def settle(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.cluster.heal_all()
+    def settle(self, seconds: float) -> None:
+        """Heal, then publish, converge, rule once on every item and converge again within
+        `seconds` of their own, so operations that overran their budget cannot starve them.
+        A heal that fails is an error of the run, reported with the op log like any other."""
+        try:
+            self.cluster.heal_all()
+        except (AssertionError, SyncthingError) as exc:
+            self.errors.append(f"heal failed: {type(exc).__name__}: {str(exc)[:300]}")
+        self.deadline = time.monotonic() + seconds
         for name in self.names():
             self.publish(name)
 
@@ -229,7 +266,7 @@ class Run:
             return not self.diverged() and not any(self.missing_steps().values())
 
         try:
-            wait_for(agreed, timeout=self.left((deadline - time.monotonic()) * 0.5),
+            wait_for(agreed, timeout=self.left((self.deadline - time.monotonic()) * 0.5),
                      what="frames and steps to converge", interval=0.5)
         except AssertionError:
             self.log.append("did not converge before ruling")
@@ -238,13 +275,13 @@ class Run:
         except AssertionError as exc:
             self.errors.append(str(exc))
         try:
-            wait_for(agreed, timeout=self.left(deadline - time.monotonic()),
+            wait_for(agreed, timeout=self.left(self.deadline - time.monotonic()),
                      what="frames and steps to converge after ruling", interval=0.5)
         except AssertionError:
             self.log.append("did not converge after ruling")
 
 
-@pytest.mark.timeout(SECONDS + 150)
+@pytest.mark.timeout(SECONDS + SETTLE_SECONDS + 210)
 @pytest.mark.parametrize("seed", range(FIRST_SEED, FIRST_SEED + SEEDS))
 def test_seeded_faults_lose_nothing(seed: int, cluster) -> None:
     started = time.monotonic()
@@ -259,7 +296,7 @@ def test_seeded_faults_lose_nothing(seed: int, cluster) -> None:
         except Exception as exc:  # noqa: BLE001 - a failing op is a finding; the run goes on
             run.errors.append(f"op failed: {type(exc).__name__}: {str(exc)[:300]}")
             run.log.append(f"  !! {type(exc).__name__}: {str(exc)[:200]}")
-    run.settle(started + SECONDS)
+    run.settle(SETTLE_SECONDS)
 
     acked = {p for prefixes in run.acked.values() for p in prefixes}
     in_git = set().union(*(git_frame_hashes(n.home) for n in c.nodes.values()))

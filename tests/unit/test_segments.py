@@ -485,3 +485,14 @@ def test_consensus_counts_published_sessions_and_breaks_ties_by_hash(tmp_path: P
         receive(segment.manifest_path, tie)
     with closing(connect(tie)) as conn:
         assert consensus(conn, "h").conclusion == min(("left", "right"), key=content_hash)
+
+
+@pytest.mark.parametrize("created", ["soon", "", "2026-11-25T08:00:00Z", "2026-13-01T00:00:00.000000Z", 5])
+def test_a_signed_manifest_whose_created_is_not_a_utc_time_is_refused(published, peer: Path,
+                                                                      created: object) -> None:
+    """Its node really signed it, but merge, latency and retention parse `created` later:
+    the one manifest reader refuses it, so nothing is merged and nothing crashes after."""
+    _, _, segment, _ = published
+    resign(segment.manifest_path, KEYS["a"], created=created)
+    error = refused(segment.manifest_path, peer, "bad_manifest")
+    assert "created time" in str(error)

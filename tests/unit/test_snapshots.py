@@ -326,6 +326,10 @@ def missing_file(snap: Snapshot) -> None:
     snap.path.unlink()
 
 
+def created_garbage(snap: Snapshot) -> None:
+    resign(snap.manifest_path, KEYS["a"], created="soon")
+
+
 REFUSALS = [(truncate, "sha_mismatch"), (flip_byte, "sha_mismatch"),
             (untrusted_node, "untrusted_node"), (impersonation, "bad_signature"),
             (unknown_key, "bad_signature"), (bad_step_hash, "bad_step_hash"),
@@ -334,7 +338,7 @@ REFUSALS = [(truncate, "sha_mismatch"), (flip_byte, "sha_mismatch"),
             (extra_index, "bad_schema"), (extra_table, "bad_schema"), (link_as_db, "not_a_file"),
             (shadow_session, "unpublished"), (not_sqlite, "corrupt_db"),
             (junk_manifest, "bad_manifest"), (manifest_naming_another_file, "bad_manifest"),
-            (missing_file, "missing_file")]
+            (missing_file, "missing_file"), (created_garbage, "bad_manifest")]
 
 
 @pytest.fixture
