@@ -31,6 +31,8 @@ PID_FILE = "syncthing.pid"
 #: Seconds a start waits for a 2.x Syncthing migrating a 1.x database (a large one takes long).
 MIGRATION_TIMEOUT = 3600.0
 LOG_FILE = "syncthing.log"
+#: How long `kill` waits for Syncthing itself to be gone after SIGKILL.
+KILL_WAIT_S = 10.0
 
 
 def free_port() -> int:
@@ -243,14 +245,18 @@ class ManagedSyncthing:
     def kill(self) -> None:
         """SIGKILL the monitor and the Syncthing under it at once, as a crash or a power cut
         does. Killing the monitor's pid alone is no crash: the Syncthing it runs goes on
-        serving, orphaned."""
+        serving, orphaned. Returns once Syncthing itself is gone: it is not our child, and a
+        start while it still holds its database lock would fail."""
         pid = self._proc.pid if self._proc is not None else self.running_pid()
         if pid is None:
             return
-        _kill_tree(pid)
+        served_by = _kill_tree(pid)
         if self._proc is not None:
             self._proc.wait()
             self._proc = None
+        deadline = time.monotonic() + KILL_WAIT_S
+        while any(map(_alive, served_by)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         (self.home / PID_FILE).unlink(missing_ok=True)
 
 
@@ -262,12 +268,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL the monitor and the Syncthing under it. Not by process group: Syncthing moves
-    itself into its own group when it lowers its priority (lib/osutil/lowprio_linux.go)."""
-    for child in _children(pid):
+def _kill_tree(pid: int) -> list[int]:
+    """SIGKILL the monitor and the Syncthing under it; returns the Syncthing pids. Not by
+    process group: Syncthing moves itself into its own group when it lowers its priority
+    (lib/osutil/lowprio_linux.go)."""
+    children = _children(pid)
+    for child in children:
         _kill(child)
     _kill(pid)
+    return children
 
 
 def _children(pid: int) -> list[int]:

@@ -83,17 +83,7 @@ class Cluster:
     # -- Syncthing ---------------------------------------------------------------------
 
     def kill_syncthing(self, name: str) -> None:
-        """SIGKILL, then wait until Syncthing itself is gone: it is not our child, and a
-        restart while it still holds its database lock exits at once ("is another instance
-        of Syncthing running?")."""
-        st = self.nodes[name].syncthing
-        pid = st.running_pid()
-        try:
-            tree = psutil.Process(pid).children(recursive=True) if pid else []
-        except psutil.NoSuchProcess:
-            tree = []
-        st.kill()
-        psutil.wait_procs(tree, timeout=10)
+        self.nodes[name].syncthing.kill()  # returns once Syncthing itself is gone
         self.syncthing_down.add(name)
         self.faults["kill_syncthing"] += 1
 
