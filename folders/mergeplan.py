@@ -30,14 +30,14 @@ from pathlib import Path
 from folders.layout import NODE_NAME_RE
 from folders.manifest import SegmentError, regular_file_problem
 from folders.segments import SEGMENTS_DIR, read_segment_manifest
-from folders.snapshots import SNAPSHOTS_DIR, node_folders, read_snapshot_manifest
+from folders.snapshots import SNAPSHOT_STEM, SNAPSHOTS_DIR, node_folders, read_snapshot_manifest
 from folders.stepsfile import is_bridged
 from folders.trace import connect
 
 #: Verification codes that mean "not here yet" (a manifest can arrive before its .db).
 WAITING_CODES = frozenset({"missing_file"})
 _SEGMENT_NAME = re.compile(r"^seg-\d{8,}-\d{8,}\.(json|db)$")
-_SNAPSHOT_NAME = re.compile(r"^snap-\d{8}T\d{12}Z\.(json|db)$")
+_SNAPSHOT_NAME = re.compile(rf"^{SNAPSHOT_STEM}\.(json|db)$")
 _MISSING = "is missing"
 
 

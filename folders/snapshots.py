@@ -73,7 +73,9 @@ MANIFEST_VERSION = 1
 MANIFEST_KEYS = frozenset(
     {"twinsync", "kind", "node", "file", "sha256", "rows", "created", "seq", "merged", "sig"})
 SNAPSHOTS_DIR = "snapshots"
-SNAPSHOT_FILE_RE = re.compile(r"^snap-\d{8}T\d{12}Z\.db$")
+#: A snapshot's name without its suffix; its .db and its manifest (.json) share it.
+SNAPSHOT_STEM = r"snap-\d{8}T\d{12}Z"
+SNAPSHOT_FILE_RE = re.compile(rf"^{SNAPSHOT_STEM}\.db$")
 #: The tables a snapshot carries; everything else in trace.db is local to the node.
 KEPT_TABLES = ("steps", "sessions", "publish_log", "merged")
 #: Columns of the kept tables that restore and merge read (steps is checked exactly).
