@@ -53,6 +53,8 @@ KINDS = {
 }
 #: Kinds whose item holds a conflict copy in frames.shared/ that a decision acts on.
 COPY_KINDS = ("conflict", "deleted")
+#: Kinds whose item compares two versions of a frame: `conflict show` and the TUI show their diff.
+DIFF_KINDS = (*COPY_KINDS, "rollback")
 
 
 class ConflictError(TwinsyncError):
