@@ -260,6 +260,11 @@ class SyncthingClient:
     def folder_status(self, folder_id: str) -> dict[str, Any]:
         return self._get("/rest/db/status", folder=folder_id)
 
+    def revert(self, folder_id: str) -> None:
+        """Undo what was changed on this machine in a receive-only folder; Syncthing answers at
+        once and brings the other devices' versions back in the background."""
+        self._request("POST", "/rest/db/revert", params={"folder": folder_id})
+
     def completion(self, folder_id: str | None = None, device_id: str | None = None) -> dict[str, Any]:
         params = {k: v for k, v in (("folder", folder_id), ("device", device_id)) if v}
         return self._get("/rest/db/completion", **params)

@@ -1,0 +1,133 @@
+"""Peers' recovery folders hold what each peer signed and published; on this node they are
+receive-only, so a file changed here is never sent. Since Syncthing 1.27.3 it is not replaced
+either: no conflict copy, the file just sits "locally changed" and this node's copy silently
+differs from its owner's. `LocalChangeGuard` reverts such changes so the owner's version comes
+back, says so in one log line naming the folder, and notes it in state.db for `doctor`.
+
+The daemon calls it on every `FolderSummary` event (Syncthing sends one a few seconds after a
+scan finds the change) and on a schedule, for changes made while it did not listen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from folders.trace import utc_now
+from orchestrator.node import Node
+from orchestrator.state import open_state, stamp
+from syncthing.client import SyncthingClient
+from syncthing.errors import SyncthingAPIError
+from syncthing.folderspec import RECOVERY_PREFIX, recovery_folder_id
+from syncthing.localchanges import local_changes
+
+logger = logging.getLogger(__name__)
+
+#: The event-log kind of a revert (state.db `events`).
+REVERTED = "reverted"
+#: A revert Syncthing has not finished after this long is asked for again.
+REVERT_PENDING_S = 30.0
+
+
+def owner_of(folder_id: str) -> str:
+    return folder_id.removeprefix(RECOVERY_PREFIX)
+
+
+def guarded_folders(node: Node) -> list[str]:
+    """The receive-only folders twinsync keeps equal to their owners': every peer's recovery folder."""
+    return sorted(recovery_folder_id(name) for name in node.peers() if name != node.name)
+
+
+class LocalChangeGuard:
+    """Thread-safe: the event stream and the scheduler both call it."""
+
+    def __init__(self, node: Node, client: SyncthingClient, *,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.node, self.client, self.clock = node, client, clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, float] = {}  # folder -> when its revert was asked for
+
+    def guards(self, folder_id: str) -> bool:
+        return folder_id.startswith(RECOVERY_PREFIX) and folder_id != recovery_folder_id(self.node.name)
+
+    def on_summary(self, folder_id: str, summary: Mapping[str, Any]) -> bool:
+        """A FolderSummary event's counts; True when a revert was asked for."""
+        if not self.guards(folder_id):
+            return False
+        with self._lock:
+            return self._settle(folder_id, local_changes(summary))
+
+    def check(self) -> list[str]:
+        """Ask Syncthing about every peer's folder; returns the folders reverted. A folder
+        Syncthing does not have (pairing not finished) is skipped; `doctor` reports it."""
+        reverted = []
+        with self._lock:
+            for folder_id in guarded_folders(self.node):
+                try:
+                    changes = local_changes(self.client.folder_status(folder_id))
+                except SyncthingAPIError as exc:
+                    if exc.status == 404:
+                        continue
+                    raise
+                if self._settle(folder_id, changes):
+                    reverted.append(folder_id)
+        return reverted
+
+    def _settle(self, folder_id: str, changes: int) -> bool:
+        if changes == 0:
+            self._pending.pop(folder_id, None)
+            return False
+        asked = self._pending.get(folder_id)
+        if asked is not None and time.monotonic() - asked < REVERT_PENDING_S:
+            return False  # Syncthing is still reverting; its next summary says 0
+        self.client.revert(folder_id)
+        self._pending[folder_id] = time.monotonic()
+        message = (f"{changes} item(s) changed on this machine in {folder_id}, {owner_of(folder_id)}'s "
+                   f"recovery folder, were reverted so that {owner_of(folder_id)}'s signed version comes back")
+        logger.warning("%s", message)
+        _note(self.node, message, self.clock)
+        return True
+
+
+def _note(node: Node, message: str, clock: Callable[[], datetime]) -> None:
+    db = open_state(node.layout.state_db)
+    try:
+        with db.conn:
+            db["events"].insert({"ts": stamp(clock()), "kind": REVERTED, "message": message})
+    finally:
+        db.close()
+
+
+@dataclass(frozen=True)
+class LocalChanges:
+    """What `doctor` shows: items changed here per peer folder now, and the last revert."""
+
+    changed: dict[str, int]
+    last_revert: tuple[str, str] | None  # (when, message)
+
+
+def local_changes_now(node: Node) -> LocalChanges:
+    """Raises SyncthingError when Syncthing does not answer."""
+    changed = {}
+    for folder_id in guarded_folders(node):
+        try:
+            count = local_changes(node.client.folder_status(folder_id))
+        except SyncthingAPIError as exc:
+            if exc.status == 404:
+                continue
+            raise
+        if count:
+            changed[folder_id] = count
+    db = open_state(node.layout.state_db)
+    try:
+        row = db.execute("SELECT ts, message FROM events WHERE kind = ? ORDER BY id DESC LIMIT 1",
+                         [REVERTED]).fetchone()
+    finally:
+        db.close()
+    return LocalChanges(changed, (row[0], row[1]) if row else None)
+
