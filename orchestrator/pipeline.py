@@ -209,6 +209,8 @@ class FramePipeline:
         """Rows for the frames this batch deletes: the last version Git holds (the index's, when
         it was valid), who deleted it (Syncthing's `modifiedBy`, named) and when. A path with
         a tombstone already (a held rollback deleted again) keeps it."""
+        if not deleted:
+            return []
         rows, lookups = [], DELETER_LOOKUPS
         names = {peer.device_id[:7]: name for name, peer in self.node.peers().items()}
         names[self.node.config.device_id[:7]] = self.node.name
