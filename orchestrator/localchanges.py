@@ -38,9 +38,26 @@ def owner_of(folder_id: str) -> str:
     return folder_id.removeprefix(RECOVERY_PREFIX)
 
 
+def is_guarded(folder_id: str, me: str) -> bool:
+    """A receive-only folder twinsync keeps equal to its owner's: another node's recovery folder."""
+    return folder_id.startswith(RECOVERY_PREFIX) and folder_id != recovery_folder_id(me)
+
+
 def guarded_folders(node: Node) -> list[str]:
-    """The receive-only folders twinsync keeps equal to their owners': every peer's recovery folder."""
-    return sorted(recovery_folder_id(name) for name in node.peers() if name != node.name)
+    return sorted(f for f in map(recovery_folder_id, node.peers()) if is_guarded(f, node.name))
+
+
+def count_local_changes(client: SyncthingClient, folder_ids: list[str]) -> dict[str, int]:
+    """Items changed on this machine, per folder; a folder Syncthing does not have (pairing
+    not finished) is left out, for `doctor`'s folder checks to report."""
+    counts = {}
+    for folder_id in folder_ids:
+        try:
+            counts[folder_id] = local_changes(client.folder_status(folder_id))
+        except SyncthingAPIError as exc:
+            if exc.status != 404:
+                raise
+    return counts
 
 
 class LocalChangeGuard:
@@ -52,31 +69,18 @@ class LocalChangeGuard:
         self._lock = threading.Lock()
         self._pending: dict[str, float] = {}  # folder -> when its revert was asked for
 
-    def guards(self, folder_id: str) -> bool:
-        return folder_id.startswith(RECOVERY_PREFIX) and folder_id != recovery_folder_id(self.node.name)
-
     def on_summary(self, folder_id: str, summary: Mapping[str, Any]) -> bool:
         """A FolderSummary event's counts; True when a revert was asked for."""
-        if not self.guards(folder_id):
+        if not is_guarded(folder_id, self.node.name):
             return False
         with self._lock:
             return self._settle(folder_id, local_changes(summary))
 
     def check(self) -> list[str]:
-        """Ask Syncthing about every peer's folder; returns the folders reverted. A folder
-        Syncthing does not have (pairing not finished) is skipped; `doctor` reports it."""
-        reverted = []
+        """Ask Syncthing about every peer's folder; returns the folders reverted."""
         with self._lock:
-            for folder_id in guarded_folders(self.node):
-                try:
-                    changes = local_changes(self.client.folder_status(folder_id))
-                except SyncthingAPIError as exc:
-                    if exc.status == 404:
-                        continue
-                    raise
-                if self._settle(folder_id, changes):
-                    reverted.append(folder_id)
-        return reverted
+            counts = count_local_changes(self.client, guarded_folders(self.node))
+            return [folder_id for folder_id, changes in counts.items() if self._settle(folder_id, changes)]
 
     def _settle(self, folder_id: str, changes: int) -> bool:
         if changes == 0:
@@ -113,16 +117,8 @@ class LocalChanges:
 
 def local_changes_now(node: Node) -> LocalChanges:
     """Raises SyncthingError when Syncthing does not answer."""
-    changed = {}
-    for folder_id in guarded_folders(node):
-        try:
-            count = local_changes(node.client.folder_status(folder_id))
-        except SyncthingAPIError as exc:
-            if exc.status == 404:
-                continue
-            raise
-        if count:
-            changed[folder_id] = count
+    counts = count_local_changes(node.client, guarded_folders(node))
+    changed = {folder_id: count for folder_id, count in counts.items() if count}
     db = open_state(node.layout.state_db)
     try:
         row = db.execute("SELECT ts, message FROM events WHERE kind = ? ORDER BY id DESC LIMIT 1",
