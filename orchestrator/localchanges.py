@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: The event-log kind of a revert (state.db `events`).
 REVERTED = "reverted"
-#: A revert Syncthing has not finished after this long is asked for again.
+#: Summaries with local changes this soon after a revert is logged are the same episode
+#: (Syncthing's summary may predate the revert's end): reverted again, not logged again.
 REVERT_PENDING_S = 30.0
 
 
@@ -67,7 +68,7 @@ class LocalChangeGuard:
                  clock: Callable[[], datetime] = utc_now) -> None:
         self.node, self.client, self.clock = node, client, clock
         self._lock = threading.Lock()
-        self._pending: dict[str, float] = {}  # folder -> when its revert was asked for
+        self._logged: dict[str, float] = {}  # folder -> when its revert was last logged
 
     def on_summary(self, folder_id: str, summary: Mapping[str, Any]) -> bool:
         """A FolderSummary event's counts; True when a revert was asked for."""
@@ -84,13 +85,13 @@ class LocalChangeGuard:
 
     def _settle(self, folder_id: str, changes: int) -> bool:
         if changes == 0:
-            self._pending.pop(folder_id, None)
+            self._logged.pop(folder_id, None)
             return False
-        asked = self._pending.get(folder_id)
+        self.client.revert(folder_id)  # again too while one runs: a change made meanwhile is in it
+        asked = self._logged.get(folder_id)
         if asked is not None and time.monotonic() - asked < REVERT_PENDING_S:
-            return False  # Syncthing is still reverting; its next summary says 0
-        self.client.revert(folder_id)
-        self._pending[folder_id] = time.monotonic()
+            return True  # said already; Syncthing's next summary says 0 once it is done
+        self._logged[folder_id] = time.monotonic()
         message = (f"{changes} item(s) changed on this machine in {folder_id}, {owner_of(folder_id)}'s "
                    f"recovery folder, were reverted so that {owner_of(folder_id)}'s signed version comes back")
         logger.warning("%s", message)
