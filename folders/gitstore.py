@@ -327,6 +327,13 @@ class FrameRepo:
                                 "pick a revision from its history (`log`).")
         return out
 
+    def holds(self, path: str | os.PathLike[str]) -> bool:
+        """Whether HEAD's tree has `path`: a deleted frame keeps its history, not its path."""
+        if self.head() is None:
+            return False
+        status, _ = self._run("cat-file", "-e", f"HEAD:{_rel_path(path)}", ok=(0, 1, 128))
+        return status == 0
+
     def versions(self, path: str | os.PathLike[str]) -> Iterator[tuple[str, bytes]]:
         """(commit, content) for each commit that added or changed `path`, newest first.
 

@@ -9,7 +9,10 @@ or rejects (the copy goes, the branch stays). When a peer decides, the copy vani
 and this node closes its own item.
 
 A rollback (an older genuine version of a frame written back over a newer one) is held
-back, not committed: approve commits it, reject writes the newer version back.
+back, not committed: approve commits it, reject writes the newer version back. A deleted
+frame whose old version comes back (its tombstone, see the pipeline) is the same kind of
+item, with the deletion as the newer state: approve brings the frame back, reject deletes it
+again.
 
 A copy whose original is gone is a delete that won over an edit (Syncthing 2.x lets a
 deletion win a conflict and keeps the edit as the copy; with 1.x a user may delete the
@@ -53,10 +56,27 @@ KINDS = {
 }
 #: Kinds whose item holds a conflict copy in frames.shared/ that a decision acts on.
 COPY_KINDS = ("conflict", "deleted")
+#: Kinds whose item compares two versions of a frame: `conflict show` and the TUI show their diff.
+DIFF_KINDS = (*COPY_KINDS, "rollback")
 
 
 class ConflictError(TwinsyncError):
     """A conflict item that does not exist or cannot take the asked decision."""
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A deleted frame's last version (state.db `tombstones`): what may not silently come back."""
+
+    path: str
+    frame_id: str
+    hash: str
+    deleted_at: str
+    deleted_by: str
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> Tombstone:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -80,8 +100,16 @@ class ConflictItem:
     revision: str | None = None  # rollback: the older commit whose version came back
     location: str | None = None  # quarantined: where the file is now
 
+    @property
+    def undoes_delete(self) -> bool:
+        """A rollback whose newer state is the frame's deletion (no newer version to write back)."""
+        return self.kind == "rollback" and self.ours_hash is None
+
     def summary(self) -> str:
         """One line saying what the item is, for lists."""
+        if self.undoes_delete:
+            return (f"deleted frame back at revision {(self.revision or '?')[:12]} by "
+                    f"{self.theirs_author or '?'} (deleted by {self.ours_author or '?'})")
         if self.kind == "rollback":
             return f"rollback to revision {(self.revision or '?')[:12]} by {self.theirs_author or '?'}"
         if self.kind == "quarantined":
@@ -103,6 +131,11 @@ class ConflictItem:
                     f"node, undoing the delete made on device {self.device}; the copy is removed.",
                     f"the frame {self.frame} stays deleted on every node; the copy is removed and the edited "
                     f"version stays on branch {self.branch or 'its fork branch'}.")
+        if self.undoes_delete:
+            return (f"the old version (revision {(self.revision or '?')[:12]} by {self.theirs_author}) is "
+                    f"committed and {self.frame} is back on every node, undoing its deletion by "
+                    f"{self.ours_author}.",
+                    f"the file is deleted again on every node; {self.frame} stays deleted.")
         if self.kind == "rollback":
             return (f"the older version (revision {(self.revision or '?')[:12]} by {self.theirs_author}) is "
                     f"committed and stays {self.frame} on every node.",
@@ -138,13 +171,20 @@ class ConflictQueue:
             self._insert(db, kind="invalid", path=rel, reason=f"{code}: {message}")
 
     def open_rollback(self, db, rel: str, frame_id: str, revision: str, back: tuple[str, str],
-                      current: tuple[str, str]) -> None:
+                      current: tuple[str, str] | None, deleted: Tombstone | None = None) -> None:
         """`back` and `current` are (hash, author) of the version written back and of the
-        newer one Git holds; one open item per path, updated if another old version comes."""
-        fields = dict(frame=frame_id, revision=revision, theirs_hash=back[0], theirs_author=back[1],
-                      ours_hash=current[0], ours_author=current[1],
-                      reason=f"rollback: revision {revision[:12]} by {back[1]} was written back over "
-                             f"the newer version by {current[1]}")
+        newer one Git holds, or `current` is None and `deleted` the frame's tombstone when the
+        newer state is its deletion; one open item per path, updated if another old version comes."""
+        if current is None:
+            who = deleted.deleted_by if deleted else "unknown"
+            fields = dict(ours_hash=None, ours_author=who,
+                          reason=f"rollback: revision {revision[:12]} by {back[1]} came back after the "
+                                 f"frame was deleted by {who} at {deleted.deleted_at if deleted else '?'}")
+        else:
+            fields = dict(ours_hash=current[0], ours_author=current[1],
+                          reason=f"rollback: revision {revision[:12]} by {back[1]} was written back over "
+                                 f"the newer version by {current[1]}")
+        fields.update(frame=frame_id, revision=revision, theirs_hash=back[0], theirs_author=back[1])
         existing = db.execute("SELECT id FROM conflicts WHERE kind = 'rollback' AND path = ? AND status = ?",
                               [rel, OPEN]).fetchone()
         if existing:
@@ -302,7 +342,8 @@ class ConflictQueue:
 
     def _keep_rollback(self, db, item: ConflictItem) -> list[str]:
         self._rolled_back_file(item)
-        self.repo.commit([item.path], f"approve #{item.id}: {item.frame} rolls back to revision "
+        what = "comes back, undoing its deletion, at" if item.undoes_delete else "rolls back to"
+        self.repo.commit([item.path], f"approve #{item.id}: {item.frame} {what} revision "
                          f"{item.revision[:12]} (decided on {self.node.name})\n", item.theirs_author,
                          when=self.clock())
         self._decide(db, item, "approved")
@@ -310,7 +351,10 @@ class ConflictQueue:
 
     def _undo_rollback(self, db, item: ConflictItem) -> list[str]:
         path = self._rolled_back_file(item)
-        write_atomic(path, self.repo.show("HEAD", item.path))
+        if item.undoes_delete:
+            path.unlink()
+        else:
+            write_atomic(path, self.repo.show("HEAD", item.path))
         self._decide(db, item, "rejected")
         return [item.path]
 

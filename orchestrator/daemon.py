@@ -7,7 +7,9 @@ started again after a backoff, a failed batch is retried a little later, a faile
 later tick; nothing stops the daemon but a signal. The main thread holds the home's daemon
 lock (one daemon per home) and writes the heartbeat that `status`, `doctor` and the TUI
 read. At start, after a watcher restart and hourly, a reconcile pass catches what the
-watcher missed (inotify overflows are dropped silently, DESIGN §7).
+watcher missed (inotify overflows are dropped silently, DESIGN §7). Changes made on this
+machine to a peer's recovery folder are reverted (`LocalChangeGuard`) when Syncthing's
+folder summary shows them, at (re)subscription and every minute.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from orchestrator import recovery
 from orchestrator.events import MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
 from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartbeat
+from orchestrator.localchanges import LocalChangeGuard
 from orchestrator.lock import daemon_lock
 from orchestrator.node import Node, syncthing_client
 from orchestrator.pipeline import FramePipeline
@@ -48,6 +51,8 @@ TICK_S = 1.0
 RETRY_DELAY_S = 2.0
 #: How often an idle daemon lets Git pack the frames history.
 GC_INTERVAL_S = 6 * 3600
+#: How often every peer's recovery folder is checked for local changes besides the events.
+LOCAL_CHANGES_INTERVAL_S = 60
 #: Errors a user can act on: logged as one line. Anything else is a bug: logged with its traceback.
 EXPECTED = (TwinsyncError, SyncthingError, OSError)
 
@@ -64,6 +69,7 @@ class Daemon:
         self._last: dict[str, str] = {}  # "batch", "merge", "publish" -> when it last succeeded
         self._retries: list[tuple[float, Batch]] = []
         self._mqtt: MqttPublisher | None = None
+        self._guard: LocalChangeGuard | None = None
 
     def stop(self) -> None:
         """Safe from a signal handler (it takes no lock the main thread may hold): the batch
@@ -92,6 +98,10 @@ class Daemon:
         arrivals = FrameWatcher(layout.recovery_root, lambda paths: self._peer_arrival(scheduler, paths),
                                 lambda: self._merge_soon(scheduler))
         events_client = syncthing_client(layout, self.node.config)
+        guard_client = syncthing_client(layout, self.node.config)
+        self._guard = LocalChangeGuard(self.node, guard_client)
+        scheduler.add_job(sup.call, "interval", ["local-changes", self._check_local_changes],
+                          seconds=LOCAL_CHANGES_INTERVAL_S, id="local-changes")
         events = SyncthingEvents(events_client, lambda event: self._syncthing_event(scheduler, event),
                                  on_state=lambda problem: sup.report("syncthing-events", problem),
                                  on_resync=lambda connections: self._resync(scheduler, connections))
@@ -119,6 +129,7 @@ class Daemon:
             sup.stop()  # the batch in flight finishes
             scheduler.shutdown(wait=True)  # so does a publish or merge in flight
             events_client.close()
+            guard_client.close()
             self._write_heartbeat()
             logger.info("twinsync daemon stopped")
 
@@ -182,7 +193,15 @@ class Daemon:
             connection = connections.get(peer.device_id)
             if connection is not None:
                 self._peer_status(name, bool(connection.get("connected")), now, "not connected")
+        self.supervisor.call("local-changes", self._check_local_changes)
         self._merge_soon(scheduler)
+
+    def _check_local_changes(self) -> None:
+        """Syncthing away is the event stream's to report; the check runs again on its return."""
+        try:
+            self._guard.check()
+        except SyncthingError as exc:
+            logger.debug("local changes not checked: %s", exc)
 
     def _peer_status(self, peer: str, connected: bool, when: str | None, down_word: str = "disconnected") -> None:
         logger.info("peer %s %s", peer, "connected" if connected else down_word)
@@ -197,7 +216,8 @@ class Daemon:
         scheduler.modify_job("merge", next_run_time=datetime.now(timezone.utc) + timedelta(milliseconds=300))
 
     def _syncthing_event(self, scheduler: BackgroundScheduler, event: dict) -> None:
-        """Live node status from Syncthing's events: logged, and sent to MQTT when configured."""
+        """Live node status from Syncthing's events: logged, and sent to MQTT when configured;
+        a folder summary with local changes in a peer's recovery folder reverts them."""
         data, kind = event.get("data") or {}, event.get("type")
         if kind in ("DeviceConnected", "DeviceDisconnected"):
             self._peer_status(self._peer_name(data.get("id")), kind == "DeviceConnected", event.get("time"))
@@ -205,6 +225,11 @@ class Daemon:
             peer = self._peer_name(data.get("device"))
             self._mqtt.publish(f"completion/{data.get('folder')}/{peer}", {"completion": data.get("completion")},
                                retain=True)
+        elif kind == "FolderSummary":
+            try:
+                self._guard.on_summary(str(data.get("folder", "")), data.get("summary") or {})
+            except SyncthingError as exc:
+                logger.warning("local changes in %s not reverted yet: %s", data.get("folder"), exc)
         elif kind == "ItemFinished" and str(data.get("folder", "")).startswith(RECOVERY_PREFIX):
             owner = str(data["folder"]).removeprefix(RECOVERY_PREFIX)
             self._peer_arrival(scheduler, {f"{owner}/{data.get('item', '')}"})

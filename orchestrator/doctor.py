@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from folders.errors import TwinsyncError
 from folders.keys import is_private_file_safe
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, read_health
+from orchestrator.localchanges import local_changes_now, owner_of
 from orchestrator.node import LOOPBACK, IdentityError, Node, local_syncthing
 from syncthing.errors import SyncthingAuthError, SyncthingBusyError, SyncthingError, SyncthingHungError
 from syncthing.folderspec import FRAMES_FOLDER_ID, recovery_folder_id
@@ -115,7 +116,25 @@ def check_syncthing(node: Node) -> list[Check]:
                for name, p in peers.items()]
     for folder_id, path, folder_type, sharers in wanted:
         checks.append(_check_folder(node, folder_id, path, folder_type, sharers))
-    return checks
+    return checks + [check_local_changes(node)]
+
+
+def check_local_changes(node: Node) -> Check:
+    """A peer's recovery folder changed on this machine differs from what the peer signed;
+    Syncthing 1.27.3+ keeps such changes without a conflict copy, the daemon reverts them."""
+    name = "peers' recovery folders"
+    try:
+        found = local_changes_now(node)
+    except SyncthingError as exc:
+        return Check(name, WARN, f"cannot ask Syncthing about local changes: {str(exc).split(';')[0]}")
+    last = f" (last revert {found.last_revert[0]}: {found.last_revert[1]})" if found.last_revert else ""
+    if found.changed:
+        where = ", ".join(f"{count} in {folder_id} ({owner_of(folder_id)}'s)"
+                          for folder_id, count in sorted(found.changed.items()))
+        return Check(name, WARN, f"items changed on this machine: {where}{last}",
+                     "the running daemon reverts them (twinsync run), or use Revert Local Changes "
+                     "on that folder in Syncthing's GUI")
+    return Check(name, OK, f"no local changes{last}")
 
 
 def check_syncthing_setup(node: Node, *, api_ok: bool = True) -> list[Check]:

@@ -172,7 +172,7 @@ def get_conflict(node: Node, item_id: int) -> ConflictItem:
 def conflict_diff(node: Node, item: ConflictItem) -> str:
     """Unified diff of the two bodies, pretty-printed for reading: ours → theirs for a
     conflict, nothing → the edit for a deleted frame, the newer version in Git → the older one
-    written back for a rollback."""
+    written back for a rollback (nothing → the old version when the frame was deleted)."""
     root = node.layout.frames_shared
     if item.kind == "conflict":
         ours, theirs = _read(root / item.path), _read(root / item.copy_path)
@@ -181,6 +181,10 @@ def conflict_diff(node: Node, item: ConflictItem) -> str:
         ours, theirs = b"", _read(root / item.copy_path)
         labels = (f"deleted: {item.path} (on device {item.device})",
                   f"edited: {item.copy_path} ({item.theirs_author})")
+    elif item.undoes_delete:
+        ours, theirs = b"", _read(root / item.path)
+        labels = (f"deleted: {item.path} (by {item.ours_author})",
+                  f"back: {item.path} (revision {(item.revision or '?')[:12]}, {item.theirs_author})")
     elif item.kind == "rollback":
         with FrameRepo(node.layout.frames_git) as repo:
             ours = repo.show("HEAD", item.path)

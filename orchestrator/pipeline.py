@@ -5,6 +5,11 @@ The rule that protects data: only a path whose current file is a valid frame (or
 gone) is ever staged, so an invalid file can never replace the last good version in Git.
 A valid frame that is an older revision written back over a newer one (a rollback) is not
 staged either: it waits in the queue for a person (approve commits it, reject undoes it).
+A deleted frame leaves a tombstone (its last version, who deleted it and when), so a version
+from before the delete that comes back is a rollback too: Syncthing 2.x forgets deletions
+after a retention interval, and a node offline for longer brings such a frame back as a
+plain new file. A version that is not in the frame's history (an edit of the deleted
+version, or any newer signed edit) is a new frame and is committed.
 """
 
 from __future__ import annotations
@@ -15,16 +20,17 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from folders.files import TEMP_PREFIX
 from folders.frame import FRAME_SUFFIX, Frame
-from folders.gitstore import FrameRepo
+from folders.gitstore import FrameRepo, GitStoreError
 from folders.trace import utc_now
 from folders.validator import VerdictCache
-from orchestrator.conflicts import ConflictQueue
+from orchestrator.conflicts import ConflictQueue, Tombstone
 from orchestrator.lock import frames_lock
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
@@ -40,6 +46,9 @@ MAX_SCAN_SUBS = 200
 SYNCTHING_MARKERS = frozenset({".stfolder", ".stignore", ".stversions"})
 #: Author of commits that record deletions: a deletion carries no signature to name one.
 DELETION_AUTHOR = "twinsync"
+#: Syncthing is asked who deleted a frame for at most this many deletions of one batch; the
+#: rest of a mass delete is recorded as deleted by "unknown".
+DELETER_LOOKUPS = 20
 
 
 def classify(rel: str) -> str:
@@ -103,15 +112,18 @@ class FramePipeline:
                 indexed = {r[0]: (r[1], r[2]) for r in db.execute(
                     "SELECT path, status, hash FROM frames WHERE path IN (SELECT value FROM json_each(?))",
                     [json.dumps(wanted)])}
+                tombstones = {r["path"]: Tombstone.from_row(r) for r in db.execute_returning_dicts(
+                    "SELECT * FROM tombstones WHERE path IN (SELECT value FROM json_each(?))", [json.dumps(wanted)])}
                 for rel in wanted:
                     kind = classify(rel)
                     if kind == "conflict":
                         self.conflicts.handle_copy(db, rel, self.trusted)
                         report.conflicts.append(rel)
                     elif kind == "frame":
-                        row = self._frame(db, rel, indexed.get(rel), by_author, report)
+                        row = self._frame(db, rel, indexed.get(rel), tombstones.get(rel), by_author, report)
                         if row:
                             rows.append(row)
+                buried = self._tombstones(report.deleted, indexed, tombstones)
                 for author, changed in sorted(by_author.items()):
                     sha = self.repo.commit(changed, _message(changed), author, when=self.clock())
                     if sha:
@@ -123,13 +135,16 @@ class FramePipeline:
                     db.execute("DELETE FROM frames WHERE path IN (SELECT value FROM json_each(?))",
                                [json.dumps(report.deleted)])
                     db["frames"].upsert_all(rows, pk="path")
+                    db.execute("DELETE FROM tombstones WHERE path IN (SELECT value FROM json_each(?))",
+                               [json.dumps(report.committed)])
+                    db["tombstones"].upsert_all(buried, pk="path")
             finally:
                 db.close()
         self.request_scan(report.committed + report.deleted + report.conflicts)
         return report
 
-    def _frame(self, db, rel: str, indexed: tuple[str, str | None] | None, by_author: dict[str, list[str]],
-               report: BatchReport) -> dict | None:
+    def _frame(self, db, rel: str, indexed: tuple[str, str | None] | None, tombstone: Tombstone | None,
+               by_author: dict[str, list[str]], report: BatchReport) -> dict | None:
         path = self.root / rel
         if not os.path.lexists(path):
             by_author[DELETION_AUTHOR].append(rel)  # the repo skips what Git never had
@@ -141,7 +156,7 @@ class FramePipeline:
         st = path.lstat()
         row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "updated": stamp(self.clock()),
                "code": str(verdict.code)}
-        if verdict.ok and self._is_rollback(db, rel, verdict.frame, indexed):
+        if verdict.ok and self._is_rollback(db, rel, verdict.frame, indexed, tombstone):
             row.update(frame_id=verdict.frame.id, hash=verdict.frame.hash, status="rollback")
             report.rollbacks.append(rel)
         elif verdict.ok:
@@ -155,27 +170,89 @@ class FramePipeline:
             logger.warning("%s", verdict.message)
         return row
 
-    def _is_rollback(self, db, rel: str, frame: Frame, indexed: tuple[str, str | None] | None) -> bool:
+    def _is_rollback(self, db, rel: str, frame: Frame, indexed: tuple[str, str | None] | None,
+                     tombstone: Tombstone | None) -> bool:
         """Queues (and returns True for) a valid frame whose hash is an older revision of its
-        path in Git while HEAD holds another version. Git is asked only when the index says
-        the path held something else that this frame does not name as a parent (or held an
-        invalid file or a rollback), so ordinary edits and new frames cost nothing more."""
-        if indexed is None:
+        path in Git while HEAD holds another version, or while the frame is deleted (its
+        tombstone stands and HEAD does not hold the path). Git is asked only when the index or
+        a tombstone says the path held something else that this frame does not name as a
+        parent, so ordinary edits and new frames cost nothing more."""
+        if indexed is None and tombstone is None:
             return False
-        status, known = indexed
-        if status == "valid" and (known == frame.hash or known in frame.parents):
-            return False
+        if indexed is not None:
+            status, known = indexed
+            if status == "valid" and (known == frame.hash or known in frame.parents):
+                return False
+        if tombstone is not None and tombstone.hash in frame.parents:
+            return False  # an edit of the deleted version: the frame lives on
         if self.conflicts.holds_version(db, rel, frame.hash):
             return False
         versions = self.repo.versions(rel)
         newest = next(versions, None)
-        if newest is None or (current := _signed(newest[1])) is None or current[0] == frame.hash:
+        if newest is None:
             return False
-        for commit, content in versions:
+        if tombstone is not None and not self.repo.holds(rel):
+            older, current = chain([newest], versions), None  # every version is from before the delete
+        elif (current := _signed(newest[1])) is None or current[0] == frame.hash:
+            return False
+        else:
+            older = versions
+        for commit, content in older:
             if (old := _signed(content)) is not None and old[0] == frame.hash:
-                self.conflicts.open_rollback(db, rel, frame.id, commit, old, current)
+                self.conflicts.open_rollback(db, rel, frame.id, commit, old, current,
+                                             None if current else tombstone)
                 return True
         return False
+
+    def _tombstones(self, deleted: list[str], indexed: dict[str, tuple[str, str | None]],
+                    standing: dict[str, Tombstone]) -> list[dict]:
+        """Rows for the frames this batch deletes: the last version Git holds (the index's, when
+        it was valid), who deleted it (Syncthing's `modifiedBy`, named) and when. A path with
+        a tombstone already (a held rollback deleted again) keeps it."""
+        if not deleted:
+            return []
+        rows, lookups = [], DELETER_LOOKUPS
+        names = {peer.device_id[:7]: name for name, peer in self.node.peers().items()}
+        names[self.node.config.device_id[:7]] = self.node.name
+        for rel in deleted:
+            status, known = indexed.get(rel, (None, None))
+            if status != "valid":
+                if rel in standing:
+                    continue
+                known = self._head_hash(rel)
+            if known is None:
+                continue  # never committed: nothing to come back
+            who = None
+            if lookups > 0:
+                lookups -= 1
+                who = self._deleter(rel, names)
+                if who is None:
+                    lookups = 0  # Syncthing does not answer: do not wait on it for every path
+            rows.append({"path": rel, "frame_id": rel.removesuffix(FRAME_SUFFIX), "hash": known,
+                         "deleted_at": stamp(self.clock()), "deleted_by": who or "unknown"})
+        return rows
+
+    def _head_hash(self, rel: str) -> str | None:
+        try:
+            signed = _signed(self.repo.show("HEAD", rel))
+        except GitStoreError:
+            return None
+        return signed[0] if signed else None
+
+    def _deleter(self, rel: str, names: dict[str, str]) -> str | None:
+        """The node whose Syncthing deleted `rel`; this node when Syncthing still has the file
+        (its scan has not seen the delete made here yet); None when Syncthing does not answer."""
+        try:
+            info = self.node.client.file(FRAMES_FOLDER_ID, rel)
+        except SyncthingError:
+            return None
+        if info is None:
+            return "unknown"  # not in the frames folder (a namespace folder's own)
+        glob = info.get("global") or {}
+        if not glob.get("deleted"):
+            return self.node.name
+        device = str(glob.get("modifiedBy") or "")
+        return names.get(device, f"device {device}" if device else None)
 
     # -- telling Syncthing -------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlite_utils
 
 #: Bump when a table changes: an older state.db is then brought up to date once.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def stamp(moment: datetime) -> str:
@@ -49,6 +49,10 @@ def ensure_schema(path: Path) -> None:
         # Version 3: quarantined files are open items (they were filed away unseen before).
         with db.conn:
             db.execute("UPDATE conflicts SET status = 'open' WHERE kind = 'quarantined' AND status = 'quarantined'")
+        # Version 4: a deleted frame's last version, so an old copy coming back is held (2.x
+        # forgets deletions after a while and would bring it back as a new file).
+        db["tombstones"].create({"path": str, "frame_id": str, "hash": str, "deleted_at": str,
+                                 "deleted_by": str}, pk="path", if_not_exists=True)
         db["events"].create({"id": int, "ts": str, "kind": str, "message": str},
                             pk="id", if_not_exists=True)
         db["metrics"].create({"ts": str, "name": str, "value": float}, if_not_exists=True)

@@ -260,6 +260,21 @@ class SyncthingClient:
     def folder_status(self, folder_id: str) -> dict[str, Any]:
         return self._get("/rest/db/status", folder=folder_id)
 
+    def file(self, folder_id: str, path: str) -> dict[str, Any] | None:
+        """What Syncthing knows of one file (`global`, `local`: version, `deleted`,
+        `modifiedBy`), or None when it knows nothing of it."""
+        try:
+            return self._get("/rest/db/file", folder=folder_id, file=path)
+        except SyncthingAPIError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def revert(self, folder_id: str) -> None:
+        """Undo what was changed on this machine in a receive-only folder; Syncthing answers at
+        once and brings the other devices' versions back in the background."""
+        self._request("POST", "/rest/db/revert", params={"folder": folder_id})
+
     def completion(self, folder_id: str | None = None, device_id: str | None = None) -> dict[str, Any]:
         params = {k: v for k, v in (("folder", folder_id), ("device", device_id)) if v}
         return self._get("/rest/db/completion", **params)

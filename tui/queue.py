@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from folders.decisions import ForkView
-from orchestrator.conflicts import ConflictItem
+from orchestrator.conflicts import DIFF_KINDS, ConflictItem
 from tui.dialogs import ConfirmScreen
 from tui.pane import KeyedTable, Pane
 from tui.rows import (FORK_CONSEQUENCE, QUEUE_COLUMNS, QueueEntry, Row, approve_consequence,
@@ -109,7 +109,7 @@ class QueuePane(Pane):
         if entry.conflict is not None:
             item = entry.conflict
             diff = self.diffs.get(item.id)
-            if diff is None and item.kind in ("conflict", "deleted", "rollback") and not self.busy(f"diff-{item.id}"):
+            if diff is None and item.kind in DIFF_KINDS and not self.busy(f"diff-{item.id}"):
                 self.call_service(self.service.conflict_diff, item, group=f"diff-{item.id}",
                                   then=lambda text, i=item.id: self._diff_loaded(i, text), title="Diff")
             shown = ("conflict", item, diff)

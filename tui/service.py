@@ -23,12 +23,9 @@ from folders.trace import Step
 from orchestrator import frames, recovery, traces
 from orchestrator.conflicts import ConflictItem
 from orchestrator.frames import FrameEntry
-from orchestrator.node import Node
+from orchestrator.node import INTERACTIVE_TIMEOUT, Node
 from orchestrator.recovery import NodeRow, RestoreReport
 from orchestrator.status import NodeStatus, node_status
-
-#: Seconds a Syncthing REST call may take before the header says Syncthing does not answer.
-SYNCTHING_TIMEOUT = 5.0
 
 Progress = Callable[[int, int], None]
 
@@ -73,7 +70,7 @@ class Service(Protocol):
 class NodeService:
     """The real service: each call opens the node home, as each CLI command does."""
 
-    def __init__(self, home: Path, *, timeout: float = SYNCTHING_TIMEOUT) -> None:
+    def __init__(self, home: Path, *, timeout: float = INTERACTIVE_TIMEOUT) -> None:
         self.home = Path(home)
         self.timeout = timeout
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from folders.errors import echo
 from orchestrator import frames
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
-from orchestrator.conflicts import ConflictError
+from orchestrator.conflicts import DIFF_KINDS, ConflictError
 
 conflict_app = typer.Typer(help="Look at one item of the conflict queue.", no_args_is_help=True)
 
@@ -77,7 +77,7 @@ def show(item_id: Annotated[int, typer.Argument(help="Item id.")], home: HomeOpt
         typer.echo(f"reject: {consequences[1]}")
     elif item.kind == "invalid":
         typer.echo("It closes by itself once the file is fixed or deleted on any node.")
-    Console().print(Syntax(diff, "diff", theme="ansi_dark") if item.kind in ("conflict", "rollback") else diff)
+    Console().print(Syntax(diff, "diff", theme="ansi_dark") if item.kind in DIFF_KINDS else diff)
 
 
 def _decide(home, ids, device, namespace, approve: bool) -> None:

@@ -422,6 +422,7 @@ def measure_batch(bench: Bench, n: int) -> tuple[dict, dict]:
             cold_s, cold_runs, cache = median_time(cold, 3)
             warm_s, warm_runs, _ = median_time(
                 lambda: sum(cache.validate(root, p, trusted, max_size).ok for p in paths), 3)
+        delete = measure_delete(bench, node, pipeline, rels, plain, env)
     scale = n / 10_000
     limit_v = {"cold": r(2.5 * scale), "warm": r(0.3 * scale)}
     verify = {
@@ -435,7 +436,51 @@ def measure_batch(bench: Bench, n: int) -> tuple[dict, dict]:
                    "per_frame_us": {"cold": r(cold_s / n * 1e6, 1), "warm": r(warm_s / n * 1e6, 1),
                                     "baseline": r(read_s / n * 1e6, 1)}},
     }
-    return commit, verify
+    return commit, verify, delete
+
+
+def measure_delete(bench: Bench, node: Node, pipeline: FramePipeline, rels: list[str], plain: Path,
+                   env: dict[str, str]) -> dict:
+    """Frames deleted in a batch: `FramePipeline.process` (a deletion commit, the index, and a
+    tombstone per frame; Syncthing is stopped, so who deleted is asked once, then recorded as
+    unknown) against `git add -A && git commit` of the same deletions in the plain repo. The
+    frames go in three batches, for a min/median/max."""
+    root = node.layout.frames_shared
+    ours, raw = [], []
+    for i, chunk in enumerate(rels[k::3] for k in range(3)):
+        with bench.step(f"delete: batch {i + 1}/3 of {len(chunk)} deleted frames, twinsync then raw git"):
+            for rel in chunk:
+                (root / rel).unlink()
+                (plain / rel).unlink()
+            elapsed, report = timed(lambda: pipeline.process(chunk))
+            if len(report.deleted) != len(chunk) or len(report.commits) != 1:
+                raise AssertionError(f"pipeline did not commit the deletions as one commit: {report.summary()}")
+            ours.append(elapsed)
+
+            def raw_git() -> None:
+                subprocess.run(["git", "-C", str(plain), "add", "-A"], env=env, check=True)
+                subprocess.run(["git", "-C", str(plain), "commit", "-q", "-m", "deleted"], env=env, check=True)
+
+            raw.append(timed(raw_git)[0])
+    conn = sqlite3.connect(node.layout.state_db)
+    try:
+        stones = conn.execute("SELECT count(*) FROM tombstones").fetchone()[0]
+    finally:
+        conn.close()
+    if stones != len(rels):
+        raise AssertionError(f"{stones} tombstones for {len(rels)} deleted frames")
+    value, baseline = statistics.median(ours), statistics.median(raw)
+    limit = 2 * baseline + 0.5
+    return {
+        "figure": "delete", "n": len(rels) // 3, "unit": "s",
+        "value": r(value), "baseline": r(baseline),
+        "target": "median <= 2 x baseline + 0.5 s", "limit": r(limit), "meets_target": value <= limit,
+        "detail": {"value_is": "FramePipeline.process of a batch of deleted frames: 1 Git commit, index, tombstones",
+                   "baseline_is": "git add -A && git commit of the same deletions in a plain repo",
+                   "runs": [r(t) for t in ours], "baseline_runs": [r(t) for t in raw],
+                   "min_median_max": [r(min(ours)), r(value), r(max(ours))],
+                   "baseline_min_median_max": [r(min(raw)), r(baseline), r(max(raw))]},
+    }
 
 
 # -- figure 5: the idle daemon -------------------------------------------------------------

@@ -26,7 +26,7 @@ from rich.logging import RichHandler
 
 from tests.benchmarks import frames, traces, tui_refresh
 
-FIGURES = ("propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore", "tui_refresh")
+FIGURES = ("propagation", "reconcile", "commit", "verify", "delete", "idle", "merge", "query", "restore", "tui_refresh")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -83,12 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             big = frames.build_big_home(bench, sizes.big)
         if "reconcile" in wanted:
             emit(frames.measure_reconcile(bench, big))
-        if "commit" in wanted or "verify" in wanted:
-            commit, verify = frames.measure_batch(bench, sizes.batch)
-            if "commit" in wanted:
-                emit(commit)
-            if "verify" in wanted:
-                emit(verify)
+        if {"commit", "verify", "delete"} & set(wanted):
+            commit, verify, delete = frames.measure_batch(bench, sizes.batch)
+            for figure in (commit, verify, delete):
+                if figure["figure"] in wanted:
+                    emit(figure)
         if "idle" in wanted:
             emit(frames.measure_idle(bench, big, sizes.idle_sample_s))
         bench.close()

@@ -202,8 +202,10 @@ def test_log_show_versions(repo):
     assert [r.commit for r in repo.log(rel, limit=2)] == shas[:0:-1]
     assert repo.show(shas[0], rel) == b"v0\n"  # the trailing newline survives
     assert list(repo.versions(rel)) == [(shas[2], b"v2\n"), (shas[1], b"v1\n"), (shas[0], b"v0\n")]
+    assert repo.holds(rel) and not repo.holds("ns/never.frame.json")
     (work / rel).unlink()
     gone = repo.commit([rel], "delete", "laptop")
+    assert not repo.holds(rel)  # the history stays, the path does not
     assert repo.log(rel)[0].commit == gone
     assert [sha for sha, _ in repo.versions(rel)] == shas[::-1]
     with pytest.raises(GitStoreError, match=f"{rel} does not exist at revision {gone}"):
