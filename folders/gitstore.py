@@ -327,6 +327,24 @@ class FrameRepo:
                                 "pick a revision from its history (`log`).")
         return out
 
+    def deletions(self) -> dict[str, tuple[str, datetime]]:
+        """Paths that HEAD's history deleted and HEAD does not hold: path -> (the commit that
+        last deleted it, that commit's date). One `git log` over the whole history."""
+        if self.head() is None:
+            return {}
+        _, out = self._run("log", "-z", "--no-renames", "--diff-filter=D", "--name-only", "--format=%x01%H %aI",
+                           what="list deleted frames")
+        held, result, commit = self.tracked(), {}, None
+        for token in out.split(b"\0"):
+            if token.startswith(b"\x01"):
+                sha, date = token[1:].decode().split(" ")
+                commit = (sha, datetime.fromisoformat(date))
+                continue
+            path = os.fsdecode(token.lstrip(b"\n"))
+            if path and commit and path not in held and path not in result:
+                result[path] = commit
+        return result
+
     def holds(self, path: str | os.PathLike[str]) -> bool:
         """Whether HEAD's tree has `path`: a deleted frame keeps its history, not its path."""
         if self.head() is None:

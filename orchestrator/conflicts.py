@@ -10,7 +10,7 @@ and this node closes its own item.
 
 A rollback (an older genuine version of a frame written back over a newer one) is held
 back, not committed: approve commits it, reject writes the newer version back. A deleted
-frame whose old version comes back (its tombstone, see the pipeline) is the same kind of
+frame whose old version comes back (its tombstone, orchestrator/tombstones.py) is the same kind of
 item, with the deletion as the newer state: approve brings the frame back, reject deletes it
 again.
 
@@ -41,6 +41,7 @@ from folders.gitstore import FrameRepo, GitStoreError
 from folders.validator import VerdictCache
 from orchestrator.node import Node
 from orchestrator.state import stamp
+from orchestrator.tombstones import Tombstone
 from syncthing.conflicts import parse_conflict_copy
 
 logger = logging.getLogger(__name__)
@@ -62,21 +63,6 @@ DIFF_KINDS = (*COPY_KINDS, "rollback")
 
 class ConflictError(TwinsyncError):
     """A conflict item that does not exist or cannot take the asked decision."""
-
-
-@dataclass(frozen=True)
-class Tombstone:
-    """A deleted frame's last version (state.db `tombstones`): what may not silently come back."""
-
-    path: str
-    frame_id: str
-    hash: str
-    deleted_at: str
-    deleted_by: str
-
-    @classmethod
-    def from_row(cls, row: Mapping) -> Tombstone:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

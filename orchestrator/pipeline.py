@@ -30,10 +30,11 @@ from folders.frame import FRAME_SUFFIX, Frame
 from folders.gitstore import FrameRepo, GitStoreError
 from folders.trace import utc_now
 from folders.validator import VerdictCache
-from orchestrator.conflicts import ConflictQueue, Tombstone
+from orchestrator.conflicts import ConflictQueue
 from orchestrator.lock import frames_lock
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
+from orchestrator.tombstones import UNKNOWN, Tombstone, signed_version
 from syncthing.conflicts import is_conflict_copy, is_syncthing_internal, is_syncthing_temp
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import FRAMES_FOLDER_ID
@@ -47,7 +48,7 @@ SYNCTHING_MARKERS = frozenset({".stfolder", ".stignore", ".stversions"})
 #: Author of commits that record deletions: a deletion carries no signature to name one.
 DELETION_AUTHOR = "twinsync"
 #: Syncthing is asked who deleted a frame for at most this many deletions of one batch; the
-#: rest of a mass delete is recorded as deleted by "unknown".
+#: rest of a mass delete is recorded as deleted by UNKNOWN.
 DELETER_LOOKUPS = 20
 
 
@@ -193,12 +194,12 @@ class FramePipeline:
             return False
         if tombstone is not None and not self.repo.holds(rel):
             older, current = chain([newest], versions), None  # every version is from before the delete
-        elif (current := _signed(newest[1])) is None or current[0] == frame.hash:
+        elif (current := signed_version(newest[1])) is None or current[0] == frame.hash:
             return False
         else:
             older = versions
         for commit, content in older:
-            if (old := _signed(content)) is not None and old[0] == frame.hash:
+            if (old := signed_version(content)) is not None and old[0] == frame.hash:
                 self.conflicts.open_rollback(db, rel, frame.id, commit, old, current,
                                              None if current else tombstone)
                 return True
@@ -229,12 +230,12 @@ class FramePipeline:
                 if who is None:
                     lookups = 0  # Syncthing does not answer: do not wait on it for every path
             rows.append({"path": rel, "frame_id": rel.removesuffix(FRAME_SUFFIX), "hash": known,
-                         "deleted_at": stamp(self.clock()), "deleted_by": who or "unknown"})
+                         "deleted_at": stamp(self.clock()), "deleted_by": who or UNKNOWN})
         return rows
 
     def _head_hash(self, rel: str) -> str | None:
         try:
-            signed = _signed(self.repo.show("HEAD", rel))
+            signed = signed_version(self.repo.show("HEAD", rel))
         except GitStoreError:
             return None
         return signed[0] if signed else None
@@ -247,7 +248,7 @@ class FramePipeline:
         except SyncthingError:
             return None
         if info is None:
-            return "unknown"  # not in the frames folder (a namespace folder's own)
+            return UNKNOWN  # not in the frames folder (a namespace folder's own)
         glob = info.get("global") or {}
         if not glob.get("deleted"):
             return self.node.name
@@ -300,15 +301,6 @@ class FramePipeline:
             if indexed.get(rel) != (st.st_size, st.st_mtime_ns):
                 changed.add(rel)
         return changed | ((set(indexed) | set(self.repo.tracked())) - seen)
-
-
-def _signed(content: bytes) -> tuple[str, str] | None:
-    """(hash, author) of a version Git holds; only valid frames are ever committed."""
-    try:
-        data = json.loads(content)
-        return data["hash"], data["author"]
-    except (ValueError, TypeError, KeyError, RecursionError):
-        return None
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:

@@ -25,14 +25,15 @@ def open_state(path: Path) -> sqlite_utils.Database:
     return db
 
 
-def ensure_schema(path: Path) -> None:
+def ensure_schema(path: Path) -> bool:
     """Create the tables, or bring an older state.db up to today's columns (sqlite-utils'
-    `transform`). Every command opens a node, so a current database costs one read."""
+    `transform`). Every command opens a node, so a current database costs one read. True
+    when the tables were made or changed (what state.db held before may be missing)."""
     db = open_state(path)
     try:
         if "meta" in db.table_names() and db["meta"].count_where(
                 "key = 'schema_version' AND value = ?", [str(SCHEMA_VERSION)]):
-            return
+            return False
         db.enable_wal()
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db["frames"].create(
@@ -59,5 +60,6 @@ def ensure_schema(path: Path) -> None:
         db["metrics"].create_index(["name", "ts"], if_not_exists=True)
         # Last: a version is only recorded once every table matches it.
         db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+        return True
     finally:
         db.close()

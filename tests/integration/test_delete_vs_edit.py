@@ -65,6 +65,9 @@ def test_a_copy_whose_original_is_gone_is_a_deleted_item_that_approve_restores(n
             "delete made on device AAAAAAA") in shown
     assert "reject: the frame notes/gone stays deleted on every node" in shown
     assert '+  "v": 2' in shown
+    coloured = CliRunner().invoke(app, ["conflict", "show", str(item["id"]), "--home", str(node.home)],
+                                  env={"FORCE_COLOR": "1"}).output
+    assert "\x1b[" in next(line for line in coloured.splitlines() if '"v": 2' in line)  # highlighted like any diff
 
     node.cli("approve", str(item["id"]))
     assert (node.home / "frames.shared" / ORIGINAL).read_bytes() == edit

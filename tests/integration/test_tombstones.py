@@ -12,6 +12,8 @@ import pytest
 
 from folders.frame import Frame, save_frame
 from folders.keys import load_private_key
+from orchestrator.frames import pipeline_for
+from orchestrator.node import Node
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -97,3 +99,29 @@ def test_a_deleted_frame_brought_back_is_held_everywhere_and_a_new_version_is_no
         wait_for(lambda: _body(node) == {"v": 3} and _history(node)[0]["author"] == "node1", timeout=30,
                  what=f"the edit committed on {node.name}")
         assert not _held(node) and _tombstone(node) is None
+
+
+def _reconcile(node) -> None:
+    """What the daemon's reconcile does, run once."""
+    with Node.open(node.home) as opened, pipeline_for(opened) as pipeline:
+        pipeline.process(pipeline.changed_on_disk())
+
+
+def test_a_lost_state_db_gets_its_tombstones_back_from_git(node_factory):
+    node = node_factory("n1")
+    shared = node.home / "frames.shared"
+    node.cli("frame", "put", FRAME, "--body", '{"v": 1}')
+    v1 = (shared / REL).read_bytes()
+    (shared / REL).unlink()
+    _reconcile(node)
+    assert _tombstone(node)["deleted_by"] == "n1"  # Syncthing had not seen the delete: made here
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (node.home / name).unlink(missing_ok=True)
+
+    assert _held(node) == []  # the first command makes a new state.db, rebuilt from Git
+    stone = _tombstone(node)
+    assert (stone["hash"], stone["deleted_by"]) == (json.loads(v1)["hash"], "unknown")
+    (shared / REL).write_bytes(v1)
+    _reconcile(node)
+    (item,) = _held(node)
+    assert item["ours_hash"] is None and len(_history(node)) == 2 and _body(node) == {"v": 1}

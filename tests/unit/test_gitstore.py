@@ -212,6 +212,11 @@ def test_log_show_versions(repo):
         repo.show(gone, rel)
     with pytest.raises(GitStoreError, match="does not exist at revision nosuchrev"):
         repo.show("nosuchrev", rel)
+    assert repo.deletions() == {rel: (gone, repo.log(rel)[0].date)}
+    assert repo.show(f"{gone}^", rel) == b"v2\n"  # the last version before the delete
+    write(work, rel, "back\n")
+    repo.commit([rel], "back", "laptop")
+    assert repo.deletions() == {}
     for bad in ("--output=/tmp/x", "", "HEAD HEAD"):
         with pytest.raises(GitStoreError, match="is not a revision"):
             repo.show(bad, rel)
