@@ -12,6 +12,7 @@ from folders.layout import NoNodeError
 from syncthing.errors import SyncthingError
 from orchestrator.doctor import FAIL, OK, Check, check_programs, run_checks
 from orchestrator.node import INTERACTIVE_TIMEOUT
+from orchestrator.events import NOT_CONFIGURED, REACHABLE
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING
 from orchestrator.status import node_status
 
@@ -39,6 +40,8 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
             console.print(f"syncthing  [red]{st.syncthing_error}[/]")
         colour = {RUNNING: "green", DEGRADED: "yellow", NOT_RUNNING: "yellow"}.get(st.daemon.state, "red")
         console.print(f"daemon     [{colour}]{st.daemon.state}[/]: {st.daemon.message}", highlight=False)
+        colour = {REACHABLE: "green", NOT_CONFIGURED: "dim"}.get(st.mqtt.state, "red")
+        console.print(f"mqtt       [{colour}]{st.mqtt.state}[/]: {st.mqtt.message}", highlight=False)
         folders = Table("folder", "type", "state", "complete", "shared with")
         for f in st.folders:
             done = "-" if f.completion is None else f"{f.completion:.0f}%"
