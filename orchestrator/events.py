@@ -171,8 +171,10 @@ def broker_health(settings: MqttSettings, *, timeout: float = 2.5) -> BrokerHeal
     except (OSError, ValueError) as exc:
         return BrokerHealth(UNREACHABLE, f"the MQTT broker at {where} does not answer ({exc})")
     finally:
-        client.disconnect()
-        client.socket() and client.socket().close()
+        client.disconnect()  # sends DISCONNECT when connected; the socket is ours to close
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
     if not answer:
         return BrokerHealth(UNREACHABLE, f"the MQTT broker at {where} accepted a connection but did not "
                                          f"answer MQTT in {timeout:g} s")
