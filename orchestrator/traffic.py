@@ -45,16 +45,13 @@ def read_connections(node: Node, clock: Callable[[], float] = time.monotonic) ->
     return Reading(clock(), node.client.connections())
 
 
-def peer_traffic(node: Node, previous: Reading | None = None, *, wait_s: float = RATE_WINDOW_S,
+def peer_traffic(node: Node, previous: Reading | None = None, *,
                  clock: Callable[[], float] = time.monotonic) -> tuple[Reading, list[PeerTraffic]]:
-    """Every trusted peer's traffic, and the reading to pass as `previous` next time. With
-    no previous reading, one is taken `wait_s` before the other. Raises SyncthingError when
-    Syncthing does not answer."""
-    if previous is None:
-        previous = read_connections(node, clock)
-        time.sleep(wait_s)
+    """Every trusted peer's traffic since `previous` (no rates without one), and the
+    reading to pass as `previous` next time. Raises SyncthingError when Syncthing does not
+    answer."""
     current = read_connections(node, clock)
-    rates = transfer_rates(previous.connections, current.connections, current.at - previous.at)
+    rates = transfer_rates(previous.connections, current.connections, current.at - previous.at) if previous else {}
     folders = [f for f in node.client.folders() if is_twinsync_folder(f["id"])]
     devices = {d["deviceID"]: d for d in node.client.devices()}
     out = []
@@ -73,6 +70,13 @@ def peer_traffic(node: Node, previous: Reading | None = None, *, wait_s: float =
                                bool(devices.get(peer.device_id, {}).get("paused")),
                                rate[0] if rate else None, rate[1] if rate else None, need_items, need_bytes))
     return current, out
+
+
+def measure_traffic(node: Node, window_s: float = RATE_WINDOW_S) -> list[PeerTraffic]:
+    """One-shot, for `nodes`: two readings `window_s` apart."""
+    first = read_connections(node)
+    time.sleep(window_s)
+    return peer_traffic(node, first)[1]
 
 
 def rate_text(bps: float | None) -> str:

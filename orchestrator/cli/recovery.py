@@ -16,7 +16,7 @@ from orchestrator import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from orchestrator.lock import refuse_while_daemon_runs
 from orchestrator.node import INTERACTIVE_TIMEOUT
-from orchestrator.traffic import PeerTraffic, peer_traffic, rate_text
+from orchestrator.traffic import PeerTraffic, measure_traffic, rate_text
 from syncthing.errors import SyncthingError
 
 
@@ -86,7 +86,7 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
     with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
         rows = recovery.nodes(node)
         try:
-            traffic = {t.name: t for t in peer_traffic(node)[1]}
+            traffic = {t.name: t for t in measure_traffic(node)}
         except SyncthingError:
             traffic = {}
     if as_json:
