@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from folders.alerts import (DAEMON, KINDS, SWITCHES, SYNCTHING, Alert, Observation, PeerLink, QueueEntry,
                             Thresholds, changes, conditions)
+from folders.errors import TwinsyncError
 from folders.files import write_atomic
 from folders.trace import utc_now
 from orchestrator import frames, recovery, traces
@@ -33,6 +35,7 @@ from orchestrator.heartbeat import RUNNING, read_health
 from orchestrator.homeassistant import discovery, peer_topic
 from orchestrator.node import Node, syncthing_client
 from orchestrator.pairing import peer_statuses
+from syncthing.errors import SyncthingError
 
 logger = logging.getLogger(__name__)
 
@@ -211,14 +214,26 @@ class AlertLoop:
 
 
 def watch(node: Node, on_alert: Callable[[str, Alert], None], stop: threading.Event, *,
-          interval_s: float, clock: Callable[[], datetime] = utc_now) -> None:
+          interval_s: float, on_problem: Callable[[str], None] = lambda problem: None,
+          clock: Callable[[], datetime] = utc_now) -> None:
     """`twinsync watch`: what holds now first, then each alert as it is raised or cleared
-    ("raised"/"cleared"), until `stop`. Works with or without a running daemon."""
+    ("raised"/"cleared"), until `stop`. Works with or without a running daemon. A look
+    that fails (a file being replaced, state.db busy) is told to `on_problem` once per
+    reason and tried again at the next look."""
     monitor = AlertMonitor(thresholds(node.config.alerts))
+    said = None
     while not stop.is_set():
-        raised, cleared = monitor.update(observe(node, now=clock()))
-        for alert in raised:
-            on_alert("raised", alert)
-        for alert in cleared:
-            on_alert("cleared", alert)
+        try:
+            obs = observe(node, now=clock())
+        except (TwinsyncError, SyncthingError, OSError, sqlite3.Error) as exc:
+            if str(exc) != said:
+                said = str(exc)
+                on_problem(said)
+        else:
+            said = None
+            raised, cleared = monitor.update(obs)
+            for alert in raised:
+                on_alert("raised", alert)
+            for alert in cleared:
+                on_alert("cleared", alert)
         stop.wait(interval_s)

@@ -90,7 +90,7 @@ class NodeService:
 
     def status(self) -> NodeStatus:
         with self._node() as node:
-            return node_status(node)
+            return node_status(node, broker=False)
 
     def nodes(self) -> list[NodeRow]:
         with self._node() as node:

@@ -110,6 +110,8 @@ def watch(
     stop = threading.Event()
     try:
         with open_node(home) as node:
-            alerts.watch(node, emit, stop, interval_s=interval)
+            alerts.watch(node, emit, stop, interval_s=interval,
+                         on_problem=lambda problem: typer.echo(f"watch: cannot look now ({problem}); "
+                                                               "trying again", err=True))
     except KeyboardInterrupt:
         stop.set()

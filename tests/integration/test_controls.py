@@ -9,10 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from folders.trace import utc_now
+from orchestrator.alerts import watch
+from orchestrator.node import Node
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -131,3 +135,34 @@ def test_unpair_on_both_sides_and_what_the_other_side_sees(mesh, tmp_path):
     assert "Its recovery folder" in text and "is removed" in text and "twinsync unpair node2" in text
     assert not (b.home / "trace/recovery/node1").exists() and not (b.home / "unpaired").exists()
     assert b.client().folder("twinsync-recovery-node1") is None
+
+
+def test_watch_names_a_failing_look_once_and_goes_on_and_a_bad_alerts_setting_is_one_sentence(node_factory):
+    node = node_factory("solo")
+    trusted = node.home / "trusted.toml"
+    good = trusted.read_bytes() if trusted.exists() else b""
+    trusted.write_text("[peers.x\n")
+    seen: list[tuple[str, str]] = []
+    problems: list[str] = []
+    stop = threading.Event()
+    looks = []
+
+    def clock():
+        looks.append(1)
+        if len(looks) == 4:
+            trusted.write_bytes(good)  # fixed while watch runs
+        if len(looks) == 6:
+            stop.set()
+        return utc_now()
+
+    with Node.open(node.home) as opened:
+        watch(opened, lambda state, alert: seen.append((state, alert.kind)), stop, interval_s=0.01,
+              on_problem=problems.append, clock=clock)
+    assert len(problems) == 1 and str(trusted) in problems[0]  # said once, not at every look
+    assert seen == [("raised", "daemon")]  # the looks after the fix work
+
+    config = node.home / "twinsync.toml"
+    config.write_text(config.read_text().replace("desktop = true", 'desktop = "yes"'))
+    result = node.cli("watch", ok=False)
+    assert result.exit_code == 1
+    assert result.output.strip() == f'Error: alerts.desktop in {config} must be true or false, not \'yes\'.'
