@@ -11,7 +11,7 @@ functions lets the daemon (desktop, MQTT) and `twinsync watch` say exactly the s
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,12 +36,13 @@ class QueueEntry:
 
 @dataclass(frozen=True)
 class PeerLink:
-    """A trusted peer as Syncthing sees it; `since` is when it was last seen (or paired,
-    when never seen), so a peer that never came is also noticed."""
+    """A trusted peer as Syncthing sees it; `since` is when it was last seen, or when it
+    was paired (`seen` False), so a peer that never came is also noticed."""
 
     name: str
     connected: bool | None
     since: datetime | None
+    seen: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Alert:
     kind: str
     subject: str  # a node name
     sentence: str
-    key: str = field(default="", compare=False)
+    key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,8 +83,11 @@ def conditions(obs: Observation, limits: Thresholds = Thresholds()) -> dict[str,
         if peer.connected is False and peer.since is not None:
             away = (obs.time - peer.since).total_seconds()
             if away >= limits.peer_disconnected_after_s:
-                found.append(Alert(PEER, peer.name, f"Peer {peer.name} has been disconnected for "
-                                   f"{_duration(away)} (last seen {_clock(peer.since)}).", f"peer:{peer.name}"))
+                sentence = (f"Peer {peer.name} has been disconnected for {_duration(away)} (last seen "
+                            f"{_clock(peer.since)})." if peer.seen else
+                            f"Peer {peer.name} has not connected since it was paired {_duration(away)} ago "
+                            f"({_clock(peer.since)}); is its Syncthing running and paired with this node?")
+                found.append(Alert(PEER, peer.name, sentence, f"peer:{peer.name}"))
     for name, created in obs.stale_fingerprints:
         when = f"last written {created[:19].replace('T', ' ')}Z" if created else "unreadable"
         found.append(Alert(FINGERPRINT, name, f"The fingerprint of {name} is stale ({when}); is its daemon "
@@ -97,7 +101,7 @@ def conditions(obs: Observation, limits: Thresholds = Thresholds()) -> dict[str,
     if obs.syncthing_problem:
         found.append(Alert(SYNCTHING, obs.node, f"Syncthing of {obs.node} has a problem: {obs.syncthing_problem}",
                            "syncthing"))
-    return {a.key: a for a in found if a.kind in limits.kinds}
+    return {a.key: replace(a, sentence=_plain(a.sentence)) for a in found if a.kind in limits.kinds}
 
 
 def changes(before: Iterable[str], now: Mapping[str, Alert]) -> tuple[list[Alert], list[str]]:
@@ -115,6 +119,12 @@ def _queue_sentence(item: QueueEntry) -> str:
     what = {"conflict": "A conflict", "deleted": "A delete-versus-edit conflict", "invalid": "An invalid file",
             "rollback": "A rollback", "quarantined": "A quarantined file"}.get(item.kind, f"A {item.kind} item")
     return f"{what} on {item.subject} (from {item.node}) waits for your decision (`twinsync conflicts`)."
+
+
+def _plain(text: str) -> str:
+    """File names and reasons come from other machines: a control character (a terminal
+    escape in a file name) is shown escaped, never sent to a terminal or a desktop."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _duration(seconds: float) -> str:

@@ -11,6 +11,7 @@ The daemon runs `AlertLoop` as a supervised piece; it keeps the alerts that hold
 
 from __future__ import annotations
 
+import html
 import importlib.metadata
 import json
 import logging
@@ -58,7 +59,8 @@ def observe(node: Node, *, now: datetime | None = None) -> Observation:
     queue += [QueueEntry(f"fork:{f.id}", "fork", f.goal, node.name) for f in traces.forks(node) if f.decision is None]
     trusted = node.peers()
     statuses, problem = peer_statuses(node)
-    peers = [PeerLink(p.name, p.connected, _when(p.last_seen) or _when(trusted[p.name].added)) for p in statuses]
+    peers = [PeerLink(p.name, p.connected, _when(p.last_seen) or _when(trusted[p.name].added), bool(_when(p.last_seen)))
+             for p in statuses]
     stale = [(v.node, v.fingerprint.created if v.fingerprint else None)
              for v in recovery.read_fingerprints(node, now=now) if v.stale]
     refused = [(name, Path(path).name, reason) for name, pieces in sorted(recovery.pending(node, now=now).items())
@@ -126,7 +128,7 @@ class DesktopNotifier:
         urgency = "critical" if alert.kind in (DAEMON, SYNCTHING) else "normal"
         try:
             done = subprocess.run([self.program, "--app-name=twinsync", f"--urgency={urgency}",
-                                   f"twinsync: {alert.kind} ({alert.subject})", alert.sentence],
+                                   f"twinsync: {alert.kind} ({alert.subject})", html.escape(alert.sentence)],
                                   capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
             problem = done.stderr.strip()[:200] if done.returncode else None
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -198,8 +200,9 @@ class AlertLoop:
             version = importlib.metadata.version("twinsync")
             for topic, config in discovery(self.node.config.mqtt.prefix, obs.node, sorted(peers), version).items():
                 mqtt.publish_discovery(topic, config)
-            for gone in (self._announced or set()) - peers:
+            for gone in (self._announced or set()) - peers:  # unpaired: its entity and state go
                 mqtt.publish_discovery(peer_topic(obs.node, gone), None)
+                mqtt.clear(f"peers/{gone}")
             self._announced = peers
         state, message = obs.daemon or (RUNNING, "")
         counts = {kind: sum(1 for q in obs.queue if q.kind == kind) for kind in {q.kind for q in obs.queue}}

@@ -129,6 +129,10 @@ class MqttPublisher:
     def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
         self._client.publish(f"{self.base}/{topic}", json.dumps(payload, sort_keys=True), qos=1, retain=retain)
 
+    def clear(self, topic: str) -> None:
+        """Remove a retained message of ours (an empty retained message)."""
+        self._client.publish(f"{self.base}/{topic}", "", qos=1, retain=True)
+
     def publish_discovery(self, topic: str, config: dict[str, Any] | None) -> None:
         """A Home Assistant discovery config (retained, outside our prefix); None removes
         the entity (an empty retained message)."""

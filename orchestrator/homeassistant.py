@@ -40,7 +40,7 @@ def discovery(prefix: str, node: str, peers: list[str], version: str) -> dict[st
     def entity(component: str, obj: str, name: str, **config: Any) -> tuple[str, dict[str, Any]]:
         unique = f"{node_id}_{object_id(obj)}"
         return (f"{DISCOVERY_PREFIX}/{component}/{node_id}/{object_id(obj)}/config",
-                {"name": name, "unique_id": unique, "object_id": unique, **common, **config})
+                {"name": name, "unique_id": unique, **common, **config})
 
     entities = [
         entity("binary_sensor", "daemon", "daemon problem", device_class="problem",

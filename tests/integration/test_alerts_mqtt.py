@@ -80,6 +80,7 @@ def test_home_assistant_discovery_alerts_desktop_and_broker_health(mesh, daemon_
         a.cli("unpair", "node2", "--yes")  # its entity goes away: an empty retained config
         wait_for(lambda: subscriber.last(DISCOVERY.format("binary_sensor", "peer_node2")) == "", timeout=30,
                  what="the peer's entity removed")
+        wait_for(lambda: subscriber.last("twinsync/node1/peers/node2") == "", timeout=30, what="its state removed")
     finally:
         subscriber.close()
     mosquitto.stop()

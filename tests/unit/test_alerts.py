@@ -49,6 +49,14 @@ def test_a_peer_is_an_alert_only_past_the_threshold_and_only_when_known_disconne
     assert not conditions(obs(9999, peers=(PeerLink("desktop", True, T0),)), Thresholds(600))
 
 
+def test_a_peer_never_seen_is_told_as_such_and_foreign_text_cannot_reach_a_terminal():
+    never = conditions(obs(3600, peers=(PeerLink("desktop", False, T0, seen=False),)))["peer:desktop"]
+    assert never.sentence.startswith("Peer desktop has not connected since it was paired 60 min ago")
+    evil = QueueEntry("conflict:9", "invalid", "notes/\x1b]0;pwned\x07x.frame.json", "laptop")
+    sentence = conditions(obs(queue=(evil,)))["queue:conflict:9"].sentence
+    assert "\x1b" not in sentence and "\\x1b]0;pwned\\x07x.frame.json" in sentence
+
+
 def test_switched_off_kinds_and_a_running_daemon_raise_nothing():
     settings_ = AlertSettings(queue=False, daemon=False)
     limits = thresholds(settings_)
