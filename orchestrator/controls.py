@@ -124,7 +124,10 @@ def unpair(node: Node, who: str, *, keep_recovery: bool = True) -> UnpairReport:
             if exc.status != 404:
                 raise
     path = node.layout.recovery(peer.name)
-    if path.exists():
+    if path.is_symlink():  # not ours to follow: the link goes, what it points to stays
+        path.unlink()
+        report.recovery, report.recovery_path = "removed", str(path)
+    elif path.exists():
         if keep_recovery:
             aside = _aside(node.layout.home / UNPAIRED_DIR, peer.name)
             aside.parent.mkdir(parents=True, exist_ok=True)
