@@ -78,8 +78,8 @@ def _fingerprint_dict(row: recovery.NodeRow, traffic: PeerTraffic | None) -> dic
 
 def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
     """Every node's signed fingerprint: online, frames agreement, trace, pending work, metrics;
-    and per peer, Syncthing's transfer rates (down/up, measured over one second) and how
-    many items of twinsync's folders it still lacks ("behind").
+    and per peer, Syncthing's transfer rates (down / up, measured over half a second) and
+    how many items of twinsync's folders it still lacks ("behind").
 
     Example: twinsync nodes --json
     """
