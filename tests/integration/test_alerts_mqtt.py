@@ -41,6 +41,7 @@ def test_home_assistant_discovery_alerts_desktop_and_broker_health(mesh, daemon_
                                                                     monkeypatch):
     a, b = mesh(2)
     assert json.loads(a.cli("status", "--json").output)["mqtt"]["state"] == "not configured"
+    assert "ok   MQTT broker: not configured (set [mqtt] host to send" in a.cli("doctor", ok=False).output
     _use_broker(a, mosquitto.port)
     calls = _fake_notify_send(tmp_path, monkeypatch)
     subscriber = Subscriber(mosquitto.port, ("twinsync/#", "homeassistant/#"))
