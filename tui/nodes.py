@@ -68,7 +68,7 @@ class NodesPane(Pane):
                           "(`twinsync trace publish`, or the daemon on its schedule)."
                           if not self.rows else "")
             return
-        detail.update(node_detail(row, self.status))
+        detail.update(node_detail(row, self.status, self.traffic.get(row.name)))
 
     # -- controls ------------------------------------------------------------------------
 

@@ -163,9 +163,9 @@ def _pieces_rows(grid: Table, pieces: PeerPieces) -> None:
         grid.add_row("refused" if i == 0 else "", Text(f"{code}: {reason}", style=NOT_MET))
 
 
-def node_detail(row: NodeRow, status: NodeStatus | None) -> RenderableType:
+def node_detail(row: NodeRow, status: NodeStatus | None, traffic: PeerTraffic | None = None) -> RenderableType:
     """Everything known about one node: its fingerprint and, from this node's Syncthing,
-    the connection and the folders shared with it."""
+    the connection, the traffic and the folders shared with it."""
     view, fp = row.fingerprint, row.fingerprint.fingerprint
     this = status is not None and row.name == status.node
     grid = Table.grid(padding=(0, 2))
@@ -198,6 +198,11 @@ def node_detail(row: NodeRow, status: NodeStatus | None) -> RenderableType:
         if peer is not None:
             state = {True: "connected", False: "not connected", None: "unknown"}[peer.connected]
             grid.add_row("syncthing", f"{state} · {peer.address or '-'} · last seen {second(peer.last_seen)}")
+        if traffic is not None:
+            behind = "?" if traffic.need_items is None else f"{traffic.need_items} item(s), {traffic.need_bytes or 0:,} bytes"
+            grid.add_row("traffic", ("paused (p resumes) · " if traffic.paused else
+                                     f"↓ {rate_text(traffic.in_bps)} · ↑ {rate_text(traffic.out_bps)} · ")
+                         + f"out of sync there: {behind}")
         folders = [f for f in status.folders if this or row.name in f.shared_with]
         for i, f in enumerate(folders):
             done = "-" if f.completion is None else f"{f.completion:.0f}%"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.text import Text
 
 from dataclasses import replace
@@ -9,7 +10,7 @@ from dataclasses import replace
 from tests.tui.fakes import CONFLICT, FORK, INVALID, SESSION, STEPS, FakeService
 from folders.metrics import threshold_text
 from tui.rows import (NODE_COLUMNS, filter_entries, fingerprint_metric_cell, format_metric, judged_cell,
-                      node_rows, queue_entries)
+                      node_detail, node_rows, queue_entries)
 from tui.service import QueueData
 
 
@@ -62,6 +63,10 @@ def test_node_rows_show_each_peers_rates_and_out_of_sync_items():
     assert "red" in str(rows["desktop"][behind].style)  # out of sync
     assert str(rows["server"][down_up]) == "paused" and str(rows["server"][behind]) == "0"
     assert str(rows["laptop"][down_up]) == "-" and str(rows["ghost"][behind]) == "-"  # not peers
+    desktop = next(r for r in service.nodes() if r.name == "desktop")
+    console = Console(width=120, record=True)
+    console.print(node_detail(desktop, service.status(), traffic["desktop"]))
+    assert "↓ 12.4 kB/s · ↑ 1.9 kB/s · out of sync there: 3 item(s), 48,000 bytes" in console.export_text()
 
 
 def test_queue_is_one_list_newest_first_and_filters_on_every_word():
