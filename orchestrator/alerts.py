@@ -175,7 +175,6 @@ class AlertLoop:
         try:
             while not stop.is_set():
                 self.tick(node)
-                self._resend.clear()
                 stop.wait(self.settings.interval_s)  # a resend waits for the next tick
         finally:
             client.close()
@@ -195,6 +194,8 @@ class AlertLoop:
 
     def _publish(self, obs: Observation, raised: list[Alert]) -> None:
         mqtt, resend = self.mqtt, self._resend.is_set()
+        if resend:  # cleared before sending: a request that comes meanwhile is served next tick
+            self._resend.clear()
         peers = {p.name for p in obs.peers}
         if resend or self._announced != peers:
             version = importlib.metadata.version("twinsync")
