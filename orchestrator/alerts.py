@@ -41,6 +41,9 @@ from syncthing.errors import SyncthingError
 logger = logging.getLogger(__name__)
 
 ALERTS_NAME = "alerts.json"
+#: What a look can run into that is worth a sentence and another try, not a traceback: a
+#: file being replaced, state.db busy, Syncthing going away mid-look.
+LOOK_ERRORS = (TwinsyncError, SyncthingError, OSError, sqlite3.Error)
 #: Any of these in the environment means a desktop session that can show notifications.
 DESKTOP_VARIABLES = ("DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY")
 
@@ -154,8 +157,10 @@ class AlertLoop:
     and keep Home Assistant's entities (discovery, daemon health, queue size) current."""
 
     def __init__(self, node: Node, *, notifier: DesktopNotifier | None = None,
+                 on_state: Callable[[str | None], None] = lambda problem: None,
                  clock: Callable[[], datetime] = utc_now) -> None:
         self.node = node
+        self._on_state = on_state
         self.settings = node.config.alerts
         self.notifier = notifier
         self.mqtt: MqttPublisher | None = None
@@ -174,7 +179,12 @@ class AlertLoop:
         node = Node(self.node.layout, self.node.config, client)  # its own HTTP session: one per thread
         try:
             while not stop.is_set():
-                self.tick(node)
+                try:
+                    self.tick(node)
+                except LOOK_ERRORS as exc:
+                    self._on_state(f"cannot look at the node ({exc}); trying again")
+                else:
+                    self._on_state(None)
                 stop.wait(self.settings.interval_s)  # a resend waits for the next tick
         finally:
             client.close()
@@ -229,7 +239,7 @@ def watch(node: Node, on_alert: Callable[[str, Alert], None], stop: threading.Ev
     while not stop.is_set():
         try:
             obs = observe(node, now=clock())
-        except (TwinsyncError, SyncthingError, OSError, sqlite3.Error) as exc:
+        except LOOK_ERRORS as exc:
             if str(exc) != said:
                 said = str(exc)
                 on_problem(said)

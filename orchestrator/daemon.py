@@ -96,7 +96,8 @@ class Daemon:
         events = SyncthingEvents(events_client, lambda event: self._syncthing_event(scheduler, event),
                                  on_state=lambda problem: sup.report("syncthing-events", problem),
                                  on_resync=lambda connections: self._resync(scheduler, connections))
-        alerts = AlertLoop(self.node, notifier=desktop_notifier(self.node.config.alerts))
+        alerts = AlertLoop(self.node, notifier=desktop_notifier(self.node.config.alerts),
+                           on_state=lambda problem: sup.report("alerts", problem))
         if self.node.config.mqtt.host:
             self._mqtt = MqttPublisher(self.node.config.mqtt, self.node.name,
                                        on_state=lambda problem: sup.report("mqtt", problem),
