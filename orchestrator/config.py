@@ -57,8 +57,25 @@ class MqttSettings:
     prefix: str = "twinsync"
 
 
+@dataclass(frozen=True)
+class AlertSettings:
+    """Which alerts the daemon raises and where it sends them ([alerts]). Desktop
+    notifications need a desktop session and `notify-send`; MQTT needs [mqtt] host. Stale
+    fingerprints are off by default: a laptop that sleeps makes one every night."""
+
+    desktop: bool = True
+    mqtt: bool = True
+    queue: bool = True
+    peers: bool = True
+    pieces: bool = True
+    daemon: bool = True
+    fingerprints: bool = False
+    peer_disconnected_after_s: int = 600
+    interval_s: int = 15
+
+
 #: The optional tables of twinsync.toml, each with its settings class.
-SECTIONS = {"frames": FrameSettings, "traces": TraceSettings, "mqtt": MqttSettings}
+SECTIONS = {"frames": FrameSettings, "traces": TraceSettings, "mqtt": MqttSettings, "alerts": AlertSettings}
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,7 @@ class NodeConfig:
     frames: FrameSettings = FrameSettings()
     traces: TraceSettings = TraceSettings()
     mqtt: MqttSettings = MqttSettings()
+    alerts: AlertSettings = AlertSettings()
 
     def to_toml(self) -> bytes:
         doc = {"node": {"name": self.name, "device_id": self.device_id},
@@ -119,6 +137,8 @@ def _settings(path: Path, section: str, settings: type, table: object):
     for name, value in table.items():
         if kinds[name] is str and not isinstance(value, str):
             raise ConfigError(f"{section}.{name} in {path} must be text in quotes, not {value!r}.")
+        if kinds[name] is bool and not isinstance(value, bool):
+            raise ConfigError(f"{section}.{name} in {path} must be true or false, not {value!r}.")
         if kinds[name] is int and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise ConfigError(f"{section}.{name} in {path} must be a positive whole number, not {value!r}.")
     return settings(**table)

@@ -31,6 +31,7 @@ from folders.fingerprint import FINGERPRINT_NAME
 from folders.snapshots import SEGMENTS_DIR, SNAPSHOTS_DIR
 from folders.trace import format_ts, utc_now
 from orchestrator import recovery
+from orchestrator.alerts import AlertLoop, desktop_notifier
 from orchestrator.events import MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
 from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartbeat
@@ -105,15 +106,20 @@ class Daemon:
         events = SyncthingEvents(events_client, lambda event: self._syncthing_event(scheduler, event),
                                  on_state=lambda problem: sup.report("syncthing-events", problem),
                                  on_resync=lambda connections: self._resync(scheduler, connections))
+        alerts = AlertLoop(self.node, notifier=desktop_notifier(self.node.config.alerts),
+                           on_state=lambda problem: sup.report("alerts", problem))
         if self.node.config.mqtt.host:
             self._mqtt = MqttPublisher(self.node.config.mqtt, self.node.name,
-                                       on_state=lambda problem: sup.report("mqtt", problem))
+                                       on_state=lambda problem: sup.report("mqtt", problem),
+                                       on_online=alerts.resend)
+        alerts.mqtt = self._mqtt
         scheduler.start()
         try:
             sup.spawn("batches", self._process_batches, on_stop=self.batcher.wake)
             sup.spawn("frames-watcher", watcher.run)
             sup.spawn("arrivals-watcher", arrivals.run)
             sup.spawn("syncthing-events", events.run)
+            sup.spawn("alerts", alerts.run)
             if self._mqtt is not None:
                 sup.spawn("mqtt", self._mqtt.run, on_stop=self._mqtt.close)
             logger.info("twinsync daemon for %s (pid %d) watching %s", self.node.name, os.getpid(),

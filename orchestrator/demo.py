@@ -89,7 +89,8 @@ class Demo:
             with node.open() as opened:
                 fast = replace(opened.config.traces, publish_interval_s=3, merge_interval_s=2,
                                snapshot_every_segments=4, fingerprint_stale_s=120)
-                save_config(opened.layout, replace(load_config(opened.layout), traces=fast))
+                config = load_config(opened.layout)  # desktop alerts from node1 only, not one per node
+                save_config(opened.layout, replace(config, traces=fast, alerts=replace(config.alerts, desktop=i == 1)))
         self.say(f"{self.n} Syncthing nodes running on 127.0.0.1; pairing them")
         invites = {}
         for node in self.nodes:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from folders.errors import TwinsyncError
 from folders.keys import is_private_file_safe
+from orchestrator.events import NOT_CONFIGURED, REACHABLE, broker_health
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, read_health
 from orchestrator.localchanges import local_changes_now, owner_of
 from orchestrator.node import LOOPBACK, IdentityError, Node, local_syncthing
@@ -264,4 +265,16 @@ def run_checks(node: Node) -> list[Check]:
     api = check_syncthing(node)
     return (check_programs(node.config.managed) + api + check_syncthing_setup(node, api_ok=api[0].level == OK)
             + check_key_files(node)
-            + [check_inotify(node), check_service(node.layout.home), check_daemon(node)] + check_identity(node))
+            + [check_inotify(node), check_service(node.layout.home), check_daemon(node), check_mqtt(node)]
+            + check_identity(node))
+
+
+def check_mqtt(node: Node) -> Check:
+    """The broker the daemon sends status and alerts to; none set is fine."""
+    health = broker_health(node.config.mqtt)
+    if health.state == REACHABLE:
+        return Check("MQTT broker", OK, health.message)
+    if health.state == NOT_CONFIGURED:
+        return Check("MQTT broker", OK, "not configured (set [mqtt] host to send status and alerts to one)")
+    return Check("MQTT broker", WARN, health.message,
+                 f"start the broker, or fix [mqtt] host and port in {node.layout.config}")

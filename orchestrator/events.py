@@ -8,7 +8,9 @@ events from 1 again after a restart), then calls `on_resync` with the current co
 because the DeviceConnected events of the restart happened before the new subscription.
 `MqttPublisher` is off unless [mqtt] host is set; it keeps running when the broker is away
 (paho reconnects by itself), so a home automation box that reboots never takes the daemon
-down.
+down. It also says when it is (re)connected and when Home Assistant restarts (its birth
+message), so Home Assistant's discovery configs are sent again. `broker_health` is the
+one-shot check of `status` and `doctor`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from orchestrator.config import MqttSettings
+from orchestrator.homeassistant import STATUS_TOPIC
 from syncthing.client import SyncthingClient
 from syncthing.errors import SyncthingError
 
@@ -86,13 +91,16 @@ class MqttPublisher:
     """
 
     def __init__(self, settings: MqttSettings, node: str, *,
-                 on_state: Callable[[str | None], None] = lambda problem: None) -> None:
+                 on_state: Callable[[str | None], None] = lambda problem: None,
+                 on_online: Callable[[], None] = lambda: None) -> None:
         self.base = f"{settings.prefix}/{node}"
         self._where = f"{settings.host}:{settings.port}"
         self._on_state = on_state
+        self._on_online = on_online
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"twinsync-{node}")
         self._client.will_set(f"{self.base}/online", "false", qos=1, retain=True)
         self._client.on_connect = self._connected
+        self._client.on_message = self._message
         self._client.on_connect_fail = lambda *_: self._on_state(f"the MQTT broker at {self._where} does not answer")
         self._client.on_disconnect = self._disconnected
         self._client.connect_async(settings.host, settings.port)
@@ -102,7 +110,13 @@ class MqttPublisher:
             self._on_state(f"the MQTT broker at {self._where} refused the connection ({reason})")
             return
         client.publish(f"{self.base}/online", "true", qos=1, retain=True)
+        client.subscribe(STATUS_TOPIC, qos=1)
         self._on_state(None)
+        self._on_online()
+
+    def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == STATUS_TOPIC and message.payload == b"online":
+            self._on_online()
 
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -115,8 +129,59 @@ class MqttPublisher:
     def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
         self._client.publish(f"{self.base}/{topic}", json.dumps(payload, sort_keys=True), qos=1, retain=retain)
 
+    def clear(self, topic: str) -> None:
+        """Remove a retained message of ours (an empty retained message)."""
+        self._client.publish(f"{self.base}/{topic}", "", qos=1, retain=True)
+
+    def publish_discovery(self, topic: str, config: dict[str, Any] | None) -> None:
+        """A Home Assistant discovery config (retained, outside our prefix); None removes
+        the entity (an empty retained message)."""
+        self._client.publish(topic, "" if config is None else json.dumps(config, sort_keys=True), qos=1, retain=True)
+
     def close(self) -> None:
         info = self._client.publish(f"{self.base}/online", "false", qos=1, retain=True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS and self._client.is_connected():
             info.wait_for_publish(2)
         self._client.disconnect()
+
+
+#: What `status` and `doctor` say about the broker.
+REACHABLE, UNREACHABLE, NOT_CONFIGURED = "reachable", "unreachable", "not configured"
+
+
+@dataclass(frozen=True)
+class BrokerHealth:
+    state: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def broker_health(settings: MqttSettings, *, timeout: float = 2.5) -> BrokerHealth:
+    """Connects once as MQTT would (CONNECT, then CONNACK) and disconnects; never raises."""
+    where = f"{settings.host}:{settings.port}"
+    if not settings.host:
+        return BrokerHealth(NOT_CONFIGURED, "no MQTT broker is set ([mqtt] host in twinsync.toml)")
+    answer: list[Any] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="")
+    client.connect_timeout = timeout
+    client.on_connect = lambda c, u, f, reason, p: answer.append(reason)
+    try:
+        client.connect(settings.host, settings.port, keepalive=10)
+        deadline = time.monotonic() + timeout
+        while not answer and time.monotonic() < deadline:
+            client.loop(timeout=0.1)
+    except (OSError, ValueError) as exc:
+        return BrokerHealth(UNREACHABLE, f"the MQTT broker at {where} does not answer ({exc})")
+    finally:
+        client.disconnect()  # sends DISCONNECT when connected; the socket is ours to close
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
+    if not answer:
+        return BrokerHealth(UNREACHABLE, f"the MQTT broker at {where} accepted a connection but did not "
+                                         f"answer MQTT in {timeout:g} s")
+    if answer[0].is_failure:
+        return BrokerHealth(UNREACHABLE, f"the MQTT broker at {where} refused the connection ({answer[0]})")
+    return BrokerHealth(REACHABLE, f"the MQTT broker at {where} answers")

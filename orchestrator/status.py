@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from orchestrator.events import BrokerHealth, broker_health
 from orchestrator.heartbeat import DaemonHealth, read_health
 from orchestrator.node import Node
 from orchestrator.pairing import PeerStatus, peer_statuses
@@ -34,15 +35,19 @@ class NodeStatus:
     folders: list[FolderStatus] = field(default_factory=list)
     peers: list[PeerStatus] = field(default_factory=list)
     daemon: DaemonHealth | None = None
+    mqtt: BrokerHealth | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def node_status(node: Node) -> NodeStatus:
-    """Never raises for a Syncthing that is down: the object says so instead."""
+def node_status(node: Node, *, broker: bool = True) -> NodeStatus:
+    """Never raises for a Syncthing that is down: the object says so instead. `broker=False`
+    skips connecting to the MQTT broker (the TUI polls status every few seconds; the
+    daemon's own `mqtt` piece reports a broker that is away)."""
     base = dict(node=node.name, home=str(node.layout.home), device_id=node.config.device_id,
-                syncthing_url=node.config.syncthing_url, daemon=read_health(node.layout.home))
+                syncthing_url=node.config.syncthing_url, daemon=read_health(node.layout.home),
+                mqtt=broker_health(node.config.mqtt) if broker else None)
     try:
         version = node.client.version()["version"]
         names = {d["deviceID"]: d.get("name") or d["deviceID"][:7] for d in node.client.devices()}

@@ -294,6 +294,9 @@ class SyncthingClient:
     def patch_device(self, device_id: str, changes: dict[str, Any]) -> None:
         self._request("PATCH", f"/rest/config/devices/{quote(device_id, safe='')}", json=changes)
 
+    def delete_device(self, device_id: str) -> None:
+        self._request("DELETE", f"/rest/config/devices/{quote(device_id, safe='')}")
+
     # -- events ------------------------------------------------------------------------
 
     def events(self, since: int = 0, events: list[str] | None = None, timeout: int = 60,

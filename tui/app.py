@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from folders.layout import NodeLayout
+from orchestrator.alerts import desktop_session
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, STALLED
 from orchestrator.status import NodeStatus
 from tui.commands import TwinsyncCommands
@@ -59,6 +61,10 @@ class TwinsyncApp(ServiceCalls, App[None]):
         Binding("v", "verify", "Verify"),
         Binding("R", "restore", "Restore"),
         Binding("t", "restore_frame", "Restore revision"),
+        Binding("p", "pause_peer", "Pause/resume peer"),
+        Binding("s", "rescan", "Rescan"),
+        Binding("u", "unpair", "Unpair peer"),
+        Binding("g", "open_gui", "Syncthing GUI"),
         Binding("question_mark", "help", "Help"),
         Binding("ctrl+r", "refresh_now", "Refresh"),
         Binding("q", "quit", "Quit"),
@@ -66,12 +72,15 @@ class TwinsyncApp(ServiceCalls, App[None]):
 
     #: Keys that act on one tab: shown in the footer, and active, only there.
     TAB_ACTIONS = {"decide": "queue", "next_branch": "queue", "filter": "queue", "verify": "snapshots",
-                   "restore": "snapshots", "restore_frame": "frames"}
+                   "restore": "snapshots", "restore_frame": "frames", "pause_peer": "nodes", "rescan": "nodes",
+                   "unpair": "nodes", "open_gui": "nodes"}
 
-    def __init__(self, service: Service, *, refresh_s: float = 2.0) -> None:
+    def __init__(self, service: Service, *, refresh_s: float = 2.0,
+                 open_url: Callable[[str], bool] | None = None) -> None:
         super().__init__()
         self.service = service
         self.refresh_s = refresh_s
+        self.open_url = open_url or open_in_browser
         self.status: NodeStatus | None = None
         self.crash_report: str | None = None
         self._timer: Timer | None = None
@@ -200,12 +209,37 @@ class TwinsyncApp(ServiceCalls, App[None]):
     def action_restore_frame(self) -> None:
         self._on_tab("frames", self.pane("frames").restore_revision)  # type: ignore[attr-defined]
 
+    def action_pause_peer(self) -> None:
+        self._on_tab("nodes", self.pane("nodes").toggle_pause)  # type: ignore[attr-defined]
+
+    def action_rescan(self) -> None:
+        self._on_tab("nodes", self.pane("nodes").rescan)  # type: ignore[attr-defined]
+
+    def action_unpair(self) -> None:
+        self._on_tab("nodes", self.pane("nodes").unpair)  # type: ignore[attr-defined]
+
+    def action_open_gui(self) -> None:
+        """Syncthing's own GUI in the desktop's browser; without a desktop, its address."""
+        if self.status is None:
+            self.notify("Syncthing's address is not known yet; try again in a moment.", severity="warning")
+            return
+        url = self.status.syncthing_url
+        if not self.open_url(url):
+            self.notify(f"Open {url} in a browser (no desktop browser here).", title="Syncthing GUI",
+                        timeout=15, markup=False)
+
     # -- a bug in the TUI: a report, not a traceback -------------------------------------
 
     def _handle_exception(self, error: Exception) -> None:
         self.crash_report = write_crash_report(error)
         super()._handle_exception(error)
         self._exit_renderables[:] = [Text(crash_message("twinsync tui", error, self.crash_report))]
+
+
+def open_in_browser(url: str) -> bool:
+    """Only in a desktop session: elsewhere `webbrowser` would start a text browser in the
+    terminal the TUI is drawing on."""
+    return desktop_session() and webbrowser.open(url)
 
 
 def make_app(home: Path, *, refresh_s: float = 2.0, service: Service | None = None) -> TwinsyncApp:

@@ -54,7 +54,13 @@ KEYS: dict[str, list[tuple[str, str]]] = {
         ("?", "this help"),
         ("q / ctrl+q", "quit"),
     ],
-    "Nodes": [("↑ ↓", "select a node; its details show below")],
+    "Nodes": [
+        ("↑ ↓", "select a node; its details show below"),
+        ("p", "pause or resume the selected peer in Syncthing"),
+        ("u", "unpair the selected peer (asks: keep or delete its recovery folder)"),
+        ("s", "ask Syncthing to rescan twinsync's folders now"),
+        ("g", "open Syncthing's GUI (its address when there is no desktop browser)"),
+    ],
     "Queue": [
         ("/", "filter the list (Escape returns to it)"),
         ("a", "approve the selected item or fork branch (asks first, says what it does)"),

@@ -26,6 +26,7 @@ from orchestrator.frames import FrameEntry
 from orchestrator.pairing import PeerStatus
 from orchestrator.recovery import NodeRow, PeerPieces, pieces_summary
 from orchestrator.status import NodeStatus
+from orchestrator.traffic import PeerTraffic, rate_text
 from tui.service import QueueData
 
 MET, NOT_MET, NO_VALUE = "green", "red", "bright_black"
@@ -94,8 +95,8 @@ def sparkline_values(history: Mapping[str, Sequence[tuple[str, float]]], name: s
 
 # --- nodes ----------------------------------------------------------------------------------
 
-NODE_COLUMNS = ("node", "online", "pieces", "seen", "updated", "frames", "steps", "conflicts",
-                "forks", "conv.", "confl.", "p95", "routes")
+NODE_COLUMNS = ("node", "online", "pieces", "↓ / ↑", "behind", "seen", "updated", "frames", "steps",
+                "conflicts", "forks", "conv.", "confl.", "p95", "routes")
 
 
 def _tri(value: bool | None, yes: str, no: str) -> Text:
@@ -105,9 +106,9 @@ def _tri(value: bool | None, yes: str, no: str) -> Text:
 
 
 def node_rows(rows: Sequence[NodeRow], peers: Mapping[str, PeerStatus] | None = None,
-              this_node: str | None = None) -> list[Row]:
+              this_node: str | None = None, traffic: Mapping[str, PeerTraffic] | None = None) -> list[Row]:
     """The Nodes table: one row per fingerprint; stale ones dimmed, unusable ones in red."""
-    peers = peers or {}
+    peers, traffic = peers or {}, traffic or {}
     out = []
     for r in rows:
         view, fp = r.fingerprint, r.fingerprint.fingerprint
@@ -117,11 +118,11 @@ def node_rows(rows: Sequence[NodeRow], peers: Mapping[str, PeerStatus] | None = 
         online = _tri(r.online, "yes", "no")
         if fp is None:
             problem = view.problem.code if view.problem else "unusable"
-            cells = (name, online, _pieces_cell(r.pieces), Text(seen), Text(problem, style=NOT_MET),
-                     *(Text("-", style=NO_VALUE) for _ in NODE_COLUMNS[5:]))
+            cells = (name, online, _pieces_cell(r.pieces), *_traffic_cells(traffic.get(r.name)), Text(seen),
+                     Text(problem, style=NOT_MET), *(Text("-", style=NO_VALUE) for _ in NODE_COLUMNS[7:]))
             out.append(Row(r.name, tuple(cells)))
             continue
-        cells = [name, online, _pieces_cell(r.pieces), Text(seen),
+        cells = [name, online, _pieces_cell(r.pieces), *_traffic_cells(traffic.get(r.name)), Text(seen),
                  Text(minute(fp.created) + (" stale" if view.stale else "")),
                  _tri(r.frames_agree, "agree", "differ"),
                  Text(str(fp.trace_steps)),
@@ -133,6 +134,15 @@ def node_rows(rows: Sequence[NodeRow], peers: Mapping[str, PeerStatus] | None = 
                 cell.stylize("dim")
         out.append(Row(r.name, tuple(cells)))
     return out
+
+
+def _traffic_cells(t: PeerTraffic | None) -> tuple[Text, Text]:
+    """Syncthing's rates with the peer (down / up) and its out-of-sync items; this node has none."""
+    if t is None:
+        return Text("-", style=NO_VALUE), Text("-", style=NO_VALUE)
+    rates = Text("paused", style=NOT_MET) if t.paused else Text(f"{rate_text(t.in_bps)} / {rate_text(t.out_bps)}")
+    behind = Text("?" if t.need_items is None else str(t.need_items), style=NOT_MET if t.need_items else "")
+    return rates, behind
 
 
 def _pieces_cell(pieces: PeerPieces) -> Text:
@@ -153,9 +163,9 @@ def _pieces_rows(grid: Table, pieces: PeerPieces) -> None:
         grid.add_row("refused" if i == 0 else "", Text(f"{code}: {reason}", style=NOT_MET))
 
 
-def node_detail(row: NodeRow, status: NodeStatus | None) -> RenderableType:
+def node_detail(row: NodeRow, status: NodeStatus | None, traffic: PeerTraffic | None = None) -> RenderableType:
     """Everything known about one node: its fingerprint and, from this node's Syncthing,
-    the connection and the folders shared with it."""
+    the connection, the traffic and the folders shared with it."""
     view, fp = row.fingerprint, row.fingerprint.fingerprint
     this = status is not None and row.name == status.node
     grid = Table.grid(padding=(0, 2))
@@ -188,6 +198,11 @@ def node_detail(row: NodeRow, status: NodeStatus | None) -> RenderableType:
         if peer is not None:
             state = {True: "connected", False: "not connected", None: "unknown"}[peer.connected]
             grid.add_row("syncthing", f"{state} · {peer.address or '-'} · last seen {second(peer.last_seen)}")
+        if traffic is not None:
+            behind = "?" if traffic.need_items is None else f"{traffic.need_items} item(s), {traffic.need_bytes or 0:,} bytes"
+            grid.add_row("traffic", ("paused (p resumes) · " if traffic.paused else
+                                     f"↓ {rate_text(traffic.in_bps)} · ↑ {rate_text(traffic.out_bps)} · ")
+                         + f"out of sync there: {behind}")
         folders = [f for f in status.folders if this or row.name in f.shared_with]
         for i, f in enumerate(folders):
             done = "-" if f.completion is None else f"{f.completion:.0f}%"

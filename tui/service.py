@@ -20,12 +20,13 @@ from folders.gitstore import Revision
 from folders.metrics import Metrics
 from folders.snapshots import SnapshotInfo, VerifiedSnapshot
 from folders.trace import Step
-from orchestrator import frames, recovery, traces
+from orchestrator import controls, frames, recovery, traces
 from orchestrator.conflicts import ConflictItem
 from orchestrator.frames import FrameEntry
 from orchestrator.node import INTERACTIVE_TIMEOUT, Node
 from orchestrator.recovery import NodeRow, RestoreReport
 from orchestrator.status import NodeStatus, node_status
+from orchestrator.traffic import PeerTraffic, Reading, peer_traffic
 
 Progress = Callable[[int, int], None]
 
@@ -65,6 +66,10 @@ class Service(Protocol):
     def frame_log(self, frame_id: str) -> list[Revision]: ...
     def restore_frame(self, frame_id: str, rev: str) -> Frame: ...
     def metrics(self) -> MetricsData: ...
+    def traffic(self) -> list[PeerTraffic]: ...
+    def set_paused(self, peer: str, paused: bool) -> str: ...
+    def rescan(self) -> list[str]: ...
+    def unpair(self, peer: str, *, keep_recovery: bool) -> controls.UnpairReport: ...
 
 
 class NodeService:
@@ -73,6 +78,7 @@ class NodeService:
     def __init__(self, home: Path, *, timeout: float = INTERACTIVE_TIMEOUT) -> None:
         self.home = Path(home)
         self.timeout = timeout
+        self._reading: Reading | None = None  # the last byte counters, for the next rates
 
     @contextmanager
     def _node(self) -> Iterator[Node]:
@@ -81,7 +87,7 @@ class NodeService:
 
     def status(self) -> NodeStatus:
         with self._node() as node:
-            return node_status(node)
+            return node_status(node, broker=False)
 
     def nodes(self) -> list[NodeRow]:
         with self._node() as node:
@@ -136,3 +142,23 @@ class NodeService:
     def metrics(self) -> MetricsData:
         with self._node() as node:
             return MetricsData(recovery.node_metrics(node), recovery.metrics_history(node))
+
+    def traffic(self) -> list[PeerTraffic]:
+        """Rates since the previous call (none on the first), as `nodes` shows them."""
+        with self._node() as node:
+            self._reading, rows = peer_traffic(node, self._reading)
+        return rows
+
+    def set_paused(self, peer: str, paused: bool) -> str:
+        """What `twinsync pause PEER` / `resume PEER` do."""
+        with self._node() as node:
+            return controls.set_paused(node, peer=peer, paused=paused)
+
+    def rescan(self) -> list[str]:
+        with self._node() as node:
+            return controls.rescan(node)
+
+    def unpair(self, peer: str, *, keep_recovery: bool) -> controls.UnpairReport:
+        """What `twinsync unpair PEER --keep-recovery|--remove-recovery` does."""
+        with self._node() as node:
+            return controls.unpair(node, peer, keep_recovery=keep_recovery)

@@ -15,8 +15,8 @@ import typer
 from typer.core import TyperGroup
 
 from folders.errors import TwinsyncError
-from orchestrator.cli import (conflicts, demo, frames, init, pairing, recovery, run, status, syncthing,
-                              topology, traces, tui)
+from orchestrator.cli import (conflicts, controls, demo, frames, init, pairing, recovery, run, status,
+                              syncthing, topology, traces, tui)
 from orchestrator.crash import EXIT_CRASH, crash_message, write_crash_report
 from syncthing.errors import SyncthingError
 
@@ -64,6 +64,11 @@ app.command()(init.init)
 app.command()(pairing.invite)
 app.command()(pairing.pair)
 app.command()(pairing.peers)
+app.command()(controls.unpair)
+app.command()(controls.pause)
+app.command()(controls.resume)
+app.command()(controls.rescan)
+app.command()(controls.watch)
 app.command()(status.status)
 app.command()(status.doctor)
 app.command()(run.run)

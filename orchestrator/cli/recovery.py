@@ -16,6 +16,8 @@ from orchestrator import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from orchestrator.lock import refuse_while_daemon_runs
 from orchestrator.node import INTERACTIVE_TIMEOUT
+from orchestrator.traffic import PeerTraffic, measure_traffic, rate_text
+from syncthing.errors import SyncthingError
 
 
 def publish(home: HomeOption, as_json: JsonOption = False) -> None:
@@ -64,9 +66,9 @@ def merge(home: HomeOption, as_json: JsonOption = False) -> None:
         raise typer.Exit(1)
 
 
-def _fingerprint_dict(row: recovery.NodeRow) -> dict[str, Any]:
+def _fingerprint_dict(row: recovery.NodeRow, traffic: PeerTraffic | None) -> dict[str, Any]:
     fp = row.fingerprint
-    return {"name": row.name, "device_id": row.device_id, "online": row.online,
+    return {"traffic": traffic.to_dict() if traffic else None,"name": row.name, "device_id": row.device_id, "online": row.online,
             "frames_agree": row.frames_agree, "ok": fp.ok, "stale": fp.stale,
             "problem": asdict(fp.problem) if fp.problem else None,
             "pieces": asdict(row.pieces),
@@ -75,17 +77,25 @@ def _fingerprint_dict(row: recovery.NodeRow) -> dict[str, Any]:
 
 
 def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
-    """Every node's signed fingerprint: online, frames agreement, trace, pending work, metrics.
+    """Every node's signed fingerprint: online, frames agreement, trace, pending work, metrics;
+    and per peer, Syncthing's transfer rates (down / up, measured over half a second) and
+    how many items of twinsync's folders it still lacks ("behind").
 
     Example: twinsync nodes --json
     """
     with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
         rows = recovery.nodes(node)
+        try:
+            traffic = {t.name: t for t in measure_traffic(node)}
+        except SyncthingError:
+            traffic = {}
     if as_json:
-        print_json([_fingerprint_dict(r) for r in rows])
+        print_json([_fingerprint_dict(r, traffic.get(r.name)) for r in rows])
         return
-    table = Table("node", "online", "frames", "steps", "conflicts", "forks", "convergence", "pieces", "updated")
+    table = Table("node", "online", "frames", "steps", "conflicts", "forks", "convergence", "pieces",
+                  "↓ / ↑", "behind", "updated")
     for r in rows:
+        rates, behind = _traffic_cells(traffic.get(r.name))
         fp = r.fingerprint.fingerprint
         online = {True: "yes", False: "no", None: "?"}[r.online]
         agree = {True: "agree", False: "[red]differ[/]", None: "?"}[r.frames_agree]
@@ -93,12 +103,13 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
         if r.pieces.overdue or r.pieces.refused:
             pieces = f"[red]{pieces}[/]"
         if fp is None:
-            table.add_row(r.name, online, "-", "-", "-", "-", "-", pieces, f"[red]{r.fingerprint.problem.code}[/]")
+            table.add_row(r.name, online, "-", "-", "-", "-", "-", pieces, rates, behind,
+                          f"[red]{r.fingerprint.problem.code}[/]")
             continue
         conv = fp.metrics.get("convergence")
         style = "dim" if r.fingerprint.stale else None
         table.add_row(r.name, online, agree, str(fp.trace_steps), str(fp.pending_conflicts),
-                      str(fp.pending_forks), "-" if conv is None else f"{conv:.0%}", pieces,
+                      str(fp.pending_forks), "-" if conv is None else f"{conv:.0%}", pieces, rates, behind,
                       fp.created + (" (stale)" if r.fingerprint.stale else ""), style=style)
     Console().print(table)
     for r in rows:
@@ -111,6 +122,14 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
             typer.echo(f"{r.name}: waiting: {path}: {reason}")
         for path, code, reason in r.pieces.refused:
             typer.echo(f"{r.name}: refused ({code}): {reason}")
+
+
+def _traffic_cells(t: PeerTraffic | None) -> tuple[str, str]:
+    if t is None:
+        return "-", "-"
+    rates = "paused" if t.paused else f"{rate_text(t.in_bps)} / {rate_text(t.out_bps)}"
+    behind = "?" if t.need_items is None else str(t.need_items)
+    return rates, behind
 
 
 def snapshots(home: HomeOption, as_json: JsonOption = False,

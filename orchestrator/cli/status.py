@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
@@ -12,6 +13,7 @@ from folders.layout import NoNodeError
 from syncthing.errors import SyncthingError
 from orchestrator.doctor import FAIL, OK, Check, check_programs, run_checks
 from orchestrator.node import INTERACTIVE_TIMEOUT
+from orchestrator.events import NOT_CONFIGURED, REACHABLE
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING
 from orchestrator.status import node_status
 
@@ -39,6 +41,8 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
             console.print(f"syncthing  [red]{st.syncthing_error}[/]")
         colour = {RUNNING: "green", DEGRADED: "yellow", NOT_RUNNING: "yellow"}.get(st.daemon.state, "red")
         console.print(f"daemon     [{colour}]{st.daemon.state}[/]: {st.daemon.message}", highlight=False)
+        colour = {REACHABLE: "green", NOT_CONFIGURED: "dim"}.get(st.mqtt.state, "red")
+        console.print(f"mqtt       [{colour}]{st.mqtt.state}[/]: {escape(st.mqtt.message)}", highlight=False)
         folders = Table("folder", "type", "state", "complete", "shared with")
         for f in st.folders:
             done = "-" if f.completion is None else f"{f.completion:.0f}%"
@@ -78,6 +82,6 @@ def doctor(home: HomeOption, as_json: JsonOption = False) -> None:
         colour = {OK: "green", FAIL: "red"}
         for c in checks:
             fix = f"  → {c.fix}" if c.fix and c.level != OK else ""
-            console.print(f"[{colour.get(c.level, 'yellow')}]{c.level:<4}[/] {c.name}: {c.message}{fix}")
+            console.print(f"[{colour.get(c.level, 'yellow')}]{c.level:<4}[/] {escape(f'{c.name}: {c.message}{fix}')}")
     if any(c.level == FAIL for c in checks):
         raise typer.Exit(1)

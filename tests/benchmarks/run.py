@@ -24,9 +24,10 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import frames, traces, tui_refresh
+from tests.benchmarks import alerts, frames, traces, tui_refresh
 
-FIGURES = ("propagation", "reconcile", "commit", "verify", "delete", "idle", "merge", "query", "restore", "tui_refresh")
+FIGURES = ("propagation", "reconcile", "commit", "verify", "delete", "idle", "merge", "query", "restore",
+           "tui_refresh", "alert_tick")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 emit(measure(tmp, console, trace_sizes))
         if "tui_refresh" in wanted:
             emit(tui_refresh.measure_tui_refresh(console, args.quick))
+        if "alert_tick" in wanted:
+            emit(alerts.measure_alert_tick(bench, args.quick))
+            bench.close()
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process and removing the temp dir[/]")
         code = 130

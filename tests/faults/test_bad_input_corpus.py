@@ -187,6 +187,16 @@ CLI_CASES = [
     CliCase("topology sharded bad map", ("topology", "apply", "sharded", "--map", "garbage"), 1),
     CliCase("topology sharded bad namespace", ("topology", "apply", "sharded", "--map", "../x=node1"), 1),
     CliCase("topology p2p bad interest", ("topology", "apply", "p2p", "--interest", "==="), 1),
+    # controls and alerts
+    CliCase("pause nobody", ("pause",), 1),
+    CliCase("pause unknown peer", ("pause", "nobody"), 1),
+    CliCase("pause a path", ("pause", "../../etc"), 1),
+    CliCase("pause peer and folder", ("pause", "nobody", "--folder", "frames"), 1),
+    CliCase("resume long peer", ("resume", LONG), 1),
+    CliCase("rescan unknown folder", ("rescan", "--folder", "../x"), 1),
+    CliCase("unpair unknown peer", ("unpair", "nobody", "--yes"), 1),
+    CliCase("unpair without a terminal", ("unpair", "node2"), 1),
+    CliCase("watch --interval 0", ("watch", "--interval", "0"), 2),
     # init and pair against this home or with bad values
     CliCase("init --syncthing-url file://", lambda t: ["init", "--home", str(t / "n1"), "--name", "n",
                                                        "--syncthing-url", "file:///etc/passwd", "--api-key", "k"], 1),

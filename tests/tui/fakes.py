@@ -18,7 +18,9 @@ from orchestrator.conflicts import ConflictItem
 from orchestrator.frames import FrameEntry
 from orchestrator.pairing import PeerStatus
 from orchestrator.recovery import MergeReport, NodeRow, PeerPieces, RestoreReport
+from orchestrator.controls import UnpairReport
 from orchestrator.status import FolderStatus, NodeStatus
+from orchestrator.traffic import PeerTraffic
 from syncthing.errors import SyncthingError
 from tui.service import MetricsData, QueueData
 
@@ -235,6 +237,23 @@ class FakeService:
 
     def metrics(self) -> MetricsData:
         return MetricsData(METRICS, HISTORY)
+
+    def traffic(self) -> list[PeerTraffic]:
+        return [PeerTraffic("desktop", DEVICES["desktop"], True, False, 12_400.0, 1_900.0, 3, 48_000),
+                PeerTraffic("server", DEVICES["server"], False, True, 0.0, 0.0, 0, 0)]
+
+    def set_paused(self, peer: str, paused: bool) -> str:
+        self._record("set_paused", peer, paused)
+        return f"Peer {peer} {'paused' if paused else 'resumed'}."
+
+    def rescan(self) -> list[str]:
+        self._record("rescan")
+        return ["twinsync-frames"]
+
+    def unpair(self, peer: str, *, keep_recovery: bool) -> UnpairReport:
+        self._record("unpair", peer, keep_recovery)
+        return UnpairReport("laptop", peer, DEVICES[peer], ["twinsync-frames"], True, [],
+                            "kept" if keep_recovery else "removed", str(HOME / "unpaired" / peer))
 
 
 class BrokenService(FakeService):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.text import Text
 
 from dataclasses import replace
@@ -9,7 +10,7 @@ from dataclasses import replace
 from tests.tui.fakes import CONFLICT, FORK, INVALID, SESSION, STEPS, FakeService
 from folders.metrics import threshold_text
 from tui.rows import (NODE_COLUMNS, filter_entries, fingerprint_metric_cell, format_metric, judged_cell,
-                      node_rows, queue_entries)
+                      node_detail, node_rows, queue_entries)
 from tui.service import QueueData
 
 
@@ -42,15 +43,30 @@ def test_node_rows_dim_stale_fingerprints_and_show_unusable_ones_with_their_prob
     rows = {r.key: r.cells for r in node_rows(service.nodes(), peers, "laptop")}
     assert list(rows) == ["desktop", "ghost", "laptop", "server"]
     assert all(len(cells) == len(NODE_COLUMNS) for cells in rows.values())
-    assert str(rows["laptop"][0]) == "laptop *" and str(rows["laptop"][3]) == "now"
-    assert str(rows["ghost"][4]) == "bad_signature"
+    assert str(rows["laptop"][0]) == "laptop *" and str(rows["laptop"][5]) == "now"
+    assert str(rows["ghost"][6]) == "bad_signature"
     server = rows["server"]
     assert all(isinstance(c, Text) and any("dim" in str(s.style) for s in c.spans) for c in server)
     assert not any("dim" in str(s.style) for c in rows["desktop"] for s in c.spans)
-    assert str(server[5]) == "differ" and str(server[-1]) == "—"
+    assert str(server[7]) == "differ" and str(server[-1]) == "—"
     # a gap waited on longer than gap_warning_s, and a refused file, are red on the row
     assert str(server[2]) == "late #5, 1 refused"
     assert "red" in str(server[2].style) and str(rows["desktop"][2]) == "ok"
+
+
+def test_node_rows_show_each_peers_rates_and_out_of_sync_items():
+    service = FakeService()
+    traffic = {t.name: t for t in service.traffic()}
+    rows = {r.key: r.cells for r in node_rows(service.nodes(), {}, "laptop", traffic)}
+    down_up, behind = NODE_COLUMNS.index("↓ / ↑"), NODE_COLUMNS.index("behind")
+    assert str(rows["desktop"][down_up]) == "12.4 kB/s / 1.9 kB/s" and str(rows["desktop"][behind]) == "3"
+    assert "red" in str(rows["desktop"][behind].style)  # out of sync
+    assert str(rows["server"][down_up]) == "paused" and str(rows["server"][behind]) == "0"
+    assert str(rows["laptop"][down_up]) == "-" and str(rows["ghost"][behind]) == "-"  # not peers
+    desktop = next(r for r in service.nodes() if r.name == "desktop")
+    console = Console(width=120, record=True)
+    console.print(node_detail(desktop, service.status(), traffic["desktop"]))
+    assert "↓ 12.4 kB/s · ↑ 1.9 kB/s · out of sync there: 3 item(s), 48,000 bytes" in console.export_text()
 
 
 def test_queue_is_one_list_newest_first_and_filters_on_every_word():
