@@ -20,9 +20,9 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 
 from folders.files import TEMP_PREFIX
@@ -113,8 +113,7 @@ class FramePipeline:
                 indexed = {r[0]: (r[1], r[2]) for r in db.execute(
                     "SELECT path, status, hash FROM frames WHERE path IN (SELECT value FROM json_each(?))",
                     [json.dumps(wanted)])}
-                tombstones = {r["path"]: Tombstone.from_row(r) for r in db.execute_returning_dicts(
-                    "SELECT * FROM tombstones WHERE path IN (SELECT value FROM json_each(?))", [json.dumps(wanted)])}
+                tombstones = self._standing_tombstones(db, wanted)
                 for rel in wanted:
                     kind = classify(rel)
                     if kind == "conflict":
@@ -137,12 +136,20 @@ class FramePipeline:
                                [json.dumps(report.deleted)])
                     db["frames"].upsert_all(rows, pk="path")
                     db.execute("DELETE FROM tombstones WHERE path IN (SELECT value FROM json_each(?))",
-                               [json.dumps(report.committed)])
+                               [json.dumps([rel for rel in report.committed if rel in tombstones])])
                     db["tombstones"].upsert_all(buried, pk="path")
             finally:
                 db.close()
         self.request_scan(report.committed + report.deleted + report.conflicts)
         return report
+
+    @staticmethod
+    def _standing_tombstones(db, wanted: list[str]) -> dict[str, Tombstone]:
+        """The batch's paths that are deleted frames; a home with no deletions pays one read."""
+        if db.execute("SELECT 1 FROM tombstones LIMIT 1").fetchone() is None:
+            return {}
+        return {r["path"]: Tombstone.from_row(r) for r in db.execute_returning_dicts(
+            "SELECT * FROM tombstones WHERE path IN (SELECT value FROM json_each(?))", [json.dumps(wanted)])}
 
     def _frame(self, db, rel: str, indexed: tuple[str, str | None] | None, tombstone: Tombstone | None,
                by_author: dict[str, list[str]], report: BatchReport) -> dict | None:
