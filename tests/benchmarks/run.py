@@ -24,9 +24,9 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import frames, traces, tui_refresh
+from tests.benchmarks import frames, startup, traces, tui_refresh
 
-FIGURES = ("propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore", "tui_refresh")
+FIGURES = ("startup", "propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore", "tui_refresh")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
     code = 0
     try:
+        if "startup" in wanted:
+            emit(startup.measure_startup(bench, args.quick))
+            bench.close()
         if "propagation" in wanted:
             emit(frames.measure_propagation(bench, sizes.propagation))
             bench.close()  # stop nodes A and B so they do not compete with what follows
