@@ -92,7 +92,11 @@ class FramePipeline:
     def process(self, paths: Iterable[str]) -> BatchReport:
         """The index is written after the commits: a crash in between leaves an index that
         disagrees with the disk, so the next reconcile redoes the batch (Git then finds
-        nothing new to commit for what did get committed, so nothing is committed twice)."""
+        nothing new to commit for what did get committed, so nothing is committed twice).
+
+        Syncthing is asked to scan the changed paths before the Git commit: the files are
+        whole on disk already (its own watcher would send them anyway), so peers need not
+        wait for the commit here."""
         report = BatchReport()
         with frames_lock(self.node.layout.home):
             db = open_state(self.node.layout.state_db)
@@ -112,6 +116,7 @@ class FramePipeline:
                         row = self._frame(db, rel, indexed.get(rel), by_author, report)
                         if row:
                             rows.append(row)
+                self.request_scan(report.committed + report.deleted + report.conflicts)
                 for author, changed in sorted(by_author.items()):
                     sha = self.repo.commit(changed, _message(changed), author, when=self.clock())
                     if sha:
@@ -125,7 +130,6 @@ class FramePipeline:
                     db["frames"].upsert_all(rows, pk="path")
             finally:
                 db.close()
-        self.request_scan(report.committed + report.deleted + report.conflicts)
         return report
 
     def _frame(self, db, rel: str, indexed: tuple[str, str | None] | None, by_author: dict[str, list[str]],

@@ -40,6 +40,16 @@ def is_twinsync_folder(folder_id: str) -> bool:
     return folder_id == FRAMES_FOLDER_ID or folder_id.startswith((RECOVERY_PREFIX, NAMESPACE_PREFIX))
 
 
+def frames_path(folder_id: str, item: str) -> str | None:
+    """Where an item of one of the frames folders lies under frames.shared/ (a namespace
+    folder of the sharded and p2p topologies is its subfolder); None for any other folder."""
+    if folder_id == FRAMES_FOLDER_ID:
+        return item
+    if folder_id.startswith(NAMESPACE_PREFIX):
+        return f"{folder_id.removeprefix(NAMESPACE_PREFIX)}/{item}"
+    return None
+
+
 def _device_list(device_ids: list[str]) -> list[dict[str, str]]:
     return [{"deviceID": d} for d in device_ids]
 
