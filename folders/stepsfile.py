@@ -12,7 +12,7 @@ can never bring a forged step in.
 A check made only to merge next leaves the step hashes to the union (`hash_steps=False`):
 the union then copies the steps with a bare INSERT while a second thread recomputes every
 step's hash from the same file (SQLite runs the INSERT without the GIL, so the two use two
-cores), and refuses the whole file at the first hash that does not match, rolling the
+cores; the thread lives only inside the call, which joins it before returning), and refuses the whole file at the first hash that does not match, rolling the
 transaction back: each step is hashed once, the verdict is the one the full check gives,
 and a file replaced while this runs is caught by its identity (device, inode, size, mtime).
 """
