@@ -36,6 +36,7 @@ from folders.manifest import (
 )
 from folders.stepsfile import (
     COLUMNS,
+    Refuse,
     add_step_hash_function,
     attached,
     check_steps_db,
@@ -91,6 +92,7 @@ class VerifiedSegment:
     created: str
     db_path: Path
     manifest_path: Path
+    hashes_checked: bool = True  # False: merge_segment recomputes every step's hash
 
 
 def segment_name(first: int, last: int) -> str:
@@ -215,24 +217,28 @@ def read_segment_manifest(path: Path) -> dict:
     return manifest
 
 
-def verify_segment(manifest_path: Path,
-                   trusted: Mapping[str, Ed25519PublicKey]) -> VerifiedSegment:
+def verify_segment(manifest_path: Path, trusted: Mapping[str, Ed25519PublicKey], *,
+                   hash_steps: bool = True) -> VerifiedSegment:
     """Check a peer's segment before any of it is merged; cheap checks first. Every step
-    must be authored by the segment's node: a node may publish only its own steps."""
+    must be authored by the segment's node: a node may publish only its own steps.
+    `hash_steps=False` when `merge_segment` follows: it recomputes each step's hash as it
+    copies it (and refuses the segment as this would), so no step is hashed twice."""
     manifest_path = Path(manifest_path)
     manifest = read_segment_manifest(manifest_path)
     db_path = check_signed_file(manifest_path, manifest, trusted, "Segment", "publish again")
-
-    def refuse(code: str, why: str) -> SegmentError:
-        return SegmentError(code, f"Segment {db_path} {why}; remove it and ask "
-                            f"{manifest['node']} to publish again.")
-
-    check_steps_db(db_path, manifest["rows"], [manifest["node"]], refuse,
+    check_steps_db(db_path, manifest["rows"], [manifest["node"]], _refuser(db_path, manifest["node"]),
                    schema=lambda conn: schema_problem(conn, ("steps",), frozenset(), "segment"),
-                   authors_why="and a node may publish only its own steps")
+                   authors_why="and a node may publish only its own steps", hash_steps=hash_steps)
     return VerifiedSegment(manifest["node"], manifest["seq"], manifest["first"], manifest["last"],
                            manifest["rows"], manifest["sha256"], manifest["created"], db_path,
-                           manifest_path)
+                           manifest_path, hash_steps)
+
+
+def _refuser(db_path: Path, node: str) -> Refuse:
+    def refuse(code: str, why: str) -> SegmentError:
+        return SegmentError(code, f"Segment {db_path} {why}; remove it and ask {node} to publish again.")
+
+    return refuse
 
 
 def merge_segment(trace_db_path: Path, verified: VerifiedSegment, clock: Clock = utc_now) -> int:
@@ -247,7 +253,7 @@ def merge_segment(trace_db_path: Path, verified: VerifiedSegment, clock: Clock =
     add_step_hash_function(conn)
     where = f"{verified.manifest_path} of {verified.node}"
     try:
-        with attached(conn, verified.db_path, "seg", "segment"):
+        with attached(conn, verified.db_path, "seg", "segment") as identity:
             try:
                 with write_transaction(conn):
                     done = conn.execute("SELECT sha256 FROM merged WHERE node = ? AND seq = ?",
@@ -259,7 +265,9 @@ def merge_segment(trace_db_path: Path, verified: VerifiedSegment, clock: Clock =
                             "seq_reused", f"Segment {where} reuses seq {verified.seq} with other "
                             f"content than the one already merged; {verified.node} may have been "
                             "restored from an old snapshot, check it before merging.")
-                    inserted = union_steps(conn, "seg", [verified.node])
+                    inserted = union_steps(conn, "seg", [verified.node], hashes_checked=verified.hashes_checked,
+                                           refuse=_refuser(verified.db_path, verified.node),
+                                           db_path=verified.db_path, identity=identity)
                     conn.execute("INSERT INTO merged (node, seq, sha256, rows, merged) "
                                  "VALUES (?, ?, ?, ?, ?)", (verified.node, verified.seq,
                                                             verified.sha256, inserted,

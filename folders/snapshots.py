@@ -52,6 +52,7 @@ from folders.manifest import (
 from folders.segments import SEGMENTS_DIR, read_segment_manifest
 from folders.stepsfile import (
     BRIDGED_PREFIX,
+    Refuse,
     add_step_hash_function,
     attached,
     check_steps_db,
@@ -129,6 +130,7 @@ class VerifiedSnapshot:
     db_path: Path
     manifest_path: Path
     size: int
+    hashes_checked: bool = True  # False: merge_snapshot recomputes every step's hash
 
 
 # --- make -------------------------------------------------------------------------------------
@@ -241,22 +243,23 @@ def list_snapshots(recovery_root: Path, node: str | None = None) -> list[Snapsho
     return sorted(found, key=lambda i: (i.created, i.manifest_path.name), reverse=True)
 
 
-def verify_snapshot(manifest_path: Path,
-                    trusted: Mapping[str, Ed25519PublicKey]) -> VerifiedSnapshot:
+def verify_snapshot(manifest_path: Path, trusted: Mapping[str, Ed25519PublicKey], *,
+                    hash_steps: bool = True) -> VerifiedSnapshot:
     """Check a snapshot before merging or restoring it; cheap checks first, like segments.
 
     Steps may be authored by the snapshot's node or by a node listed in its "merged"
     (a snapshot holds the peers' steps it had merged); the manifest's signature over the
-    file's sha256 binds all of them to the node that vouches for them.
+    file's sha256 binds all of them to the node that vouches for them. `hash_steps=False`
+    only when `merge_snapshot` follows, which then recomputes every step's hash itself.
     """
     manifest_path = Path(manifest_path)
     manifest = read_snapshot_manifest(manifest_path)
     node = manifest["node"]
     db_path = check_signed_file(manifest_path, manifest, trusted, "Snapshot", "snapshot again")
-    _check_snapshot_db(db_path, manifest)
+    _check_snapshot_db(db_path, manifest, hash_steps)
     return VerifiedSnapshot(node, manifest["seq"], manifest["rows"], manifest["sha256"],
                             manifest["created"], dict(manifest["merged"]), db_path,
-                            manifest_path, db_path.stat().st_size)
+                            manifest_path, db_path.stat().st_size, hash_steps)
 
 
 def read_snapshot_manifest(path: Path) -> dict:
@@ -292,12 +295,17 @@ def read_snapshot_manifest(path: Path) -> dict:
     return manifest
 
 
-def _check_snapshot_db(db_path: Path, manifest: Mapping) -> None:
+def _refuser(db_path: Path, node: str) -> Refuse:
+    def refuse(code: str, why: str) -> SegmentError:
+        return SegmentError(code, f"Snapshot {db_path} {why}; remove it and ask {node} to snapshot again.")
+
+    return refuse
+
+
+def _check_snapshot_db(db_path: Path, manifest: Mapping, hash_steps: bool) -> None:
     """The checks every steps file gets, plus coverage: only published sessions, and the
     segment seqs the manifest claims."""
-    def refuse(code: str, why: str) -> SegmentError:
-        return SegmentError(code, f"Snapshot {db_path} {why}; remove it and ask "
-                            f"{manifest['node']} to snapshot again.")
+    refuse = _refuser(db_path, manifest["node"])
 
     def coverage(conn: sqlite3.Connection) -> None:
         if conn.execute("SELECT 1 FROM sessions WHERE status != 'published' LIMIT 1").fetchone():
@@ -307,7 +315,7 @@ def _check_snapshot_db(db_path: Path, manifest: Mapping) -> None:
 
     check_steps_db(db_path, manifest["rows"], [manifest["node"], *manifest["merged"]], refuse,
                    schema=_schema_problem, authors_why="a node it does not list as merged",
-                   extra=coverage)
+                   extra=coverage, hash_steps=hash_steps)
 
 
 def _schema_problem(conn: sqlite3.Connection) -> str | None:
@@ -341,7 +349,7 @@ def merge_snapshot(trace_db_path: Path, verified: VerifiedSnapshot, clock: Clock
     add_step_hash_function(conn)
     where = f"{verified.manifest_path} of {verified.node}"
     try:
-        with attached(conn, verified.db_path, "snap", "snapshot"):
+        with attached(conn, verified.db_path, "snap", "snapshot") as identity:
             try:
                 with write_transaction(conn):
                     held = dict(conn.execute("SELECT seq, sha256 FROM merged WHERE node = ?",
@@ -356,7 +364,10 @@ def merge_snapshot(trace_db_path: Path, verified: VerifiedSnapshot, clock: Clock
                                            f"{verified.seq} with other content than the segment "
                                            f"already merged here; {verified.node} may have been "
                                            "restored from an old snapshot, check it before merging.")
-                    inserted = union_steps(conn, "snap", [verified.node, *verified.merged])
+                    inserted = union_steps(conn, "snap", [verified.node, *verified.merged],
+                                           hashes_checked=verified.hashes_checked,
+                                           refuse=_refuser(verified.db_path, verified.node),
+                                           db_path=verified.db_path, identity=identity)
                     now = format_ts(clock())
                     bridged = BRIDGED_PREFIX + verified.sha256
                     conn.executemany(

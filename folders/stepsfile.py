@@ -8,12 +8,21 @@ trigger or index), the row count the signed manifest claims, every step's hash
 recomputes and every author is vouched for. The union is INSERT OR IGNORE by hash with
 the hash and author checked again inside the INSERT, so a file changed after its check
 can never bring a forged step in.
+
+A check made only to merge next leaves the step hashes to the union (`hash_steps=False`):
+the union then copies the steps with a bare INSERT while a second thread recomputes every
+step's hash from the same file (SQLite runs the INSERT without the GIL, so the two use two
+cores; the thread lives only inside the call, which joins it before returning), and refuses the whole file at the first hash that does not match, rolling the
+transaction back: each step is hashed once, the verdict is the one the full check gives,
+and a file replaced while this runs is caught by its identity (device, inode, size, mtime).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,10 +85,12 @@ def schema_problem(conn: sqlite3.Connection, tables: Sequence[str], indexes: fro
 
 def check_steps_db(db_path: Path, rows: int, authors: list[str], refuse: Refuse,
                    schema: Callable[[sqlite3.Connection], str | None], authors_why: str,
-                   extra: Callable[[sqlite3.Connection], None] = lambda conn: None) -> None:
+                   extra: Callable[[sqlite3.Connection], None] = lambda conn: None,
+                   hash_steps: bool = True) -> None:
     """The one check of a steps file, in SQL so memory stays flat: it opens read-only,
     passes quick_check, `schema` finds no problem, it holds the manifest's row count,
-    passes `extra`, every step's hash recomputes and every author is vouched for."""
+    passes `extra`, every step's hash recomputes (unless `hash_steps` is False: the union
+    checks them) and every author is vouched for."""
     try:
         conn = sqlite3.connect(readonly_uri(db_path), uri=True)
     except sqlite3.DatabaseError:
@@ -100,9 +111,9 @@ def check_steps_db(db_path: Path, rows: int, authors: list[str], refuse: Refuse,
             raise refuse("row_count", f"holds {held} steps, its manifest says {rows}")
         extra(conn)
         bad = conn.execute(f"SELECT hash FROM steps WHERE step_hash({HASHED}) IS NOT hash "
-                           "LIMIT 1").fetchone()
+                           "LIMIT 1").fetchone() if hash_steps else None
         if bad is not None:
-            raise refuse("bad_step_hash", f"holds step {bad[0]}, whose hash does not recompute")
+            raise bad_step_hash(refuse, bad[0])
         foreign = conn.execute(
             "SELECT hash, author FROM steps WHERE author NOT IN (SELECT value FROM json_each(?)) "
             "LIMIT 1", (json.dumps(authors),)).fetchone()
@@ -115,34 +126,96 @@ def check_steps_db(db_path: Path, rows: int, authors: list[str], refuse: Refuse,
         conn.close()
 
 
+def file_identity(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is replaced or rewritten: device, inode, size, mtime."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 @contextmanager
-def attached(conn: sqlite3.Connection, db_path: Path, alias: str, what: str) -> Iterator[None]:
-    """The steps file attached read-only as `alias` for the length of the block."""
+def attached(conn: sqlite3.Connection, db_path: Path, alias: str,
+             what: str) -> Iterator[tuple[int, int, int, int]]:
+    """The steps file attached read-only as `alias` for the length of the block; yields its
+    identity as it was just before it was attached."""
     try:
+        identity = file_identity(db_path)
         conn.execute(f"ATTACH DATABASE ? AS {alias}", (readonly_uri(db_path),))
     except sqlite3.DatabaseError as exc:
         raise TraceError(f"Cannot open {what} {db_path} ({exc}); nothing was merged, verify "
                          "it again.") from None
+    except OSError as exc:
+        raise TraceError(f"Cannot read {what} {db_path} ({exc.strerror}); nothing was merged, "
+                         "verify it again.") from None
     try:
-        yield
+        yield identity
     finally:
         conn.execute(f"DETACH DATABASE {alias}")
 
 
-def union_steps(conn: sqlite3.Connection, alias: str, authors: list[str]) -> int:
+def bad_step_hash(refuse: Refuse, step: str) -> SegmentError:
+    return refuse("bad_step_hash", f"holds step {step}, whose hash does not recompute")
+
+
+def union_steps(conn: sqlite3.Connection, alias: str, authors: list[str], *, hashes_checked: bool,
+                refuse: Refuse, db_path: Path, identity: tuple[int, int, int, int]) -> int:
     """INSERT OR IGNORE the attached file's steps by `authors` whose hash recomputes;
-    returns the rows inserted. Steps already here are skipped before hashing (CASE,
-    because SQLite would run the subquery last): a node that bridges with a snapshot,
-    or merges a segment a snapshot brought, mostly has them."""
+    returns the rows inserted. Call it inside a transaction; `identity` is what `attached`
+    yielded for `db_path`.
+
+    When the check before (`hashes_checked`) recomputed every hash, steps already here are
+    skipped before hashing (CASE, because SQLite would run the subquery last): a node that
+    bridges with a snapshot, or merges a segment a snapshot brought, mostly has them, and
+    a step that no longer recomputes (the file changed since) is left out. Otherwise every
+    step is hashed here, once, beside the INSERT, and the first that does not recompute
+    raises `refuse`'s bad_step_hash, so the caller's transaction rolls back and nothing of
+    the file is merged."""
     if len(authors) == 1:
         who, args = "author = ?", (authors[0],)
     else:
         who, args = "author IN (SELECT value FROM json_each(?))", (json.dumps(authors),)
-    conn.execute(f"INSERT OR IGNORE INTO main.steps ({COLUMNS}) SELECT {COLUMNS} "
-                 f"FROM {alias}.steps s WHERE {who} "
-                 "AND CASE WHEN EXISTS (SELECT 1 FROM main.steps m WHERE m.hash = s.hash) "
-                 f"THEN 0 ELSE step_hash({HASHED}) = hash END", args)
-    return conn.execute("SELECT changes()").fetchone()[0]
+    if hashes_checked:
+        conn.execute(f"INSERT OR IGNORE INTO main.steps ({COLUMNS}) SELECT {COLUMNS} "
+                     f"FROM {alias}.steps s WHERE {who} "
+                     "AND CASE WHEN EXISTS (SELECT 1 FROM main.steps m WHERE m.hash = s.hash) "
+                     f"THEN 0 ELSE step_hash({HASHED}) = hash END", args)
+        return conn.execute("SELECT changes()").fetchone()[0]
+    found: dict[str, object] = {}
+    checker = threading.Thread(target=_find_bad_hash, args=(db_path, found), name="step-hashes", daemon=True)
+    checker.start()
+    try:
+        conn.execute(f"INSERT OR IGNORE INTO main.steps ({COLUMNS}) SELECT {COLUMNS} "
+                     f"FROM {alias}.steps WHERE {who}", args)
+        inserted = conn.execute("SELECT changes()").fetchone()[0]
+    finally:
+        checker.join()
+    if "bad" in found:
+        raise bad_step_hash(refuse, str(found["bad"]))
+    if "error" in found:
+        raise refuse("corrupt_db", f"cannot be read ({found['error']})")
+    try:
+        unchanged = file_identity(db_path) == identity
+    except OSError:
+        unchanged = False
+    if not unchanged:
+        raise TraceError(f"{db_path} was replaced while it was being merged; nothing of it was "
+                         "merged, the next merge takes it again.")
+    return inserted
+
+
+def _find_bad_hash(db_path: Path, found: dict[str, object]) -> None:
+    """The first step of the file (in its order, as the full check reports) whose hash does
+    not recompute, into found["bad"]; a read error into found["error"]."""
+    try:
+        conn = sqlite3.connect(readonly_uri(db_path), uri=True)
+        try:
+            for row in conn.execute(f"SELECT hash, {HASHED} FROM steps"):
+                if _sql_step_hash(*row[1:]) != row[0]:
+                    found["bad"] = row[0]
+                    return
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        found["error"] = exc
 
 
 #: How `merged` records a seq whose steps a snapshot brought when the snapshot does not

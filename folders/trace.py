@@ -22,8 +22,6 @@ from json.encoder import encode_basestring as _encode_string  # json.dumps' own,
 from pathlib import Path
 from typing import NamedTuple
 
-import sqlite_utils
-
 from folders.errors import TraceError, echo
 from folders.frame import canonical_json  # the one serialisation every node hashes
 
@@ -131,6 +129,8 @@ class Problem:
 
 def ensure_schema(path: Path) -> None:
     """Create or upgrade-check trace.db; safe to run on every start."""
+    import sqlite_utils  # imported here: reading a trace or a time never needs it
+
     path = Path(path)
     conn = _open(path, create=True)
     try:

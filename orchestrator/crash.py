@@ -3,7 +3,6 @@ what a developer needs, and one sentence on screen saying where it is and what t
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import sys
 import traceback
@@ -11,6 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import platformdirs
+
+from orchestrator import __version__
 
 #: Exit code after a crash (the sysexits EX_SOFTWARE): not a user error, so a service restarts it.
 EXIT_CRASH = 70
@@ -22,11 +23,7 @@ def write_crash_report(exc: BaseException, kind: str = "") -> Path:
     log_dir = platformdirs.user_log_path("twinsync", ensure_exists=True)
     stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     path = log_dir / f"crash-{kind + '-' if kind else ''}{stamp}.txt"
-    try:
-        version = importlib.metadata.version("twinsync")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    head = (f"twinsync {version}, Python {platform.python_version()} on {platform.platform()}\n"
+    head = (f"twinsync {__version__}, Python {platform.python_version()} on {platform.platform()}\n"
             f"command: {' '.join(sys.argv)}\n\n")
     path.write_text(head + "".join(traceback.format_exception(exc)), encoding="utf-8")
     return path

@@ -38,11 +38,11 @@ from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartb
 from orchestrator.localchanges import LocalChangeGuard
 from orchestrator.lock import daemon_lock
 from orchestrator.node import Node, syncthing_client
-from orchestrator.pipeline import FramePipeline
+from orchestrator.pipeline import FramePipeline, classify
 from orchestrator.supervisor import Supervisor
 from orchestrator.watcher import FrameWatcher
 from syncthing.errors import SyncthingError
-from syncthing.folderspec import RECOVERY_PREFIX
+from syncthing.folderspec import RECOVERY_PREFIX, frames_path
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ class Daemon:
     def __init__(self, node: Node) -> None:
         self.node = node
         settings = node.config.frames
-        self.batcher = Batcher(settings.quiet_ms / 1000, settings.max_wait_ms / 1000)
+        self.batcher = Batcher(settings.quiet_ms / 1000, settings.max_wait_ms / 1000,
+                               inert=lambda rel: classify(rel) == "ignore")
         self.stop_event = threading.Event()
         self._beat = threading.Event()  # set: write the heartbeat now (a piece's health changed)
         self.supervisor = Supervisor(expected=EXPECTED, on_change=self._beat.set)
@@ -239,6 +240,12 @@ class Daemon:
         elif kind == "ItemFinished" and str(data.get("folder", "")).startswith(RECOVERY_PREFIX):
             owner = str(data["folder"]).removeprefix(RECOVERY_PREFIX)
             self._peer_arrival(scheduler, {f"{owner}/{data.get('item', '')}"})
+        elif kind == "ItemFinished" and data.get("error") is None:
+            frame = frames_path(str(data.get("folder", "")), str(data.get("item", "")))
+            if frame is not None:  # Syncthing wrote it whole: its batch need not wait for quiet
+                self.batcher.arrived(data["folder"], {frame})
+        elif kind == "StateChanged" and data.get("to") == "idle":
+            self.batcher.settled(str(data.get("folder", "")))
 
     def _peer_arrival(self, scheduler: BackgroundScheduler, paths: set[str]) -> None:
         """A peer's segment or snapshot manifest arrived: merge soon rather than at the next

@@ -33,7 +33,8 @@ from syncthing.errors import SyncthingError
 logger = logging.getLogger(__name__)
 
 #: The Syncthing events the daemon follows.
-EVENT_TYPES = ["DeviceConnected", "DeviceDisconnected", "FolderCompletion", "FolderSummary", "ItemFinished"]
+EVENT_TYPES = ["DeviceConnected", "DeviceDisconnected", "FolderCompletion", "FolderSummary", "ItemFinished",
+               "StateChanged"]
 POLL_S = 5
 RETRY_S = 5.0
 

@@ -25,7 +25,7 @@ from orchestrator.config import NodeConfig, save_config, write_api_key
 from syncthing.client import SyncthingClient
 from syncthing.configxml import GuiEndpoint, find_config, read_gui_endpoint
 from syncthing.errors import SyncthingConfigError, SyncthingError
-from syncthing.folderspec import (FRAMES_FOLDER_ID, IGNORE_PATTERNS, frames_folder,
+from syncthing.folderspec import (FRAMES_FOLDER_ID, IGNORE_PATTERNS, check_folder_free, frames_folder,
                                   recovery_folder, recovery_folder_id)
 from syncthing.process import ManagedSyncthing
 
@@ -77,14 +77,6 @@ def _resolve_target(target: SyncthingTarget) -> GuiEndpoint | tuple[str, str]:
                                        "use the Syncthing found in its config.xml.")
         return target.url, target.api_key
     return read_gui_endpoint(find_config())
-
-
-def check_folder_free(client: SyncthingClient, folder_id: str, path: Path) -> None:
-    existing = client.folder(folder_id)
-    if existing is not None and Path(existing["path"]).expanduser() != path:
-        raise SyncthingConfigError(
-            f"Syncthing already has a folder {folder_id!r} at {existing['path']}; that is another "
-            f"node home. Use it with --home, or remove the folder in Syncthing first.")
 
 
 def _build_home(staging: Path, final: NodeLayout, name: str) -> None:

@@ -14,11 +14,10 @@ from folders.errors import InviteError
 from folders.invite import Invite, decode_invite
 from folders.trace import utc_now
 from folders.trust import TrustedPeer, save_trusted
-from orchestrator.init import check_folder_free
 from orchestrator.node import Node
 from orchestrator.state import stamp
 from syncthing.errors import SyncthingError
-from syncthing.folderspec import (FRAMES_FOLDER_ID, IGNORE_PATTERNS, recovery_folder,
+from syncthing.folderspec import (FRAMES_FOLDER_ID, IGNORE_PATTERNS, check_folder_free, recovery_folder,
                                   recovery_folder_id, with_device)
 
 logger = logging.getLogger(__name__)

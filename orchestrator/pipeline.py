@@ -102,7 +102,11 @@ class FramePipeline:
     def process(self, paths: Iterable[str]) -> BatchReport:
         """The index is written after the commits: a crash in between leaves an index that
         disagrees with the disk, so the next reconcile redoes the batch (Git then finds
-        nothing new to commit for what did get committed, so nothing is committed twice)."""
+        nothing new to commit for what did get committed, so nothing is committed twice).
+
+        Syncthing is asked to scan the changed paths before the Git commit: the files are
+        whole on disk already (its own watcher would send them anyway), so peers need not
+        wait for the commit here."""
         report = BatchReport()
         with frames_lock(self.node.layout.home):
             db = open_state(self.node.layout.state_db)
@@ -124,6 +128,7 @@ class FramePipeline:
                         if row:
                             rows.append(row)
                 buried = self._tombstones(report.deleted, indexed, tombstones)
+                self.request_scan(report.committed + report.deleted + report.conflicts)
                 for author, changed in sorted(by_author.items()):
                     sha = self.repo.commit(changed, _message(changed), author, when=self.clock())
                     if sha:
@@ -140,7 +145,6 @@ class FramePipeline:
                     db["tombstones"].upsert_all(buried, pk="path")
             finally:
                 db.close()
-        self.request_scan(report.committed + report.deleted + report.conflicts)
         return report
 
     @staticmethod

@@ -5,7 +5,6 @@ TUI call the same functions."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import time
 from collections.abc import Callable
@@ -13,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from folders.errors import TraceError
-from folders.fingerprint import (FINGERPRINT_NAME, FingerprintView, compare, make_fingerprint,
+from folders.fingerprint import (FINGERPRINT_NAME, Fingerprint, FingerprintView, compare, make_fingerprint,
                                  read_fingerprint, trace_facts, write_fingerprint)
 from folders.manifest import SegmentError
 from folders.mergeplan import Bridge, Merge, Refuse, Wait, plan, survey
@@ -25,6 +26,7 @@ from folders.retention import due_for_snapshot, prune, remove_leftovers
 from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, list_snapshots,
                                make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
+from orchestrator import __version__
 from orchestrator.heartbeat import DaemonHealth, read_health
 from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs
 from orchestrator.node import Node
@@ -68,8 +70,8 @@ def _publish(node: Node, clock: Callable[[], datetime]) -> PublishReport:
         report.snapshot = snapshot.manifest_path.name
         report.pruned = len(prune(out, settings.keep_snapshots))
         logger.info("snapshot %s (%d steps), pruned %d file(s)", snapshot.path.name, snapshot.rows, report.pruned)
-    refresh_fingerprint(node, clock=clock)
-    _announce(node, node.name)
+    if refresh_fingerprint(node, clock=clock) or report.segment or report.snapshot:
+        _announce(node, node.name)
     return report
 
 
@@ -111,7 +113,8 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
                 verify, merge = ((verify_segment, merge_segment) if isinstance(action, Merge)
                                  else (verify_snapshot, merge_snapshot))
                 try:
-                    rows = merge(trace_db, verify(piece.manifest_path, trusted), clock=clock)
+                    # Each step's hash is recomputed once, by the merge, as it copies it.
+                    rows = merge(trace_db, verify(piece.manifest_path, trusted, hash_steps=False), clock=clock)
                 except SegmentError as exc:
                     failed[piece.manifest_path] = (exc.code, str(exc))
                     again = True
@@ -131,7 +134,8 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
         logger.info("merged %d segment(s) and bridged %d snapshot(s), %d step(s)",
                     len(report.merged), len(report.bridged),
                     sum(r for *_, r in report.merged) + sum(b[2] for b in report.bridged))
-        refresh_fingerprint(node, clock=clock)
+        if refresh_fingerprint(node, clock=clock):
+            _announce(node, node.name)
     return report
 
 
@@ -273,7 +277,16 @@ def node_metrics(node: Node, counts: FrameCounts | None = None) -> Metrics:
         conn.close()
 
 
-def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) -> None:
+#: Metrics that differ on every measurement (a query's wall time): a new value alone is not a
+#: change worth a new signature; it travels with the next real change or staleness refresh.
+MEASURED_EACH_TIME = frozenset({"access_p95_ms"})
+
+
+def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) -> bool:
+    """Re-sign and rewrite fingerprint.json only when a value in it changed, or when the one
+    on disk is half-way to `fingerprint_stale_s` (so peers never see it stale): an idle node
+    then gives Syncthing nothing to scan or send. True when it was written."""
+    key = node.signing_key()
     counts = frame_counts(node)
     metrics = node_metrics(node, counts)
     conn = connect(node.layout.trace_db)
@@ -282,14 +295,31 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) 
     finally:
         conn.close()
     fp = make_fingerprint(
-        node=node.name, device_id=node.config.device_id, version=importlib.metadata.version("twinsync"),
+        node=node.name, device_id=node.config.device_id, version=__version__,
         frames_root=counts.root, frames_count=counts.total, trace_steps=facts.trace_steps,
         trace_sessions=facts.trace_sessions, trace_head=facts.trace_head,
         last_publish=facts.last_publish, last_merge=facts.last_merge,
         pending_conflicts=counts.in_conflict + counts.invalid, pending_forks=len(forks(node)),
-        metrics=metrics, key=node.signing_key(), clock=clock)
-    write_fingerprint(node.layout.recovery(node.name) / FINGERPRINT_NAME, fp)
+        metrics=metrics, key=key, clock=clock)
+    path = node.layout.recovery(node.name) / FINGERPRINT_NAME
+    if _still_current(node, path, fp, key.public_key()):
+        return False
+    write_fingerprint(path, fp)
     _remember(node, fp.created, fp.metrics)
+    return True
+
+
+def _still_current(node: Node, path: Path, fresh: Fingerprint, public: Ed25519PublicKey) -> bool:
+    """The fingerprint on disk is ours, says what `fresh` says, and is young enough."""
+    refresh_after = timedelta(seconds=node.config.traces.fingerprint_stale_s / 2)
+    view = read_fingerprint(path, {node.name: public}, now=fresh.created_at(), stale_after=refresh_after)
+    if not view.ok or view.stale:
+        return False
+    def essence(fp: Fingerprint) -> dict:
+        return {**fp.unsigned_dict(), "created": None,
+                "metrics": {k: v for k, v in fp.metrics.items() if k not in MEASURED_EACH_TIME}}
+
+    return essence(view.fingerprint) == essence(fresh)
 
 
 def _remember(node: Node, ts: str, values: dict[str, float | None]) -> None:

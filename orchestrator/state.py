@@ -5,10 +5,13 @@ Unlike trace.db it is never published; losing it costs a reconcile pass, not dat
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 #: Bump when a table changes: an older state.db is then brought up to date once.
 SCHEMA_VERSION = 4
@@ -20,20 +23,34 @@ def stamp(moment: datetime) -> str:
 
 
 def open_state(path: Path) -> sqlite_utils.Database:
+    import sqlite_utils  # imported here: a light command (status, --version) never needs it
+
     db = sqlite_utils.Database(path)
     db.execute("PRAGMA busy_timeout = 5000")
     return db
+
+
+def _is_current(path: Path) -> bool:
+    """The one read, with plain sqlite3; a missing table or any other doubt means "bring it up
+    to date", which then reports a real problem."""
+    conn = sqlite3.connect(path, timeout=5)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return row is not None and row[0] == str(SCHEMA_VERSION)
 
 
 def ensure_schema(path: Path) -> bool:
     """Create the tables, or bring an older state.db up to today's columns (sqlite-utils'
     `transform`). Every command opens a node, so a current database costs one read. True
     when the tables were made or changed (what state.db held before may be missing)."""
+    if _is_current(path):
+        return False
     db = open_state(path)
     try:
-        if "meta" in db.table_names() and db["meta"].count_where(
-                "key = 'schema_version' AND value = ?", [str(SCHEMA_VERSION)]):
-            return False
         db.enable_wal()
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db["frames"].create(

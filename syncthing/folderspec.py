@@ -7,7 +7,12 @@ owner and receive-only everywhere else, so Syncthing itself enforces one writer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from syncthing.errors import SyncthingConfigError
+
+if TYPE_CHECKING:  # the client pulls in requests, which a caller of these specs may not need
+    from syncthing.client import SyncthingClient
 
 FRAMES_FOLDER_ID = "twinsync-frames"
 RECOVERY_PREFIX = "twinsync-recovery-"
@@ -33,6 +38,16 @@ def recovery_folder_id(node: str) -> str:
 def is_twinsync_folder(folder_id: str) -> bool:
     """Ours to show and manage; every other folder in Syncthing is the user's own."""
     return folder_id == FRAMES_FOLDER_ID or folder_id.startswith((RECOVERY_PREFIX, NAMESPACE_PREFIX))
+
+
+def frames_path(folder_id: str, item: str) -> str | None:
+    """Where an item of one of the frames folders lies under frames.shared/ (a namespace
+    folder of the sharded and p2p topologies is its subfolder); None for any other folder."""
+    if folder_id == FRAMES_FOLDER_ID:
+        return item
+    if folder_id.startswith(NAMESPACE_PREFIX):
+        return f"{folder_id.removeprefix(NAMESPACE_PREFIX)}/{item}"
+    return None
 
 
 def _device_list(device_ids: list[str]) -> list[dict[str, str]]:
@@ -69,3 +84,12 @@ def with_device(folder: dict[str, Any], device_id: str) -> list[dict[str, Any]]:
     if all(d["deviceID"] != device_id for d in devices):
         devices.append({"deviceID": device_id})
     return devices
+
+
+def check_folder_free(client: SyncthingClient, folder_id: str, path: Path) -> None:
+    """A folder id Syncthing already uses for another path belongs to another node home."""
+    existing = client.folder(folder_id)
+    if existing is not None and Path(existing["path"]).expanduser() != path:
+        raise SyncthingConfigError(
+            f"Syncthing already has a folder {folder_id!r} at {existing['path']}; that is another "
+            f"node home. Use it with --home, or remove the folder in Syncthing first.")

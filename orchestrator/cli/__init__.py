@@ -6,27 +6,75 @@ writes a crash report to the user log directory and says where, exit 70.
 
 from __future__ import annotations
 
-import importlib.metadata
+import importlib
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-import click
 import typer
 from typer.core import TyperGroup
+from typer.main import get_command_from_info, get_group_from_info
+from typer.models import CommandInfo, TyperInfo
 
 from folders.errors import TwinsyncError
-from orchestrator.cli import (conflicts, controls, demo, frames, init, pairing, recovery, run, status,
-                              syncthing, topology, traces, tui)
+from orchestrator import __version__
 from orchestrator.crash import EXIT_CRASH, crash_message, write_crash_report
 from syncthing.errors import SyncthingError
+
+if TYPE_CHECKING:  # only for annotations: typer >= 0.26 carries its own copy of click
+    import click
 
 #: Exit codes of every command; install/twinsync@.service does not restart the daemon on
 #: a user error (nor a usage error, 2), which only a person can fix.
 EXIT_USER_ERROR = 1
 
 
+#: Every command, in the order `--help` lists them: name → "module:attribute" (a function, or
+#: a Typer for a command group). A command's module is imported only when that command runs
+#: (or `--help` lists it), so `twinsync --version` or `status` never pays for Git, the
+#: scheduler or Textual (tests/unit/test_cli_imports.py holds that).
+COMMANDS = {
+    "init": "orchestrator.cli.init:init",
+    "invite": "orchestrator.cli.pairing:invite",
+    "pair": "orchestrator.cli.pairing:pair",
+    "peers": "orchestrator.cli.pairing:peers",
+    "unpair": "orchestrator.cli.controls:unpair",
+    "pause": "orchestrator.cli.controls:pause",
+    "resume": "orchestrator.cli.controls:resume",
+    "rescan": "orchestrator.cli.controls:rescan",
+    "watch": "orchestrator.cli.controls:watch",
+    "status": "orchestrator.cli.status:status",
+    "doctor": "orchestrator.cli.status:doctor",
+    "run": "orchestrator.cli.run:run",
+    "conflicts": "orchestrator.cli.conflicts:conflicts",
+    "approve": "orchestrator.cli.conflicts:approve",
+    "reject": "orchestrator.cli.conflicts:reject",
+    "forks": "orchestrator.cli.traces:forks",
+    "nodes": "orchestrator.cli.recovery:nodes",
+    "snapshots": "orchestrator.cli.recovery:snapshots",
+    "restore": "orchestrator.cli.recovery:restore",
+    "tui": "orchestrator.cli.tui:tui",
+    "demo": "orchestrator.cli.demo:demo",
+    "frame": "orchestrator.cli.frames:app",
+    "conflict": "orchestrator.cli.conflicts:conflict_app",
+    "trace": "orchestrator.cli.traces:app",
+    "fork": "orchestrator.cli.traces:fork_app",
+    "topology": "orchestrator.cli.topology:app",
+    "syncthing": "orchestrator.cli.syncthing:app",
+}
+
+
 class _UserErrors(TyperGroup):
-    """Turns the errors a user can fix into one `Error: ...` line on stderr and exit code 1."""
+    """Loads each command from `COMMANDS` when it is asked for, and turns the errors a user
+    can fix into one `Error: ...` line on stderr and exit code 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            self.add_command(_load(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -50,7 +98,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"twinsync {importlib.metadata.version('twinsync')}")
+        typer.echo(f"twinsync {__version__}")
         raise typer.Exit()
 
 
@@ -60,35 +108,15 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """twinsync: signed frames and reasoning traces across home machines."""
 
 
-app.command()(init.init)
-app.command()(pairing.invite)
-app.command()(pairing.pair)
-app.command()(pairing.peers)
-app.command()(controls.unpair)
-app.command()(controls.pause)
-app.command()(controls.resume)
-app.command()(controls.rescan)
-app.command()(controls.watch)
-app.command()(status.status)
-app.command()(status.doctor)
-app.command()(run.run)
-app.add_typer(frames.app, name="frame")
-app.command()(conflicts.conflicts)
-app.add_typer(conflicts.conflict_app, name="conflict")
-app.command()(conflicts.approve)
-app.command()(conflicts.reject)
-traces.app.command()(recovery.publish)
-traces.app.command()(recovery.merge)
-app.add_typer(traces.app, name="trace")
-app.command()(traces.forks)
-app.add_typer(traces.fork_app, name="fork")
-app.command()(recovery.nodes)
-app.command()(recovery.snapshots)
-app.command()(recovery.restore)
-app.add_typer(topology.app, name="topology")
-app.command()(tui.tui)
-app.command()(demo.demo)
-app.add_typer(syncthing.app, name="syncthing")
+def _load(name: str) -> click.Command:
+    """The click command for `name`, built as `app.command()` / `app.add_typer()` would."""
+    module, attribute = COMMANDS[name].split(":")
+    target = getattr(importlib.import_module(module), attribute)
+    if isinstance(target, typer.Typer):
+        return get_group_from_info(TyperInfo(target, name=name), pretty_exceptions_short=app.pretty_exceptions_short,
+                                   rich_markup_mode=app.rich_markup_mode, suggest_commands=app.suggest_commands)
+    return get_command_from_info(CommandInfo(name=name, callback=target), rich_markup_mode=app.rich_markup_mode,
+                                 pretty_exceptions_short=app.pretty_exceptions_short)
 
 
 def main() -> None:

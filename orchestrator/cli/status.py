@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from folders.errors import TwinsyncError
@@ -32,6 +29,10 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(st.to_dict())
     else:
+        from rich.console import Console  # for people only: scripts' --json never loads rich
+        from rich.markup import escape
+        from rich.table import Table
+
         console = Console()
         console.print(f"[bold]{st.node}[/]  {st.device_id}")
         console.print(f"home       {st.home}")
@@ -78,6 +79,9 @@ def doctor(home: HomeOption, as_json: JsonOption = False) -> None:
     if as_json:
         print_json([c.to_dict() for c in checks])
     else:
+        from rich.console import Console  # for people only: scripts' --json never loads rich
+        from rich.markup import escape
+
         console = Console(highlight=False, soft_wrap=True)
         colour = {OK: "green", FAIL: "red"}
         for c in checks:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator import traces
+from orchestrator.cli import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 
 app = typer.Typer(help="Record reasoning (sessions of steps toward a goal) and read it back.",
@@ -171,3 +172,8 @@ def reject(fork: ForkId, branch: Branch, home: HomeOption) -> None:
     Example: twinsync fork reject 1a2b3c4d5e6f 9f8e7d6c
     """
     _decide(home, fork, branch, "reject")
+
+
+# `trace publish` and `trace merge` live with the other recovery commands.
+app.command()(recovery.publish)
+app.command()(recovery.merge)

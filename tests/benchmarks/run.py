@@ -24,10 +24,10 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import alerts, frames, traces, tui_refresh
+from tests.benchmarks import alerts, frames, startup, traces, tui_refresh
 
-FIGURES = ("propagation", "reconcile", "commit", "verify", "delete", "idle", "merge", "query", "restore",
-           "tui_refresh", "alert_tick")
+FIGURES = ("startup", "propagation", "reconcile", "commit", "verify", "delete", "idle", "merge", "query",
+           "restore", "tui_refresh", "alert_tick")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
     code = 0
     try:
+        if "startup" in wanted:
+            emit(startup.measure_startup(bench, args.quick))
+            bench.close()
         if "propagation" in wanted:
             emit(frames.measure_propagation(bench, sizes.propagation))
             bench.close()  # stop nodes A and B so they do not compete with what follows

@@ -40,12 +40,23 @@ def set_gui(st: ManagedSyncthing, **changes) -> None:
     r.raise_for_status()
 
 
+def _answers(st: ManagedSyncthing) -> bool:
+    """Syncthing restarts its GUI server after a GUI setting changes; true once it is back."""
+    ep = st.endpoint
+    try:
+        return requests.get(ep.url + "/rest/system/ping", headers={"X-API-Key": ep.api_key},
+                            verify=str(ep.https_cert) if ep.https_cert else True, timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
 # -- item 7: a regenerated API key ------------------------------------------------------
 
 def test_a_regenerated_api_key_is_read_again_from_config_xml_and_saved(node_factory):
     node = node_factory("a")
     set_gui(node.syncthing, apiKey="regenerated-key-0123456789")
     wait_for(lambda: node.syncthing.endpoint.api_key == "regenerated-key-0123456789", 10, "config.xml")
+    wait_for(lambda: _answers(node.syncthing), 10, "Syncthing's GUI back after the change")
     result = cli("status", "--home", node.home, "--json", env={"STHOMEDIR": str(node.syncthing.home)})
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["syncthing_ok"] is True

@@ -142,11 +142,17 @@ def test_publish_never_reuses_a_seq_found_in_its_folder(published, tmp_path: Pat
 # --- refusals: each names its reason, and nothing reaches the peer's trace.db --------------
 
 def refused(manifest: Path, peer: Path, code: str) -> SegmentError:
+    """The same refusal, and nothing merged, whether the check or the merge hashes the steps."""
     with pytest.raises(SegmentError) as info:
         receive(manifest, peer)
-    assert info.value.code == code
+    with pytest.raises(SegmentError) as deferred:
+        merge_segment(peer, verify_segment(manifest, TRUSTED, hash_steps=False))
+    assert info.value.code == deferred.value.code == code
+    assert str(info.value) == str(deferred.value)
     assert str(manifest.parent) in str(info.value)
     assert all_steps(peer) == []
+    with closing(sqlite3.connect(peer)) as conn:
+        assert conn.execute("SELECT count(*) FROM merged").fetchone()[0] == 0
     return info.value
 
 
@@ -238,6 +244,19 @@ def test_a_segment_changed_after_verification_brings_no_forged_step(published,
         conn.commit()
     assert merge_segment(peer, verified) == 4
     assert all(row[7] != "forged" for row in all_steps(peer))
+
+
+def test_a_segment_changed_after_a_check_that_left_the_hashes_to_the_merge_is_refused_whole(
+        published, peer: Path) -> None:
+    _, _, segment, _ = published
+    verified = verify_segment(segment.manifest_path, TRUSTED, hash_steps=False)
+    with closing(sqlite3.connect(segment.db_path)) as conn:
+        conn.execute("UPDATE steps SET content = 'forged' WHERE kind = 'conclusion'")
+        conn.commit()
+    with pytest.raises(SegmentError) as info:
+        merge_segment(peer, verified)
+    assert info.value.code == "bad_step_hash"
+    assert all_steps(peer) == []
 
 
 def test_segment_with_a_wrong_row_count_is_refused(published, peer: Path) -> None:

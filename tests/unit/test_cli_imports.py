@@ -1,0 +1,40 @@
+"""A light command loads only what it needs: every CLI call (a reasoning engine makes many)
+pays for each library imported on the way, so the heavy ones stay behind the commands that
+use them. tests/benchmarks/startup.py measures the time; this checks the cause."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+#: Libraries that cost tens of milliseconds each and that neither command below uses.
+HEAVY = ("textual", "git", "apscheduler", "sqlite_utils", "watchdog", "pydantic", "rich", "paho")
+
+
+def _loaded_by(args: list[str]) -> list[str]:
+    code = ("import json, sys\n"
+            f"sys.argv = ['twinsync', *{args!r}]\n"
+            "from orchestrator.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("args", [["--version"], ["status", "--json"]], ids=["version", "status-json"])
+def test_light_commands_leave_heavy_libraries_unloaded(args, tmp_path):
+    # A home that is not a node: `status` fails after loading all it would load for a real one.
+    assert _loaded_by([*args, "--home", str(tmp_path / "nowhere")] if args[0] == "status" else args) == []
+
+
+def test_version_loads_no_command_module():
+    code = ("import sys\nsys.argv = ['twinsync', '--version']\nfrom orchestrator.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('orchestrator.cli.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
