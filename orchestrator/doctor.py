@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from folders.errors import TwinsyncError
 from folders.keys import is_private_file_safe
-from orchestrator.events import NOT_CONFIGURED, REACHABLE, broker_health
+from orchestrator.broker import NOT_CONFIGURED, REACHABLE, broker_health
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, read_health
 from orchestrator.localchanges import local_changes_now, owner_of
 from orchestrator.node import LOOPBACK, IdentityError, Node, local_syncthing

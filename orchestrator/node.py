@@ -14,7 +14,7 @@ from folders.errors import TwinsyncError, echo
 from folders.keys import load_private_key, parse_public_key, public_key_text
 from folders.layout import NodeLayout
 from folders.trust import TrustedPeer, load_trusted
-from orchestrator import state, tombstones
+from orchestrator import state
 from orchestrator.config import NodeConfig, load_config, read_api_key, write_api_key
 from syncthing.client import SyncthingClient
 from syncthing.configxml import GuiEndpoint, find_config, read_gui_endpoint
@@ -97,6 +97,8 @@ class Node:
         layout = NodeLayout(Path(home)).require()
         config = load_config(layout)
         if state.ensure_schema(layout.state_db):
+            from orchestrator import tombstones  # needs Git: only when state.db was made or upgraded
+
             tombstones.backfill(layout)
         return cls(layout, config, syncthing_client(layout, config, timeout=timeout, on_notice=on_notice))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator.events import BrokerHealth, broker_health
+from orchestrator.broker import BrokerHealth, broker_health
 from orchestrator.heartbeat import DaemonHealth, read_health
 from orchestrator.node import Node
 from orchestrator.pairing import PeerStatus, peer_statuses

@@ -10,7 +10,7 @@ from folders.layout import NoNodeError
 from syncthing.errors import SyncthingError
 from orchestrator.doctor import FAIL, OK, Check, check_programs, run_checks
 from orchestrator.node import INTERACTIVE_TIMEOUT
-from orchestrator.events import NOT_CONFIGURED, REACHABLE
+from orchestrator.broker import NOT_CONFIGURED, REACHABLE
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING
 from orchestrator.status import node_status
 

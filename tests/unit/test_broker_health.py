@@ -7,7 +7,7 @@ import socket
 import time
 
 from orchestrator.config import MqttSettings
-from orchestrator.events import NOT_CONFIGURED, UNREACHABLE, broker_health
+from orchestrator.broker import NOT_CONFIGURED, UNREACHABLE, broker_health
 from syncthing.process import free_port
 
 
