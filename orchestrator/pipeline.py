@@ -225,12 +225,12 @@ class FramePipeline:
         return changed | ((set(indexed) | set(self.repo.tracked())) - seen)
 
 
-def _signed(content: bytes) -> tuple[str, str] | None:
-    """(hash, author) of a version Git holds; only valid frames are ever committed."""
+def _signed(content: bytes) -> tuple[str, str, str | None] | None:
+    """(hash, author, created) of a version Git holds; only valid frames are ever committed."""
     try:
         data = json.loads(content)
-        return data["hash"], data["author"]
-    except (ValueError, TypeError, KeyError, RecursionError):
+        return data["hash"], data["author"], data.get("created")
+    except (ValueError, TypeError, KeyError, RecursionError, AttributeError):
         return None
 
 

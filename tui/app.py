@@ -55,6 +55,7 @@ class TwinsyncApp(ServiceCalls, App[None]):
         Binding("a", "decide(True)", "Approve"),
         Binding("r", "decide(False)", "Reject"),
         Binding("b", "next_branch", "Next branch"),
+        Binding("h", "toggle_history", "Decided/open"),
         Binding("slash", "filter", "Filter"),
         Binding("v", "verify", "Verify"),
         Binding("R", "restore", "Restore"),
@@ -65,7 +66,8 @@ class TwinsyncApp(ServiceCalls, App[None]):
     ]
 
     #: Keys that act on one tab: shown in the footer, and active, only there.
-    TAB_ACTIONS = {"decide": "queue", "next_branch": "queue", "filter": "queue", "verify": "snapshots",
+    TAB_ACTIONS = {"decide": "queue", "next_branch": "queue", "filter": "queue", "toggle_history": "queue",
+                   "verify": "snapshots",
                    "restore": "snapshots", "restore_frame": "frames"}
 
     def __init__(self, service: Service, *, refresh_s: float = 2.0) -> None:
@@ -187,6 +189,9 @@ class TwinsyncApp(ServiceCalls, App[None]):
 
     def action_next_branch(self) -> None:
         self._on_tab("queue", self.pane("queue").next_branch)  # type: ignore[attr-defined]
+
+    def action_toggle_history(self) -> None:
+        self._on_tab("queue", self.pane("queue").toggle_history)  # type: ignore[attr-defined]
 
     def action_filter(self) -> None:
         self._on_tab("queue", self.pane("queue").focus_filter)  # type: ignore[attr-defined]

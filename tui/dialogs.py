@@ -60,6 +60,7 @@ KEYS: dict[str, list[tuple[str, str]]] = {
         ("a", "approve the selected item or fork branch (asks first, says what it does)"),
         ("r", "reject the selected item or fork branch (asks first, says what it does)"),
         ("b", "on a fork: select its next branch"),
+        ("h", "decided items (who decided what, and on which node) / the open queue"),
     ],
     "Snapshots": [
         ("v", "verify the selected snapshot (hashes, signature, every step)"),

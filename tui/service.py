@@ -36,11 +36,13 @@ Progress = Callable[[int, int], None]
 @dataclass(frozen=True)
 class QueueData:
     """What the Queue tab shows: open conflict-queue items and trace forks, with the steps
-    of each forked session (to show the branches and when they were made)."""
+    of each forked session (to show the branches and when they were made); with `history`,
+    decided items and forks with a decision instead, each saying who decided and where."""
 
     conflicts: list[ConflictItem]
     forks: list[ForkView]
     steps: dict[str, list[Step]] = field(default_factory=dict)  # session -> its steps
+    history: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Service(Protocol):
 
     def status(self) -> NodeStatus: ...
     def nodes(self) -> list[NodeRow]: ...
-    def queue(self) -> QueueData: ...
+    def queue(self, *, history: bool = False) -> QueueData: ...
     def conflict_diff(self, item: ConflictItem) -> str: ...
     def decide_conflict(self, item_id: int, *, approve: bool) -> list[ConflictItem]: ...
     def decide_fork(self, fork_id: str, branch: str, verdict: str) -> ForkView: ...
@@ -90,12 +92,13 @@ class NodeService:
         with self._node() as node:
             return recovery.nodes(node)
 
-    def queue(self) -> QueueData:
+    def queue(self, *, history: bool = False) -> QueueData:
+        """What `twinsync conflicts` (or `conflicts --decided`) and `twinsync forks` list."""
         with self._node() as node:
-            conflicts = frames.list_conflicts(node)
-            forks = traces.forks(node)
+            conflicts = frames.list_conflicts(node, shows="decided" if history else "open")
+            forks = [f for f in traces.forks(node) if f.decision or not history]
             steps = {f.session: traces.show(node, f.session).steps for f in forks}
-        return QueueData(conflicts, forks, steps)
+        return QueueData(conflicts, forks, steps, history)
 
     def conflict_diff(self, item: ConflictItem) -> str:
         with self._node() as node:

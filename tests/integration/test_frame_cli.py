@@ -223,9 +223,10 @@ def test_a_rollback_is_held_as_a_queue_item_and_reject_restores_the_newer_versio
     assert [(i["frame"], i["revision"], i["theirs_author"], i["status"]) for i in items] == [
         ("notes/today", first, "n1", "open")]
     listed = _wide(node, "conflicts")
-    assert "rollback" in listed and f"rollback to revision {first[:12]} by n1" in listed
+    assert "rollback" in listed and "by n1, " in listed
     shown = node.cli("conflict", "show", str(items[0]["id"])).output
-    assert "approve: the older version" in shown and "reject: the newer version" in shown
+    assert f"set-aside version: by n1, written at " in shown and f"(revision {first[:12]}, written back" in shown
+    assert "approve: the set-aside version by n1" in shown and "reject: the current version by n1 is written back" in shown
     assert '-  "v": 2' in shown and '+  "v": 1' in shown
     assert len(json.loads(node.cli("frame", "log", "notes/today", "--json").output)) == 2, "not committed"
 
@@ -245,7 +246,7 @@ def test_approving_a_rollback_commits_the_older_version(node_factory):
     assert item["kind"] == "rollback" and item["revision"] == first
     node.cli("approve", str(item["id"]))
     log = json.loads(node.cli("frame", "log", "notes/today", "--json").output)
-    assert len(log) == 3 and f"rolls back to revision {first[:12]}" in log[0]["message"]
+    assert len(log) == 3 and f"(revision {first[:12]}, written back" in log[0]["message"]
     assert json.loads(node.cli("frame", "get", "notes/today").output) == {"v": 1}
     assert _queue(node) == []
     assert [i["status"] for i in _queue(node, "--all")] == ["approved"]
