@@ -199,11 +199,12 @@ def _named(node: Node, items: list[ConflictItem]) -> list[ConflictItem]:
 
 def device_names(node: Node) -> dict[str, str]:
     """Node names by Syncthing short device ID (the first 7 characters, as conflict copies
-    carry them) and by full device ID, for every trusted peer."""
+    carry them) and by full device ID, for this node and every trusted peer."""
     names = {}
-    for peer in node.peers().values():
-        names[peer.device_id.upper()] = peer.name
-        names[peer.device_id.upper()[:7]] = peer.name
+    devices = [(peer.device_id, peer.name) for peer in node.peers().values()]
+    for device, name in devices + [(node.config.device_id, node.name)]:
+        names[device.upper()] = name
+        names[device.upper()[:7]] = name
     return names
 
 
