@@ -198,7 +198,9 @@ def detail_lines(item: ConflictItem) -> list[tuple[str, str]]:
     the two versions and who wrote them, then what each choice does, or who decided."""
     lines = []
     if item.kind in VERSION_KINDS:
-        lines += [("current version", item.current_version()), ("set-aside version", item.set_aside_version())]
+        then = " when queued" if item.decided else ""
+        lines += [(f"current version{then}", item.current_version()),
+                  (f"set-aside version{then}", item.set_aside_version())]
     elif item.reason:
         lines.append(("problem", item.reason))
     if item.branch:
