@@ -16,6 +16,7 @@ from pathlib import Path
 from folders.errors import TraceError
 from folders.fingerprint import (FINGERPRINT_NAME, FingerprintView, compare, make_fingerprint,
                                  read_fingerprint, trace_facts, write_fingerprint)
+from folders.ids import by_prefix
 from folders.manifest import SegmentError
 from folders.mergeplan import Bridge, Merge, Refuse, Wait, plan, survey
 from folders.metrics import Metrics, compute_metrics, frames_root
@@ -368,11 +369,13 @@ def verify(node: Node, info: SnapshotInfo) -> VerifiedSnapshot:
 
 
 def find_snapshot(node: Node, name: str | None, of: str | None) -> SnapshotInfo:
-    """By file name (with or without .json/.db), or the newest of node `of` (default: us)."""
+    """By file name (with or without .json/.db) or a unique beginning of it, or the newest
+    of node `of` (default: us)."""
     owner = of or node.name
     found = snapshots(node, owner if name is None else of)
-    if name is not None:
-        stem = Path(name).name.removesuffix(".json").removesuffix(".db")
+    if name is not None and found:
+        stem = by_prefix(Path(name).name.removesuffix(".json").removesuffix(".db"),
+                         [s.manifest_path.stem for s in found], what="snapshot", listing="twinsync snapshots")
         found = [s for s in found if s.manifest_path.stem == stem]
     if not found:
         what = f"snapshot {name}" if name else f"snapshot of {owner}"

@@ -33,7 +33,7 @@ def _checked_ids(ids: list[str]) -> list[int]:
     for text in ids:
         item_id = int(text) if text.strip().isdigit() else 0
         if not 0 < item_id <= _MAX_ID:
-            raise ConflictError(f"There is no conflict #{echo(text)}; a queue item is named by its number, "
+            raise ConflictError(f"There is no conflict #{echo(text, quoted=False)}; a queue item is named by its number, "
                                 "as `twinsync conflicts --all` lists it (e.g. `twinsync approve 3`).")
         checked.append(item_id)
     return checked

@@ -13,7 +13,7 @@ from rich.table import Table
 from folders.errors import TraceError
 from folders.layout import check_node_name
 from orchestrator import recovery
-from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
+from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json
 from orchestrator.lock import refuse_while_daemon_runs
 from orchestrator.node import INTERACTIVE_TIMEOUT
 
@@ -140,7 +140,8 @@ def snapshots(home: HomeOption, as_json: JsonOption = False,
         of = f" of node {node_name}" if node_name else ""
         typer.echo(f"No snapshots{of} yet (the daemon makes one every few segments; `trace publish` too).")
         return
-    table = Table("snapshot", "node", "created", "steps", "size", *(["verified"] if check else []))
+    table = Table(id_column("snapshot", [i.manifest_path.stem for i in infos]), "node", "created", "steps", "size",
+                  *(["verified"] if check else []))
     for i in infos:
         size = "arriving" if i.size is None else f"{i.size / 1e6:.1f} MB"
         table.add_row(i.manifest_path.stem, i.node, i.created[:19], str(i.rows), size,
@@ -150,7 +151,7 @@ def snapshots(home: HomeOption, as_json: JsonOption = False,
 
 def restore(
     home: HomeOption,
-    snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot name from `twinsync snapshots` (default: the latest).")] = None,
+    snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot name from `twinsync snapshots`, or a unique beginning of it (default: the latest).")] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Use the newest snapshot (the default).")] = False,
     node_name: Annotated[Optional[str], typer.Option("--node", help="Whose snapshot (default: this node's).")] = None,
     as_new_machine: Annotated[bool, typer.Option("--as-new-machine", help="Take over a dead node's published trace on this fresh node.")] = False,
