@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from typing import Annotated, Any, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import Progress
@@ -149,6 +151,30 @@ def snapshots(home: HomeOption, as_json: JsonOption = False,
     Console().print(table)
 
 
+#: Exit code of a restore the user declined (no, Ctrl-C, or no terminal to ask on): nothing changed.
+EXIT_DECLINED = 3
+#: Exit code after Ctrl-C, as shells report a command stopped by SIGINT.
+EXIT_INTERRUPTED = 130
+
+
+def _ask(question: str) -> None:
+    """Ask before replacing trace.db; a no, a Ctrl-C or no terminal to ask on say that
+    nothing changed and how to restore without the question."""
+    hint = "Nothing was restored; trace.db is unchanged. To restore without this question, add --yes."
+    if not sys.stdin.isatty():
+        typer.echo(f"Error: restore asks before replacing trace.db and there is no terminal to ask on. {hint}",
+                   err=True)
+        raise typer.Exit(EXIT_DECLINED)
+    try:
+        answer = typer.confirm(question)
+    except click.Abort:  # Ctrl-C or Ctrl-D at the prompt
+        typer.echo(f"\n{hint}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if not answer:
+        typer.echo(hint, err=True)
+        raise typer.Exit(EXIT_DECLINED)
+
+
 def restore(
     home: HomeOption,
     snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot name from `twinsync snapshots`, or a unique beginning of it (default: the latest).")] = None,
@@ -161,6 +187,10 @@ def restore(
     this node's unpublished sessions come back on top, and every newer segment is merged
     again. Refused while `twinsync run` runs for this node: stop it first.
 
+    It asks first; without a terminal (a script, cron) give --yes. Exit codes: 0 restored,
+    1 an error (one sentence says what to do), 3 declined or no terminal to ask on
+    (nothing changed), 130 Ctrl-C at the question (nothing changed).
+
     Example: twinsync restore --latest --yes
     """
     if snapshot and latest:
@@ -169,8 +199,8 @@ def restore(
         refuse_while_daemon_runs(node.layout.home, "restore")  # before asking, not after
         info = recovery.find_snapshot(node, snapshot, node_name)
         if not yes:
-            typer.confirm(f"Replace {node.layout.trace_db} with {info.manifest_path.stem} of {info.node} "
-                          f"({info.rows} steps)? The current one is kept aside", abort=True)
+            _ask(f"Replace {node.layout.trace_db} with {info.manifest_path.stem} of {info.node} "
+                 f"({info.rows} steps)? The current one is kept aside")
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("restoring", total=None)
             report = recovery.restore(node, info, as_new_machine=as_new_machine,
