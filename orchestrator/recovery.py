@@ -14,12 +14,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from folders.errors import TraceError
-from folders.fingerprint import (FINGERPRINT_NAME, FingerprintView, compare, make_fingerprint,
+from folders.fingerprint import (FINGERPRINT_NAME, Fingerprint, FingerprintView, compare, make_fingerprint,
                                  read_fingerprint, trace_facts, write_fingerprint)
 from folders.ids import by_prefix
 from folders.manifest import SegmentError
 from folders.mergeplan import Bridge, Merge, Refuse, Wait, plan, survey
-from folders.metrics import Metrics, compute_metrics, frames_root
+from folders.metrics import Metrics, compute_metrics, frames_root, judge
 from folders.restore import restore_snapshot, shadow_sessions
 from folders.segments import SEGMENTS_DIR, merge_segment, publish, verify_segment
 from folders.retention import due_for_snapshot, prune, remove_leftovers
@@ -201,6 +201,24 @@ def pending(node: Node, *, now: datetime | None = None) -> dict[str, PeerPieces]
             gap, since, overdue, tuple((str(p), a.reason) for a in waits for p in a.files),
             tuple((str(a.path), a.code, a.reason) for a in node_actions if isinstance(a, Refuse)))
     return result
+
+
+def size_text(size: int | None) -> str:
+    """A file's size as `snapshots` and the TUI show it: kB below a megabyte, else MB;
+    "arriving" while Syncthing is still bringing it."""
+    if size is None:
+        return "arriving"
+    if size < 999_950:  # what would round to "1000.0 kB" reads as 1.0 MB
+        return f"{size / 1e3:.1f} kB"
+    return f"{size / 1e6:.1f} MB"
+
+
+def fingerprint_verdict(fp: Fingerprint, name: str) -> bool | None:
+    """A node's metric judged from its fingerprint, on the counts the fingerprint carries (its
+    frames for the conflict rate, its published sessions for the others): `nodes` and the
+    TUI's Nodes tab say "too few" for None, not a red 75 % on a fresh node's first frames."""
+    samples = {"conflict_rate": fp.frames_count, "access_p95_ms": 1}.get(name, fp.trace_sessions)
+    return judge(name, fp.metrics.get(name), samples)
 
 
 def pieces_summary(pieces: PeerPieces) -> str:

@@ -18,13 +18,13 @@ from rich.text import Text
 from folders.decisions import ForkView
 from folders.gitstore import Revision
 from folders.fingerprint import Fingerprint
-from folders.metrics import METRIC_NAMES, format_metric, judge
+from folders.metrics import METRIC_NAMES, TOO_FEW, format_metric
 from folders.snapshots import SnapshotInfo
 from folders.trace import Step
 from orchestrator.conflicts import VERSION_KINDS, ConflictItem, detail_lines
 from orchestrator.frames import FrameEntry
 from orchestrator.pairing import PeerStatus
-from orchestrator.recovery import NodeRow, PeerPieces, pieces_summary
+from orchestrator.recovery import NodeRow, PeerPieces, fingerprint_verdict, pieces_summary, size_text
 from orchestrator.status import NodeStatus
 from tui.service import QueueData
 
@@ -74,17 +74,13 @@ def judged_cell(name: str, value: float | None, verdict: bool | None, unjudged: 
     return Text(format_metric(name, value), style=MET if verdict else NOT_MET)
 
 
-#: What a narrow table cell says for NOT_ENOUGH_DATA (the Metrics tab says it in full).
-TOO_FEW = "too few"
-
 
 def fingerprint_metric_cell(fp: Fingerprint, name: str) -> Text:
     """A node's metric from its fingerprint, judged on the counts the fingerprint carries (its
     frames for the conflict rate, its published sessions for the others): a fresh node's
     first few frames read "too few" in grey, not a red 75 %."""
     value = fp.metrics.get(name)
-    samples = {"conflict_rate": fp.frames_count, "access_p95_ms": 1}.get(name, fp.trace_sessions)
-    return judged_cell(name, value, judge(name, value, samples),
+    return judged_cell(name, value, fingerprint_verdict(fp, name),
                        TOO_FEW if value is not None else format_metric(name, value))
 
 
@@ -353,14 +349,6 @@ def fork_detail(view: ForkView, steps: Sequence[Step], selected: str) -> Rendera
 # --- snapshots, frames ----------------------------------------------------------------------
 
 SNAPSHOT_COLUMNS = ("snapshot", "node", "created", "steps", "size", "verified")
-
-
-def size_text(size: int | None) -> str:
-    if size is None:
-        return "arriving"
-    if size < 1_000_000:
-        return f"{size / 1e3:.1f} kB"
-    return f"{size / 1e6:.1f} MB"
 
 
 def snapshot_rows(infos: Sequence[SnapshotInfo], verdicts: Mapping[str, str]) -> list[Row]:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from folders.errors import TraceError
 from folders.layout import check_node_name
+from folders.metrics import TOO_FEW, format_metric
 from orchestrator import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json
 from orchestrator.lock import refuse_while_daemon_runs
@@ -76,6 +77,20 @@ def _fingerprint_dict(row: recovery.NodeRow) -> dict[str, Any]:
             "fingerprint": fp.fingerprint.to_dict() if fp.fingerprint else None}
 
 
+#: The seed metrics as `nodes` heads them (the TUI's Nodes tab uses the same short names).
+METRIC_COLUMNS = {"convergence": "conv.", "conflict_rate": "confl.", "access_p95_ms": "p95", "routes_per_goal": "routes"}
+
+
+def _metric_cell(fp, name: str) -> str:
+    """In the metric's one unit (folders.metrics.format_metric), green or red against its
+    seed threshold, or 'too few' while the node has too little to measure, as in the TUI."""
+    value = fp.metrics.get(name)
+    verdict = recovery.fingerprint_verdict(fp, name)
+    if verdict is None:
+        return format_metric(name, value) if value is None else f"[bright_black]{TOO_FEW}[/]"
+    return f"[{'green' if verdict else 'red'}]{format_metric(name, value)}[/]"
+
+
 def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
     """Every node's signed fingerprint: online, frames agreement, trace, pending work, metrics.
 
@@ -86,7 +101,8 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
     if as_json:
         print_json([_fingerprint_dict(r) for r in rows])
         return
-    table = Table("node", "online", "frames", "steps", "conflicts", "forks", "convergence", "pieces", "updated")
+    table = Table("node", "online", "frames", "steps", "conflicts", "forks", *METRIC_COLUMNS.values(), "pieces",
+                  "updated")
     for r in rows:
         fp = r.fingerprint.fingerprint
         online = {True: "yes", False: "no", None: "?"}[r.online]
@@ -95,12 +111,12 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
         if r.pieces.overdue or r.pieces.refused:
             pieces = f"[red]{pieces}[/]"
         if fp is None:
-            table.add_row(r.name, online, "-", "-", "-", "-", "-", pieces, f"[red]{r.fingerprint.problem.code}[/]")
+            table.add_row(r.name, online, "-", "-", "-", "-", *("-" for _ in METRIC_COLUMNS), pieces,
+                          f"[red]{r.fingerprint.problem.code}[/]")
             continue
-        conv = fp.metrics.get("convergence")
         style = "dim" if r.fingerprint.stale else None
         table.add_row(r.name, online, agree, str(fp.trace_steps), str(fp.pending_conflicts),
-                      str(fp.pending_forks), "-" if conv is None else f"{conv:.0%}", pieces,
+                      str(fp.pending_forks), *(_metric_cell(fp, m) for m in METRIC_COLUMNS), pieces,
                       fp.created + (" (stale)" if r.fingerprint.stale else ""), style=style)
     Console().print(table)
     for r in rows:
@@ -145,8 +161,7 @@ def snapshots(home: HomeOption, as_json: JsonOption = False,
     table = Table(id_column("snapshot", [i.manifest_path.stem for i in infos]), "node", "created", "steps", "size",
                   *(["verified"] if check else []))
     for i in infos:
-        size = "arriving" if i.size is None else f"{i.size / 1e6:.1f} MB"
-        table.add_row(i.manifest_path.stem, i.node, i.created[:19], str(i.rows), size,
+        table.add_row(i.manifest_path.stem, i.node, i.created[:19], str(i.rows), recovery.size_text(i.size),
                       *([verdicts[i.manifest_path.name]] if check else []))
     Console().print(table)
 

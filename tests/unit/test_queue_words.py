@@ -69,11 +69,3 @@ def test_an_id_no_item_can_have_is_one_sentence(typed):
 def test_ids_are_numbers():
     assert _checked_ids(["3", " 12 "]) == [3, 12]
 
-
-def test_the_daemon_batch_line_reads_as_a_sentence():
-    from orchestrator.pipeline import BatchReport
-    assert BatchReport(committed=["a"], commits=[]).summary() == "1 valid frame; already in Git"
-    assert BatchReport(committed=["a", "b"], commits=["c1"]).summary() == "2 valid frames; 1 Git commit"
-    assert (BatchReport(invalid=["x"], conflicts=["y", "z"], rollbacks=["r"]).summary()
-            == "1 invalid file, 2 conflict copies, 1 rollback held; no Git commit")
-    assert BatchReport().summary() == "nothing to check; no Git commit"
