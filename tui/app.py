@@ -8,10 +8,8 @@ workers, and stops its timer and workers when it unmounts.
 
 from __future__ import annotations
 
-import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
@@ -26,6 +24,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from folders.layout import NodeLayout
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, STALLED
+from orchestrator.logfile import logs_to
 from orchestrator.status import NodeStatus
 from tui.commands import TwinsyncCommands
 from tui.crash import EXIT_CRASH, crash_message, write_crash_report
@@ -221,26 +220,9 @@ def make_app(home: Path, *, refresh_s: float = 2.0, service: Service | None = No
     return TwinsyncApp(service if service is not None else NodeService(Path(home)), refresh_s=refresh_s)
 
 
-@contextmanager
-def _logs_to_file() -> Iterator[Path]:
-    """While the TUI owns the terminal, log lines go to a file: a warning written to stderr
-    would land in the middle of the screen."""
-    path = platformdirs.user_log_path("twinsync", ensure_exists=True) / "tui.log"
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    root.handlers[:] = [handler]
-    try:
-        yield path
-    finally:
-        root.handlers[:] = saved
-        handler.close()
-
-
 def run_app(home: Path) -> None:
     app = make_app(home)
-    with _logs_to_file():
+    with logs_to(platformdirs.user_log_path("twinsync", ensure_exists=True) / "tui.log"):
         app.run()
     if app.crash_report is not None:
         sys.exit(EXIT_CRASH)
