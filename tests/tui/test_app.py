@@ -216,3 +216,18 @@ def test_h_shows_decided_items_with_who_decided_and_where_and_back():
                     "the open queue again")
 
     _run(service, scenario)
+
+
+def test_a_refresh_that_keeps_failing_says_so_once():
+    async def scenario(app, pilot):
+        await until(pilot, lambda: ("error", "Unexpected RuntimeError: an unexpected bug") in _notes(app),
+                    "the queue's error")
+        for _ in range(10):  # ten more refreshes, every one of them failing the same way
+            app.tick()
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        notes = _notes(app)
+        assert notes.count(("error", "Unexpected RuntimeError: an unexpected bug")) == 1
+        assert notes.count(("error", "Syncthing refused GET /rest/system/connections (500: boom).")) == 1
+
+    _run(BrokenService(), scenario, refresh_s=600)
