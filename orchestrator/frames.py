@@ -133,6 +133,21 @@ def frame_log(node: Node, frame_id: str) -> list[Revision]:
     return revisions
 
 
+def revision_diff(node: Node, frame_id: str, rev: str) -> str:
+    """What restoring `rev` would change: the unified diff, with the whole body as context,
+    from the frame's current body to the body it had at `rev` (what `frame restore` and the
+    TUI's `t` show before asking)."""
+    with FrameRepo(node.layout.frames_git) as repo:
+        old = repo.show(rev, _relative(frame_id))
+    current = _verdict(node, node.layout.frames_shared, frame_id)
+    now = current.frame.to_bytes() if current.ok else b""
+    author = json.loads(old).get("author", "?") if old else "?"
+    labels = (f"current version (by {current.frame.author if current.ok else '?'})",
+              f"revision {rev[:12]} (by {author})")
+    old_lines, now_lines = _body_lines(old), _body_lines(now)
+    return "".join(difflib.unified_diff(now_lines, old_lines, *labels, n=max(len(old_lines), len(now_lines))))
+
+
 def restore_frame(node: Node, frame_id: str, rev: str) -> Frame:
     """An old version comes back as a NEW version signed by this node, whose parents are the
     current and the old one, so the history shows who restored what."""

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from folders.frame import Frame
 from folders.keys import load_private_key
 from orchestrator.cli import app
-from orchestrator.frames import pipeline_for
+from orchestrator.frames import pipeline_for, revision_diff
 from orchestrator.node import Node
 from tests.conftest import stays_false, wait_for
 
@@ -36,6 +36,10 @@ def test_put_get_list_log_and_restore(node_factory):
     log = json.loads(node.cli("frame", "log", "notes/today", "--json").output)
     assert [r["author"] for r in log] == ["n1", "n1"]
     first = log[-1]["commit"]
+    with Node.open(node.home) as opened:  # what the TUI's `t` shows before it asks
+        preview = revision_diff(opened, "notes/today", first)
+    assert preview.startswith(f"--- current version (by n1)\n+++ revision {first[:12]} (by n1)\n")
+    assert '-  "text": "two"\n+  "text": "one"\n' in preview and preview.endswith("\n }")
     node.cli("frame", "restore", "notes/today", "--to", first)
     assert json.loads(node.cli("frame", "get", "notes/today").output) == {"text": "one"}
     assert len(json.loads(node.cli("frame", "log", "notes/today", "--json").output)) == 3

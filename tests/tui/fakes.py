@@ -239,6 +239,10 @@ class FakeService:
     def frame_log(self, frame_id: str) -> list[Revision]:
         return list(REVISIONS)
 
+    def revision_diff(self, frame_id: str, rev: str) -> str:
+        return ("--- current version (by desktop)\n+++ revision 9c1e2a7b3f00 (by laptop)\n@@ -1,3 +1,3 @@\n {\n"
+                '-  "text": "gym on Thursday"\n+  "text": "gym on Tuesday"\n }\n')
+
     def restore_frame(self, frame_id: str, rev: str) -> Frame:
         self._record("restore_frame", frame_id, rev)
         return Frame(frame_id, "laptop", "2026-11-25T08:10:00Z", (_h(2),), {"text": "old"}, _h(40), "ed25519:fake")

@@ -124,6 +124,7 @@ def test_frame_restore_to_the_selected_revision():
         await pilot.press("tab", "down", "t")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
         assert "notes/today comes back as it was at 9c1e2a7b3f00" in app.screen.body
+        assert '-  "text": "gym on Thursday"\n+  "text": "gym on Tuesday"' in app.screen.body  # the old body, as a diff
         await pilot.press("y")
         await until(pilot, lambda: service.calls, "the restore")
         assert service.calls == [("restore_frame", "notes/today", REVISIONS[1].commit)]
