@@ -21,6 +21,8 @@ from folders.trace import TraceDB, as_connection, canonical_json
 
 DECISION_GOAL_PREFIX = "decision:"
 VERDICTS = ("approve", "reject")
+#: A verdict once made, as the queue, `forks` and the TUI say it ("approved on laptop").
+PAST = {"approve": "approved", "reject": "rejected"}
 
 
 def fork_id(fork: Fork) -> str:

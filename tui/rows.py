@@ -15,7 +15,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from folders.decisions import ForkView
+from folders.decisions import PAST, ForkView
 from folders.gitstore import Revision
 from folders.fingerprint import Fingerprint
 from folders.metrics import METRIC_NAMES, TOO_FEW, format_metric
@@ -242,10 +242,6 @@ def queue_entries(data: QueueData) -> list[QueueEntry]:
         entries.append(QueueEntry(f"fork:{view.id}", "fork", view.goal, ", ".join(authors) or "-",
                                   fork_time(view, steps), state, fork=view))
     return sorted(entries, key=lambda e: (e.when[:19], e.key), reverse=True)
-
-
-#: A verdict as the queue says it once made: the words of `ConflictItem.decision()`.
-PAST = {"approve": "approved", "reject": "rejected"}
 
 
 def filter_entries(entries: Iterable[QueueEntry], text: str) -> list[QueueEntry]:

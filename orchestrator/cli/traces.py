@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from folders.decisions import PAST
 from orchestrator import traces
 from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json
 
@@ -139,7 +140,7 @@ def forks(home: HomeOption, as_json: JsonOption = False) -> None:
         return
     table = Table(id_column("fork", [v.id for v in views]), "goal", "branches", "consensus", "decision", "chosen")
     for v in views:
-        decided = f"{v.decision.verdict} by {v.decision.author}" if v.decision else "-"
+        decided = f"{PAST[v.decision.verdict]} on {v.decision.author}" if v.decision else "-"
         table.add_row(v.id, v.goal, " ".join(b[7:19] for b in v.branches), v.consensus_branch[7:19],
                       decided, v.chosen[7:19])
     Console().print(table)
