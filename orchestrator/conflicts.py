@@ -165,8 +165,8 @@ class ConflictItem:
         if not self.decided:
             return "open: waiting for approve or reject"
         if self.decided_by == ANOTHER_NODE:
-            return (f"{self.status}: decided on another node (seen here {_when(self.decided_at)}); who decided "
-                    "shows once that node's trace is published and merged here")
+            return (f"{self.status}: its copy went away here {_when(self.decided_at)}, decided on another node "
+                    "(who decided shows once that node's trace is published and merged here) or removed by hand")
         if self.status == "closed":
             return f"closed by {self.decided_by or '?'} {_when(self.decided_at)}"
         return f"{self.status} on {self.decided_by or '?'} {_when(self.decided_at)}"

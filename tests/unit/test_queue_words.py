@@ -42,8 +42,8 @@ def test_the_git_message_names_the_author_of_the_text_and_where_it_was_approved(
 @pytest.mark.parametrize(("status", "by", "says"), [
     ("approved", "desktop", "approved on desktop at 2026-11-25 08:07:48 UTC"),
     ("rejected", "laptop", "rejected on laptop at 2026-11-25 08:07:48 UTC"),
-    ("closed", ANOTHER_NODE, "closed: decided on another node (seen here at 2026-11-25 08:07:48 UTC); who decided "
-                             "shows once that node's trace is published and merged here"),
+    ("closed", ANOTHER_NODE, "closed: its copy went away here at 2026-11-25 08:07:48 UTC, decided on another node "
+                             "(who decided shows once that node's trace is published and merged here) or removed by hand"),
     ("closed", "twinsync (the file is gone)", "closed by twinsync (the file is gone) at 2026-11-25 08:07:48 UTC"),
 ])
 def test_a_decided_item_says_who_decided_and_where_and_offers_no_choice(status, by, says):
