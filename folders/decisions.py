@@ -21,6 +21,8 @@ from folders.trace import TraceDB, as_connection, canonical_json
 
 DECISION_GOAL_PREFIX = "decision:"
 VERDICTS = ("approve", "reject")
+#: A verdict once made, as the queue, `forks` and the TUI say it ("approved on laptop").
+PAST = {"approve": "approved", "reject": "rejected"}
 
 
 def fork_id(fork: Fork) -> str:
@@ -94,3 +96,37 @@ def view_fork(db: TraceDB | sqlite3.Connection, fork: Fork) -> ForkView:
         chosen = choose_branch(conn, Fork(fork.session, fork.parent, rest)) if rest else chosen
     return ForkView(fork_id(fork), fork.session, goal, fork.parent, fork.branches,
                     consensus_branch, latest, chosen)
+
+
+#: Goal prefix of a decision on a conflict-queue item (goal `decision:item:<item key>`).
+ITEM_GOAL_PREFIX = DECISION_GOAL_PREFIX + "item:"
+
+
+def record_item_decision(trace: TraceDB, key: str, verdict: str, kept: str | None) -> str:
+    """A decision on a queue item, as a trace session of the deciding node, so every peer
+    learns who decided it and how once the trace is published and merged (queue ids are per
+    node; `key` names the item alike everywhere). `kept` is the hash of the version kept."""
+    if verdict not in VERDICTS:
+        raise TraceError(f"A decision is 'approve' or 'reject', not {echo(verdict)}.")
+    content = canonical_json({"item": key, "verdict": verdict, "kept": kept}).decode()
+    session = trace.start_session(ITEM_GOAL_PREFIX + key, content, kind="decision")
+    return trace.finish(session, f"{verdict} {key}")
+
+
+def item_decisions(db: TraceDB | sqlite3.Connection, keys: list[str]) -> dict[str, Decision]:
+    """The latest decision on each item that trace.db holds (any node's), by item key;
+    `Decision.branch` is the hash of the version kept."""
+    found: dict[str, Decision] = {}
+    if not keys:
+        return found
+    rows = as_connection(db).execute(
+        "SELECT hash, author, ts, content FROM steps WHERE kind = 'decision' AND goal IN "
+        "(SELECT ? || value FROM json_each(?)) ORDER BY ts, hash", (ITEM_GOAL_PREFIX, json.dumps(keys)))
+    for step, author, ts, content in rows:
+        try:
+            data = json.loads(content)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("item") in keys and data.get("verdict") in VERDICTS:
+            found[data["item"]] = Decision(step, author, ts, data.get("kept") or "", data["verdict"])
+    return found

@@ -78,8 +78,15 @@ MIN_SAMPLES: Mapping[str, tuple[str, int, str]] = MappingProxyType({
     "routes_per_goal": ("routes", 10, "published sessions"),
 })
 
+#: Each metric in words, as `status` and the TUI's help name them.
+METRIC_WORDS: Mapping[str, str] = MappingProxyType({
+    "convergence": "convergence", "conflict_rate": "conflict rate", "access_p95_ms": "access time",
+    "routes_per_goal": "routes per goal"})
+
 #: What every view (CLI, TUI, demo) says instead of a verdict while a metric lacks samples.
 NOT_ENOUGH_DATA = "not enough data yet"
+#: The same, where a narrow table cell has no room for it (`nodes`, the TUI's Nodes tab).
+TOO_FEW = "too few"
 
 
 def judge(name: str, value: float | None, samples: int) -> bool | None:

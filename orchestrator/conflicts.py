@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -67,6 +67,11 @@ class ConflictError(TwinsyncError):
 
 @dataclass(frozen=True)
 class ConflictItem:
+    """One queue item. `ours_*` is the version current now (what the frame is, or what Git
+    holds for a rollback), `theirs_*` the version set aside (Syncthing's conflict copy, or
+    the older version written back); authors are the frames' signing nodes, never the
+    Syncthing device that carried a file."""
+
     id: int
     kind: str
     frame: str | None
@@ -85,6 +90,19 @@ class ConflictItem:
     decided_at: str | None
     revision: str | None = None  # rollback: the older commit whose version came back
     location: str | None = None  # quarantined: where the file is now
+    ours_created: str | None = None  # when the current version was written (its frame's `created`)
+    theirs_created: str | None = None  # when the set-aside version was written
+    device_name: str | None = None  # the node whose device ID marks the copy, from trusted.toml (not stored)
+
+    @property
+    def key(self) -> str:
+        """What names this item on every node alike (queue ids are per node): the copy's
+        path, or for a rollback the path and the version written back."""
+        return self.copy_path or f"{self.path}@{self.theirs_hash}"
+
+    @property
+    def decided(self) -> bool:
+        return self.status != OPEN
 
     @property
     def undoes_delete(self) -> bool:
@@ -94,47 +112,143 @@ class ConflictItem:
     def summary(self) -> str:
         """One line saying what the item is, for lists."""
         if self.undoes_delete:
-            return (f"deleted frame back at revision {(self.revision or '?')[:12]} by "
-                    f"{self.theirs_author or '?'} (deleted by {self.ours_author or '?'})")
-        if self.kind == "rollback":
-            return f"rollback to revision {(self.revision or '?')[:12]} by {self.theirs_author or '?'}"
+            return (f"deleted by {self.ours_author or '?'} · set aside {_by(self.theirs_author)} "
+                    f"(revision {(self.revision or '?')[:12]}, back after the delete)")
         if self.kind == "quarantined":
             return f"{(self.reason or '').split(':')[0]}; now in {self.location or 'quarantine'}"
         if self.kind == "deleted":
-            return f"deleted on device {self.device or '?'}, edited by {self.theirs_author or '?'}"
+            return f"deleted · set aside {_by(self.theirs_author)}"
+        if self.kind == "rollback":
+            return (f"current {_by(self.ours_author)} · set aside {_by(self.theirs_author)} "
+                    f"(revision {(self.revision or '?')[:12]})")
+        if self.kind in VERSION_KINDS:
+            return f"current {_by(self.ours_author)} · set aside {_by(self.theirs_author)}"
         return (self.reason or "").split(":")[0] or "-"
 
-    def consequences(self) -> tuple[str, str] | None:
-        """What approve and what reject do to this item, in words; None when neither applies
-        (an invalid file closes by itself once it is fixed or deleted)."""
-        if self.kind == "conflict":
-            return (f"the other version (by {self.theirs_author}, from device {self.device}) becomes "
-                    f"{self.frame} on every node; the copy is removed.",
-                    f"the copy is removed everywhere; its version stays on branch "
-                    f"{self.branch or 'its fork branch'}.")
+    def current_version(self) -> str | None:
+        """The version current now, who wrote it and when; None for kinds without versions."""
         if self.kind == "deleted":
-            return (f"the edited version (by {self.theirs_author}) comes back as {self.frame} on every "
-                    f"node, undoing the delete made on device {self.device}; the copy is removed.",
-                    f"the frame {self.frame} stays deleted on every node; the copy is removed and the edited "
-                    f"version stays on branch {self.branch or 'its fork branch'}.")
+            return "none: the frame was deleted (a delete carries no author)"
+        if self.kind not in VERSION_KINDS:
+            return None
         if self.undoes_delete:
-            return (f"the old version (revision {(self.revision or '?')[:12]} by {self.theirs_author}) is "
-                    f"committed and {self.frame} is back on every node, undoing its deletion by "
-                    f"{self.ours_author}.",
-                    f"the file is deleted again on every node; {self.frame} stays deleted.")
+            return f"none: the frame was deleted by {self.ours_author or '?'}"
+        where = " (committed in Git)" if self.kind == "rollback" else ""
+        return f"by {self.ours_author or '?'}, written {_when(self.ours_created)}{where}"
+
+    def set_aside_version(self) -> str | None:
+        """The version set aside, who wrote it, when, and where it is."""
+        if self.kind not in VERSION_KINDS:
+            return None
+        text = f"by {self.theirs_author or '?'}, written {_when(self.theirs_created)}"
+        if self.undoes_delete:
+            return f"{text} (revision {(self.revision or '?')[:12]}, came back after the delete and held back)"
         if self.kind == "rollback":
-            return (f"the older version (revision {(self.revision or '?')[:12]} by {self.theirs_author}) is "
-                    f"committed and stays {self.frame} on every node.",
-                    f"the newer version (by {self.ours_author}) is written back and replaces the older "
-                    "one on every node.")
+            return f"{text} (revision {(self.revision or '?')[:12]}, written back over the current one and held back)"
+        return f"{text} (in Syncthing's conflict copy {self.copy_path}, {self.device_text()})"
+
+    def device_text(self) -> str:
+        """Syncthing's mark on the copy, as a detail: the short ID its name carries is the device
+        that last changed the *winning* (current) version, not the copy's author."""
+        who = f" = {self.device_name}" if self.device_name else ""
+        return (f"Syncthing named it after device {self.device or '?'}{who}, the last to change the version "
+                "that won")
+
+    def consequences(self) -> tuple[str, str] | None:
+        """What approve and what reject do to this item on every node, in words; None when
+        neither applies (an invalid file closes by itself once it is fixed or deleted)."""
+        theirs, ours, frame = _by(self.theirs_author), _by(self.ours_author), self.frame
+        kept = f"kept in Git on branch {self.branch}" if self.branch else "kept in this node's Git history"
+        if self.kind == "conflict":
+            return (f"the set-aside version {theirs} becomes {frame} on every node; the conflict copy is removed "
+                    f"and the version {ours} stays in Git history.",
+                    f"the current version {ours} stays {frame} on every node; the conflict copy is removed "
+                    f"and the set-aside version {theirs} is {kept}.")
+        if self.kind == "deleted":
+            return (f"the set-aside version {theirs} comes back as {frame} on every node, undoing the delete; "
+                    "the conflict copy is removed.",
+                    f"{frame} stays deleted on every node; the conflict copy is removed and the set-aside "
+                    f"version {theirs} is {kept}.")
+        if self.undoes_delete:
+            return (f"the set-aside version {theirs} (revision {(self.revision or '?')[:12]}) comes back as "
+                    f"{frame} on every node, undoing its deletion by {self.ours_author or '?'}; it is committed.",
+                    f"the file is deleted again on every node; {frame} stays deleted.")
+        if self.kind == "rollback":
+            return (f"the set-aside version {theirs} (revision {(self.revision or '?')[:12]}) becomes {frame} "
+                    "on every node; it is committed.",
+                    f"the current version {ours} is written back and stays {frame} on every node.")
         if self.kind == "quarantined":
             return (f"the file stays in {self.location or 'quarantine'} for you to look at; the item closes.",
                     f"the file is deleted from {self.location or 'quarantine'}; the item closes.")
         return None
 
+    def decision(self) -> str:
+        """Who decided and where, or that nobody has yet: the same words on every node."""
+        if not self.decided:
+            return "open: waiting for approve or reject"
+        if self.decided_by == ANOTHER_NODE:
+            return (f"{self.status}: its copy went away here {_when(self.decided_at)}, decided on another node "
+                    "(who decided shows once that node's trace is published and merged here) or removed by hand")
+        if self.status == "closed":
+            return f"closed by {self.decided_by or '?'} {_when(self.decided_at)}"
+        return f"{self.status} on {self.decided_by or '?'} {_when(self.decided_at)}"
+
+    def commit_message(self, node: str) -> str:
+        """The Git message of an approval: what the frame became, whose text it is, where it was decided."""
+        subject = (f"{self.frame}: the set-aside version {_by(self.theirs_author)} "
+                   + ("comes back, undoing the delete" if self.kind == "deleted" or self.undoes_delete
+                      else "becomes current")
+                   + f" (approved on {node}, queue item #{self.id})")
+        lines = [f"set-aside version, now current: {self.set_aside_version()}"]
+        if self.kind != "deleted" and not self.undoes_delete:
+            lines.append(f"version replaced: {self.current_version()}")
+        return subject + "\n\n" + "\n".join(lines) + "\n"
+
+    def as_json(self) -> dict:
+        """The stored fields, and the same sentences the CLI and TUI show."""
+        return {**asdict(self), "current_version": self.current_version(),
+                "set_aside_version": self.set_aside_version(), "decision": self.decision(),
+                "approve": (self.consequences() or (None, None))[0],
+                "reject": (self.consequences() or (None, None))[1]}
+
     @classmethod
     def from_row(cls, row: Mapping) -> ConflictItem:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+
+
+def detail_lines(item: ConflictItem) -> list[tuple[str, str]]:
+    """(label, sentence) pairs that `conflict show` prints and the TUI's queue detail shows:
+    the two versions and who wrote them, then what each choice does, or who decided."""
+    lines = []
+    if item.kind in VERSION_KINDS:
+        then = " when queued" if item.decided else ""
+        lines += [(f"current version{then}", item.current_version()),
+                  (f"set-aside version{then}", item.set_aside_version())]
+    elif item.reason:
+        lines.append(("problem", item.reason))
+    if item.branch:
+        lines.append(("fork branch", item.branch))
+    consequences = item.consequences()
+    if item.decided:
+        lines.append(("decided", item.decision()))
+    elif consequences:
+        lines += [("approve", consequences[0]), ("reject", consequences[1])]
+    return lines
+
+
+#: Kinds whose item is about two versions of a frame: one current now, one set aside.
+VERSION_KINDS = ("conflict", "deleted", "rollback")
+#: `decided_by` of an item closed because its copy vanished: a peer decided it.
+ANOTHER_NODE = "another node"
+
+
+def _by(author: str | None) -> str:
+    return f"by {author or '?'}"
+
+
+def _when(stamp_text: str | None) -> str:
+    """2026-11-25T08:00:00.123Z → at 2026-11-25 08:00:00 UTC."""
+    return f"at {stamp_text[:19].replace('T', ' ')} UTC" if stamp_text else "at an unknown time"
 
 
 class ConflictQueue:
@@ -156,21 +270,22 @@ class ConflictQueue:
         else:
             self._insert(db, kind="invalid", path=rel, reason=f"{code}: {message}")
 
-    def open_rollback(self, db, rel: str, frame_id: str, revision: str, back: tuple[str, str],
-                      current: tuple[str, str] | None, deleted: Tombstone | None = None) -> None:
-        """`back` and `current` are (hash, author) of the version written back and of the
-        newer one Git holds, or `current` is None and `deleted` the frame's tombstone when the
+    def open_rollback(self, db, rel: str, frame_id: str, revision: str, back: tuple[str, str, str | None],
+                      current: tuple[str, str, str | None] | None, deleted: Tombstone | None = None) -> None:
+        """`back` and `current` are (hash, author, created) of the version written back and of
+        the newer one Git holds, or `current` is None and `deleted` the frame's tombstone when the
         newer state is its deletion; one open item per path, updated if another old version comes."""
         if current is None:
             who = deleted.deleted_by if deleted else "unknown"
-            fields = dict(ours_hash=None, ours_author=who,
+            fields = dict(ours_hash=None, ours_author=who, ours_created=None,
                           reason=f"rollback: revision {revision[:12]} by {back[1]} came back after the "
                                  f"frame was deleted by {who} at {deleted.deleted_at if deleted else '?'}")
         else:
-            fields = dict(ours_hash=current[0], ours_author=current[1],
+            fields = dict(ours_hash=current[0], ours_author=current[1], ours_created=current[2],
                           reason=f"rollback: revision {revision[:12]} by {back[1]} was written back over "
                                  f"the newer version by {current[1]}")
-        fields.update(frame=frame_id, revision=revision, theirs_hash=back[0], theirs_author=back[1])
+        fields.update(frame=frame_id, revision=revision, theirs_hash=back[0], theirs_author=back[1],
+                      theirs_created=back[2])
         existing = db.execute("SELECT id FROM conflicts WHERE kind = 'rollback' AND path = ? AND status = ?",
                               [rel, OPEN]).fetchone()
         if existing:
@@ -233,7 +348,9 @@ class ConflictQueue:
         branch = f"fork/{frame_id}/{parsed.device or 'unknown'}-{parsed.time:%Y%m%d-%H%M%S}"
         try:
             self.repo.create_branch_with(branch, self._shared_base(original_rel, verdict.frame.parents),
-                                         original_rel, data, f"fork of {frame_id} from device {parsed.device}",
+                                         original_rel, data,
+                                         f"{frame_id}: the version by {verdict.frame.author} set aside by a "
+                                         f"Syncthing conflict (copy {parsed.path.name})\n",
                                          verdict.frame.author)
         except GitStoreError as exc:
             logger.warning("conflict %s queued without a fork branch: %s", rel, exc)
@@ -241,14 +358,15 @@ class ConflictQueue:
         deleted = not os.path.lexists(original)
         self._insert(db, kind="deleted" if deleted else "conflict", frame=frame_id, path=original_rel, copy_path=rel,
                      device=parsed.device, branch=branch, theirs_hash=verdict.frame.hash,
-                     theirs_author=verdict.frame.author,
+                     theirs_author=verdict.frame.author, theirs_created=verdict.frame.created,
                      ours_hash=ours.frame.hash if ours.ok else None,
-                     ours_author=ours.frame.author if ours.ok else None)
+                     ours_author=ours.frame.author if ours.ok else None,
+                     ours_created=ours.frame.created if ours.ok else None)
         if deleted:
-            logger.info("%s queued: deleted on device %s, edited by %s", frame_id, parsed.device,
-                        verdict.frame.author)
+            logger.info("%s queued: deleted, set-aside version by %s", frame_id, verdict.frame.author)
         else:
-            logger.info("conflict on %s queued (copy from device %s)", frame_id, parsed.device)
+            logger.info("conflict on %s queued: current version by %s, set-aside version by %s", frame_id,
+                        ours.frame.author if ours.ok else "?", verdict.frame.author)
         return "queued"
 
     def _shared_base(self, original_rel: str, parents: tuple[str, ...]) -> str:
@@ -280,7 +398,7 @@ class ConflictQueue:
                          "AND status = ?", [rel, OPEN]).fetchone()
         if not row:
             return "unchanged"
-        db["conflicts"].update(row[0], {"status": "closed", "decided_by": "another node",
+        db["conflicts"].update(row[0], {"status": "closed", "decided_by": ANOTHER_NODE,
                                         "decided_at": stamp(self.clock())})
         logger.info("conflict #%d closed: decided on another node", row[0])
         return "closed"
@@ -303,11 +421,7 @@ class ConflictQueue:
         copy, original = self._decidable(item)
         write_atomic(original, copy.read_bytes())
         copy.unlink()
-        what = ("comes back with the edit kept in the copy, undoing the delete on" if item.kind == "deleted"
-                else "takes the version from")
-        self.repo.commit([item.path], f"approve #{item.id}: {item.frame} {what} "
-                         f"device {item.device} (decided on {self.node.name})\n", item.theirs_author,
-                         when=self.clock())
+        self.repo.commit([item.path], item.commit_message(self.node.name), item.theirs_author, when=self.clock())
         self._decide(db, item, "approved")
         return [item.path, item.copy_path]
 
@@ -328,10 +442,7 @@ class ConflictQueue:
 
     def _keep_rollback(self, db, item: ConflictItem) -> list[str]:
         self._rolled_back_file(item)
-        what = "comes back, undoing its deletion, at" if item.undoes_delete else "rolls back to"
-        self.repo.commit([item.path], f"approve #{item.id}: {item.frame} {what} revision "
-                         f"{item.revision[:12]} (decided on {self.node.name})\n", item.theirs_author,
-                         when=self.clock())
+        self.repo.commit([item.path], item.commit_message(self.node.name), item.theirs_author, when=self.clock())
         self._decide(db, item, "approved")
         return [item.path]
 

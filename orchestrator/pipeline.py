@@ -73,9 +73,22 @@ class BatchReport:
     commits: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{len(self.committed)} committed, {len(self.deleted)} deleted, "
-                f"{len(self.invalid)} invalid, {len(self.conflicts)} conflict copies, "
-                f"{len(self.rollbacks)} rollback(s) held, {len(self.commits)} commit(s)")
+        """One log line: what the batch held, then what Git got ("3 valid frames; 1 Git commit",
+        "1 valid frame; already in Git"), naming only what there was."""
+        held = [_count(len(self.committed), "valid frame"), _count(len(self.deleted), "deleted frame"),
+                _count(len(self.invalid), "invalid file"), _count(len(self.conflicts), "conflict copy", "conflict copies"),
+                _count(len(self.rollbacks), "rollback held", "rollbacks held")]
+        held = [part for part in held if part] or ["nothing to check"]
+        git = (_count(len(self.commits), "Git commit") if self.commits
+               else "already in Git" if self.committed or self.deleted else "no Git commit")
+        return f"{', '.join(held)}; {git}"
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """'1 valid frame', '3 valid frames', '' for none."""
+    if not n:
+        return ""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 class FramePipeline:

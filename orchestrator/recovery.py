@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from folders.errors import TraceError
 from folders.fingerprint import (FINGERPRINT_NAME, Fingerprint, FingerprintView, compare, make_fingerprint,
                                  read_fingerprint, trace_facts, write_fingerprint)
+from folders.ids import by_prefix
 from folders.manifest import SegmentError
 from folders.mergeplan import Bridge, Merge, Refuse, Wait, plan, survey
-from folders.metrics import Metrics, compute_metrics, frames_root
+from folders.metrics import Metrics, compute_metrics, frames_root, judge
 from folders.restore import restore_snapshot, shadow_sessions
 from folders.segments import SEGMENTS_DIR, merge_segment, publish, verify_segment
 from folders.retention import due_for_snapshot, prune, remove_leftovers
@@ -204,6 +205,24 @@ def pending(node: Node, *, now: datetime | None = None) -> dict[str, PeerPieces]
             gap, since, overdue, tuple((str(p), a.reason) for a in waits for p in a.files),
             tuple((str(a.path), a.code, a.reason) for a in node_actions if isinstance(a, Refuse)))
     return result
+
+
+def size_text(size: int | None) -> str:
+    """A file's size as `snapshots` and the TUI show it: kB below a megabyte, else MB;
+    "arriving" while Syncthing is still bringing it."""
+    if size is None:
+        return "arriving"
+    if size < 999_950:  # what would round to "1000.0 kB" reads as 1.0 MB
+        return f"{size / 1e3:.1f} kB"
+    return f"{size / 1e6:.1f} MB"
+
+
+def fingerprint_verdict(fp: Fingerprint, name: str) -> bool | None:
+    """A node's metric judged from its fingerprint, on the counts the fingerprint carries (its
+    frames for the conflict rate, its published sessions for the others): `nodes` and the
+    TUI's Nodes tab say "too few" for None, not a red 75 % on a fresh node's first frames."""
+    samples = {"conflict_rate": fp.frames_count, "access_p95_ms": 1}.get(name, fp.trace_sessions)
+    return judge(name, fp.metrics.get(name), samples)
 
 
 def pieces_summary(pieces: PeerPieces) -> str:
@@ -398,11 +417,13 @@ def verify(node: Node, info: SnapshotInfo) -> VerifiedSnapshot:
 
 
 def find_snapshot(node: Node, name: str | None, of: str | None) -> SnapshotInfo:
-    """By file name (with or without .json/.db), or the newest of node `of` (default: us)."""
+    """By file name (with or without .json/.db) or a unique beginning of it, or the newest
+    of node `of` (default: us)."""
     owner = of or node.name
     found = snapshots(node, owner if name is None else of)
-    if name is not None:
-        stem = Path(name).name.removesuffix(".json").removesuffix(".db")
+    if name is not None and found:
+        stem = by_prefix(Path(name).name.removesuffix(".json").removesuffix(".db"),
+                         [s.manifest_path.stem for s in found], what="snapshot", listing="twinsync snapshots")
         found = [s for s in found if s.manifest_path.stem == stem]
     if not found:
         what = f"snapshot {name}" if name else f"snapshot of {owner}"

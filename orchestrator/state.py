@@ -61,7 +61,8 @@ def ensure_schema(path: Path) -> bool:
             {"id": int, "kind": str, "frame": str, "path": str, "copy_path": str, "device": str,
              "status": str, "reason": str, "branch": str, "ours_hash": str, "theirs_hash": str,
              "ours_author": str, "theirs_author": str, "created": str, "decided_by": str,
-             "decided_at": str, "revision": str, "location": str},
+             "decided_at": str, "revision": str, "location": str,
+             "ours_created": str, "theirs_created": str},
             pk="id", transform=True)
         db["conflicts"].create_index(["status"], if_not_exists=True)
         # Version 3: quarantined files are open items (they were filed away unseen before).

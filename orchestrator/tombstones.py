@@ -40,12 +40,12 @@ class Tombstone:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
 
-def signed_version(content: bytes) -> tuple[str, str] | None:
-    """(hash, author) of a version Git holds; only valid frames are ever committed."""
+def signed_version(content: bytes) -> tuple[str, str, str | None] | None:
+    """(hash, author, created) of a version Git holds; only valid frames are ever committed."""
     try:
         data = json.loads(content)
-        return data["hash"], data["author"]
-    except (ValueError, TypeError, KeyError, RecursionError):
+        return data["hash"], data["author"], data.get("created")
+    except (ValueError, TypeError, KeyError, RecursionError, AttributeError):
         return None
 
 

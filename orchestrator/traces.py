@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from folders.decisions import DECISION_GOAL_PREFIX, ForkView, record_decision, view_fork
+from folders.decisions import DECISION_GOAL_PREFIX, ForkView, fork_id, record_decision, view_fork
 from folders.errors import TraceError, echo
+from folders.ids import by_prefix
 from folders.consensus import Consensus, consensus
 from folders.forks import detect_forks
-from folders.trace import GoalSummary, Problem, SessionSummary, Step, TraceDB, coherence_check
+from folders.trace import GoalSummary, Problem, SessionSummary, Step, TraceDB, as_connection, coherence_check
 from orchestrator.node import Node
 
 
@@ -26,19 +27,31 @@ def start(node: Node, goal: str, content: str | None = None) -> str:
         return trace.start_session(goal, content)
 
 
+def session_id(trace: TraceDB, given: str) -> str:
+    """The session `given` names: its whole id or a unique beginning of it (`trace query`
+    lists 12 characters); unchanged when no session begins with it, for the caller's own
+    'no such session' sentence."""
+    typed = given.strip()
+    rows = as_connection(trace).execute("SELECT DISTINCT session FROM steps WHERE session >= ? AND session < ?",
+                                        (typed, typed + "\U0010ffff")).fetchall()
+    if not typed or not rows:
+        return given
+    return by_prefix(typed, [r[0] for r in rows], what="session", listing="twinsync trace query GOAL")
+
+
 def add(node: Node, session: str, kind: str, content: str, parent: str | None = None) -> str:
     with open_trace(node) as trace:
-        return trace.append(session, kind, content, parent)
+        return trace.append(session_id(trace, session), kind, content, parent)
 
 
 def finish(node: Node, session: str, conclusion: str) -> str:
     with open_trace(node) as trace:
-        return trace.finish(session, conclusion)
+        return trace.finish(session_id(trace, session), conclusion)
 
 
 def reopen(node: Node, session: str) -> None:
     with open_trace(node) as trace:
-        trace.reopen(session)
+        trace.reopen(session_id(trace, session))
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class SessionView:
 
 def show(node: Node, session: str) -> SessionView:
     with open_trace(node) as trace:
+        session = session_id(trace, session)
         steps = trace.session_steps(session)
         if not steps:
             raise TraceError(f"There is no session {echo(session, quoted=False)} in {node.layout.trace_db}; "
@@ -88,15 +102,11 @@ def forks(node: Node) -> list[ForkView]:
 
 
 def decide_fork(node: Node, fork: str, branch: str, verdict: str) -> ForkView:
-    """Record a signed-by-publication decision step; `branch` may be a unique hash prefix."""
+    """Record a signed-by-publication decision step; `fork` and `branch` may be unique prefixes."""
     with open_trace(node) as trace:
-        for f in detect_forks(trace):
-            view = view_fork(trace, f)
-            if view.id == fork:
-                matches = [b for b in f.branches if b.startswith(branch) or b.removeprefix("sha256:").startswith(branch)]
-                if len(matches) != 1:
-                    raise TraceError(f"Branch {echo(branch)} matches {len(matches)} branches of fork {echo(fork)}; "
-                                     f"give more of its hash (see `twinsync forks`).")
-                record_decision(trace, f, matches[0], verdict)
-                return view_fork(trace, f)
-    raise TraceError(f"There is no fork {echo(fork)}; list them with `twinsync forks`.")
+        found = {fork_id(f): f for f in detect_forks(trace)}
+        f = found[by_prefix(fork, found, what="fork", listing="twinsync forks")]
+        chosen = by_prefix(branch, f.branches, what=f"branch of fork {fork_id(f)}", listing="twinsync forks",
+                           strip="sha256:")
+        record_decision(trace, f, chosen, verdict)
+        return view_fork(trace, f)

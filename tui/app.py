@@ -8,11 +8,9 @@ workers, and stops its timer and workers when it unmounts.
 
 from __future__ import annotations
 
-import logging
 import sys
 import webbrowser
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
@@ -28,6 +26,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from folders.layout import NodeLayout
 from orchestrator.alerts import desktop_session
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, STALLED
+from orchestrator.logfile import logs_to
 from orchestrator.status import NodeStatus
 from tui.commands import TwinsyncCommands
 from tui.crash import EXIT_CRASH, crash_message, write_crash_report
@@ -57,6 +56,7 @@ class TwinsyncApp(ServiceCalls, App[None]):
         Binding("a", "decide(True)", "Approve"),
         Binding("r", "decide(False)", "Reject"),
         Binding("b", "next_branch", "Next branch"),
+        Binding("h", "toggle_history", "Decided/open"),
         Binding("slash", "filter", "Filter"),
         Binding("v", "verify", "Verify"),
         Binding("R", "restore", "Restore"),
@@ -71,9 +71,9 @@ class TwinsyncApp(ServiceCalls, App[None]):
     ]
 
     #: Keys that act on one tab: shown in the footer, and active, only there.
-    TAB_ACTIONS = {"decide": "queue", "next_branch": "queue", "filter": "queue", "verify": "snapshots",
-                   "restore": "snapshots", "restore_frame": "frames", "pause_peer": "nodes", "rescan": "nodes",
-                   "unpair": "nodes", "open_gui": "nodes"}
+    TAB_ACTIONS = {"decide": "queue", "next_branch": "queue", "filter": "queue", "toggle_history": "queue",
+                   "verify": "snapshots", "restore": "snapshots", "restore_frame": "frames", "pause_peer": "nodes",
+                   "rescan": "nodes", "unpair": "nodes", "open_gui": "nodes"}
 
     def __init__(self, service: Service, *, refresh_s: float = 2.0,
                  open_url: Callable[[str], bool] | None = None) -> None:
@@ -197,6 +197,9 @@ class TwinsyncApp(ServiceCalls, App[None]):
     def action_next_branch(self) -> None:
         self._on_tab("queue", self.pane("queue").next_branch)  # type: ignore[attr-defined]
 
+    def action_toggle_history(self) -> None:
+        self._on_tab("queue", self.pane("queue").toggle_history)  # type: ignore[attr-defined]
+
     def action_filter(self) -> None:
         self._on_tab("queue", self.pane("queue").focus_filter)  # type: ignore[attr-defined]
 
@@ -250,26 +253,9 @@ def make_app(home: Path, *, refresh_s: float = 2.0, service: Service | None = No
     return TwinsyncApp(service if service is not None else NodeService(Path(home)), refresh_s=refresh_s)
 
 
-@contextmanager
-def _logs_to_file() -> Iterator[Path]:
-    """While the TUI owns the terminal, log lines go to a file: a warning written to stderr
-    would land in the middle of the screen."""
-    path = platformdirs.user_log_path("twinsync", ensure_exists=True) / "tui.log"
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    root.handlers[:] = [handler]
-    try:
-        yield path
-    finally:
-        root.handlers[:] = saved
-        handler.close()
-
-
 def run_app(home: Path) -> None:
     app = make_app(home)
-    with _logs_to_file():
+    with logs_to(platformdirs.user_log_path("twinsync", ensure_exists=True) / "tui.log"):
         app.run()
     if app.crash_report is not None:
         sys.exit(EXIT_CRASH)

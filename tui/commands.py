@@ -17,6 +17,8 @@ class TwinsyncCommands(Provider):
              lambda: app.action_decide(True)),  # type: ignore[attr-defined]
             ("Reject the selected queue item", "conflict or fork branch; asks first (key r)",
              lambda: app.action_decide(False)),  # type: ignore[attr-defined]
+            ("Show decided queue items, or the open queue again",
+             "who decided what, and on which node (key h)", app.action_toggle_history),  # type: ignore[attr-defined]
             ("Verify the selected snapshot", "hashes, signature, every step (key v)",
              app.action_verify),  # type: ignore[attr-defined]
             ("Restore trace.db from the selected snapshot", "asks first; the current one is kept aside (key R)",

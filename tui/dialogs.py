@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+from folders.metrics import METRIC_WORDS
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Asks before an action that changes data: a title, what happens, Yes / No.
@@ -66,6 +68,7 @@ KEYS: dict[str, list[tuple[str, str]]] = {
         ("a", "approve the selected item or fork branch (asks first, says what it does)"),
         ("r", "reject the selected item or fork branch (asks first, says what it does)"),
         ("b", "on a fork: select its next branch"),
+        ("h", "decided items (who decided what, and on which node) / the open queue"),
     ],
     "Snapshots": [
         ("v", "verify the selected snapshot (hashes, signature, every step)"),
@@ -80,13 +83,13 @@ KEYS: dict[str, list[tuple[str, str]]] = {
 
 #: One line per seed metric (Metrics tab), in the words and units the tab shows.
 METRIC_HELP: list[tuple[str, str]] = [
-    ("convergence", "share of published reasoning sessions whose conclusion agrees with their "
+    (METRIC_WORDS["convergence"], "share of published reasoning sessions whose conclusion agrees with their "
                     "goal's consensus, in %; higher is better"),
-    ("conflict rate", "share of frames in conflict, invalid, or different on another node, in %; "
+    (METRIC_WORDS["conflict_rate"], "share of frames in conflict, invalid, or different on another node, in %; "
                       "lower is better"),
-    ("access time", "how long finding the reasoning for a goal takes here (95th percentile), "
+    (METRIC_WORDS["access_p95_ms"], "how long finding the reasoning for a goal takes here (95th percentile), "
                     "in ms; lower is better"),
-    ("routes per goal", "published sessions per goal on average: how many ways each question "
+    (METRIC_WORDS["routes_per_goal"], "published sessions per goal on average: how many ways each question "
                         "was reasoned through; higher is better"),
     ("not enough data yet", "too few frames or sessions for the number to mean anything; "
                             "it fills in as the nodes work"),

@@ -15,6 +15,9 @@ from tui.pane import KeyedTable, Pane
 from tui.rows import FRAME_COLUMNS, REVISION_COLUMNS, frame_rows, revision_rows, short
 
 
+#: Lines of the old revision's diff the restore dialog shows before it says how many more.
+PREVIEW_LINES = 24
+
 class FramesPane(Pane):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -80,9 +83,18 @@ class FramesPane(Pane):
         if frame_id is None or rev is None:
             self.app.notify("Select a frame and one of its revisions first.", severity="warning")
             return
+        self.call_service(self.service.revision_diff, frame_id, rev.commit, group="revision-diff",
+                          title="Restore frame", then=lambda diff: self._confirm_restore(frame_id, rev, diff))
+
+    def _confirm_restore(self, frame_id: str, rev: Revision, diff: str) -> None:
+        """The dialog shows what comes back: the old revision's body against the current one."""
+        lines = diff.splitlines()
+        if len(lines) > PREVIEW_LINES:
+            lines = lines[:PREVIEW_LINES] + [f"… {len(lines) - PREVIEW_LINES} more lines (`twinsync frame log`)"]
+        preview = "\n".join(lines) if lines else "The body is the same as the current one."
         body = (f"{frame_id} comes back as it was at {rev.commit[:12]} ({rev.date:%Y-%m-%d %H:%M}, "
                 f"by {rev.author}), as a new version signed by this node; every node gets it and "
-                "the history keeps both.")
+                f"the history keeps both.\n\n{preview}")
 
         def answered(yes: bool | None) -> None:
             if yes:

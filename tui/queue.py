@@ -10,13 +10,16 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from folders.decisions import ForkView
-from orchestrator.conflicts import DIFF_KINDS, ConflictItem
+from orchestrator.conflicts import DIFF_KINDS, ConflictItem, detail_lines
 from tui.dialogs import ConfirmScreen
 from tui.pane import KeyedTable, Pane
 from tui.rows import (FORK_CONSEQUENCE, QUEUE_COLUMNS, QueueEntry, Row, approve_consequence,
                       conflict_detail, filter_entries, fork_detail, queue_entries, queue_row,
                       reject_consequence, short)
 from tui.service import QueueData
+
+
+FILTER_HINT = "filter: frame, goal, node, kind, state…  (/)   h: decided items"
 
 
 class QueuePane(Pane):
@@ -29,9 +32,10 @@ class QueuePane(Pane):
         self.branches: dict[str, str] = {}  # fork id -> the branch `a`/`r` act on
         self.shown_detail: tuple | None = None
         self.loaded = False
+        self.history = False  # `h`: decided items (who decided what, where) instead of the open queue
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: frame, goal, device, kind, state…  (/)", id="queue-filter")
+        yield Input(placeholder=FILTER_HINT, id="queue-filter")
         yield KeyedTable(QUEUE_COLUMNS, id="queue-table")
         with VerticalScroll(id="queue-detail-box", classes="detail"):
             yield Static("Loading the queue…", id="queue-detail")
@@ -40,15 +44,30 @@ class QueuePane(Pane):
 
     def load(self) -> None:
         if not self.busy("queue"):
-            self.call_service(self.service.queue, then=self.show_queue, group="queue", title="Queue")
+            self.call_service(lambda: self.service.queue(history=self.history), then=self.show_queue,
+                              group="queue", title="Queue")
 
     def show_queue(self, data: QueueData) -> None:
+        if data.history != self.history:  # loaded before `h` was pressed
+            return
         self.data = data
         self.loaded = True
         self._redraw()
         open_items = len(data.conflicts) + len(data.forks)
         self.query_ancestor(TabbedContent).get_tab("queue").label = (
-            f"Queue ({open_items})" if open_items else "Queue")
+            "Queue (history)" if data.history else f"Queue ({open_items})" if open_items else "Queue")
+
+    def toggle_history(self) -> None:
+        """The open queue, or what was decided (by whom, where): like `conflicts --decided`."""
+        self.history = not self.history
+        self.loaded = False
+        self.rows = {}
+        self.query_one("#queue-filter", Input).placeholder = (
+            "history: decided items, who decided and where  (h: back to the open queue)" if self.history
+            else FILTER_HINT)
+        self.app.notify("Showing decided items: who decided what, and where (h: open queue)." if self.history
+                        else "Showing the open queue (h: decided items).", title="Queue", timeout=3)
+        self.load()
 
     def _redraw(self) -> None:
         entries = filter_entries(queue_entries(self.data), self.query_one("#queue-filter", Input).value)
@@ -99,8 +118,9 @@ class QueuePane(Pane):
         entry = self.entries.get(key) if key else None
         if entry is None:
             state = ("Nothing matches the filter." if self.data.conflicts or self.data.forks
+                     else "Nothing decided yet (h: back to the open queue)." if self.loaded and self.history
                      else "The queue is empty: no conflict copies, invalid files, rollbacks, "
-                          "quarantined files or forks."
+                          "quarantined files or forks (h: decided items)."
                      if self.loaded else "Loading the queue…")
             if self.shown_detail != ("empty", state):
                 detail.update(state)
@@ -109,7 +129,8 @@ class QueuePane(Pane):
         if entry.conflict is not None:
             item = entry.conflict
             diff = self.diffs.get(item.id)
-            if diff is None and item.kind in DIFF_KINDS and not self.busy(f"diff-{item.id}"):
+            if (diff is None and item.kind in DIFF_KINDS and not item.decided
+                    and not self.busy(f"diff-{item.id}")):
                 self.call_service(self.service.conflict_diff, item, group=f"diff-{item.id}",
                                   then=lambda text, i=item.id: self._diff_loaded(i, text), title="Diff")
             shown = ("conflict", item, diff)
@@ -151,7 +172,10 @@ class QueuePane(Pane):
         if entry is None:
             self.app.notify("Select an item of the queue first.", severity="warning")
             return
-        if entry.conflict is not None:
+        if entry.conflict is not None and entry.conflict.decided:
+            self.app.notify(f"Item #{entry.conflict.id} is already {entry.conflict.decision()}.",
+                            severity="warning", markup=False)
+        elif entry.conflict is not None:
             self._decide_conflict(entry.conflict, approve)
         else:
             self._decide_fork(entry.fork, approve)
@@ -162,7 +186,9 @@ class QueuePane(Pane):
                             f"{item.path} and it closes by itself.", severity="warning", markup=False)
             return
         verb = "Approve" if approve else "Reject"
-        body = approve_consequence(item) if approve else reject_consequence(item)
+        body = "\n".join(f"{label}: {line}" for label, line in detail_lines(item)
+                         if label not in ("approve", "reject", "fork branch"))
+        body += "\n\n" + (approve_consequence(item) if approve else reject_consequence(item))
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -174,7 +200,7 @@ class QueuePane(Pane):
 
     def _conflicts_decided(self, items: list[ConflictItem]) -> None:
         for item in items:
-            self.app.notify(f"#{item.id} {item.frame}: {item.status}", title="Queue", markup=False)
+            self.app.notify(f"#{item.id} {item.frame}: {item.decision()}", title="Queue", markup=False)
         self.load()
 
     def _decide_fork(self, fork: ForkView, approve: bool) -> None:

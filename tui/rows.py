@@ -15,16 +15,16 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from folders.decisions import ForkView
+from folders.decisions import PAST, ForkView
 from folders.gitstore import Revision
 from folders.fingerprint import Fingerprint
-from folders.metrics import METRIC_NAMES, format_metric, judge
+from folders.metrics import METRIC_NAMES, TOO_FEW, format_metric
 from folders.snapshots import SnapshotInfo
 from folders.trace import Step
-from orchestrator.conflicts import ConflictItem
+from orchestrator.conflicts import VERSION_KINDS, ConflictItem, detail_lines
 from orchestrator.frames import FrameEntry
 from orchestrator.pairing import PeerStatus
-from orchestrator.recovery import NodeRow, PeerPieces, pieces_summary
+from orchestrator.recovery import NodeRow, PeerPieces, fingerprint_verdict, pieces_summary, size_text
 from orchestrator.status import NodeStatus
 from orchestrator.traffic import PeerTraffic, rate_text
 from tui.service import QueueData
@@ -75,17 +75,13 @@ def judged_cell(name: str, value: float | None, verdict: bool | None, unjudged: 
     return Text(format_metric(name, value), style=MET if verdict else NOT_MET)
 
 
-#: What a narrow table cell says for NOT_ENOUGH_DATA (the Metrics tab says it in full).
-TOO_FEW = "too few"
-
 
 def fingerprint_metric_cell(fp: Fingerprint, name: str) -> Text:
     """A node's metric from its fingerprint, judged on the counts the fingerprint carries (its
     frames for the conflict rate, its published sessions for the others): a fresh node's
     first few frames read "too few" in grey, not a red 75 %."""
     value = fp.metrics.get(name)
-    samples = {"conflict_rate": fp.frames_count, "access_p95_ms": 1}.get(name, fp.trace_sessions)
-    return judged_cell(name, value, judge(name, value, samples),
+    return judged_cell(name, value, fingerprint_verdict(fp, name),
                        TOO_FEW if value is not None else format_metric(name, value))
 
 
@@ -229,7 +225,7 @@ class QueueEntry:
         return " ".join((self.kind, self.subject, self.source, self.when, self.state)).lower()
 
 
-QUEUE_COLUMNS = ("kind", "frame / goal", "from", "when", "state")
+QUEUE_COLUMNS = ("kind", "frame / goal", "versions / authors", "when", "state")
 
 
 def fork_time(view: ForkView, steps: Iterable[Step]) -> str:
@@ -242,22 +238,22 @@ def queue_entries(data: QueueData) -> list[QueueEntry]:
     """Frame conflicts, invalid files and forks in one list, newest first."""
     entries = []
     for item in data.conflicts:
-        if item.kind == "conflict":
-            source = f"{item.theirs_author or '?'} ({item.device or '?'})"
-            state = item.status
-        elif item.kind == "deleted":
-            source, state = f"{item.theirs_author or '?'} ({item.device or '?'})", item.summary()
-        elif item.kind == "rollback":
-            source, state = item.theirs_author or "-", item.summary()
+        if item.kind in VERSION_KINDS:
+            source = item.summary()
         else:
-            source = item.device or "-"
+            source = item.device_name or item.device or "-"
+        if item.decided:
+            state = item.decision()
+        elif item.kind in VERSION_KINDS:
+            state = item.status
+        else:
             state = (item.reason or "").split(":")[0] or item.status
         entries.append(QueueEntry(f"conflict:{item.id}", item.kind, item.frame or item.path, source,
                                   item.created, state, conflict=item))
     for view in data.forks:
         steps = data.steps.get(view.session, [])
         authors = sorted({s.author for s in steps if s.hash in view.branches})
-        state = f"{view.decision.verdict} by {view.decision.author}" if view.decision else "consensus"
+        state = (f"{PAST[view.decision.verdict]} on {view.decision.author}" if view.decision else "consensus")
         entries.append(QueueEntry(f"fork:{view.id}", "fork", view.goal, ", ".join(authors) or "-",
                                   fork_time(view, steps), state, fork=view))
     return sorted(entries, key=lambda e: (e.when[:19], e.key), reverse=True)
@@ -282,15 +278,11 @@ def queue_rows(entries: Iterable[QueueEntry]) -> list[Row]:
 
 
 def approve_consequence(item: ConflictItem) -> str:
-    return _sentence(item.consequences()[0])
+    return f"approve: {item.consequences()[0]}"
 
 
 def reject_consequence(item: ConflictItem) -> str:
-    return _sentence(item.consequences()[1])
-
-
-def _sentence(clause: str) -> str:
-    return clause[:1].upper() + clause[1:]
+    return f"reject: {item.consequences()[1]}"
 
 
 FORK_CONSEQUENCE = ("A decision step is recorded and published; every node applies it "
@@ -300,27 +292,16 @@ FORK_CONSEQUENCE = ("A decision step is recorded and published; every node appli
 def conflict_detail(item: ConflictItem, diff: str | None) -> RenderableType:
     head = Text()
     head.append(f"#{item.id} {item.kind} on {item.frame or item.path}", style="bold")
-    head.append(f" — {item.status}, since {second(item.created)}\n")
-    if item.kind == "invalid":
-        head.append(item.reason or "", style=NOT_MET)
-        head.append("\nIt closes by itself once the file is fixed or deleted on any node.")
-        return head
-    if item.kind == "conflict":
-        head.append(f"ours: {item.path} by {item.ours_author or '?'}\n")
-        head.append(f"theirs: {item.copy_path} by {item.theirs_author or '?'} from device {item.device}\n")
-    elif item.kind == "deleted":
-        head.append(f"deleted: {item.path} on device {item.device or '?'}\n")
-        head.append(f"edited: {item.copy_path} by {item.theirs_author or '?'}\n")
-    else:
-        head.append(f"{item.summary()}\n", style=NOT_MET if item.kind == "quarantined" else "")
-        head.append(f"{item.reason or ''}\n")
-    if item.branch:
-        head.append(f"fork branch: {item.branch}\n")
-    head.append("a", style="bold")
-    head.append(f" approve: {approve_consequence(item)}\n")
-    head.append("r", style="bold")
-    head.append(f" reject: {reject_consequence(item)}\n")
-    if item.kind == "quarantined":
+    head.append(f" — {item.status}, queued {second(item.created)}\n")
+    for label, line in detail_lines(item):
+        if label in ("approve", "reject"):
+            head.append(label[0], style="bold")
+            head.append(" ")
+        head.append(f"{label}: ", style="bold")
+        head.append(f"{line}\n", style=NOT_MET if label == "problem" else "")
+    if item.kind == "invalid" and not item.decided:
+        head.append("It closes by itself once the file is fixed or deleted on any node.")
+    if item.kind not in VERSION_KINDS or item.decided:  # a decided item's files are gone: no diff
         return head
     if diff is None:
         return Group(head, Text("loading the diff…", style=NO_VALUE))
@@ -379,14 +360,6 @@ def fork_detail(view: ForkView, steps: Sequence[Step], selected: str) -> Rendera
 # --- snapshots, frames ----------------------------------------------------------------------
 
 SNAPSHOT_COLUMNS = ("snapshot", "node", "created", "steps", "size", "verified")
-
-
-def size_text(size: int | None) -> str:
-    if size is None:
-        return "arriving"
-    if size < 1_000_000:
-        return f"{size / 1e3:.1f} kB"
-    return f"{size / 1e6:.1f} MB"
 
 
 def snapshot_rows(infos: Sequence[SnapshotInfo], verdicts: Mapping[str, str]) -> list[Row]:

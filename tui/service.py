@@ -34,11 +34,13 @@ Progress = Callable[[int, int], None]
 @dataclass(frozen=True)
 class QueueData:
     """What the Queue tab shows: open conflict-queue items and trace forks, with the steps
-    of each forked session (to show the branches and when they were made)."""
+    of each forked session (to show the branches and when they were made); with `history`,
+    decided items and forks with a decision instead, each saying who decided and where."""
 
     conflicts: list[ConflictItem]
     forks: list[ForkView]
     steps: dict[str, list[Step]] = field(default_factory=dict)  # session -> its steps
+    history: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Service(Protocol):
 
     def status(self) -> NodeStatus: ...
     def nodes(self) -> list[NodeRow]: ...
-    def queue(self) -> QueueData: ...
+    def queue(self, *, history: bool = False) -> QueueData: ...
     def conflict_diff(self, item: ConflictItem) -> str: ...
     def decide_conflict(self, item_id: int, *, approve: bool) -> list[ConflictItem]: ...
     def decide_fork(self, fork_id: str, branch: str, verdict: str) -> ForkView: ...
@@ -64,6 +66,7 @@ class Service(Protocol):
                 progress: Progress | None = None) -> RestoreReport: ...
     def frames(self) -> list[FrameEntry]: ...
     def frame_log(self, frame_id: str) -> list[Revision]: ...
+    def revision_diff(self, frame_id: str, rev: str) -> str: ...
     def restore_frame(self, frame_id: str, rev: str) -> Frame: ...
     def metrics(self) -> MetricsData: ...
     def traffic(self) -> list[PeerTraffic]: ...
@@ -93,12 +96,13 @@ class NodeService:
         with self._node() as node:
             return recovery.nodes(node)
 
-    def queue(self) -> QueueData:
+    def queue(self, *, history: bool = False) -> QueueData:
+        """What `twinsync conflicts` (or `conflicts --decided`) and `twinsync forks` list."""
         with self._node() as node:
-            conflicts = frames.list_conflicts(node)
-            forks = traces.forks(node)
+            conflicts = frames.list_conflicts(node, shows="decided" if history else "open")
+            forks = [f for f in traces.forks(node) if f.decision or not history]
             steps = {f.session: traces.show(node, f.session).steps for f in forks}
-        return QueueData(conflicts, forks, steps)
+        return QueueData(conflicts, forks, steps, history)
 
     def conflict_diff(self, item: ConflictItem) -> str:
         with self._node() as node:
@@ -134,6 +138,10 @@ class NodeService:
     def frame_log(self, frame_id: str) -> list[Revision]:
         with self._node() as node:
             return frames.frame_log(node, frame_id)
+
+    def revision_diff(self, frame_id: str, rev: str) -> str:
+        with self._node() as node:
+            return frames.revision_diff(node, frame_id, rev)
 
     def restore_frame(self, frame_id: str, rev: str) -> Frame:
         with self._node() as node:

@@ -24,20 +24,22 @@ logger = logging.getLogger(__name__)
 class ServiceDone(Message):
     """A service call returned `value`; `then` shows it."""
 
-    def __init__(self, then: Callable[[Any], object] | None, value: Any) -> None:
+    def __init__(self, then: Callable[[Any], object] | None, value: Any, key: str = "") -> None:
         super().__init__()
         self.then = then
         self.value = value
+        self.key = key
 
 
 class ServiceFailed(Message):
     """A service call raised; `text` is the sentence to show."""
 
-    def __init__(self, text: str, title: str, after: Callable[[], object] | None) -> None:
+    def __init__(self, text: str, title: str, after: Callable[[], object] | None, key: str = "") -> None:
         super().__init__()
         self.text = text
         self.title = title
         self.after = after
+        self.key = key
 
 
 def error_text(exc: BaseException) -> str:
@@ -56,7 +58,10 @@ class ServiceCalls:
 
         With `exclusive`, a newer call in the same group supersedes an older one, whose
         result is then dropped. `after_error` runs (on the event loop) after a failure.
+        A refresh that keeps failing the same way says so once, not on every tick: the same
+        error of the same call is shown again only after that call has once succeeded.
         """
+        key = f"{id(self)}:{group}:{title}"
 
         def work() -> None:
             worker = get_current_worker()
@@ -65,9 +70,9 @@ class ServiceCalls:
             except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
                 if not isinstance(exc, (TwinsyncError, SyncthingError)):
                     logger.exception("%s failed", getattr(fn, "__name__", fn))
-                message: Message = ServiceFailed(error_text(exc), title, after_error)
+                message: Message = ServiceFailed(error_text(exc), title, after_error, key)
             else:
-                message = ServiceDone(then, value)
+                message = ServiceDone(then, value, key)
             if not worker.is_cancelled:
                 self.post_message(message)  # thread-safe; dropped if the widget is gone
 
@@ -79,10 +84,18 @@ class ServiceCalls:
         return any(w.group == group and w.node is self and w.is_running
                    for w in self.workers)  # type: ignore[attr-defined]
 
+    def _errors_shown(self) -> dict[str, str]:
+        """The error each call last showed, kept on the app for every widget: call key → text."""
+        app = self.app  # type: ignore[attr-defined]
+        if not hasattr(app, "errors_shown"):
+            app.errors_shown = {}
+        return app.errors_shown
+
     def on_service_done(self, message: ServiceDone) -> None:
         message.stop()
         if not self.app.is_running:  # type: ignore[attr-defined]  # shutting down: nothing to show
             return
+        self._errors_shown().pop(message.key, None)
         if message.then is not None:
             message.then(message.value)
 
@@ -90,7 +103,10 @@ class ServiceCalls:
         message.stop()
         if not self.app.is_running:  # type: ignore[attr-defined]
             return
-        self.app.notify(message.text, title=message.title or "twinsync", severity="error",  # type: ignore[attr-defined]
-                        timeout=12, markup=False)
+        shown = self._errors_shown()
+        if shown.get(message.key) != message.text:
+            shown[message.key] = message.text
+            self.app.notify(message.text, title=message.title or "twinsync", severity="error",  # type: ignore[attr-defined]
+                            timeout=12, markup=False)
         if message.after is not None:
             message.after()

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import platformdirs
 import typer
+from rich.table import Column
 
 from orchestrator.node import Node
 
@@ -27,6 +28,12 @@ def open_node(home: Path, *, timeout: float | None = None) -> Node:
     """The node, its client telling the user on stderr what twinsync fixed by itself; pass
     `timeout=INTERACTIVE_TIMEOUT` where a quick answer matters more than a patient one."""
     return Node.open(home, timeout=timeout, on_notice=lambda message: typer.echo(message, err=True))
+
+
+def id_column(header: str, ids: list[str]) -> Column:
+    """A table column of ids a command takes back: never shrunk or cut with "…" on a narrow
+    terminal (the other columns wrap instead)."""
+    return Column(header, no_wrap=True, min_width=max((len(i) for i in ids), default=len(header)))
 
 
 def print_json(obj: Any) -> None:

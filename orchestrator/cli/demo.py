@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -14,7 +15,13 @@ from rich.table import Table
 from folders.metrics import METRIC_NAMES, NOT_ENOUGH_DATA, format_metric, threshold_text
 from orchestrator.cli.common import JsonOption, print_json
 from orchestrator.demo import Demo
+from orchestrator.logfile import logs_to
 from syncthing.topology import KINDS
+
+
+#: The demo's own log file in its directory: a warning (a scan refused while a node's
+#: folder is paused on purpose) must not land in the middle of its output or its TUI.
+LOG_NAME = "demo.log"
 
 
 def demo(
@@ -29,37 +36,50 @@ def demo(
     """See the whole system live: N real Syncthing nodes on 127.0.0.1, daemons, simulated
     reasoning agents, a conflict, a node cut off and healed, a restore that forks.
 
-    Ends with the seed metrics of every node; Ctrl-C stops everything and leaves no process.
+    Ends with the seed metrics of every node. Log lines go to demo.log in its directory.
+    Ctrl-C stops everything, leaves no process and removes the temporary directory (one
+    given with --dir stays).
     Exit code 0 when every node meets the seed thresholds, 1 when one does not.
 
     Example: twinsync demo --nodes 3 --no-tui --duration 30
     """
-    root = directory or Path(tempfile.mkdtemp(prefix="twinsync-demo-"))
-    if root.exists() and any(root.iterdir()):
-        raise typer.BadParameter(f"{root} is not empty; pass an empty or new --dir.")
-    console = Console(stderr=True)
-    say = lambda text: console.print(f"[cyan]demo[/] {text}")  # noqa: E731
+    if directory is not None and directory.exists() and any(directory.iterdir()):
+        raise typer.BadParameter(f"{directory} is not empty; pass an empty or new --dir.")
     if topology not in KINDS:
         raise typer.BadParameter(f"--topology must be one of {', '.join(KINDS)}.")
+    root = directory or Path(tempfile.mkdtemp(prefix="twinsync-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True, soft_wrap=True)  # a path is never broken over lines
+    say = lambda text: console.print(f"[cyan]demo[/] {text}", highlight=False)  # noqa: E731
+    say(f"node homes in {root}; log lines in {root / LOG_NAME}")
     runner = Demo(root, nodes, topology=topology, say=say)
     stop = threading.Event()
     try:
-        with console.status("Starting Syncthing nodes and pairing them…"):
-            runner.setup()
-        if no_tui or as_json:
-            runner.run(duration, stop, progress=say)
-        else:
-            worker = threading.Thread(target=runner.run, args=(duration, stop), daemon=True)
-            worker.start()
-            from tui.app import run_app
-            run_app(runner.nodes[0].home)
-            stop.set()
-            worker.join()
-        with console.status("Letting the nodes settle and measuring…"):
-            metrics = runner.settle()
+        with logs_to(root / LOG_NAME):
+            with console.status("Starting Syncthing nodes and pairing them…"):
+                runner.setup()
+            if no_tui or as_json:
+                runner.run(duration, stop, progress=say)
+            else:
+                worker = threading.Thread(target=runner.run, args=(duration, stop), daemon=True)
+                worker.start()
+                from tui.app import run_app
+                run_app(runner.nodes[0].home)
+                stop.set()
+                with console.status("Finishing the demo's last incidents…"):
+                    worker.join()
+            with console.status("Letting the nodes settle and measuring…"):
+                metrics = runner.settle()
     except KeyboardInterrupt:
         stop.set()
         console.print("[yellow]interrupted[/]: stopping every process")
+        with console.status("Stopping Syncthing and the daemons…"):
+            runner.close()
+        if directory is None:
+            shutil.rmtree(root, ignore_errors=True)
+            console.print(f"removed {root}", highlight=False)
+        else:
+            console.print(f"the node homes stay in {root}", highlight=False)
         raise typer.Exit(130) from None
     finally:
         runner.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from typing import Annotated, Any, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import Progress
@@ -12,8 +14,9 @@ from rich.table import Table
 
 from folders.errors import TraceError
 from folders.layout import check_node_name
+from folders.metrics import TOO_FEW, format_metric
 from orchestrator import recovery
-from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
+from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json
 from orchestrator.lock import refuse_while_daemon_runs
 from orchestrator.node import INTERACTIVE_TIMEOUT
 from orchestrator.traffic import PeerTraffic, measure_traffic, rate_text
@@ -76,6 +79,20 @@ def _fingerprint_dict(row: recovery.NodeRow, traffic: PeerTraffic | None) -> dic
             "fingerprint": fp.fingerprint.to_dict() if fp.fingerprint else None}
 
 
+#: The seed metrics as `nodes` heads them (the TUI's Nodes tab uses the same short names).
+METRIC_COLUMNS = {"convergence": "conv.", "conflict_rate": "confl.", "access_p95_ms": "p95", "routes_per_goal": "routes"}
+
+
+def _metric_cell(fp, name: str) -> str:
+    """In the metric's one unit (folders.metrics.format_metric), green or red against its
+    seed threshold, or 'too few' while the node has too little to measure, as in the TUI."""
+    value = fp.metrics.get(name)
+    verdict = recovery.fingerprint_verdict(fp, name)
+    if verdict is None:
+        return format_metric(name, value) if value is None else f"[bright_black]{TOO_FEW}[/]"
+    return f"[{'green' if verdict else 'red'}]{format_metric(name, value)}[/]"
+
+
 def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
     """Every node's signed fingerprint: online, frames agreement, trace, pending work, metrics;
     and per peer, Syncthing's transfer rates (down / up, measured over half a second) and
@@ -92,7 +109,7 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
     if as_json:
         print_json([_fingerprint_dict(r, traffic.get(r.name)) for r in rows])
         return
-    table = Table("node", "online", "frames", "steps", "conflicts", "forks", "convergence", "pieces",
+    table = Table("node", "online", "frames", "steps", "conflicts", "forks", *METRIC_COLUMNS.values(), "pieces",
                   "↓ / ↑", "behind", "updated")
     for r in rows:
         rates, behind = _traffic_cells(traffic.get(r.name))
@@ -103,13 +120,12 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
         if r.pieces.overdue or r.pieces.refused:
             pieces = f"[red]{pieces}[/]"
         if fp is None:
-            table.add_row(r.name, online, "-", "-", "-", "-", "-", pieces, rates, behind,
+            table.add_row(r.name, online, "-", "-", "-", "-", *("-" for _ in METRIC_COLUMNS), pieces, rates, behind,
                           f"[red]{r.fingerprint.problem.code}[/]")
             continue
-        conv = fp.metrics.get("convergence")
         style = "dim" if r.fingerprint.stale else None
         table.add_row(r.name, online, agree, str(fp.trace_steps), str(fp.pending_conflicts),
-                      str(fp.pending_forks), "-" if conv is None else f"{conv:.0%}", pieces, rates, behind,
+                      str(fp.pending_forks), *(_metric_cell(fp, m) for m in METRIC_COLUMNS), pieces, rates, behind,
                       fp.created + (" (stale)" if r.fingerprint.stale else ""), style=style)
     Console().print(table)
     for r in rows:
@@ -159,17 +175,41 @@ def snapshots(home: HomeOption, as_json: JsonOption = False,
         of = f" of node {node_name}" if node_name else ""
         typer.echo(f"No snapshots{of} yet (the daemon makes one every few segments; `trace publish` too).")
         return
-    table = Table("snapshot", "node", "created", "steps", "size", *(["verified"] if check else []))
+    table = Table(id_column("snapshot", [i.manifest_path.stem for i in infos]), "node", "created", "steps", "size",
+                  *(["verified"] if check else []))
     for i in infos:
-        size = "arriving" if i.size is None else f"{i.size / 1e6:.1f} MB"
-        table.add_row(i.manifest_path.stem, i.node, i.created[:19], str(i.rows), size,
+        table.add_row(i.manifest_path.stem, i.node, i.created[:19], str(i.rows), recovery.size_text(i.size),
                       *([verdicts[i.manifest_path.name]] if check else []))
     Console().print(table)
 
 
+#: Exit code of a restore the user declined (no, Ctrl-C, or no terminal to ask on): nothing changed.
+EXIT_DECLINED = 3
+#: Exit code after Ctrl-C, as shells report a command stopped by SIGINT.
+EXIT_INTERRUPTED = 130
+
+
+def _ask(question: str) -> None:
+    """Ask before replacing trace.db; a no, a Ctrl-C or no terminal to ask on say that
+    nothing changed and how to restore without the question."""
+    hint = "Nothing was restored; trace.db is unchanged. To restore without this question, add --yes."
+    if not sys.stdin.isatty():
+        typer.echo(f"Error: restore asks before replacing trace.db and there is no terminal to ask on. {hint}",
+                   err=True)
+        raise typer.Exit(EXIT_DECLINED)
+    try:
+        answer = typer.confirm(question)
+    except click.Abort:  # Ctrl-C or Ctrl-D at the prompt
+        typer.echo(f"\n{hint}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if not answer:
+        typer.echo(hint, err=True)
+        raise typer.Exit(EXIT_DECLINED)
+
+
 def restore(
     home: HomeOption,
-    snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot name from `twinsync snapshots` (default: the latest).")] = None,
+    snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot name from `twinsync snapshots`, or a unique beginning of it (default: the latest).")] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Use the newest snapshot (the default).")] = False,
     node_name: Annotated[Optional[str], typer.Option("--node", help="Whose snapshot (default: this node's).")] = None,
     as_new_machine: Annotated[bool, typer.Option("--as-new-machine", help="Take over a dead node's published trace on this fresh node.")] = False,
@@ -179,6 +219,10 @@ def restore(
     this node's unpublished sessions come back on top, and every newer segment is merged
     again. Refused while `twinsync run` runs for this node: stop it first.
 
+    It asks first; without a terminal (a script, cron) give --yes. Exit codes: 0 restored,
+    1 an error (one sentence says what to do), 3 declined or no terminal to ask on
+    (nothing changed), 130 Ctrl-C at the question (nothing changed).
+
     Example: twinsync restore --latest --yes
     """
     if snapshot and latest:
@@ -187,8 +231,8 @@ def restore(
         refuse_while_daemon_runs(node.layout.home, "restore")  # before asking, not after
         info = recovery.find_snapshot(node, snapshot, node_name)
         if not yes:
-            typer.confirm(f"Replace {node.layout.trace_db} with {info.manifest_path.stem} of {info.node} "
-                          f"({info.rows} steps)? The current one is kept aside", abort=True)
+            _ask(f"Replace {node.layout.trace_db} with {info.manifest_path.stem} of {info.node} "
+                 f"({info.rows} steps)? The current one is kept aside")
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("restoring", total=None)
             report = recovery.restore(node, info, as_new_machine=as_new_machine,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from folders.metrics import METRIC_NAMES, METRIC_WORDS, NOT_ENOUGH_DATA, Metrics, format_metric, threshold_text
+from orchestrator import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from folders.errors import TwinsyncError
 from folders.layout import NoNodeError
@@ -16,7 +18,7 @@ from orchestrator.status import node_status
 
 
 def status(home: HomeOption, as_json: JsonOption = False) -> None:
-    """Show this node, its Syncthing, its daemon, folders and peers.
+    """Show this node, its Syncthing, its daemon, its seed metrics, folders and peers.
 
     The daemon is running, degraded (a part of it is failing or waits on Syncthing),
     stalled (its heartbeat stopped) or not running. Exit code 0 when Syncthing answers, 1
@@ -26,8 +28,9 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
     """
     with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
         st = node_status(node)
+        metrics = recovery.node_metrics(node)
     if as_json:
-        print_json(st.to_dict())
+        print_json({**st.to_dict(), "metrics": metrics.summary()})
     else:
         from rich.console import Console  # for people only: scripts' --json never loads rich
         from rich.markup import escape
@@ -44,6 +47,7 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
         console.print(f"daemon     [{colour}]{st.daemon.state}[/]: {st.daemon.message}", highlight=False)
         colour = {REACHABLE: "green", NOT_CONFIGURED: "dim"}.get(st.mqtt.state, "red")
         console.print(f"mqtt       [{colour}]{st.mqtt.state}[/]: {escape(st.mqtt.message)}", highlight=False)
+        console.print(f"metrics    {_metrics_line(metrics)}", highlight=False)
         folders = Table("folder", "type", "state", "complete", "shared with")
         for f in st.folders:
             done = "-" if f.completion is None else f"{f.completion:.0f}%"
@@ -55,6 +59,22 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
             console.print(f"peer {p.name:<16} {mark}  last seen {p.last_seen or 'never'}")
     if not st.syncthing_ok:
         raise typer.Exit(1)
+
+
+def _metrics_line(metrics: Metrics) -> str:
+    """The seed metrics in their one unit each, green or red against the seed threshold, or
+    'not enough data yet' while too little is measured (as the TUI's Metrics tab says)."""
+    if all(metrics.verdict(name) is None for name in METRIC_NAMES):
+        return f"[bright_black]{NOT_ENOUGH_DATA}[/] (the metrics fill in as the nodes work)"
+    cells = []
+    for name in METRIC_NAMES:
+        verdict = metrics.verdict(name)
+        if verdict is None:
+            value = f"[bright_black]{NOT_ENOUGH_DATA}[/]"
+        else:
+            value = f"[{'green' if verdict else 'red'}]{format_metric(name, getattr(metrics, name))}[/] ({threshold_text(name)})"
+        cells.append(f"{METRIC_WORDS[name]} {value}")
+    return " · ".join(cells)
 
 
 def doctor(home: HomeOption, as_json: JsonOption = False) -> None:

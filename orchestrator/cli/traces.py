@@ -9,15 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from folders.decisions import PAST
 from orchestrator import traces
 from orchestrator.cli import recovery
-from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
+from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json
 
 app = typer.Typer(help="Record reasoning (sessions of steps toward a goal) and read it back.",
                   no_args_is_help=True)
 fork_app = typer.Typer(help="Rule on a forked reasoning session.", no_args_is_help=True)
 
-Session = Annotated[str, typer.Argument(help="Session id from `trace start` or `trace query`.")]
+Session = Annotated[str, typer.Argument(help="Session id from `trace start` or `trace query` (a unique beginning is enough).")]
 
 
 @app.command()
@@ -116,8 +117,9 @@ def query(goal: Annotated[str, typer.Argument(help="The goal, exactly as recorde
         print_json({"goal": result.goal, "sessions": [s._asdict() for s in result.sessions],
                     "consensus": asdict(result.consensus), "elapsed_ms": round(result.elapsed_ms, 2)})
         return
-    table = Table("session", "author", "started", "steps", "status", "conclusion")
-    for s in result.sessions:
+    table = Table(id_column("session", [s.session[:12] for s in result.sessions]), "author", "started", "steps",
+                  "status", "conclusion")
+    for s in result.sessions:  # 12 characters: every command that takes a session takes a unique beginning
         table.add_row(s.session[:12], s.author, s.started[:19], str(s.steps), s.status, s.conclusion or "-")
     Console().print(table)
     c = result.consensus
@@ -137,9 +139,9 @@ def forks(home: HomeOption, as_json: JsonOption = False) -> None:
     if not views:
         typer.echo("No forks.")
         return
-    table = Table("fork", "goal", "branches", "consensus", "decision", "chosen")
+    table = Table(id_column("fork", [v.id for v in views]), "goal", "branches", "consensus", "decision", "chosen")
     for v in views:
-        decided = f"{v.decision.verdict} by {v.decision.author}" if v.decision else "-"
+        decided = f"{PAST[v.decision.verdict]} on {v.decision.author}" if v.decision else "-"
         table.add_row(v.id, v.goal, " ".join(b[7:19] for b in v.branches), v.consensus_branch[7:19],
                       decided, v.chosen[7:19])
     Console().print(table)
@@ -152,7 +154,7 @@ def _decide(home, fork: str, branch: str, verdict: str) -> None:
                "(every node applies it once the decision is published and merged).")
 
 
-ForkId = Annotated[str, typer.Argument(help="Fork id from `twinsync forks`.")]
+ForkId = Annotated[str, typer.Argument(help="Fork id from `twinsync forks` (a unique beginning is enough).")]
 Branch = Annotated[str, typer.Argument(help="Branch: the first characters of its first step's hash.")]
 
 

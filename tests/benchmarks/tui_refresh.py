@@ -182,9 +182,9 @@ class BigService(FakeService):
         rows[0] = replace(first, fingerprint=replace(first.fingerprint, fingerprint=fp))
         return rows
 
-    def queue(self) -> QueueData:
+    def queue(self, *, history: bool = False) -> QueueData:
         conflicts = list(self._conflicts)
-        conflicts[0] = replace(conflicts[0], status=f"open {self.generation}")
+        conflicts[0] = replace(conflicts[0], reason=f"open {self.generation}", kind="invalid")
         return QueueData(conflicts, list(self._forks), dict(self._steps))
 
     # what the tables must show for `generation`

@@ -144,7 +144,7 @@ CLI_CASES = [
     CliCase("conflict show unknown", ("conflict", "show", "999999"), 1, "999999"),
     CliCase("conflict show 0", ("conflict", "show", "0"), 1),
     CliCase("conflict show negative", ("conflict", "show", "--", "-1"), 1),
-    CliCase("conflict show not a number", ("conflict", "show", "abc"), 2),
+    CliCase("conflict show not a number", ("conflict", "show", "abc"), 1, "abc"),
     CliCase("conflict show huge", ("conflict", "show", "9" * 30), 1),
     CliCase("approve nothing", ("approve",), 2),
     CliCase("approve unknown id", ("approve", "999999"), 1),
@@ -153,7 +153,7 @@ CLI_CASES = [
     CliCase("approve --all-from long", ("approve", "--all-from", LONG), 0),
     CliCase("reject --namespace ..", ("reject", "--namespace", ".."), 0),
     CliCase("reject unknown id", ("reject", "424242"), 1),
-    CliCase("reject not a number", ("reject", "x"), 2),
+    CliCase("reject not a number", ("reject", "x"), 1),
     # traces
     CliCase("trace start empty goal", ("trace", "start", ""), 1),
     CliCase("trace add unknown session", ("trace", "add", "0" * 32, "observation", "x"), 1),

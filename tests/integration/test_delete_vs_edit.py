@@ -59,11 +59,13 @@ def test_a_copy_whose_original_is_gone_is_a_deleted_item_that_approve_restores(n
     (item,) = _queue(node)
     assert (item["kind"], item["frame"], item["device"], item["theirs_author"]) == ("deleted", "notes/gone", "AAAAAAA", "n1")
     listed = _wide(node, "conflicts")
-    assert "deleted" in listed and "deleted on device AAAAAAA, edited by n1" in listed
+    assert "│ deleted " in listed and "by n1, " in listed
     shown = node.cli("conflict", "show", str(item["id"])).output
-    assert ("approve: the edited version (by n1) comes back as notes/gone on every node, undoing the "
-            "delete made on device AAAAAAA") in shown
-    assert "reject: the frame notes/gone stays deleted on every node" in shown
+    assert "current version: none: the frame was deleted (a delete carries no author)" in shown
+    assert "set-aside version: by n1, written at " in shown
+    assert ("approve: the set-aside version by n1 comes back as notes/gone on every node, undoing the "
+            "delete; the conflict copy is removed.") in shown
+    assert "reject: notes/gone stays deleted on every node" in shown
     assert '+  "v": 2' in shown
     coloured = CliRunner().invoke(app, ["conflict", "show", str(item["id"]), "--home", str(node.home)],
                                   env={"FORCE_COLOR": "1"}).output
@@ -74,7 +76,8 @@ def test_a_copy_whose_original_is_gone_is_a_deleted_item_that_approve_restores(n
     assert not (node.home / "frames.shared" / COPY).exists()
     assert json.loads(node.cli("frame", "get", "notes/gone").output) == {"v": 2}
     log = json.loads(node.cli("frame", "log", "notes/gone", "--json").output)
-    assert "undoing the delete on device AAAAAAA" in log[0]["message"]
+    assert log[0]["message"].startswith("notes/gone: the set-aside version by n1 comes back, undoing the delete "
+                                        f"(approved on n1, queue item #{item['id']})")
     assert [i["status"] for i in _queue(node, "--all")] == ["approved"]
 
 
@@ -116,10 +119,11 @@ def test_the_queue_tab_says_what_was_deleted_and_what_edited(node_factory):
     with Node.open(node.home) as opened:
         (item,) = list_conflicts(opened)
     (entry,) = queue_entries(QueueData([item], []))
-    assert (entry.kind, entry.source, entry.state) == ("deleted", "n1 (AAAAAAA)", "deleted on device AAAAAAA, edited by n1")
-    console = Console(width=200, record=True)
+    assert (entry.kind, entry.source, entry.state) == ("deleted", "deleted · set aside by n1", "open")
+    console = Console(width=300, record=True)
     console.print(conflict_detail(item, ""))
     text = console.export_text()
-    assert f"deleted: {ORIGINAL} on device AAAAAAA" in text and f"edited: {COPY} by n1" in text
-    assert "approve: The edited version (by n1) comes back" in text
-    assert "reject: The frame notes/gone stays deleted on every node" in text
+    assert "current version: none: the frame was deleted" in text
+    assert f"set-aside version: by n1, written at " in text and f"conflict copy {COPY}, Syncthing named it" in text
+    assert "a approve: the set-aside version by n1 comes back" in text
+    assert "r reject: notes/gone stays deleted on every node" in text

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import os
+import signal
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +31,31 @@ def test_demo_runs_to_the_end_meets_the_seed_thresholds_and_leaves_no_process(tm
                  if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert leftovers == []
     assert "Traceback" not in done.stderr
+    # log lines (a scan refused while a folder is paused on purpose) go to demo.log, not the screen
+    assert not [line for line in done.stderr.splitlines() if line.startswith(("WARNING", "ERROR", "INFO"))]
+    assert f"node homes in {tmp_path / 'demo'}" in done.stderr and (tmp_path / "demo" / "demo.log").is_file()
     forks = subprocess.run([sys.executable, "-m", "orchestrator.cli", "forks", "--json",
                             "--home", str(Path(report["dir"]) / "node2")], capture_output=True, text=True)
     assert len(json.loads(forks.stdout)) == 1
+
+
+def test_ctrl_c_stops_every_process_and_removes_the_temporary_directory(tmp_path):
+    err = tmp_path / "stderr"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with err.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "demo", "--nodes", "2", "--no-tui",
+                                 "--duration", "60"], stderr=sink, stdout=subprocess.DEVNULL,
+                                env={**os.environ, "TMPDIR": str(temp)})
+        try:
+            wait_for(lambda: "daemons running" in err.read_text(), timeout=120, what="the demo to start")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(120) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    said = err.read_text()
+    (made,) = [line.split("node homes in ", 1)[1].split(";")[0] for line in said.splitlines() if "node homes in" in line]
+    assert f"removed {made}" in said and not Path(made).exists() and list(temp.iterdir()) == []
+    assert [p for p in psutil.process_iter(["cmdline"]) if made in " ".join(p.info["cmdline"] or [])] == []

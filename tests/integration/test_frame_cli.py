@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from folders.frame import Frame
 from folders.keys import load_private_key
 from orchestrator.cli import app
-from orchestrator.frames import pipeline_for
+from orchestrator.frames import pipeline_for, revision_diff
 from orchestrator.node import Node
 from tests.conftest import stays_false, wait_for
 
@@ -36,6 +36,10 @@ def test_put_get_list_log_and_restore(node_factory):
     log = json.loads(node.cli("frame", "log", "notes/today", "--json").output)
     assert [r["author"] for r in log] == ["n1", "n1"]
     first = log[-1]["commit"]
+    with Node.open(node.home) as opened:  # what the TUI's `t` shows before it asks
+        preview = revision_diff(opened, "notes/today", first)
+    assert preview.startswith(f"--- current version (by n1)\n+++ revision {first[:12]} (by n1)\n")
+    assert '-  "text": "two"\n+  "text": "one"\n' in preview and preview.endswith("\n }")
     node.cli("frame", "restore", "notes/today", "--to", first)
     assert json.loads(node.cli("frame", "get", "notes/today").output) == {"text": "one"}
     assert len(json.loads(node.cli("frame", "log", "notes/today", "--json").output)) == 3
@@ -223,9 +227,10 @@ def test_a_rollback_is_held_as_a_queue_item_and_reject_restores_the_newer_versio
     assert [(i["frame"], i["revision"], i["theirs_author"], i["status"]) for i in items] == [
         ("notes/today", first, "n1", "open")]
     listed = _wide(node, "conflicts")
-    assert "rollback" in listed and f"rollback to revision {first[:12]} by n1" in listed
+    assert "rollback" in listed and "by n1, " in listed
     shown = node.cli("conflict", "show", str(items[0]["id"])).output
-    assert "approve: the older version" in shown and "reject: the newer version" in shown
+    assert f"set-aside version: by n1, written at " in shown and f"(revision {first[:12]}, written back" in shown
+    assert "approve: the set-aside version by n1" in shown and "reject: the current version by n1 is written back" in shown
     assert '-  "v": 2' in shown and '+  "v": 1' in shown
     assert len(json.loads(node.cli("frame", "log", "notes/today", "--json").output)) == 2, "not committed"
 
@@ -245,7 +250,7 @@ def test_approving_a_rollback_commits_the_older_version(node_factory):
     assert item["kind"] == "rollback" and item["revision"] == first
     node.cli("approve", str(item["id"]))
     log = json.loads(node.cli("frame", "log", "notes/today", "--json").output)
-    assert len(log) == 3 and f"rolls back to revision {first[:12]}" in log[0]["message"]
+    assert len(log) == 3 and f"(revision {first[:12]}, written back" in log[0]["message"]
     assert json.loads(node.cli("frame", "get", "notes/today").output) == {"v": 1}
     assert _queue(node) == []
     assert [i["status"] for i in _queue(node, "--all")] == ["approved"]

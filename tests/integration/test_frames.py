@@ -7,9 +7,11 @@ import signal
 import subprocess
 
 import pytest
+from typer.testing import CliRunner
 
 from folders.frame import Frame, save_frame
 from folders.keys import load_private_key
+from orchestrator.cli import app
 from syncthing.folderspec import FRAMES_FOLDER_ID
 from tests.conftest import wait_for
 
@@ -53,8 +55,17 @@ def test_put_on_one_node_is_committed_on_every_node_with_its_author(mesh, daemon
     assert [r["author"] for r in _history(a)] == ["node1"]
 
 
+def _wide(node, *args: str) -> str:
+    """The command's output on a 250-column terminal, so table cells are not wrapped."""
+    result = CliRunner().invoke(app, [*args, "--home", str(node.home)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def test_concurrent_edits_become_one_conflict_item_everywhere_and_one_approval_settles_it(
         mesh, daemon_factory):
+    """Every node names the same versions by their signers (not by the Syncthing device in
+    the copy's name), says what approve and reject do, and shows who decided where."""
     a, b, c = mesh(3)
     for node in (a, b, c):
         daemon_factory(node)
@@ -71,23 +82,53 @@ def test_concurrent_edits_become_one_conflict_item_everywhere_and_one_approval_s
     for node in (a, b, c):
         wait_for(lambda: [i for i in _conflicts(node) if i["kind"] == "conflict"], timeout=40,
                  what=f"a conflict item on {node.name}")
-    item = next(i for i in _conflicts(b) if i["kind"] == "conflict")
+    for node in (a, b, c):  # Syncthing settles on one winner: the same current version everywhere
+        wait_for(lambda: _conflicts(node)[0]["ours_hash"] == json.loads(
+            (node.home / "frames.shared" / REL).read_text())["hash"], timeout=20, what=f"{node.name} settled")
+    winner = json.loads((b.home / "frames.shared" / REL).read_text())["author"]
+    loser = ({"node1", "node2"} - {winner}).pop()
+    for node in (a, b, c):
+        (item,) = _conflicts(node)
+        assert (item["ours_author"], item["theirs_author"]) == (winner, loser)
+        assert item["current_version"].startswith(f"by {winner}, written at ")
+        assert item["set_aside_version"].startswith(f"by {loser}, written at ")
+        assert item["approve"].startswith(f"the set-aside version by {loser} becomes {FRAME} on every node")
+        assert item["reject"].startswith(f"the current version by {winner} stays {FRAME} on every node")
+        listed = _wide(node, "conflicts")
+        assert f"by {winner}, " in listed and f"by {loser}, " in listed and item["device"] not in listed
+    item = _conflicts(b)[0]
     assert item["frame"] == FRAME and item["status"] == "open"
     assert item["branch"].startswith(f"fork/{FRAME}/")
+    assert item["device_name"] in ("node1", "node2", "node3")
     shown = b.cli("conflict", "show", str(item["id"])).output
     assert '"from A"' in shown and '"from B"' in shown
+    assert f"current version: by {winner}, written at " in shown
+    assert f"Syncthing named it after device {item['device']} = {item['device_name']}" in shown
+    assert f"approve: {item['approve']}" in shown and f"reject: {item['reject']}" in shown
 
-    b.cli("approve", str(item["id"]))
+    out = b.cli("approve", str(item["id"])).output
+    assert out.startswith(f"#{item['id']} {FRAME}: approved on node2 at ")
     chosen = json.loads((b.home / "frames.shared" / REL).read_text())["body"]
     for node in (a, b, c):
         wait_for(lambda: _body(node) == chosen and not _conflicts(node)
                  and not list((node.home / "frames.shared/notes").glob("*sync-conflict*")),
                  timeout=40, what=f"{node.name} to settle on the approved version")
-    decided = [i for i in _conflicts(b, "--all") if i["id"] == item["id"]][0]
+    decided = [i for i in _conflicts(b, "--decided") if i["id"] == item["id"]][0]
     assert (decided["status"], decided["decided_by"]) == ("approved", "node2")
+    message = _git(b, "log", "-1", "--format=%B", "--", REL)
+    assert message.startswith(f"{FRAME}: the set-aside version by {loser} becomes current "
+                              f"(approved on node2, queue item #{item['id']})")
+    assert _git(b, "log", "-1", "--format=%an", "--", REL).strip() == loser  # the text is the loser's
     versions = {json.loads(_git(b, "show", f"{c}:{REL}"))["body"]["v"]
                 for c in _git(b, "rev-list", "--all", "--", REL).split()}
     assert {"from A", "from B"} <= versions
+
+    b.cli("trace", "publish")  # the decision is a trace step of node2: peers learn who decided
+    for node in (a, c):
+        wait_for(lambda: [(i["status"], i["decided_by"]) for i in _conflicts(node, "--decided")
+                          if i["kind"] == "conflict"] == [("approved", "node2")],
+                 timeout=40, what=f"{node.name} to show who decided")
+        assert "approved on node2 at " in _wide(node, "conflicts", "--decided")
 
 
 def test_forged_frames_are_never_committed_and_are_queued_with_their_reason(mesh, daemon_factory, tmp_path):

@@ -94,9 +94,12 @@ def test_a_restored_node_that_goes_on_forks_and_one_decision_reaches_all(mesh, d
                  timeout=40, what=f"A's continued session on {node.name}")
 
     snapshot = json.loads(a.cli("snapshots", "--node", "node1", "--json").output)[-1]["manifest_path"]
-    out = a.cli("restore", Path(snapshot).stem, "--yes").output
+    declined = a.cli("restore", Path(snapshot).stem[:-3], ok=False)  # a unique beginning; no terminal to ask on
+    assert declined.exit_code == 3 and "Nothing was restored; trace.db is unchanged" in declined.output
+    assert "add --yes" in declined.output
+    out = a.cli("restore", Path(snapshot).stem[:-3], "--yes").output
     assert "Restored" in out and "trace.db.bak-" in out
-    a.cli("trace", "continue", session)
+    a.cli("trace", "continue", session[:12])  # `trace query` shows 12 characters; they name the session
     a.cli("trace", "add", session, "observation", "the gym is closed")
     a.cli("trace", "finish", session, "run outside")
     a.cli("trace", "publish")
@@ -108,7 +111,7 @@ def test_a_restored_node_that_goes_on_forks_and_one_decision_reaches_all(mesh, d
     assert len({(v["id"], v["chosen"]) for v in views}) == 1, "every node picks the same branch"
     fork = views[0]
     other = next(br for br in fork["branches"] if br != fork["chosen"])
-    b.cli("fork", "approve", fork["id"], other[7:19])
+    b.cli("fork", "approve", fork["id"][:6], other[7:19])  # unique beginnings of both
     b.cli("trace", "publish")
     for node in (a, c):
         wait_for(lambda: node.cli("trace", "merge", ok=False) and _forks(node)[0]["chosen"] == other,

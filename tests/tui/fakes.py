@@ -4,6 +4,7 @@ service returns, built by hand, so every screenshot is the same on every run."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -67,14 +68,20 @@ CONFLICT = ConflictItem(
     copy_path="notes/today.frame.sync-conflict-20261125-080000-U2CYW6V.json", device="U2CYW6V",
     status="open", reason=None, branch="fork/notes/today/U2CYW6V-20261125-080000",
     ours_hash=_h(1), theirs_hash=_h(2), ours_author="laptop", theirs_author="desktop",
-    created="2026-11-25T08:00:04Z", decided_by=None, decided_at=None)
+    created="2026-11-25T08:00:04Z", decided_by=None, decided_at=None,
+    ours_created="2026-11-25T07:58:12Z", theirs_created="2026-11-25T07:59:30Z", device_name="laptop")
+#: The same conflict decided on desktop, as a peer sees it once desktop's trace is merged.
+DECIDED = replace(CONFLICT, id=1, frame="notes/plan", path="notes/plan.frame.json",
+                  copy_path="notes/plan.frame.sync-conflict-20261124-180000-U2CYW6V.json",
+                  created="2026-11-24T18:00:03Z", status="approved", decided_by="desktop",
+                  decided_at="2026-11-24T18:05:00Z")
 INVALID = ConflictItem(
     id=2, kind="invalid", frame=None, path="notes/forged.frame.json", copy_path=None, device=None,
     status="open", reason="bad_schema: notes/forged.frame.json is not a frame: it has no hash.",
     branch=None, ours_hash=None, theirs_hash=None, ours_author=None, theirs_author=None,
     created="2026-11-25T07:40:00Z", decided_by=None, decided_at=None)
-DIFF = """--- ours: notes/today.frame.json (laptop)
-+++ theirs: notes/today.frame.sync-conflict-20261125-080000-U2CYW6V.json (desktop)
+DIFF = """--- current version: notes/today.frame.json (by laptop)
++++ set-aside version: notes/today.frame.sync-conflict-20261125-080000-U2CYW6V.json (by desktop)
 @@ -1,4 +1,4 @@
  {
 -  "text": "gym on Tuesday",
@@ -118,7 +125,7 @@ FRAMES = [
 UTC = timezone.utc
 REVISIONS = [
     Revision("204cff5bd44d" + "0" * 28, "desktop", datetime(2026, 11, 25, 8, 7, 48, tzinfo=UTC),
-             "approve #3: notes/today takes the version from device U2CYW6V (decided on laptop)"),
+             "notes/today: the set-aside version by desktop becomes current (approved on laptop, queue item #3)"),
     Revision("9c1e2a7b3f00" + "0" * 28, "laptop", datetime(2026, 11, 25, 7, 2, 11, tzinfo=UTC),
              "frames: notes/today"),
     Revision("41d3b8e0aa17" + "0" * 28, "laptop", datetime(2026, 11, 24, 21, 15, 0, tzinfo=UTC),
@@ -191,7 +198,9 @@ class FakeService:
                 NodeRow("server", DEVICES["server"], False if self.syncthing_ok else None,
                         _view(server, stale=True), False, SERVER_PIECES)]
 
-    def queue(self) -> QueueData:
+    def queue(self, *, history: bool = False) -> QueueData:
+        if history:
+            return QueueData([DECIDED], [], {}, history=True)
         return QueueData([CONFLICT, INVALID], [FORK], {SESSION: STEPS})
 
     def conflict_diff(self, item: ConflictItem) -> str:
@@ -200,7 +209,8 @@ class FakeService:
     def decide_conflict(self, item_id: int, *, approve: bool) -> list[ConflictItem]:
         self._record("decide_conflict", item_id, approve)
         from dataclasses import replace
-        return [replace(CONFLICT, status="approved" if approve else "rejected", decided_by="laptop")]
+        return [replace(CONFLICT, status="approved" if approve else "rejected", decided_by="laptop",
+                        decided_at="2026-11-25T08:10:00Z")]
 
     def decide_fork(self, fork_id: str, branch: str, verdict: str) -> ForkView:
         self._record("decide_fork", fork_id, branch, verdict)
@@ -230,6 +240,10 @@ class FakeService:
 
     def frame_log(self, frame_id: str) -> list[Revision]:
         return list(REVISIONS)
+
+    def revision_diff(self, frame_id: str, rev: str) -> str:
+        return ("--- current version (by desktop)\n+++ revision 9c1e2a7b3f00 (by laptop)\n@@ -1,3 +1,3 @@\n {\n"
+                '-  "text": "gym on Thursday"\n+  "text": "gym on Tuesday"\n }\n')
 
     def restore_frame(self, frame_id: str, rev: str) -> Frame:
         self._record("restore_frame", frame_id, rev)
@@ -262,5 +276,5 @@ class BrokenService(FakeService):
     def nodes(self) -> list[NodeRow]:
         raise SyncthingError("Syncthing refused GET /rest/system/connections (500: boom).")
 
-    def queue(self) -> QueueData:
+    def queue(self, *, history: bool = False) -> QueueData:
         raise RuntimeError("an unexpected bug")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from textual.command import CommandPalette
-from textual.widgets import ProgressBar
+from textual.widgets import ProgressBar, TabbedContent
 
 from tests.tui.fakes import FORK, REVISIONS, BrokenService, FakeService
 from tests.tui.helpers import until
@@ -42,13 +42,22 @@ def test_decisions_ask_first_and_cancel_does_nothing():
         await until(pilot, lambda: queue.entries, "the queue")
         await pilot.press("a")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
+        assert app.screen.body.splitlines() == [
+            "current version: by laptop, written at 2026-11-25 07:58:12 UTC",
+            "set-aside version: by desktop, written at 2026-11-25 07:59:30 UTC (in Syncthing's conflict copy "
+            "notes/today.frame.sync-conflict-20261125-080000-U2CYW6V.json, Syncthing named it after device "
+            "U2CYW6V = laptop, the last to change the version that won)",
+            "",
+            "approve: the set-aside version by desktop becomes notes/today on every node; the conflict copy "
+            "is removed and the version by laptop stays in Git history."]
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "the dialog gone")
         assert service.calls == []
         await pilot.press("r", "y")
         await until(pilot, lambda: service.calls, "the reject")
         assert service.calls == [("decide_conflict", 3, False)]
-        await until(pilot, lambda: ("information", "#3 notes/today: rejected") in _notes(app), "the result")
+        await until(pilot, lambda: ("information", "#3 notes/today: rejected on laptop at 2026-11-25 08:10:00 UTC")
+                    in _notes(app), "the result")
 
         await pilot.press("down")  # the invalid file: nothing to decide, it says why
         await pilot.press("a")
@@ -115,6 +124,7 @@ def test_frame_restore_to_the_selected_revision():
         await pilot.press("tab", "down", "t")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
         assert "notes/today comes back as it was at 9c1e2a7b3f00" in app.screen.body
+        assert '-  "text": "gym on Thursday"\n+  "text": "gym on Tuesday"' in app.screen.body  # the old body, as a diff
         await pilot.press("y")
         await until(pilot, lambda: service.calls, "the restore")
         assert service.calls == [("restore_frame", "notes/today", REVISIONS[1].commit)]
@@ -181,3 +191,44 @@ def test_no_node_home_is_refused_before_the_app_starts(tmp_path):
 
     with pytest.raises(NoNodeError, match=r"No twinsync node at .*; run `twinsync init --name NAME` first"):
         make_app(tmp_path / "nowhere")
+
+
+def test_h_shows_decided_items_with_who_decided_and_where_and_back():
+    service = FakeService()
+
+    async def scenario(app, pilot):
+        await pilot.press("2")
+        queue = app.pane("queue")
+        await until(pilot, lambda: queue.entries, "the queue")
+        assert "conflict:1" not in queue.entries
+        await pilot.press("h")
+        await until(pilot, lambda: list(queue.entries) == ["conflict:1"], "the decided item")
+        (entry,) = queue.entries.values()
+        assert entry.state == "approved on desktop at 2026-11-24 18:05:00 UTC"
+        assert str(app.query_one(TabbedContent).get_tab("queue").label) == "Queue (history)"
+        detail = str(app.query_one("#queue-detail").render())
+        assert "decided: approved on desktop at 2026-11-24 18:05:00 UTC" in detail
+        assert "approve:" not in detail  # a decided item offers no choice
+        await pilot.press("a")
+        await until(pilot, lambda: any("already approved on desktop" in m for _, m in _notes(app)), "the refusal")
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("h")
+        await until(pilot, lambda: "conflict:3" in queue.entries and "conflict:1" not in queue.entries,
+                    "the open queue again")
+
+    _run(service, scenario)
+
+
+def test_a_refresh_that_keeps_failing_says_so_once():
+    async def scenario(app, pilot):
+        await until(pilot, lambda: ("error", "Unexpected RuntimeError: an unexpected bug") in _notes(app),
+                    "the queue's error")
+        for _ in range(10):  # ten more refreshes, every one of them failing the same way
+            app.tick()
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        notes = _notes(app)
+        assert notes.count(("error", "Unexpected RuntimeError: an unexpected bug")) == 1
+        assert notes.count(("error", "Syncthing refused GET /rest/system/connections (500: boom).")) == 1
+
+    _run(BrokenService(), scenario, refresh_s=600)

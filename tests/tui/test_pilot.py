@@ -60,13 +60,16 @@ def test_approve_and_reject_from_the_queue_change_files_and_git_as_the_cli_does(
             await until(pilot, lambda: queue.diffs, "the diff of the selected conflict")
             assert '+  "v": "theirs"' in next(iter(queue.diffs.values()))
             await pilot.press("a")
-            await confirm(pilot, "Approve conflict", "becomes a/x on every node; the copy is removed")
+            await confirm(pilot, "Approve conflict", "current version: by n1, written at ",
+                          "set-aside version: by n1, written at ",
+                          "approve: the set-aside version by n1 becomes a/x on every node; the conflict copy is removed")
             await until(pilot, lambda: not (root / copies[0]).exists(), "the approved copy removed")
 
             await pilot.press("slash", "ctrl+u", *"b/x", "enter")
             await until(pilot, lambda: [e.subject for e in queue.entries.values()] == ["b/x"], "the filter on b/x")
             await pilot.press("r")
-            await confirm(pilot, "Reject conflict", "The copy is removed everywhere; its version stays on branch fork/b/x/")
+            await confirm(pilot, "Reject conflict", "reject: the current version by n1 stays b/x on every node; "
+                          "the conflict copy is removed and the set-aside version by n1 is kept in Git on branch fork/b/x/")
             await until(pilot, lambda: not (root / copies[1]).exists(), "the rejected copy removed")
             await pilot.press("slash", "ctrl+u", "enter")
             await until(pilot, lambda: not queue.entries and queue.data.conflicts == [], "an empty queue")
@@ -77,7 +80,8 @@ def test_approve_and_reject_from_the_queue_change_files_and_git_as_the_cli_does(
     assert json.loads(node.cli("frame", "get", "b/x").output) == {"v": "ours"}
     assert json.loads(node.cli("conflicts", "--json").output) == []
     assert not list(root.rglob("*sync-conflict*"))
-    assert "approve #" in _git(node, "log", "-1", "--format=%s", "--", "a/x.frame.json")
+    assert "a/x: the set-aside version by n1 becomes current (approved on n1, queue item #" in _git(
+        node, "log", "-1", "--format=%s", "--", "a/x.frame.json")
     branches = _git(node, "branch", "--list", "fork/*").split()
     assert len(branches) == 2
     assert '"theirs"' in _git(node, "show", f"{[b for b in branches if b.startswith('fork/b/')][0]}:b/x.frame.json")
@@ -195,11 +199,12 @@ def test_rollbacks_and_quarantined_files_show_in_the_queue_and_are_decided_there
             await pilot.press("slash", *"rollback", "enter")
             await until(pilot, lambda: [e.kind for e in queue.entries.values()] == ["rollback"], "the filter")
             (entry,) = queue.entries.values()
-            assert entry.state == f"rollback to revision {first[:12]} by n1"
+            assert (entry.source, entry.state) == (f"current by n1 · set aside by n1 (revision {first[:12]})", "open")
             await until(pilot, lambda: queue.diffs, "the diff of the rollback")
             assert '+  "v": 1' in next(iter(queue.diffs.values()))
             await pilot.press("a")
-            await confirm(pilot, "Approve rollback", f"revision {first[:12]} by n1) is committed")
+            await confirm(pilot, "Approve rollback", f"approve: the set-aside version by n1 (revision {first[:12]}) "
+                          "becomes notes/today on every node; it is committed.")
             await until(pilot, lambda: [e.kind for e in queue.entries.values()] == [], "the rollback decided")
 
             await pilot.press("slash", "ctrl+u", *"quarantined", "enter")
@@ -207,14 +212,14 @@ def test_rollbacks_and_quarantined_files_show_in_the_queue_and_are_decided_there
             detail = str(app.query_one("#queue-detail").render())
             assert "bad_signature" in detail and str(quarantined.parent) in detail
             await pilot.press("r")
-            await confirm(pilot, "Reject quarantined", "The file is deleted from")
+            await confirm(pilot, "Reject quarantined", "reject: the file is deleted from")
             await until(pilot, lambda: not quarantined.exists(), "the quarantined file deleted")
             await pilot.press("slash", "ctrl+u", "enter")
             await until(pilot, lambda: not queue.entries and queue.data.conflicts == [], "an empty queue")
 
     asyncio.run(drive())
     log = json.loads(node.cli("frame", "log", "notes/today", "--json").output)
-    assert len(log) == 3 and f"rolls back to revision {first[:12]}" in log[0]["message"]
+    assert len(log) == 3 and f"(revision {first[:12]}, written back" in log[0]["message"]
     decided = {i["kind"]: (i["status"], i["decided_by"]) for i in
                json.loads(node.cli("conflicts", "--all", "--json").output)}
     assert decided == {"rollback": ("approved", "n1"), "quarantined": ("rejected", "n1")}

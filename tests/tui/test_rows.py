@@ -72,7 +72,7 @@ def test_node_rows_show_each_peers_rates_and_out_of_sync_items():
 def test_queue_is_one_list_newest_first_and_filters_on_every_word():
     entries = queue_entries(QueueData([INVALID, CONFLICT], [FORK], {SESSION: STEPS}))
     assert [e.kind for e in entries] == ["conflict", "invalid", "fork"]
-    assert entries[2].when == "2026-11-25T07:30:00Z" and entries[2].state == "approve by desktop"
+    assert entries[2].when == "2026-11-25T07:30:00Z" and entries[2].state == "approved on desktop"
     assert [e.subject for e in filter_entries(entries, "NOTES")] == ["notes/today", "notes/forged.frame.json"]
     assert [e.kind for e in filter_entries(entries, "desktop open")] == ["conflict"]
     assert filter_entries(entries, "nothing-like-this") == []
