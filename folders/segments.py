@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from folders.errors import TraceError, echo
@@ -173,6 +172,8 @@ def _write_segment_db(db_path: Path, steps: Iterable[tuple]) -> None:
     try:
         seg = sqlite3.connect(tmp, isolation_level=None)
         try:
+            import sqlite_utils  # only to write a segment: readers of traces stay light
+
             seg.execute("PRAGMA journal_mode=OFF")
             sqlite_utils.Database(seg)["steps"].create(STEP_SCHEMA, pk="hash",
                                                        not_null=STEP_NOT_NULL)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import platformdirs
 import typer
-from rich.table import Column
 
 from orchestrator.node import Node
+
+if TYPE_CHECKING:
+    from rich.table import Column
 
 
 def default_home() -> Path:
@@ -33,6 +35,8 @@ def open_node(home: Path, *, timeout: float | None = None) -> Node:
 def id_column(header: str, ids: list[str]) -> Column:
     """A table column of ids a command takes back: never shrunk or cut with "…" on a narrow
     terminal (the other columns wrap instead)."""
+    from rich.table import Column  # tables are for people; `--json` calls never load rich
+
     return Column(header, no_wrap=True, min_width=max((len(i) for i in ids), default=len(header)))
 
 
