@@ -1,0 +1,201 @@
+"""Nearest by meaning: a compact profile of what a node knows, and questions ranked against
+the profiles of its peers (issue 13 §3).
+
+A profile is a bag of hashed features (character n-grams of words padded at their
+boundaries, optionally whole words) summed over the node's texts, cut to its strongest
+`top_k` features and quantized to one byte each, so it fits in a signed fingerprint in a
+few kilobytes. Character n-grams need no model and no download, read Russian and English
+alike (Unicode words, casefolded, ё as е), and survive inflection ("томаты", "томатов"),
+which whole words do not. The hash is crc32, not Python's `hash()`: every node must map a
+feature to the same slot.
+
+Ranking weighs each feature by how few peers' profiles hold it (an IDF over the peers
+ranked), so n-grams every node has ("the", " и ") count for little without any stop-word
+list, then takes the cosine. Representations are pluggable: a profile names its
+representation and version, and a profile this node cannot compare is ranked last with a
+reason, never an error. The default was picked from tests/benchmarks/routing.py
+(docs/routing.md has the figures).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from folders.errors import TwinsyncError, echo
+
+#: Score given to a peer whose profile cannot be compared: below every cosine (0..1).
+UNRANKED = -1.0
+#: The most entries any profile may carry; larger ones are not ours.
+MAX_ENTRIES = 4096
+_INDEX_BITS = 24  # three bytes per index in the encoded vector
+_WORD = re.compile(r"[^\W\d_]+")  # letters of any script; digits and "_" separate words
+
+
+class ProfileError(TwinsyncError):
+    """A profile's data is malformed; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class Representation:
+    """How texts become features. `version` changes whenever the features of a text would,
+    so profiles built by different code are never compared as if they were alike."""
+
+    name: str
+    version: int
+    sizes: tuple[int, ...] = (3, 4)  # character n-gram lengths over " word "
+    words: bool = False  # whole words as features too
+    bits: int = 18  # features hash into 2**bits slots
+    top_k: int = 512  # strongest features a profile keeps
+
+    def features(self, text: str) -> dict[int, float]:
+        """Sublinear term weights (1 + log tf), L2-normalised, so a long text does not
+        outweigh many short ones in a profile."""
+        counts: Counter[str] = Counter()
+        for word in _WORD.findall(text.casefold().replace("ё", "е")):
+            if self.words:
+                counts["w" + word] += 1
+            padded = f" {word} "
+            for n in self.sizes:
+                counts.update(padded[i:i + n] for i in range(max(1, len(padded) - n + 1)))
+        mask = (1 << self.bits) - 1
+        slots: dict[int, float] = {}
+        for gram, count in counts.items():
+            slot = zlib.crc32(gram.encode("utf-8")) & mask
+            slots[slot] = slots.get(slot, 0.0) + 1.0 + math.log(count)
+        norm = math.sqrt(sum(w * w for w in slots.values()))
+        return {slot: w / norm for slot, w in slots.items()} if norm else {}
+
+
+REGISTRY: dict[str, Representation] = {r.name: r for r in (
+    Representation("chargram-34", 1, sizes=(3, 4)),
+    Representation("chargram-3", 1, sizes=(3,)),
+    Representation("chargram-4", 1, sizes=(4,)),
+    Representation("chargram-345", 1, sizes=(3, 4, 5)),
+    Representation("chargram-34-words", 1, sizes=(3, 4), words=True),
+    Representation("chargram-34-k256", 1, sizes=(3, 4), top_k=256),
+    Representation("chargram-34-k1024", 1, sizes=(3, 4), top_k=1024),
+    Representation("chargram-34-12b", 1, sizes=(3, 4), bits=12),
+    Representation("words", 1, sizes=(), words=True),
+)}
+DEFAULT = REGISTRY["chargram-34"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a node knows, as its representation's strongest features: `entries` are
+    (slot, weight 1..255) sorted by slot; `texts` is how many texts went in."""
+
+    representation: str
+    version: int
+    texts: int
+    entries: tuple[tuple[int, int], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        packed = b"".join(slot.to_bytes(3, "big") + bytes((weight,))
+                          for slot, weight in self.entries)
+        return {"representation": self.representation, "version": self.version,
+                "texts": self.texts, "vector": base64.b64encode(packed).decode("ascii")}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Profile:
+        """Any representation name is accepted (a newer peer's is compared as unknown, not
+        refused); the shape of the data must be right."""
+        if not isinstance(data, dict) or set(data) != {"representation", "version", "texts",
+                                                       "vector"}:
+            raise ProfileError("the profile is not an object with exactly representation, "
+                               "version, texts and vector")
+        name, version, texts, vector = (data["representation"], data["version"],
+                                        data["texts"], data["vector"])
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            raise ProfileError(f"the profile's representation {echo(name)} is not a short name")
+        for what, value in (("version", version), ("texts", texts)):
+            if type(value) is not int or value < 0:
+                raise ProfileError(f"the profile's {what} {echo(value)} is not a count")
+        if not isinstance(vector, str) or len(vector) > 4 * math.ceil(4 * MAX_ENTRIES / 3):
+            raise ProfileError("the profile's vector is not a string of at most "
+                               f"{MAX_ENTRIES} entries")
+        try:
+            packed = base64.b64decode(vector, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProfileError("the profile's vector is not base64") from None
+        if len(packed) % 4:
+            raise ProfileError("the profile's vector is not whole 4-byte entries")
+        entries = tuple((int.from_bytes(packed[i:i + 3], "big"), packed[i + 3])
+                        for i in range(0, len(packed), 4))
+        if any(a[0] >= b[0] for a, b in zip(entries, entries[1:])):
+            raise ProfileError("the profile's vector slots are not strictly increasing")
+        if any(weight == 0 for _, weight in entries):
+            raise ProfileError("the profile's vector has a zero weight")
+        return cls(name, version, texts, entries)
+
+    def compatible(self, representation: Representation) -> str | None:
+        """None when this profile can be compared under `representation`; else why not."""
+        if (self.representation, self.version) != (representation.name, representation.version):
+            return (f"its profile uses {echo(self.representation)} version {self.version}, "
+                    f"this node ranks with {representation.name!r} version "
+                    f"{representation.version}")
+        return None
+
+
+def profile_of(texts: Iterable[str], representation: Representation = DEFAULT) -> Profile:
+    """Sum each text's features, keep the `top_k` strongest (ties by slot), quantize to
+    1..255 of the strongest."""
+    total: dict[int, float] = {}
+    count = 0
+    for text in texts:
+        count += 1
+        for slot, weight in representation.features(text).items():
+            total[slot] = total.get(slot, 0.0) + weight
+    kept = sorted(total.items(), key=lambda item: (-item[1], item[0]))[:min(
+        representation.top_k, MAX_ENTRIES)]
+    top = kept[0][1] if kept else 0.0
+    entries = tuple(sorted((slot, max(1, min(255, round(255 * weight / top))))
+                           for slot, weight in kept))
+    return Profile(representation.name, representation.version, count, entries)
+
+
+def rank_peers(question: str, profiles: Mapping[str, Profile | None],
+               representation: Representation = DEFAULT) -> list[tuple[str, float]]:
+    """Peers best first by idf-weighted cosine between the question and each profile; ties
+    by name. Peers without a comparable profile (None: an older fingerprint; another
+    representation) follow with score UNRANKED, by name; `unranked` says why."""
+    usable = {peer: dict(p.entries) for peer, p in profiles.items()
+              if p is not None and p.compatible(representation) is None}
+    frequency = Counter(slot for vector in usable.values() for slot in vector)
+    peers = len(usable)
+
+    def idf(slot: int) -> float:
+        return math.log((1 + peers) / (1 + frequency[slot])) + 1.0
+
+    asked = {slot: weight * idf(slot) for slot, weight in
+             representation.features(question).items()}
+    asked_norm = math.sqrt(sum(w * w for w in asked.values()))
+    scored = []
+    for peer, vector in usable.items():
+        weighted = {slot: weight * idf(slot) for slot, weight in vector.items()}
+        norm = math.sqrt(sum(w * w for w in weighted.values()))
+        dot = sum(w * weighted[slot] for slot, w in asked.items() if slot in weighted)
+        score = dot / (asked_norm * norm) if asked_norm and norm else 0.0
+        scored.append((peer, round(score, 9)))
+    scored.sort(key=lambda item: (-item[1], item[0]))
+    return scored + [(peer, UNRANKED) for peer in sorted(set(profiles) - set(usable))]
+
+
+def unranked(profiles: Mapping[str, Profile | None],
+             representation: Representation = DEFAULT) -> dict[str, str]:
+    """Why each peer that `rank_peers` puts last cannot be compared, as a sentence."""
+    reasons = {}
+    for peer, profile in sorted(profiles.items()):
+        why = ("its fingerprint carries no profile (an older twinsync)" if profile is None
+               else profile.compatible(representation))
+        if why is not None:
+            reasons[peer] = f"{peer} is ranked last: {why}."
+    return reasons
