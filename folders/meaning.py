@@ -162,6 +162,25 @@ def profile_of(texts: Iterable[str], representation: Representation = DEFAULT) -
     return Profile(representation.name, representation.version, count, entries)
 
 
+def body_text(body: Any, limit: int = 2000) -> str:
+    """The strings of a frame body (values, not keys: keys are the same on every node), in
+    document order, cut at `limit` characters so one huge frame costs no more than a page.
+    Walked with a stack, not recursion: a body can be deep."""
+    pieces: list[str] = []
+    size = 0
+    stack = [body]
+    while stack and size < limit:
+        value = stack.pop()
+        if isinstance(value, str):
+            pieces.append(value)
+            size += len(value) + 1
+        elif isinstance(value, dict):
+            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
+    return " ".join(pieces)[:limit]
+
+
 def rank_peers(question: str, profiles: Mapping[str, Profile | None],
                representation: Representation = DEFAULT) -> list[tuple[str, float]]:
     """Peers best first by idf-weighted cosine between the question and each profile; ties

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from folders.meaning import (DEFAULT, MAX_ENTRIES, REGISTRY, UNRANKED, Profile, ProfileError,
+from folders.meaning import (DEFAULT, MAX_ENTRIES, REGISTRY, UNRANKED, Profile, ProfileError, body_text,
                              Representation, profile_of, rank_peers, unranked)
 
 # Letters of both languages, spaces and some punctuation: what goals and questions are made of.
@@ -111,3 +111,13 @@ def test_empty_question_and_empty_profiles_do_not_crash():
 def test_malformed_profiles_are_refused_with_a_sentence(data, why):
     with pytest.raises(ProfileError, match=why):
         Profile.from_dict(data)
+
+
+def test_body_text_reads_values_in_order_and_is_bounded():
+    body = {"text": "полив томатов", "tags": ["garden", {"note": "evening"}], "n": 3, "ok": True}
+    assert body_text(body) == "полив томатов garden evening"
+    deep: object = "bottom"
+    for _ in range(5000):
+        deep = [deep]
+    assert body_text(deep) == "bottom"
+    assert len(body_text({"a": "x" * 10_000, "b": "y" * 10})) == 2000

@@ -1,0 +1,65 @@
+"""This node's profile for routing by meaning (folders/meaning.py), built each time the
+fingerprint is written (recovery.refresh_fingerprint) from what the node itself knows: the
+goals it reasoned about and the frames it wrote.
+
+Own goals and own frames only: after merges every node holds every node's trace, and in a
+full topology every node's frames, so what a node *holds* says little about what it
+*knows*. The cost is bounded, not proportional to the node's size: the newest MAX_GOALS
+goals and the newest MAX_FRAMES frames are read (tests/benchmarks/routing.py measures it
+at 100,000 frames).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+from folders.frame import FRAME_SUFFIX
+from folders.meaning import DEFAULT, Profile, Representation, body_text, profile_of
+from folders.trace import connect
+from orchestrator.node import Node
+from orchestrator.state import open_state
+
+logger = logging.getLogger(__name__)
+
+MAX_GOALS = 2000
+MAX_FRAMES = 2000
+
+
+def knowledge(trace_db: Path, state_db: Path, frames_root: Path, author: str, *,
+              max_goals: int = MAX_GOALS, max_frames: int = MAX_FRAMES) -> list[str]:
+    """`author`'s newest goals, then the ids and bodies of its newest frames. A frame file
+    that is gone or unreadable since it was indexed is skipped: the next refresh sees the
+    index catch up."""
+    conn = connect(trace_db)
+    try:
+        texts = [goal for goal, in conn.execute(
+            "SELECT goal FROM sessions WHERE author = ? GROUP BY goal "
+            "ORDER BY max(started) DESC, goal LIMIT ?", (author, max_goals))]
+    finally:
+        conn.close()
+    db = open_state(state_db)
+    try:
+        rows = db.execute("SELECT path FROM frames WHERE status = 'valid' "
+                          "ORDER BY updated DESC, path LIMIT ?", [max_frames]).fetchall()
+    except sqlite3.OperationalError:  # a state.db from before its frames table: no frames yet
+        rows = []
+    finally:
+        db.close()
+    for rel, in rows:
+        if not rel.endswith(FRAME_SUFFIX):
+            continue
+        try:
+            frame = json.loads((frames_root / rel).read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(frame, dict) and frame.get("author") == author:
+            texts.append(f"{frame.get('id', '')} {body_text(frame.get('body'))}")
+    return texts
+
+
+def node_profile(node: Node, representation: Representation = DEFAULT) -> Profile:
+    return profile_of(knowledge(node.layout.trace_db, node.layout.state_db,
+                                node.layout.frames_shared, node.name), representation)
