@@ -35,8 +35,22 @@ from folders.errors import TwinsyncError, echo
 UNRANKED = -1.0
 #: The most entries any profile may carry; larger ones are not ours.
 MAX_ENTRIES = 4096
-_INDEX_BITS = 24  # three bytes per index in the encoded vector
+_SLOT_LIMIT = 1 << 24  # no representation hashes into more slots
 _WORD = re.compile(r"[^\W\d_]+")  # letters of any script; digits and "_" separate words
+#: Function words of both languages. Dropped before n-grams are taken: they are in every
+#: question ("how", "как", "сколько") but only in some profiles, where an IDF over a handful
+#: of peers would mistake them for knowledge (the routing benchmark: +4 to +6 points).
+STOPWORDS = frozenset("""
+a about after all also am an and any are as at be been before being but by can could did do
+does doing for from get got had has have how i if in into is it its just me more most much
+my no not of on or our out over should so some than that the their them then there these
+they this to too up very was we what when where which who why will with would you your
+а без бы был была были было быть в вам вас ведь во вот все всё всего вы где да даже для до
+его ее её если есть еще ещё же за зачем и из или им их к как какая какие каким какое какой
+когда кто ли либо лучше между меня мне много можно мой моя мы на над надо нам нас не него
+нет ни но ну нужно о об он она они оно от по под после почему при про раз с сам свой себя
+сколько со так такой там то тоже только ты у уже чем что чтобы эта эти это этот я
+""".split())
 
 
 class ProfileError(TwinsyncError):
@@ -50,16 +64,19 @@ class Representation:
 
     name: str
     version: int
-    sizes: tuple[int, ...] = (3, 4)  # character n-gram lengths over " word "
+    sizes: tuple[int, ...] = (5,)  # character n-gram lengths over " word "
     words: bool = False  # whole words as features too
+    stopwords: bool = True  # drop STOPWORDS first
     bits: int = 18  # features hash into 2**bits slots
-    top_k: int = 512  # strongest features a profile keeps
+    top_k: int = 1024  # strongest features a profile keeps
 
     def features(self, text: str) -> dict[int, float]:
         """Sublinear term weights (1 + log tf), L2-normalised, so a long text does not
         outweigh many short ones in a profile."""
         counts: Counter[str] = Counter()
         for word in _WORD.findall(text.casefold().replace("ё", "е")):
+            if self.stopwords and word in STOPWORDS:
+                continue
             if self.words:
                 counts["w" + word] += 1
             padded = f" {word} "
@@ -74,18 +91,22 @@ class Representation:
         return {slot: w / norm for slot, w in slots.items()} if norm else {}
 
 
+#: The candidates tests/benchmarks/routing.py measures; a node ranks with DEFAULT.
 REGISTRY: dict[str, Representation] = {r.name: r for r in (
-    Representation("chargram-34", 1, sizes=(3, 4)),
+    Representation("chargram-5", 1, sizes=(5,)),
     Representation("chargram-3", 1, sizes=(3,)),
     Representation("chargram-4", 1, sizes=(4,)),
-    Representation("chargram-345", 1, sizes=(3, 4, 5)),
-    Representation("chargram-34-words", 1, sizes=(3, 4), words=True),
-    Representation("chargram-34-k256", 1, sizes=(3, 4), top_k=256),
-    Representation("chargram-34-k1024", 1, sizes=(3, 4), top_k=1024),
-    Representation("chargram-34-12b", 1, sizes=(3, 4), bits=12),
+    Representation("chargram-34", 1, sizes=(3, 4)),
+    Representation("chargram-45", 1, sizes=(4, 5)),
+    Representation("chargram-5-words", 1, sizes=(5,), words=True),
+    Representation("chargram-5-k256", 1, sizes=(5,), top_k=256),
+    Representation("chargram-5-k512", 1, sizes=(5,), top_k=512),
+    Representation("chargram-5-12bits", 1, sizes=(5,), bits=12),
+    Representation("chargram-5-all-words", 1, sizes=(5,), stopwords=False),
+    Representation("chargram-34-all-words", 1, sizes=(3, 4), stopwords=False),
     Representation("words", 1, sizes=(), words=True),
 )}
-DEFAULT = REGISTRY["chargram-34"]
+DEFAULT = REGISTRY["chargram-5"]
 
 
 @dataclass(frozen=True)
@@ -99,8 +120,17 @@ class Profile:
     entries: tuple[tuple[int, int], ...]
 
     def to_dict(self) -> dict[str, Any]:
-        packed = b"".join(slot.to_bytes(3, "big") + bytes((weight,))
-                          for slot, weight in self.entries)
+        """`vector` is base64 of, per entry, the gap from the previous slot as a LEB128
+        varint, then the weight byte: about 2.6 bytes an entry instead of 4."""
+        packed = bytearray()
+        previous = -1
+        for slot, weight in self.entries:
+            gap = slot - previous - 1
+            previous = slot
+            while gap >= 0x80:
+                packed.append(0x80 | (gap & 0x7F))
+                gap >>= 7
+            packed += bytes((gap, weight))
         return {"representation": self.representation, "version": self.version,
                 "texts": self.texts, "vector": base64.b64encode(packed).decode("ascii")}
 
@@ -119,22 +149,14 @@ class Profile:
         for what, value in (("version", version), ("texts", texts)):
             if type(value) is not int or value < 0:
                 raise ProfileError(f"the profile's {what} {echo(value)} is not a count")
-        if not isinstance(vector, str) or len(vector) > 4 * math.ceil(4 * MAX_ENTRIES / 3):
+        if not isinstance(vector, str) or len(vector) > 4 * math.ceil(5 * MAX_ENTRIES / 3):
             raise ProfileError("the profile's vector is not a string of at most "
                                f"{MAX_ENTRIES} entries")
         try:
             packed = base64.b64decode(vector, validate=True)
         except (binascii.Error, ValueError):
             raise ProfileError("the profile's vector is not base64") from None
-        if len(packed) % 4:
-            raise ProfileError("the profile's vector is not whole 4-byte entries")
-        entries = tuple((int.from_bytes(packed[i:i + 3], "big"), packed[i + 3])
-                        for i in range(0, len(packed), 4))
-        if any(a[0] >= b[0] for a, b in zip(entries, entries[1:])):
-            raise ProfileError("the profile's vector slots are not strictly increasing")
-        if any(weight == 0 for _, weight in entries):
-            raise ProfileError("the profile's vector has a zero weight")
-        return cls(name, version, texts, entries)
+        return cls(name, version, texts, _unpack(packed))
 
     def compatible(self, representation: Representation) -> str | None:
         """None when this profile can be compared under `representation`; else why not."""
@@ -143,6 +165,32 @@ class Profile:
                     f"this node ranks with {representation.name!r} version "
                     f"{representation.version}")
         return None
+
+
+def _unpack(packed: bytes) -> tuple[tuple[int, int], ...]:
+    entries = []
+    slot, i = -1, 0
+    while i < len(packed):
+        gap = shift = 0
+        while True:
+            if i >= len(packed) or shift > 21:
+                raise ProfileError("the profile's vector is truncated or has a gap too long")
+            byte = packed[i]
+            i += 1
+            gap |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        slot += gap + 1
+        if i >= len(packed):
+            raise ProfileError("the profile's vector is truncated or has a gap too long")
+        if slot >= _SLOT_LIMIT or len(entries) >= MAX_ENTRIES:
+            raise ProfileError("the profile's vector goes beyond its slots or entries")
+        if packed[i] == 0:
+            raise ProfileError("the profile's vector has a zero weight")
+        entries.append((slot, packed[i]))
+        i += 1
+    return tuple(entries)
 
 
 def profile_of(texts: Iterable[str], representation: Representation = DEFAULT) -> Profile:

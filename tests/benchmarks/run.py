@@ -24,9 +24,10 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import frames, traces, tui_refresh
+from tests.benchmarks import frames, routing, traces, tui_refresh
 
-FIGURES = ("propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore", "tui_refresh")
+FIGURES = ("propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore", "tui_refresh",
+           "routing", "profile_build")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
                 emit(measure(tmp, console, trace_sizes))
         if "tui_refresh" in wanted:
             emit(tui_refresh.measure_tui_refresh(console, args.quick))
+        if "routing" in wanted:  # one line per representation, beside random and namespaces
+            for figure in routing.measure_precision(console, args.quick):
+                emit(figure)
+        if "profile_build" in wanted:
+            emit(routing.measure_profile_build(tmp, console, args.quick))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process and removing the temp dir[/]")
         code = 130
