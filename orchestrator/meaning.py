@@ -16,6 +16,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from collections.abc import Iterable
+
+from folders.fingerprint import FingerprintView
 from folders.frame import FRAME_SUFFIX
 from folders.meaning import DEFAULT, Profile, Representation, body_text, profile_of
 from folders.trace import connect
@@ -63,3 +66,13 @@ def knowledge(trace_db: Path, state_db: Path, frames_root: Path, author: str, *,
 def node_profile(node: Node, representation: Representation = DEFAULT) -> Profile:
     return profile_of(knowledge(node.layout.trace_db, node.layout.state_db,
                                 node.layout.frames_shared, node.name), representation)
+
+
+def peer_profiles(views: Iterable[FingerprintView], me: str) -> dict[str, Profile | None]:
+    """Each peer's profile from its fingerprint, for folders.meaning.rank_peers: None (ranked
+    last) when the fingerprint is unusable (missing, forged, garbage: nothing of it is
+    trusted) or older than profiles. A stale fingerprint's profile still counts: what a
+    node knows changes slowly. This node is left out: asking itself is the caller's
+    "local first"."""
+    return {view.node: view.fingerprint.meaning() if view.ok and view.fingerprint else None
+            for view in views if view.node != me}

@@ -8,11 +8,13 @@ from pathlib import Path
 from folders.frame import Frame, save_frame
 from folders.meaning import profile_of, rank_peers
 from folders.trace import TraceDB, ensure_schema
-from orchestrator.meaning import knowledge
+from folders.fingerprint import FINGERPRINT_NAME, make_fingerprint, read_fingerprint, write_fingerprint
+from folders.metrics import METRIC_NAMES
+from orchestrator.meaning import knowledge, peer_profiles
 from orchestrator.state import ensure_schema as ensure_state, open_state
 from tests.unit.tracekit import TickClock, node_keys
 
-KEYS, _ = node_keys("a", "b")
+KEYS, TRUSTED = node_keys("a", "b", "c", "d")
 
 
 def _home(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -60,3 +62,21 @@ def test_a_new_node_has_an_empty_profile(tmp_path: Path) -> None:
     trace_db, state_db, frames = _home(tmp_path)
     assert knowledge(trace_db, state_db, frames, "a") == []
     assert profile_of([]).entries == ()
+
+
+def test_peer_profiles_come_only_from_usable_fingerprints(tmp_path: Path) -> None:
+    garden = profile_of(["полив томатов", "tomato blight"])
+    for name, profile in (("a", profile_of(["me"])), ("b", garden), ("c", None)):
+        write_fingerprint(tmp_path / name / FINGERPRINT_NAME, make_fingerprint(
+            node=name, device_id="DEVICE", version="0.1.0", frames_root="sha256:" + "0" * 64,
+            frames_count=0, trace_steps=0, trace_sessions=0, trace_head=None, last_publish=None,
+            last_merge=None, pending_conflicts=0, pending_forks=0,
+            metrics=dict.fromkeys(METRIC_NAMES), key=KEYS[name], profile=profile))
+    forged = tmp_path / "d" / FINGERPRINT_NAME  # d's folder, signed by b: refused, so no profile
+    forged.parent.mkdir()
+    forged.write_text((tmp_path / "b" / FINGERPRINT_NAME).read_text().replace('"node": "b"', '"node": "d"'))
+    views = [read_fingerprint(tmp_path / n / FINGERPRINT_NAME, TRUSTED) for n in "abcd"]
+    assert not views[3].ok
+    profiles = peer_profiles(views, "a")
+    assert profiles == {"b": garden, "c": None, "d": None}
+    assert [peer for peer, _ in rank_peers("когда поливать томаты", profiles)] == ["b", "c", "d"]
