@@ -23,6 +23,7 @@ import base64
 import binascii
 import math
 import re
+import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -35,6 +36,9 @@ from folders.errors import TwinsyncError, echo
 UNRANKED = -1.0
 #: The most entries any profile may carry; larger ones are not ours.
 MAX_ENTRIES = 4096
+#: Characters of one text (a goal, a frame, a question) that count: a peer's 10 MB question
+#: costs what a page does.
+MAX_TEXT_CHARS = 4000
 _SLOT_LIMIT = 1 << 24  # no representation hashes into more slots
 _WORD = re.compile(r"[^\W\d_]+")  # letters of any script; digits and "_" separate words
 #: Function words of both languages. Dropped before n-grams are taken: they are in every
@@ -72,9 +76,11 @@ class Representation:
 
     def features(self, text: str) -> dict[int, float]:
         """Sublinear term weights (1 + log tf), L2-normalised, so a long text does not
-        outweigh many short ones in a profile."""
+        outweigh many short ones in a profile. NFKC first: a decomposed "й" (и + combining
+        breve, as macOS writes file names) must not split its word in two."""
         counts: Counter[str] = Counter()
-        for word in _WORD.findall(text.casefold().replace("ё", "е")):
+        text = unicodedata.normalize("NFKC", text[:MAX_TEXT_CHARS]).casefold().replace("ё", "е")
+        for word in _WORD.findall(text):
             if self.stopwords and word in STOPWORDS:
                 continue
             if self.words:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import random
+import unicodedata
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from folders.meaning import (DEFAULT, MAX_ENTRIES, REGISTRY, UNRANKED, Profile, ProfileError, body_text,
+from folders.meaning import (DEFAULT, MAX_ENTRIES, MAX_TEXT_CHARS, REGISTRY, UNRANKED, Profile, ProfileError, body_text,
                              Representation, profile_of, rank_peers, unranked)
 
 # Letters of both languages, spaces and some punctuation: what goals and questions are made of.
@@ -132,3 +133,14 @@ def test_body_text_reads_values_in_order_and_is_bounded():
 def test_any_entries_round_trip_through_the_packed_vector(weights):
     profile = Profile("x", 3, 7, tuple(sorted(weights.items())))
     assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
+
+
+def test_the_same_words_give_the_same_features_however_they_are_written():
+    composed = "Какой ёмкости аккумулятор? Straße"
+    assert DEFAULT.features(unicodedata.normalize("NFD", composed)) == DEFAULT.features(composed)
+    assert DEFAULT.features("КАКОЙ ЕМКОСТИ АККУМУЛЯТОР? STRASSE") == DEFAULT.features(composed)
+
+
+def test_a_huge_question_costs_what_a_page_does():
+    page = "полив томатов tomato watering " * (MAX_TEXT_CHARS // 30 + 1)
+    assert DEFAULT.features(page * 2500) == DEFAULT.features(page)
