@@ -185,6 +185,10 @@ class Profile:
             return (f"its profile uses {echo(self.representation)} version {self.version}, "
                     f"this node ranks with {representation.name!r} version "
                     f"{representation.version}")
+        if len(self.entries) > representation.top_k:
+            # More than the representation keeps: a profile stuffed to attract every question.
+            return (f"its profile holds {len(self.entries)} entries, more than the "
+                    f"{representation.top_k} its representation keeps")
         return None
 
 

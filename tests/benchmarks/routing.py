@@ -123,9 +123,32 @@ def measure_precision(console: Console, quick: bool) -> list[dict[str, Any]]:  #
               f"{len(data['questions'])} questions"):
         for representation in REGISTRY.values():
             out.append(measure_representation(data, representation, baselines))
+    out.append(measure_generalist(data))
     for name in EMBEDDERS:
         out.append(measure_embedding(console, data, baselines, name))
     return out
+
+
+def measure_generalist(data: dict[str, Any]) -> dict[str, Any]:
+    """An attack: a seventh, trusted peer publishes a profile built from every node's
+    knowledge at once, to draw every question. How many does it win, and what does it cost
+    the honest nodes' precision? (A profile stuffed past its representation's entry limit
+    is not compared at all; this one stays within it.)"""
+    honest = {name: profile_of(node_texts(node)) for name, node in data["nodes"].items()}
+    greedy = {**honest, "generalist": profile_of([t for node in data["nodes"].values()
+                                                  for t in node_texts(node)])}
+    won = right = right_before = 0
+    for q in data["questions"]:
+        best = rank_peers(q["question"], greedy)[0][0]
+        won += best == "generalist"
+        right += best == q["node"]
+        right_before += rank_peers(q["question"], honest)[0][0] == q["node"]
+    n = len(data["questions"])
+    return {"figure": "routing_generalist", "unit": "share of questions won", "value": r(won / n),
+            "baseline": r(1 / (len(honest) + 1)), "target": "no more than a random peer's share",
+            "limit": None, "meets_target": won / n <= 1 / (len(honest) + 1),
+            "detail": {"precision_with_it": r(right / n), "precision_without_it": r(right_before / n),
+                       "baseline_is": "the share a peer gets from random routing among 7"}}
 
 
 # -- embedding models, for comparison -----------------------------------------------------

@@ -144,3 +144,12 @@ def test_the_same_words_give_the_same_features_however_they_are_written():
 def test_a_huge_question_costs_what_a_page_does():
     page = "полив томатов tomato watering " * (MAX_TEXT_CHARS // 30 + 1)
     assert DEFAULT.features(page * 2500) == DEFAULT.features(page)
+
+
+def test_a_profile_stuffed_beyond_its_representation_ranks_last():
+    stuffed = Profile(DEFAULT.name, DEFAULT.version, 1,
+                      tuple((slot, 255) for slot in range(DEFAULT.top_k + 1)))
+    assert Profile.from_dict(stuffed.to_dict()) == stuffed  # well-formed, but not honest
+    ranking = rank_peers("tomatoes", {"stuffed": stuffed, "honest": profile_of(["tomatoes"])})
+    assert ranking == [("honest", ranking[0][1]), ("stuffed", UNRANKED)]
+    assert "more than the 1024" in unranked({"stuffed": stuffed})["stuffed"]
