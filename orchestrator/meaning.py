@@ -6,7 +6,8 @@ Own goals and own frames only: after merges every node holds every node's trace,
 full topology every node's frames, so what a node *holds* says little about what it
 *knows*. The cost is bounded, not proportional to the node's size: the newest MAX_GOALS
 goals and the newest MAX_FRAMES frames are read (tests/benchmarks/routing.py measures it
-at 100,000 frames).
+at 100,000 frames); and a refresh that finds the same sources as the last one (counts and
+newest times of own sessions and indexed frames) reuses the profile kept in state.db.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 
 from folders.fingerprint import FingerprintView
 from folders.frame import FRAME_SUFFIX
-from folders.meaning import DEFAULT, Profile, Representation, body_text, profile_of
+from folders.meaning import DEFAULT, Profile, ProfileError, Representation, body_text, profile_of
 from folders.trace import connect
 from orchestrator.node import Node
 from orchestrator.state import open_state
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 MAX_GOALS = 2000
 MAX_FRAMES = 2000
+#: state.db `meta` key of the last profile built and what it was built from.
+PROFILE_KEY = "meaning_profile"
 
 
 def knowledge(trace_db: Path, state_db: Path, frames_root: Path, author: str, *,
@@ -63,9 +66,54 @@ def knowledge(trace_db: Path, state_db: Path, frames_root: Path, author: str, *,
     return texts
 
 
+def _sources(trace_db: Path, state_db: Path, author: str) -> list[object]:
+    """What a profile is built from, in four aggregates: while none changes, neither does it."""
+    conn = connect(trace_db)
+    try:
+        sessions = conn.execute("SELECT count(*), max(started) FROM sessions WHERE author = ?",
+                                (author,)).fetchone()
+    finally:
+        conn.close()
+    db = open_state(state_db)
+    try:
+        frames = db.execute("SELECT count(*), max(updated) FROM frames WHERE status = 'valid'").fetchone()
+    finally:
+        db.close()
+    return [*sessions, *frames]
+
+
+def cached_profile(trace_db: Path, state_db: Path, frames_root: Path, author: str,
+                   representation: Representation = DEFAULT) -> Profile:
+    """The profile of `knowledge`, rebuilt only when its sources changed since the last one
+    (kept in state.db's meta table; a kept one that does not read is rebuilt)."""
+    sources = [representation.name, representation.version, *_sources(trace_db, state_db, author)]
+    db = open_state(state_db)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", [PROFILE_KEY]).fetchone()
+    finally:
+        db.close()
+    if row is not None:
+        try:
+            kept = json.loads(row[0])
+            if kept["sources"] == sources:
+                return Profile.from_dict(kept["profile"])
+        except (ValueError, TypeError, KeyError, ProfileError) as exc:
+            logger.warning("rebuilding this node's profile: the one kept in state.db does not "
+                           "read (%s)", exc)
+    profile = profile_of(knowledge(trace_db, state_db, frames_root, author), representation)
+    db = open_state(state_db)
+    try:
+        with db.conn:
+            db["meta"].upsert({"key": PROFILE_KEY, "value": json.dumps(
+                {"sources": sources, "profile": profile.to_dict()})}, pk="key")
+    finally:
+        db.close()
+    return profile
+
+
 def node_profile(node: Node, representation: Representation = DEFAULT) -> Profile:
-    return profile_of(knowledge(node.layout.trace_db, node.layout.state_db,
-                                node.layout.frames_shared, node.name), representation)
+    return cached_profile(node.layout.trace_db, node.layout.state_db, node.layout.frames_shared,
+                          node.name, representation)
 
 
 def peer_profiles(views: Iterable[FingerprintView], me: str) -> dict[str, Profile | None]:

@@ -10,7 +10,7 @@ from folders.meaning import profile_of, rank_peers
 from folders.trace import TraceDB, ensure_schema
 from folders.fingerprint import FINGERPRINT_NAME, make_fingerprint, read_fingerprint, write_fingerprint
 from folders.metrics import METRIC_NAMES
-from orchestrator.meaning import knowledge, peer_profiles
+from orchestrator.meaning import PROFILE_KEY, cached_profile, knowledge, peer_profiles
 from orchestrator.state import ensure_schema as ensure_state, open_state
 from tests.unit.tracekit import TickClock, node_keys
 
@@ -80,3 +80,27 @@ def test_peer_profiles_come_only_from_usable_fingerprints(tmp_path: Path) -> Non
     profiles = peer_profiles(views, "a")
     assert profiles == {"b": garden, "c": None, "d": None}
     assert [peer for peer, _ in rank_peers("когда поливать томаты", profiles)] == ["b", "c", "d"]
+
+
+def test_the_profile_is_rebuilt_only_when_its_sources_change(tmp_path: Path) -> None:
+    trace_db, state_db, frames = _home(tmp_path)
+    clock = TickClock()
+    with TraceDB(trace_db, "a", clock) as mine:
+        mine.start_session("water the tomatoes")
+    _frame(state_db, frames, "garden.notes/roses", "a", "roses need sun", "2026-11-25T08:00:02Z")
+    first = cached_profile(trace_db, state_db, frames, "a")
+    assert first == profile_of(knowledge(trace_db, state_db, frames, "a"))
+    # Nothing indexed changed, so the file is not read again: the kept profile is returned.
+    (frames / "garden.notes" / "roses.frame.json").write_text("{}")
+    assert cached_profile(trace_db, state_db, frames, "a") == first
+    with TraceDB(trace_db, "a", clock) as mine:
+        mine.start_session("полить огурцы")
+    second = cached_profile(trace_db, state_db, frames, "a")
+    assert second == profile_of(["полить огурцы", "water the tomatoes"]) != first
+    db = open_state(state_db)
+    try:
+        with db.conn:
+            db.execute("UPDATE meta SET value = '{\"sources\": 1' WHERE key = ?", [PROFILE_KEY])
+    finally:
+        db.close()
+    assert cached_profile(trace_db, state_db, frames, "a") == second  # garbage kept: rebuilt
