@@ -323,7 +323,7 @@ def measure_profile_build(tmp: Path, console: Console, quick: bool) -> dict[str,
                    "unchanged_is": "cached_profile when no own session and no indexed frame "
                                    "changed since the last refresh (four aggregates, no file read)",
                    "value_is": "orchestrator.meaning.knowledge (newest own goals and frames) + "
-                               "folders.meaning.profile_of, as every fingerprint refresh runs it",
+                               "folders.meaning.profile_of, as a refresh runs it when its sources changed",
                    "baseline_is": "the same SELECT and the same frame files read as bytes"},
     }
 
