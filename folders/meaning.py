@@ -9,12 +9,12 @@ alike (Unicode words, casefolded, ё as е), and survive inflection ("томат
 which whole words do not. The hash is crc32, not Python's `hash()`: every node must map a
 feature to the same slot.
 
-Ranking weighs each feature by how few peers' profiles hold it (an IDF over the peers
-ranked), so n-grams every node has ("the", " и ") count for little without any stop-word
-list, then takes the cosine. Representations are pluggable: a profile names its
-representation and version, and a profile this node cannot compare is ranked last with a
-reason, never an error. The default was picked from tests/benchmarks/routing.py
-(docs/routing.md has the figures).
+Function words of both languages are dropped first (STOPWORDS). Ranking then weighs each
+question feature by how few peers' profiles hold it (an IDF over the peers ranked), so
+what every node knows counts for little, and normalises like a cosine. Representations
+are pluggable: a profile names its representation and version, and a profile this node
+cannot compare is ranked last with a reason, never an error. The default was picked from
+tests/benchmarks/routing.py (docs/routing.md has the figures).
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ class Representation:
     stopwords: bool = True  # drop STOPWORDS first
     bits: int = 18  # features hash into 2**bits slots
     top_k: int = 1024  # strongest features a profile keeps
+
+    def __post_init__(self) -> None:
+        if not 0 < self.bits <= 24 or not 0 < self.top_k <= MAX_ENTRIES:
+            raise ValueError(f"representation {self.name!r}: bits must be 1..24 and top_k "
+                             f"1..{MAX_ENTRIES}, as profiles are packed")
 
     def features(self, text: str) -> dict[int, float]:
         """Sublinear term weights (1 + log tf), L2-normalised, so a long text does not
