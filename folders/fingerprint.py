@@ -7,6 +7,11 @@ own recovery folder, which only that node writes; the signature over canonical J
 every other field is what lets a peer trust it, and the folder name must match the node
 it names, so a peer cannot pass off another node's genuine fingerprint as its own.
 
+Format 2 adds `profile`: what the node knows, as folders/meaning.py's compact profile, so
+questions can be routed to the peer nearest by meaning; being signed, a peer cannot
+advertise knowledge in another node's name. Format 1 files (no profile) still read, and
+rank last.
+
 Reading never raises: a peer's file may be missing, half-arrived, forged or garbage, and
 the TUI shows each of those as a problem code with a sentence, beside the nodes that are
 fine.
@@ -34,11 +39,14 @@ from folders.frame import canonical_json
 from folders.layout import NODE_NAME_RE
 from folders.metrics import METRIC_NAMES, Metrics
 from folders.consensus import PUBLISHED
+from folders.meaning import Profile, ProfileError
 from folders.trace import Clock, TraceDB, as_connection, utc_now
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
+#: Format 1 had no profile; its files still read (and verify: their fields are signed as is).
+READABLE_VERSIONS = (1, 2)
 FINGERPRINT_NAME = "fingerprint.json"
-#: A fingerprint is well under a kilobyte; anything much larger is not one of ours.
+#: A fingerprint is a few kilobytes (its profile is most of it); much larger is not ours.
 FINGERPRINT_MAX_BYTES = 64 * 1024
 #: A node refreshes its fingerprint at every publish; one silent for longer is shown stale.
 DEFAULT_STALE_AFTER = timedelta(hours=1)
@@ -54,6 +62,7 @@ FIELDS = frozenset({"twinsync", "node", "device_id", "version", "created", "fram
                     "frames_count", "trace_steps", "trace_sessions", "trace_head",
                     "last_publish", "last_merge", "pending_conflicts", "pending_forks",
                     "metrics", "sig"})
+FIELDS_V2 = FIELDS | {"profile"}
 PROBLEM_CODES = ("missing", "bad_json", "bad_schema", "untrusted_node", "bad_signature",
                  "wrong_node")
 
@@ -82,16 +91,24 @@ class Fingerprint:
     metrics: dict[str, float | None] = field(hash=False)
     sig: str
     twinsync: int = FINGERPRINT_VERSION
+    profile: dict[str, Any] | None = field(default=None, hash=False)  # Profile.to_dict()
 
     def unsigned_dict(self) -> dict[str, Any]:
         """Every field but `sig`: exactly what the signature covers, in canonical JSON."""
-        return {"twinsync": self.twinsync, "node": self.node, "device_id": self.device_id,
-                "version": self.version, "created": self.created,
-                "frames_root": self.frames_root, "frames_count": self.frames_count,
-                "trace_steps": self.trace_steps, "trace_sessions": self.trace_sessions,
-                "trace_head": self.trace_head, "last_publish": self.last_publish,
-                "last_merge": self.last_merge, "pending_conflicts": self.pending_conflicts,
-                "pending_forks": self.pending_forks, "metrics": dict(self.metrics)}
+        unsigned = {"twinsync": self.twinsync, "node": self.node, "device_id": self.device_id,
+                    "version": self.version, "created": self.created,
+                    "frames_root": self.frames_root, "frames_count": self.frames_count,
+                    "trace_steps": self.trace_steps, "trace_sessions": self.trace_sessions,
+                    "trace_head": self.trace_head, "last_publish": self.last_publish,
+                    "last_merge": self.last_merge, "pending_conflicts": self.pending_conflicts,
+                    "pending_forks": self.pending_forks, "metrics": dict(self.metrics)}
+        if self.twinsync >= 2:
+            unsigned["profile"] = self.profile
+        return unsigned
+
+    def meaning(self) -> Profile | None:
+        """The node's profile for routing by meaning; None from a format 1 fingerprint."""
+        return None if self.profile is None else Profile.from_dict(self.profile)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.unsigned_dict(), "sig": self.sig}
@@ -138,7 +155,7 @@ def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: st
                      trace_head: str | None, last_publish: str | None, last_merge: str | None,
                      pending_conflicts: int, pending_forks: int,
                      metrics: Metrics | Mapping[str, float | None], key: Ed25519PrivateKey,
-                     clock: Clock = utc_now) -> Fingerprint:
+                     profile: Profile | None = None, clock: Clock = utc_now) -> Fingerprint:
     """Build and sign a fingerprint; every value is checked as a reader would check it."""
     moment = clock()
     if moment.tzinfo is None:
@@ -155,7 +172,8 @@ def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: st
                 "trace_steps": trace_steps, "trace_sessions": trace_sessions,
                 "trace_head": trace_head, "last_publish": last_publish,
                 "last_merge": last_merge, "pending_conflicts": pending_conflicts,
-                "pending_forks": pending_forks, "metrics": values}
+                "pending_forks": pending_forks, "metrics": values,
+                "profile": None if profile is None else profile.to_dict()}
     why = _schema_problem({**unsigned, "sig": ""})
     if why is not None:
         raise FingerprintError(f"Cannot make the fingerprint of {node!r}: its {why}; "
@@ -273,13 +291,15 @@ def _schema_problem(data: Any) -> str | None:
     """None when `data` has every field with its type and form; else what is wrong."""
     if not isinstance(data, dict):
         return "content is not a JSON object"
-    if set(data) != FIELDS:
-        missing, extra = FIELDS - set(data), set(data) - FIELDS
+    version = data.get("twinsync")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        return (f"format version is {echo(version)}, this twinsync reads "
+                f"{' and '.join(map(str, READABLE_VERSIONS))}")
+    fields = FIELDS if version == 1 else FIELDS_V2
+    if set(data) != fields:
+        missing, extra = fields - set(data), set(data) - fields
         return (f"fields differ (missing: {', '.join(sorted(missing)) or 'none'}; "
                 f"unexpected: {echo(', '.join(sorted(map(str, extra))) or 'none', quoted=False)})")
-    if type(data["twinsync"]) is not int or data["twinsync"] != FINGERPRINT_VERSION:
-        return (f"format version is {echo(data['twinsync'])}, this twinsync reads "
-                f"{FINGERPRINT_VERSION}")
     if not isinstance(data["node"], str) or not NODE_NAME_RE.match(data["node"]):
         return f"node {echo(data['node'])} is not a node name"
     for name in _TEXTS:
@@ -307,6 +327,11 @@ def _schema_problem(data: Any) -> str | None:
         if value is not None and (type(value) not in (int, float) or not math.isfinite(value)
                                   or value < 0):
             return f"metric {name} {echo(value)} is neither null nor a finite number of zero or more"
+    if data.get("profile") is not None:
+        try:
+            Profile.from_dict(data["profile"])
+        except ProfileError as exc:
+            return f"profile is malformed ({exc})"
     return None
 
 
@@ -326,4 +351,4 @@ def _parse_utc(text: str) -> datetime:
 
 def _from_dict(data: Mapping[str, Any]) -> Fingerprint:
     return Fingerprint(**{name: data[name] for name in FIELDS if name != "metrics"},
-                       metrics=dict(data["metrics"]))
+                       metrics=dict(data["metrics"]), profile=data.get("profile"))

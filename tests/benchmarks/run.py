@@ -24,10 +24,10 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import alerts, frames, startup, traces, tui_refresh
+from tests.benchmarks import alerts, frames, routing, startup, traces, tui_refresh
 
 FIGURES = ("startup", "propagation", "reconcile", "commit", "verify", "delete", "idle", "merge", "query",
-           "restore", "tui_refresh", "alert_tick")
+           "restore", "tui_refresh", "alert_tick", "routing", "profile_build")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         if "alert_tick" in wanted:
             emit(alerts.measure_alert_tick(bench, args.quick))
             bench.close()
+        if "routing" in wanted:  # one line per representation, beside random and namespaces
+            for figure in routing.measure_precision(console, args.quick):
+                emit(figure)
+        if "profile_build" in wanted:
+            emit(routing.measure_profile_build(tmp, console, args.quick))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process and removing the temp dir[/]")
         code = 130

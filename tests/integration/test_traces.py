@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from folders.meaning import Profile, rank_peers
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,9 @@ def test_three_nodes_publish_merge_and_agree(mesh, daemon_factory):
     assert all(m == own["node1"] for m in own.values()), own
     assert own["node1"]["convergence"] == pytest.approx(3 / 4)
     assert own["node1"]["routes_per_goal"] == pytest.approx(2.0)
+    # Each signed fingerprint carries its node's profile: only node3 reasoned about books.
+    profiles = {name: Profile.from_dict(r["fingerprint"]["profile"]) for name, r in rows.items()}
+    assert rank_peers("which book should I pick next?", profiles)[0][0] == "node3"
 
 
 def test_a_restored_node_that_goes_on_forks_and_one_decision_reaches_all(mesh, daemon_factory):

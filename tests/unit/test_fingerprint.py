@@ -25,7 +25,9 @@ from folders.fingerprint import (
     trace_facts,
     write_fingerprint,
 )
+from folders import keys
 from folders.frame import canonical_json
+from folders.meaning import profile_of, rank_peers
 from folders.metrics import compute_metrics, frames_root
 from folders.segments import merge_segment, publish, verify_segment
 from folders.trace import TraceDB, connect, ensure_schema
@@ -73,7 +75,7 @@ def test_sign_write_read_round_trip(tmp_path: Path) -> None:
     assert view.fingerprint.verify(TRUSTED["a"]) and not fp.verify(TRUSTED["b"])
     assert (view.stale, view.age) == (False, timedelta(minutes=5))
     on_disk = json.loads(path.read_text())
-    assert on_disk["created"] == "2026-11-25T08:00:00Z" and on_disk["twinsync"] == 1
+    assert on_disk["created"] == "2026-11-25T08:00:00Z" and on_disk["twinsync"] == 2
     assert on_disk["metrics"] == METRICS and set(on_disk) == set(fp.to_dict())
     assert not list(path.parent.glob(".twinsync-tmp-*"))
 
@@ -128,7 +130,10 @@ def test_bad_json(tmp_path: Path, content: bytes) -> None:
 @pytest.mark.parametrize("change", [
     lambda d: d.pop("sig"),
     lambda d: d.update(extra=1),
-    lambda d: d.update(twinsync=2),
+    lambda d: d.update(twinsync=3),
+    lambda d: d.update(twinsync=1),
+    lambda d: d.update(profile={"representation": "x"}),
+    lambda d: d.update(profile={"representation": "x", "version": 1, "texts": 1, "vector": "!"}),
     lambda d: d.update(node="no/slash"),
     lambda d: d.update(frames_count=-1),
     lambda d: d.update(frames_count=True),
@@ -258,3 +263,35 @@ def test_signature_survives_the_file_and_covers_every_field(values) -> None:
             value + 1 if isinstance(value, int) else ROOT_Y if name in (
                 "frames_root", "trace_head") else f"{value}x")
         assert not Fingerprint(**{**fp.to_dict(), name: other}).verify(TRUSTED["a"]), name
+
+
+PROFILE = profile_of(["Как поливать томаты в теплице", "tomato blight", "garden/tomatoes"])
+
+
+def test_the_profile_is_signed_and_read_back(tmp_path: Path) -> None:
+    fp = fingerprint(profile=PROFILE)
+    path = place(tmp_path, "a", fp)
+    view = read(path)
+    assert view.ok and view.fingerprint.meaning() == PROFILE
+    assert json.loads(path.read_text())["profile"] == PROFILE.to_dict()
+    # Advertising other knowledge in a's name: any change to the profile breaks the signature.
+    for forged in (profile_of(["heat pump"]).to_dict(), None,
+                   {**PROFILE.to_dict(), "texts": PROFILE.texts + 1}):
+        path.write_text(json.dumps(fp.to_dict() | {"profile": forged}))
+        assert read(path).problem.code == "bad_signature", forged
+    assert fingerprint().meaning() is None  # a node that knows nothing yet
+
+
+def test_a_format_1_fingerprint_still_reads_and_ranks_last(tmp_path: Path) -> None:
+    """Written by a twinsync from before profiles: no profile field, signed without one."""
+    unsigned = {k: v for k, v in fingerprint("b").unsigned_dict().items() if k != "profile"}
+    unsigned["twinsync"] = 1
+    path = tmp_path / "b" / FINGERPRINT_NAME
+    path.parent.mkdir()
+    path.write_text(json.dumps(unsigned | {"sig": keys.sign(KEYS["b"], canonical_json(unsigned))}))
+    view = read(path)
+    assert view.ok, view.problem
+    assert view.fingerprint.twinsync == 1 and view.fingerprint.meaning() is None
+    profiles = {"b": view.fingerprint.meaning(),
+                "a": read(place(tmp_path, "a", fingerprint(profile=PROFILE))).fingerprint.meaning()}
+    assert [peer for peer, _ in rank_peers("когда поливать томаты", profiles)] == ["a", "b"]
