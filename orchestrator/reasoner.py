@@ -22,8 +22,10 @@ from typing import Any
 from folders.errors import TwinsyncError, echo
 from folders.trace import KINDS, TraceDB, chain_steps, coherence_check
 from orchestrator import sandbox
+from orchestrator.modules import program_of
 from orchestrator.node import Node
 from orchestrator.recovery import publish_now
+from orchestrator.sandbox import Program
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +40,6 @@ INCOHERENT = "incoherent"
 
 class ReasonerError(TwinsyncError):
     """No reasoner is configured, or the configured one cannot be used on this node."""
-
-
-@dataclass(frozen=True)
-class Program:
-    """What to run: argv, extra environment, and how reasons name it ("module notes 1.2")."""
-
-    argv: tuple[str, ...]
-    label: str
-    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,8 +71,6 @@ def configured_program(node: Node) -> Program:
     if settings.command:
         return Program(tuple(settings.command), f"reasoner {settings.command[0]}")
     if settings.module:
-        from orchestrator.modules import program_of  # noqa: PLC0415 - modules imports the sandbox too
-
         return program_of(node, settings.module)
     raise ReasonerError(f"This node has no reasoner; set [reasoner] command = [\"PROGRAM\", ...] or "
                         f"module = \"NAME\" in {node.layout.config}.")
@@ -90,8 +81,9 @@ def reason(node: Node, goal: str, *, timeout_s: float | None = None,
     """Run the reasoner on `goal`, record its steps as a new session of this node, check the
     session and publish it at once when it is coherent. `timeout_s` shortens (never lengthens)
     `[reasoner] timeout_s`; `program` overrides the configured reasoner (tests, the demo).
-    Raises ReasonerError only when there is nothing to run; whatever the reasoner itself does
-    ends in a Reasoning."""
+    Raises ReasonerError when no reasoner is configured and ModuleQueueError when the
+    configured module is not approved here (both TwinsyncError: nothing ran); whatever the
+    reasoner itself does ends in a Reasoning."""
     if not isinstance(goal, str) or not goal.strip():
         raise ReasonerError(f"Goal {echo(goal)} is empty; give a goal in words, e.g. 'plan the week'.")
     program = program or configured_program(node)

@@ -59,6 +59,15 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Program:
+    """What to run: argv, extra environment, and how reasons name it ("module notes 1.2")."""
+
+    argv: tuple[str, ...]
+    label: str
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What became of one run: `status` is one of ok, timeout, memory, crashed, garbage;
     `reason` is one sentence for people ("" when ok)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlite_utils
 
 #: Bump when a table changes: an older state.db is then brought up to date once.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def stamp(moment: datetime) -> str:
@@ -49,6 +49,13 @@ def ensure_schema(path: Path) -> None:
         # Version 3: quarantined files are open items (they were filed away unseen before).
         with db.conn:
             db.execute("UPDATE conflicts SET status = 'open' WHERE kind = 'quarantined' AND status = 'quarantined'")
+        # Version 4: module versions seen here and what a person decided about each.
+        db["modules"].create(
+            {"id": int, "name": str, "version": str, "hash": str, "author": str, "entry": str,
+             "serves": str, "commit_sha": str, "status": str, "code": str, "reason": str,
+             "created": str, "decided_by": str, "decided_at": str},
+            pk="id", if_not_exists=True)
+        db["modules"].create_index(["name", "status"], if_not_exists=True)
         db["events"].create({"id": int, "ts": str, "kind": str, "message": str},
                             pk="id", if_not_exists=True)
         db["metrics"].create({"ts": str, "name": str, "value": float}, if_not_exists=True)

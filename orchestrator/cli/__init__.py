@@ -15,8 +15,8 @@ import typer
 from typer.core import TyperGroup
 
 from folders.errors import TwinsyncError
-from orchestrator.cli import (conflicts, demo, frames, init, pairing, recovery, run, status, syncthing,
-                              topology, traces, tui)
+from orchestrator.cli import (conflicts, demo, frames, init, modules, pairing, recovery, run, status,
+                              syncthing, topology, traces, tui)
 from orchestrator.crash import EXIT_CRASH, crash_message, write_crash_report
 from syncthing.errors import SyncthingError
 
@@ -74,12 +74,15 @@ app.command()(conflicts.approve)
 app.command()(conflicts.reject)
 traces.app.command()(recovery.publish)
 traces.app.command()(recovery.merge)
+traces.app.command()(modules.reason)
 app.add_typer(traces.app, name="trace")
 app.command()(traces.forks)
 app.add_typer(traces.fork_app, name="fork")
 app.command()(recovery.nodes)
 app.command()(recovery.snapshots)
 app.command()(recovery.restore)
+app.command("modules")(modules.modules_list)
+app.add_typer(modules.app, name="module")
 app.add_typer(topology.app, name="topology")
 app.command()(tui.tui)
 app.command()(demo.demo)

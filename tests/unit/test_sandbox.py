@@ -17,7 +17,8 @@ from orchestrator import sandbox
 from orchestrator.config import NodeConfig, ReasonerSettings, save_config, write_api_key
 from orchestrator.init import _build_home
 from orchestrator.node import Node
-from orchestrator.reasoner import Program, ReasonerError, parse_output, reason
+from orchestrator.reasoner import ReasonerError, parse_output, reason
+from orchestrator.sandbox import Program
 
 PY = sys.executable
 LIMITS = sandbox.Limits(timeout_s=2, memory_mb=256, max_output=4096)
