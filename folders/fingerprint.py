@@ -54,6 +54,10 @@ FIELDS = frozenset({"twinsync", "node", "device_id", "version", "created", "fram
                     "frames_count", "trace_steps", "trace_sessions", "trace_head",
                     "last_publish", "last_merge", "pending_conflicts", "pending_forks",
                     "metrics", "sig"})
+#: Fields a fingerprint may leave out; left out when empty, so a node that runs no module
+#: signs the same bytes as before the field existed, and older readers accept it.
+OPTIONAL_FIELDS = frozenset({"modules"})
+MAX_MODULES = 100
 PROBLEM_CODES = ("missing", "bad_json", "bad_schema", "untrusted_node", "bad_signature",
                  "wrong_node")
 
@@ -82,6 +86,8 @@ class Fingerprint:
     metrics: dict[str, float | None] = field(hash=False)
     sig: str
     twinsync: int = FINGERPRINT_VERSION
+    #: "name version" of each module approved on the node, for routing by meaning.
+    modules: tuple[str, ...] = ()
 
     def unsigned_dict(self) -> dict[str, Any]:
         """Every field but `sig`: exactly what the signature covers, in canonical JSON."""
@@ -91,7 +97,8 @@ class Fingerprint:
                 "trace_steps": self.trace_steps, "trace_sessions": self.trace_sessions,
                 "trace_head": self.trace_head, "last_publish": self.last_publish,
                 "last_merge": self.last_merge, "pending_conflicts": self.pending_conflicts,
-                "pending_forks": self.pending_forks, "metrics": dict(self.metrics)}
+                "pending_forks": self.pending_forks, "metrics": dict(self.metrics),
+                **({"modules": list(self.modules)} if self.modules else {})}
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.unsigned_dict(), "sig": self.sig}
@@ -138,7 +145,7 @@ def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: st
                      trace_head: str | None, last_publish: str | None, last_merge: str | None,
                      pending_conflicts: int, pending_forks: int,
                      metrics: Metrics | Mapping[str, float | None], key: Ed25519PrivateKey,
-                     clock: Clock = utc_now) -> Fingerprint:
+                     clock: Clock = utc_now, modules: Iterable[str] = ()) -> Fingerprint:
     """Build and sign a fingerprint; every value is checked as a reader would check it."""
     moment = clock()
     if moment.tzinfo is None:
@@ -155,7 +162,8 @@ def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: st
                 "trace_steps": trace_steps, "trace_sessions": trace_sessions,
                 "trace_head": trace_head, "last_publish": last_publish,
                 "last_merge": last_merge, "pending_conflicts": pending_conflicts,
-                "pending_forks": pending_forks, "metrics": values}
+                "pending_forks": pending_forks, "metrics": values,
+                **({"modules": sorted(modules)} if modules else {})}
     why = _schema_problem({**unsigned, "sig": ""})
     if why is not None:
         raise FingerprintError(f"Cannot make the fingerprint of {node!r}: its {why}; "
@@ -273,8 +281,8 @@ def _schema_problem(data: Any) -> str | None:
     """None when `data` has every field with its type and form; else what is wrong."""
     if not isinstance(data, dict):
         return "content is not a JSON object"
-    if set(data) != FIELDS:
-        missing, extra = FIELDS - set(data), set(data) - FIELDS
+    if set(data) - OPTIONAL_FIELDS != FIELDS:
+        missing, extra = FIELDS - set(data), set(data) - FIELDS - OPTIONAL_FIELDS
         return (f"fields differ (missing: {', '.join(sorted(missing)) or 'none'}; "
                 f"unexpected: {echo(', '.join(sorted(map(str, extra))) or 'none', quoted=False)})")
     if type(data["twinsync"]) is not int or data["twinsync"] != FINGERPRINT_VERSION:
@@ -300,6 +308,10 @@ def _schema_problem(data: Any) -> str | None:
     for name in _COUNTS:
         if type(data[name]) is not int or data[name] < 0:
             return f"{name} {echo(data[name])} is not a count"
+    modules = data.get("modules", [])
+    if (not isinstance(modules, list) or len(modules) > MAX_MODULES
+            or not all(isinstance(m, str) and 0 < len(m) <= 100 for m in modules)):
+        return f"modules is not a list of at most {MAX_MODULES} short texts"
     metrics = data["metrics"]
     if not isinstance(metrics, dict) or set(metrics) != set(METRIC_NAMES):
         return f"metrics is not an object with exactly {', '.join(METRIC_NAMES)}"
@@ -326,4 +338,4 @@ def _parse_utc(text: str) -> datetime:
 
 def _from_dict(data: Mapping[str, Any]) -> Fingerprint:
     return Fingerprint(**{name: data[name] for name in FIELDS if name != "metrics"},
-                       metrics=dict(data["metrics"]))
+                       metrics=dict(data["metrics"]), modules=tuple(data.get("modules", ())))

@@ -28,7 +28,7 @@ from folders.gitstore import FrameRepo
 from folders.fingerprint import FINGERPRINT_NAME
 from folders.snapshots import SEGMENTS_DIR, SNAPSHOTS_DIR
 from folders.trace import format_ts, utc_now
-from orchestrator import recovery
+from orchestrator import modules, recovery
 from orchestrator.events import MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
 from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartbeat
@@ -48,6 +48,10 @@ TICK_S = 1.0
 RETRY_DELAY_S = 2.0
 #: How often an idle daemon lets Git pack the frames history.
 GC_INTERVAL_S = 6 * 3600
+#: How often the modules folder is checked even when the watcher saw nothing.
+MODULES_SCAN_S = 300
+#: After a change in modules.shared/, how long to wait for the rest of the files.
+MODULES_SETTLE_S = 0.5
 #: Errors a user can act on: logged as one line. Anything else is a bug: logged with its traceback.
 EXPECTED = (TwinsyncError, SyncthingError, OSError)
 
@@ -88,7 +92,12 @@ class Daemon:
                           seconds=traces.publish_interval_s, id="publish", next_run_time=datetime.now(timezone.utc))
         scheduler.add_job(self._job, "interval", ["merge", recovery.merge_now],
                           seconds=traces.merge_interval_s, id="merge", next_run_time=datetime.now(timezone.utc))
+        scheduler.add_job(self._job, "interval", ["modules", modules.scan], seconds=MODULES_SCAN_S, id="modules",
+                          next_run_time=datetime.now(timezone.utc))
         watcher = FrameWatcher(layout.frames_shared, self.batcher.add, self.batcher.request_reconcile)
+        modules.ensure_modules_home(layout)
+        module_watcher = FrameWatcher(layout.modules_shared, lambda paths: self._scan_modules_soon(scheduler),
+                                      lambda: self._scan_modules_soon(scheduler))
         arrivals = FrameWatcher(layout.recovery_root, lambda paths: self._peer_arrival(scheduler, paths),
                                 lambda: self._merge_soon(scheduler))
         events_client = syncthing_client(layout, self.node.config)
@@ -103,6 +112,7 @@ class Daemon:
             sup.spawn("batches", self._process_batches, on_stop=self.batcher.wake)
             sup.spawn("frames-watcher", watcher.run)
             sup.spawn("arrivals-watcher", arrivals.run)
+            sup.spawn("modules-watcher", module_watcher.run)
             sup.spawn("syncthing-events", events.run)
             if self._mqtt is not None:
                 sup.spawn("mqtt", self._mqtt.run, on_stop=self._mqtt.close)
@@ -195,6 +205,11 @@ class Daemon:
 
     def _merge_soon(self, scheduler: BackgroundScheduler) -> None:
         scheduler.modify_job("merge", next_run_time=datetime.now(timezone.utc) + timedelta(milliseconds=300))
+
+    def _scan_modules_soon(self, scheduler: BackgroundScheduler) -> None:
+        """Something changed in modules.shared/: check it soon (new versions are queued for a
+        person, tampered ones refused), once the files of one publish have settled."""
+        scheduler.modify_job("modules", next_run_time=datetime.now(timezone.utc) + timedelta(seconds=MODULES_SETTLE_S))
 
     def _syncthing_event(self, scheduler: BackgroundScheduler, event: dict) -> None:
         """Live node status from Syncthing's events: logged, and sent to MQTT when configured."""

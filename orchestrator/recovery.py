@@ -27,6 +27,7 @@ from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, li
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator.heartbeat import DaemonHealth, read_health
 from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs
+from orchestrator.modules import running_modules
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
 from orchestrator.topology import load_topology
@@ -287,7 +288,7 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) 
         trace_sessions=facts.trace_sessions, trace_head=facts.trace_head,
         last_publish=facts.last_publish, last_merge=facts.last_merge,
         pending_conflicts=counts.in_conflict + counts.invalid, pending_forks=len(forks(node)),
-        metrics=metrics, key=node.signing_key(), clock=clock)
+        metrics=metrics, key=node.signing_key(), clock=clock, modules=running_modules(node))
     write_fingerprint(node.layout.recovery(node.name) / FINGERPRINT_NAME, fp)
     _remember(node, fp.created, fp.metrics)
 

@@ -129,6 +129,7 @@ def log_(name: Name, home: HomeOption, as_json: JsonOption = False) -> None:
 
 def reason(goal: Annotated[str, typer.Argument(help="What to reason toward.")], home: HomeOption,
            timeout: Annotated[Optional[float], typer.Option(help="Seconds at most (never more than [reasoner] timeout_s).")] = None,
+           module: Annotated[Optional[str], typer.Option(help="Run this approved module instead of the configured reasoner.")] = None,
            as_json: JsonOption = False) -> None:
     """Run this node's reasoner ([reasoner] command or approved module) on a goal; publish the session if coherent.
 
@@ -136,7 +137,8 @@ def reason(goal: Annotated[str, typer.Argument(help="What to reason toward.")], 
     Example: twinsync trace reason "plan the week"
     """
     with open_node(home) as node:
-        result = reasoner.reason(node, goal, timeout_s=timeout)
+        program = modules.program_of(node, module) if module else None
+        result = reasoner.reason(node, goal, timeout_s=timeout, program=program)
     if as_json:
         print_json({**result.__dict__, "ok": result.ok})
     elif result.ok:
