@@ -3,7 +3,8 @@ command or an approved module, is run in the sandbox on a goal; what it prints b
 session in trace.db, which is published only once it passes COHERENCE-CHECK.
 
 The protocol, for anyone writing a reasoner: the program reads one JSON object on stdin,
-`{"twinsync": 1, "goal": "...", "node": "laptop"}`, and prints one JSON object on stdout,
+`{"twinsync": 1, "goal": "...", "node": "laptop"}` (and `"context": {...}` when the caller
+gives one), and prints one JSON object on stdout,
 `{"steps": [{"kind": "observation", "content": "..."}, ...], "conclusion": "..."}`; step
 kinds are trace.db's (observation, inference, hypothesis, question, action). Anything else
 (a crash, a hang, too much memory or output, output that is not that object) leaves a
@@ -17,6 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from folders.errors import TwinsyncError, echo
@@ -45,8 +47,9 @@ class ReasonerError(TwinsyncError):
 @dataclass(frozen=True)
 class Reasoning:
     """One run of the reasoner on a goal. `outcome` is ok, timeout, memory, crashed, garbage
-    or incoherent; `status` is the session's: "published" when it passed COHERENCE-CHECK,
-    otherwise "shadow" (kept on this node only, its last step saying `reason`)."""
+    or incoherent; `status` is the session's: "published" when it passed COHERENCE-CHECK
+    ("finished" when asked not to publish yet), otherwise "shadow" (kept on this node only,
+    its last step saying `reason`)."""
 
     goal: str
     session: str
@@ -76,11 +79,13 @@ def configured_program(node: Node) -> Program:
                         f"module = \"NAME\" in {node.layout.config}.")
 
 
-def reason(node: Node, goal: str, *, timeout_s: float | None = None,
-           program: Program | None = None) -> Reasoning:
+def reason(node: Node, goal: str, *, timeout_s: float | None = None, program: Program | None = None,
+           context: Mapping[str, Any] | None = None, publish: bool = True) -> Reasoning:
     """Run the reasoner on `goal`, record its steps as a new session of this node, check the
     session and publish it at once when it is coherent. `timeout_s` shortens (never lengthens)
-    `[reasoner] timeout_s`; `program` overrides the configured reasoner (tests, the demo).
+    `[reasoner] timeout_s`; `program` overrides the configured reasoner (tests, the demo);
+    `context` (JSON values) travels to the reasoner in the request; `publish=False` leaves a
+    coherent session finished for the daemon's next scheduled publish (the demo's pace).
     Raises ReasonerError when no reasoner is configured and ModuleQueueError when the
     configured module is not approved here (both TwinsyncError: nothing ran); whatever the
     reasoner itself does ends in a Reasoning."""
@@ -90,7 +95,8 @@ def reason(node: Node, goal: str, *, timeout_s: float | None = None,
     settings = node.config.reasoner
     limit = settings.timeout_s if timeout_s is None else min(timeout_s, settings.timeout_s)
     started = time.perf_counter()
-    request = json.dumps({"twinsync": PROTOCOL_VERSION, "goal": goal, "node": node.name}).encode()
+    request = json.dumps({"twinsync": PROTOCOL_VERSION, "goal": goal, "node": node.name,
+                          **({"context": dict(context)} if context else {})}).encode()
     result = sandbox.run(program.argv, stdin=request, env=dict(program.env), what=program.label,
                          limits=sandbox.Limits(timeout_s=limit, memory_mb=settings.memory_mb))
     outcome, reason_text = result.status, result.reason
@@ -116,9 +122,11 @@ def reason(node: Node, goal: str, *, timeout_s: float | None = None,
                 trace.reopen(session)
         count = len(trace.session_steps(session))
     status = "shadow"
-    if outcome == sandbox.OK:
+    if outcome == sandbox.OK and publish:
         publish_now(node)
         status = "published"
+    elif outcome == sandbox.OK:
+        status = "finished"
     else:
         logger.warning("%s on goal %s: %s (shadow session %s)", program.label, echo(goal), reason_text, session)
     return Reasoning(goal, session, status, outcome, conclusion, reason_text, count, program.label,
