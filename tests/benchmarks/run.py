@@ -24,9 +24,9 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import frames, traces, tui_refresh
+from tests.benchmarks import frames, modules, traces, tui_refresh
 
-FIGURES = ("propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore", "tui_refresh")
+FIGURES = ("propagation", "reconcile", "commit", "verify", "idle", "merge", "query", "restore", "tui_refresh", "sandbox")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 emit(measure(tmp, console, trace_sizes))
         if "tui_refresh" in wanted:
             emit(tui_refresh.measure_tui_refresh(console, args.quick))
+        if "sandbox" in wanted:
+            emit(modules.measure_sandbox(console, args.quick))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process and removing the temp dir[/]")
         code = 130
