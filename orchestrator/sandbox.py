@@ -8,7 +8,8 @@ scratch directory as its working directory and HOME, and an environment built fr
 whitelist: never TWINSYNC_HOME, the node key or the Syncthing API key. Every file descriptor
 but stdin/stdout/stderr is closed (`close_fds`), so an open key file cannot leak either.
 
-The limits are set by a tiny launcher (`python -I -c ...` that calls setrlimit and then
+A descendant that leaves the process group (setsid) is still found after the run by a
+random token in its environment and killed. The limits are set by a tiny launcher (`python -I -c ...` that calls setrlimit and then
 execs the real program) rather than by `preexec_fn`, which is unsafe in a process with
 threads, as the daemon is.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -33,6 +35,9 @@ OK, TIMEOUT, MEMORY, CRASHED, GARBAGE = "ok", "timeout", "memory", "crashed", "g
 #: Variables a child may inherit from the daemon; everything else (TWINSYNC_HOME, tokens,
 #: proxies with passwords, ...) stays behind.
 ENV_WHITELIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+#: Every run's environment carries a random token under this name: a descendant that left
+#: the process group (setsid) is still found by it in /proc and killed after the run.
+RUN_MARKER = "TWINSYNC_RUN"
 #: What a child's stderr may say when it ran out of memory under RLIMIT_AS.
 _MEMORY_WORDS = (b"MemoryError", b"Cannot allocate memory", b"out of memory", b"bad_alloc")
 _LAUNCHER = (
@@ -103,9 +108,12 @@ def run(argv: Sequence[str], *, stdin: bytes = b"", limits: Limits = Limits(),
     work = scratch / "work"
     work.mkdir()
     started = time.monotonic()
+    token = secrets.token_hex(8)
     try:
-        return _run(list(argv), stdin, limits, clean_env(env, scratch=work), scratch, work, what, started)
+        return _run(list(argv), stdin, limits, {**clean_env(env, scratch=work), RUN_MARKER: token}, scratch, work,
+                    what, started)
     finally:
+        _kill_marked(token)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -170,6 +178,26 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill_marked(token: str) -> None:
+    """Kill what is left of a run outside its process group: any process of ours whose
+    environment holds the run's token (one that also wiped its environment escapes this;
+    approval is the guard against code that tries that hard)."""
+    marker = f"{RUN_MARKER}={token}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                found = marker in fh.read().split(b"\0")
+        except OSError:
+            continue
+        if found:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _tail(path: Path, size: int = 4096) -> str:

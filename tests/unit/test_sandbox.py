@@ -51,12 +51,15 @@ def test_a_child_sees_no_secrets_works_in_scratch_and_leaves_nothing_running(mon
     try:
         probe = ("import json, os, sys, subprocess, time\n"
                  "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+                 "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
                  "print(json.dumps({'env': sorted(os.environ), 'cwd': os.getcwd(), 'fds': os.listdir('/proc/self/fd')}))\n")
         result = sandbox.run([PY, "-c", probe], limits=LIMITS, scratch_root=tmp_path)
     finally:
         key.close()
     seen = json.loads(result.stdout)
     assert result.ok and "TWINSYNC_HOME" not in seen["env"] and "SECRET_TOKEN" not in seen["env"]
+    assert set(seen["env"]) <= {*sandbox.ENV_WHITELIST, "HOME", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
+                                "PYTHONIOENCODING", sandbox.RUN_MARKER}
     assert set(seen["fds"]) <= {"0", "1", "2", "3"}  # 3: listdir's own handle
     assert Path(seen["cwd"]).name == "work" and not Path(seen["cwd"]).exists()  # scratch removed
     assert not [p for p in psutil.process_iter(["cmdline"]) if "time.sleep(60)" in " ".join(p.info["cmdline"] or [])]
