@@ -63,6 +63,10 @@ FIELDS = frozenset({"twinsync", "node", "device_id", "version", "created", "fram
                     "last_publish", "last_merge", "pending_conflicts", "pending_forks",
                     "metrics", "sig"})
 FIELDS_V2 = FIELDS | {"profile"}
+#: Fields a fingerprint may leave out; left out when empty, so a node that runs no module
+#: signs the same bytes as before the field existed, and older readers accept it.
+OPTIONAL_FIELDS = frozenset({"modules"})
+MAX_MODULES = 100
 PROBLEM_CODES = ("missing", "bad_json", "bad_schema", "untrusted_node", "bad_signature",
                  "wrong_node")
 
@@ -92,6 +96,8 @@ class Fingerprint:
     sig: str
     twinsync: int = FINGERPRINT_VERSION
     profile: dict[str, Any] | None = field(default=None, hash=False)  # Profile.to_dict()
+    #: "name version" of each module approved on the node, for routing by meaning.
+    modules: tuple[str, ...] = ()
 
     def unsigned_dict(self) -> dict[str, Any]:
         """Every field but `sig`: exactly what the signature covers, in canonical JSON."""
@@ -101,7 +107,8 @@ class Fingerprint:
                     "trace_steps": self.trace_steps, "trace_sessions": self.trace_sessions,
                     "trace_head": self.trace_head, "last_publish": self.last_publish,
                     "last_merge": self.last_merge, "pending_conflicts": self.pending_conflicts,
-                    "pending_forks": self.pending_forks, "metrics": dict(self.metrics)}
+                    "pending_forks": self.pending_forks, "metrics": dict(self.metrics),
+                    **({"modules": list(self.modules)} if self.modules else {})}
         if self.twinsync >= 2:
             unsigned["profile"] = self.profile
         return unsigned
@@ -155,7 +162,8 @@ def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: st
                      trace_head: str | None, last_publish: str | None, last_merge: str | None,
                      pending_conflicts: int, pending_forks: int,
                      metrics: Metrics | Mapping[str, float | None], key: Ed25519PrivateKey,
-                     profile: Profile | None = None, clock: Clock = utc_now) -> Fingerprint:
+                     profile: Profile | None = None, clock: Clock = utc_now,
+                     modules: Iterable[str] = ()) -> Fingerprint:
     """Build and sign a fingerprint; every value is checked as a reader would check it."""
     moment = clock()
     if moment.tzinfo is None:
@@ -173,7 +181,8 @@ def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: st
                 "trace_head": trace_head, "last_publish": last_publish,
                 "last_merge": last_merge, "pending_conflicts": pending_conflicts,
                 "pending_forks": pending_forks, "metrics": values,
-                "profile": None if profile is None else profile.to_dict()}
+                "profile": None if profile is None else profile.to_dict(),
+                **({"modules": sorted(modules)} if modules else {})}
     why = _schema_problem({**unsigned, "sig": ""})
     if why is not None:
         raise FingerprintError(f"Cannot make the fingerprint of {node!r}: its {why}; "
@@ -296,8 +305,8 @@ def _schema_problem(data: Any) -> str | None:
         return (f"format version is {echo(version)}, this twinsync reads "
                 f"{' and '.join(map(str, READABLE_VERSIONS))}")
     fields = FIELDS if version == 1 else FIELDS_V2
-    if set(data) != fields:
-        missing, extra = fields - set(data), set(data) - fields
+    if set(data) - OPTIONAL_FIELDS != fields:
+        missing, extra = fields - set(data), set(data) - fields - OPTIONAL_FIELDS
         return (f"fields differ (missing: {', '.join(sorted(missing)) or 'none'}; "
                 f"unexpected: {echo(', '.join(sorted(map(str, extra))) or 'none', quoted=False)})")
     if not isinstance(data["node"], str) or not NODE_NAME_RE.match(data["node"]):
@@ -320,6 +329,10 @@ def _schema_problem(data: Any) -> str | None:
     for name in _COUNTS:
         if type(data[name]) is not int or data[name] < 0:
             return f"{name} {echo(data[name])} is not a count"
+    modules = data.get("modules", [])
+    if (not isinstance(modules, list) or len(modules) > MAX_MODULES
+            or not all(isinstance(m, str) and 0 < len(m) <= 100 for m in modules)):
+        return f"modules is not a list of at most {MAX_MODULES} short texts"
     metrics = data["metrics"]
     if not isinstance(metrics, dict) or set(metrics) != set(METRIC_NAMES):
         return f"metrics is not an object with exactly {', '.join(METRIC_NAMES)}"
@@ -351,4 +364,5 @@ def _parse_utc(text: str) -> datetime:
 
 def _from_dict(data: Mapping[str, Any]) -> Fingerprint:
     return Fingerprint(**{name: data[name] for name in FIELDS if name != "metrics"},
-                       metrics=dict(data["metrics"]), profile=data.get("profile"))
+                       metrics=dict(data["metrics"]), profile=data.get("profile"),
+                       modules=tuple(data.get("modules", ())))

@@ -135,7 +135,9 @@ def _detached(body: Any) -> Any:
     return json.loads(canonical_json(body))
 
 
-def _hash_of(unsigned: Mapping[str, Any]) -> str:
+def document_hash(unsigned: Mapping[str, Any]) -> str:
+    """The hash a signed document (a frame, a module manifest) carries: sha256 of the
+    canonical JSON of every field but `hash` and `sig`."""
     return HASH_PREFIX + hashlib.sha256(canonical_json(unsigned)).hexdigest()
 
 
@@ -167,7 +169,7 @@ class Frame:
         unsigned = {"twinsync": FORMAT_VERSION, "id": id, "author": author,
                     "created": format_created(moment), "parents": list(parents), "body": _detached(body)}
         _check_fields(unsigned)
-        digest = _hash_of(unsigned)
+        digest = document_hash(unsigned)
         return cls(id=id, author=author, created=unsigned["created"], parents=tuple(unsigned["parents"]),
                    body=unsigned["body"], hash=digest, sig=keys.sign(key, digest.encode("ascii")))
 
@@ -200,7 +202,7 @@ class Frame:
         return canonical_json(self.to_dict()) + b"\n"
 
     def expected_hash(self) -> str:
-        return _hash_of(self.unsigned_dict())
+        return document_hash(self.unsigned_dict())
 
     def signed_by(self, public: Ed25519PublicKey) -> bool:
         """The signature covers the hash text; whether the hash matches is `expected_hash`'s job."""

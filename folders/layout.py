@@ -76,6 +76,21 @@ class NodeLayout:
         return self.home / "frames.shared"
 
     @property
+    def modules_shared(self) -> Path:
+        """Syncthing folder twinsync-modules: every node's published modules."""
+        return self.home / "modules.shared"
+
+    @property
+    def modules_git(self) -> Path:
+        """Git history of modules.shared/, outside it (as frames.git)."""
+        return self.home / "modules.git"
+
+    @property
+    def modules_run(self) -> Path:
+        """Private checkouts of approved module versions, taken from modules.git: what runs."""
+        return self.home / "modules.run"
+
+    @property
     def recovery_root(self) -> Path:
         return self.home / "trace" / "recovery"
 

@@ -74,8 +74,21 @@ class AlertSettings:
     interval_s: int = 15
 
 
+@dataclass(frozen=True)
+class ReasonerSettings:
+    """What answers a goal on this node ([reasoner]): `command` (a program and its arguments)
+    or `module` (the name of a module approved on this node); off while both are empty. The
+    limits apply to every run (orchestrator/sandbox.py)."""
+
+    command: tuple = ()
+    module: str = ""
+    timeout_s: int = 30
+    memory_mb: int = 512
+
+
 #: The optional tables of twinsync.toml, each with its settings class.
-SECTIONS = {"frames": FrameSettings, "traces": TraceSettings, "mqtt": MqttSettings, "alerts": AlertSettings}
+SECTIONS = {"frames": FrameSettings, "traces": TraceSettings, "mqtt": MqttSettings, "alerts": AlertSettings,
+            "reasoner": ReasonerSettings}
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ class NodeConfig:
     traces: TraceSettings = TraceSettings()
     mqtt: MqttSettings = MqttSettings()
     alerts: AlertSettings = AlertSettings()
+    reasoner: ReasonerSettings = ReasonerSettings()
 
     def to_toml(self) -> bytes:
         doc = {"node": {"name": self.name, "device_id": self.device_id},
@@ -139,6 +153,11 @@ def _settings(path: Path, section: str, settings: type, table: object):
             raise ConfigError(f"{section}.{name} in {path} must be text in quotes, not {value!r}.")
         if kinds[name] is bool and not isinstance(value, bool):
             raise ConfigError(f"{section}.{name} in {path} must be true or false, not {value!r}.")
+        if kinds[name] is tuple:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{section}.{name} in {path} must be a list of texts in quotes, "
+                                  f"like [\"python3\", \"reason.py\"], not {value!r}.")
+            table = {**table, name: tuple(value)}
         if kinds[name] is int and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise ConfigError(f"{section}.{name} in {path} must be a positive whole number, not {value!r}.")
     return settings(**table)

@@ -30,7 +30,7 @@ from folders.gitstore import FrameRepo
 from folders.fingerprint import FINGERPRINT_NAME
 from folders.snapshots import SEGMENTS_DIR, SNAPSHOTS_DIR
 from folders.trace import format_ts, utc_now
-from orchestrator import recovery
+from orchestrator import modules, recovery
 from orchestrator.alerts import AlertLoop, desktop_notifier
 from orchestrator.events import MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
@@ -54,6 +54,10 @@ RETRY_DELAY_S = 2.0
 GC_INTERVAL_S = 6 * 3600
 #: How often every peer's recovery folder is checked for local changes besides the events.
 LOCAL_CHANGES_INTERVAL_S = 60
+#: How often the modules folder is checked even when the watcher saw nothing.
+MODULES_SCAN_S = 300
+#: After a change in modules.shared/, how long to wait for the rest of the files.
+MODULES_SETTLE_S = 0.5
 #: Errors a user can act on: logged as one line. Anything else is a bug: logged with its traceback.
 EXPECTED = (TwinsyncError, SyncthingError, OSError)
 
@@ -96,7 +100,12 @@ class Daemon:
                           seconds=traces.publish_interval_s, id="publish", next_run_time=datetime.now(timezone.utc))
         scheduler.add_job(self._job, "interval", ["merge", recovery.merge_now],
                           seconds=traces.merge_interval_s, id="merge", next_run_time=datetime.now(timezone.utc))
+        scheduler.add_job(self._job, "interval", ["modules", modules.scan], seconds=MODULES_SCAN_S, id="modules",
+                          next_run_time=datetime.now(timezone.utc))
         watcher = FrameWatcher(layout.frames_shared, self.batcher.add, self.batcher.request_reconcile)
+        modules.ensure_modules_home(layout)
+        module_watcher = FrameWatcher(layout.modules_shared, lambda paths: self._scan_modules_soon(scheduler),
+                                      lambda: self._scan_modules_soon(scheduler))
         arrivals = FrameWatcher(layout.recovery_root, lambda paths: self._peer_arrival(scheduler, paths),
                                 lambda: self._merge_soon(scheduler))
         events_client = syncthing_client(layout, self.node.config)
@@ -119,6 +128,7 @@ class Daemon:
             sup.spawn("batches", self._process_batches, on_stop=self.batcher.wake)
             sup.spawn("frames-watcher", watcher.run)
             sup.spawn("arrivals-watcher", arrivals.run)
+            sup.spawn("modules-watcher", module_watcher.run)
             sup.spawn("syncthing-events", events.run)
             sup.spawn("alerts", alerts.run)
             if self._mqtt is not None:
@@ -221,6 +231,11 @@ class Daemon:
 
     def _merge_soon(self, scheduler: BackgroundScheduler) -> None:
         scheduler.modify_job("merge", next_run_time=datetime.now(timezone.utc) + timedelta(milliseconds=300))
+
+    def _scan_modules_soon(self, scheduler: BackgroundScheduler) -> None:
+        """Something changed in modules.shared/: check it soon (new versions are queued for a
+        person, tampered ones refused), once the files of one publish have settled."""
+        scheduler.modify_job("modules", next_run_time=datetime.now(timezone.utc) + timedelta(seconds=MODULES_SETTLE_S))
 
     def _syncthing_event(self, scheduler: BackgroundScheduler, event: dict) -> None:
         """Live node status from Syncthing's events: logged, and sent to MQTT when configured;

@@ -16,11 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from folders.metrics import Metrics
-from orchestrator import frames, recovery, traces
+from orchestrator import demo_agent, frames, modules, recovery, traces
+from orchestrator.demo_agent.agent import GOALS
+from orchestrator.reasoner import reason
 from orchestrator.config import load_config, save_config
 from orchestrator.init import SyncthingTarget, init_node
 from orchestrator.node import Node
@@ -32,17 +35,12 @@ from syncthing.topology import Topology
 
 logger = logging.getLogger(__name__)
 
-GOALS = {
-    "plan the week": ("gym on Tuesday", "gym on Monday"),
-    "pick a book": ("Dune", "Solaris"),
-    "what to cook": ("pasta", "curry"),
-    "where to travel": ("the coast", "the mountains"),
-}
+#: The demo's reasoner is a module: this directory, published by node1, approved everywhere.
+AGENT_SOURCE = Path(demo_agent.__path__[0])
+AGENT_MODULE = "demo-agent"
 NAMESPACES = ("notes", "plans", "facts")
 #: Frames every node starts from: the shared knowledge a twin has before the demo begins.
 SEED_FRAMES = 30
-#: Every n-th session disagrees with the others, so consensus has something to decide.
-DISSENT_EVERY = 15
 
 
 @dataclass
@@ -72,6 +70,7 @@ class Demo:
         self.sessions = 0
         self.frames_written = 0
         self._old_session: str | None = None
+        self._pending: list[Future] = []
         self._topology = Topology()
 
     # -- set-up ----------------------------------------------------------------------
@@ -110,7 +109,24 @@ class Demo:
             self._start_daemon(node)
         for i in range(SEED_FRAMES):
             self.write_frame(self.nodes[i % self.n])
-        self.say(f"paired, {self.topology} topology applied, daemons running; {SEED_FRAMES} frames of shared knowledge written")
+        self.ship_agent()
+        self.say(f"paired, {self.topology} topology applied, daemons running; {SEED_FRAMES} frames of shared knowledge "
+                 f"written; the reasoner is module {AGENT_MODULE}, approved on every node")
+
+    def ship_agent(self) -> None:
+        """node1 publishes the demo's reasoner as a module; each other node approves it once
+        its daemon has queued it (the demo plays the person on every node)."""
+        with self.nodes[0].open() as opened:
+            modules.publish(opened, AGENT_SOURCE, version="1.0", entry="agent:answer", serves=sorted(GOALS),
+                            name=AGENT_MODULE)
+        for node in self.nodes[1:]:
+            def approved(node: DemoNode = node) -> bool:
+                with node.open() as opened:
+                    if not any(s.name == AGENT_MODULE and s.awaiting for s in modules.list_modules(opened)):
+                        return False
+                    modules.approve(opened, AGENT_MODULE)
+                    return True
+            self._wait(approved, 60, f"{AGENT_MODULE} to reach {node.name}")
 
     def _all_connected(self) -> bool:
         for node in self.nodes:
@@ -151,16 +167,18 @@ class Demo:
     # -- the agents --------------------------------------------------------------------
 
     def record_session(self, node: DemoNode, goal: str | None = None) -> str:
+        """One session reasoned by the approved demo-agent module; the daemon publishes it."""
         goal = goal or self.random.choice(sorted(GOALS))
-        agree, dissent = GOALS[goal]
         self.sessions += 1
-        conclusion = dissent if self.sessions % DISSENT_EVERY == 0 else agree
+        return self._reason(node, goal, self.sessions)
+
+    def _reason(self, node: DemoNode, goal: str, number: int) -> str:
         with node.open() as opened:
-            session = traces.start(opened, goal)
-            traces.add(opened, session, "observation", f"{node.name} looked at {goal!r} ({self.sessions})")
-            traces.add(opened, session, "inference", f"so: {conclusion}")
-            traces.finish(opened, session, conclusion)
-        return session
+            result = reason(opened, goal, program=modules.program_of(opened, AGENT_MODULE),
+                            context={"n": number}, publish=False)
+        if result.status != "finished":
+            self.say(f"{node.name}'s reasoner gave no answer: {result.reason}")
+        return result.session
 
     def write_frame(self, node: DemoNode) -> None:
         self.frames_written += 1
@@ -170,10 +188,23 @@ class Demo:
             frames.put_frame(opened, f"{ns}/item-{self.frames_written:03d}",
                              {"text": f"written by {node.name}", "n": self.frames_written})
 
-    def tick(self) -> None:
+    def tick(self, reasoning: ThreadPoolExecutor) -> None:
+        """A frame, and a session reasoned in the background: a module run is a sandboxed
+        child process (~0.1-0.5 s), so the agents reason in parallel, as real nodes would."""
         node = self.random.choice(self.nodes)
         self.write_frame(node)
-        self.record_session(node)
+        self.sessions += 1
+        self._pending.append(reasoning.submit(self._reason, node, self.random.choice(sorted(GOALS)), self.sessions))
+
+    def _drain(self) -> None:
+        """Wait for the sessions in flight (an incident may stop a daemon or restore a
+        trace.db under them) and say what went wrong in any."""
+        for future in self._pending:
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - one agent's failure is reported, the demo goes on
+                self.say(f"an agent failed to reason: {exc}")
+        self._pending = []
 
     # -- the incidents -----------------------------------------------------------------
 
@@ -237,17 +268,20 @@ class Demo:
         plan = [(0.2, self.concurrent_edit), (0.35, lambda: self.cut_off(self.nodes[-1], True)),
                 (0.5, self.restore_and_fork), (0.65, lambda: self.cut_off(self.nodes[-1], False))]
         last_report = 0.0
-        while not stop.is_set():
-            elapsed = time.monotonic() - started
-            if elapsed >= duration:
-                break
-            while plan and elapsed >= plan[0][0] * duration:
-                plan.pop(0)[1]()
-            self.tick()
-            if progress and elapsed - last_report >= 5:
-                last_report = elapsed
-                progress(f"t={elapsed:4.0f}s  frames {self.frames_written}  sessions {self.sessions}")
-            stop.wait(0.5)
+        with ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="demo-agent") as reasoning:
+            while not stop.is_set():
+                elapsed = time.monotonic() - started
+                if elapsed >= duration:
+                    break
+                while plan and elapsed >= plan[0][0] * duration:
+                    self._drain()
+                    plan.pop(0)[1]()
+                self.tick(reasoning)
+                if progress and elapsed - last_report >= 5:
+                    last_report = elapsed
+                    progress(f"t={elapsed:4.0f}s  frames {self.frames_written}  sessions {self.sessions}")
+                stop.wait(0.5)
+            self._drain()
         for _, incident in plan:  # a short run still shows every incident
             incident()
 

@@ -25,8 +25,8 @@ from orchestrator.config import NodeConfig, save_config, write_api_key
 from syncthing.client import SyncthingClient
 from syncthing.configxml import GuiEndpoint, find_config, read_gui_endpoint
 from syncthing.errors import SyncthingConfigError, SyncthingError
-from syncthing.folderspec import (FRAMES_FOLDER_ID, IGNORE_PATTERNS, check_folder_free, frames_folder,
-                                  recovery_folder, recovery_folder_id)
+from syncthing.folderspec import (FRAMES_FOLDER_ID, IGNORE_PATTERNS, MODULES_FOLDER_ID, check_folder_free,
+                                  frames_folder, modules_folder, recovery_folder, recovery_folder_id)
 from syncthing.process import ManagedSyncthing
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _build_home(staging: Path, final: NodeLayout, name: str) -> None:
     """Everything of DESIGN §1 that lives on disk, made under `staging`."""
     layout = NodeLayout(staging)
     for directory in (layout.keys_dir, layout.frames_local, layout.frames_shared,
-                      layout.recovery(name)):
+                      layout.modules_shared, layout.recovery(name)):
         directory.mkdir(parents=True)
     os.chmod(layout.keys_dir, 0o700)
     generate_keypair(layout.private_key, layout.public_key)
@@ -91,6 +91,7 @@ def _build_home(staging: Path, final: NodeLayout, name: str) -> None:
     ensure_trace_schema(layout.trace_db)
     state.ensure_schema(layout.state_db)
     FrameRepo.create(layout.frames_git, final.frames_shared).close()
+    FrameRepo.create(layout.modules_git, final.modules_shared).close()
 
 
 def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:
@@ -120,6 +121,7 @@ def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:
             client = SyncthingClient(url, api_key, cert=cert)
             client.ping()
             check_folder_free(client, FRAMES_FOLDER_ID, layout.frames_shared)
+            check_folder_free(client, MODULES_FOLDER_ID, layout.modules_shared)
             check_folder_free(client, recovery_folder_id(name), layout.recovery(name))
         _build_home(staging, layout, name)
         write_api_key(NodeLayout(staging), api_key)
@@ -134,6 +136,7 @@ def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:
             client = managed.client()
         device_id = client.my_device_id()
         for folder in (frames_folder(layout.frames_shared, [device_id]),
+                       modules_folder(layout.modules_shared, [device_id]),
                        recovery_folder(name, layout.recovery(name), [device_id], own=True)):
             existed = client.folder(folder["id"]) is not None
             client.put_folder(folder)

@@ -25,6 +25,7 @@ from folders.errors import HomeError, TwinsyncError
 
 DAEMON_LOCK = "daemon.lock"
 PUBLISH_LOCK = "publish.lock"
+MODULES_LOCK = "modules.lock"
 #: How long `running_daemon` waits for a daemon that holds the lock to write its pid.
 PID_WAIT_S = 2.0
 #: How long a starting daemon retries past a reader's momentary shared lock.
@@ -42,6 +43,14 @@ class DaemonRunningError(TwinsyncError):
 @contextmanager
 def frames_lock(home: Path) -> Iterator[None]:
     with _exclusive(Path(home) / "frames.lock"):
+        yield
+
+
+@contextmanager
+def modules_lock(home: Path) -> Iterator[None]:
+    """One writer at a time for modules.git and the module queue (daemon scan, CLI publish,
+    approve, reject)."""
+    with _exclusive(Path(home) / MODULES_LOCK):
         yield
 
 

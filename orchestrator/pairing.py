@@ -14,6 +14,7 @@ from folders.errors import InviteError
 from folders.invite import Invite, decode_invite
 from folders.trace import utc_now
 from folders.trust import TrustedPeer, save_trusted
+from orchestrator.modules import share_modules
 from orchestrator.node import Node
 from orchestrator.state import stamp
 from syncthing.errors import SyncthingError
@@ -70,6 +71,7 @@ def pair(node: Node, code: str, *, now: datetime | None = None) -> TrustedPeer:
     client.put_device({"deviceID": invite.device_id, "name": invite.name,
                        "addresses": list(invite.addresses), "autoAcceptFolders": False,
                        "compression": "metadata"})
+    share_modules(node, invite.device_id)
     for folder_id in (FRAMES_FOLDER_ID, recovery_folder_id(node.name)):
         folder = client.folder(folder_id)
         if folder is None:

@@ -31,6 +31,7 @@ from orchestrator import __version__
 from orchestrator.heartbeat import DaemonHealth, read_health
 from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs
 from orchestrator.meaning import node_profile
+from orchestrator.modules import running_modules
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
 from orchestrator.topology import load_topology
@@ -320,7 +321,8 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) 
         trace_sessions=facts.trace_sessions, trace_head=facts.trace_head,
         last_publish=facts.last_publish, last_merge=facts.last_merge,
         pending_conflicts=counts.in_conflict + counts.invalid, pending_forks=len(forks(node)),
-        metrics=metrics, key=key, profile=node_profile(node), clock=clock)
+        metrics=metrics, key=key, profile=node_profile(node), clock=clock,
+        modules=running_modules(node))
     path = node.layout.recovery(node.name) / FINGERPRINT_NAME
     if _still_current(node, path, fp, key.public_key()):
         return False

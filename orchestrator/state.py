@@ -72,6 +72,13 @@ def ensure_schema(path: Path) -> bool:
         # forgets deletions after a while and would bring it back as a new file).
         db["tombstones"].create({"path": str, "frame_id": str, "hash": str, "deleted_at": str,
                                  "deleted_by": str}, pk="path", if_not_exists=True)
+        # Version 4: module versions seen here and what a person decided about each.
+        db["modules"].create(
+            {"id": int, "name": str, "version": str, "hash": str, "author": str, "entry": str,
+             "serves": str, "commit_sha": str, "status": str, "code": str, "reason": str,
+             "created": str, "decided_by": str, "decided_at": str},
+            pk="id", if_not_exists=True)
+        db["modules"].create_index(["name", "status"], if_not_exists=True)
         db["events"].create({"id": int, "ts": str, "kind": str, "message": str},
                             pk="id", if_not_exists=True)
         db["metrics"].create({"ts": str, "name": str, "value": float}, if_not_exists=True)

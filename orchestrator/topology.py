@@ -11,7 +11,7 @@ from typing import Any
 
 from folders.files import write_atomic
 from orchestrator.node import Node
-from syncthing.folderspec import FRAMES_FOLDER_ID, is_twinsync_folder
+from syncthing.folderspec import FRAMES_FOLDER_ID, IGNORE_PATTERNS, MODULES_FOLDER_ID, is_twinsync_folder
 from syncthing.topology import Plan, Topology, check, plan
 
 TOPOLOGY_FILE = "topology.json"
@@ -32,7 +32,7 @@ def apply_topology(node: Node, topology: Topology) -> Plan:
     check(topology, set(devices))
     existing = {f["id"] for f in node.client.folders()}
     wanted = plan(topology, node.name, devices, node.layout.frames_shared,
-                  {n: node.layout.recovery(n) for n in devices}, existing)
+                  {n: node.layout.recovery(n) for n in devices}, existing, node.layout.modules_shared)
     for folder in wanted.folders:
         Path(folder["path"]).mkdir(parents=True, exist_ok=True)
         current = node.client.folder(folder["id"])
@@ -41,6 +41,7 @@ def apply_topology(node: Node, topology: Topology) -> Plan:
         else:
             node.client.patch_folder(folder["id"], {k: folder[k] for k in ("devices", "type", "path")})
     node.client.set_ignores(FRAMES_FOLDER_ID, wanted.frames_ignores)
+    node.client.set_ignores(MODULES_FOLDER_ID, IGNORE_PATTERNS)
     for folder_id in wanted.remove:
         node.client.delete_folder(folder_id)
     write_atomic(node.layout.home / TOPOLOGY_FILE, (json.dumps(topology.to_dict(), indent=2) + "\n").encode())

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the client pulls in requests, which a caller of these specs
 
 FRAMES_FOLDER_ID = "twinsync-frames"
 RECOVERY_PREFIX = "twinsync-recovery-"
+MODULES_FOLDER_ID = "twinsync-modules"
 
 #: Never travel: our temp files, and Git control files, which would silently hide frames
 #: from a node's history if a peer dropped one in. `(?d)` lets Syncthing delete them when
@@ -37,7 +38,7 @@ def recovery_folder_id(node: str) -> str:
 
 def is_twinsync_folder(folder_id: str) -> bool:
     """Ours to show and manage; every other folder in Syncthing is the user's own."""
-    return folder_id == FRAMES_FOLDER_ID or folder_id.startswith((RECOVERY_PREFIX, NAMESPACE_PREFIX))
+    return folder_id in (FRAMES_FOLDER_ID, MODULES_FOLDER_ID) or folder_id.startswith((RECOVERY_PREFIX, NAMESPACE_PREFIX))
 
 
 def frames_path(folder_id: str, item: str) -> str | None:
@@ -70,6 +71,11 @@ def _base(folder_id: str, label: str, path: Path, folder_type: str, device_ids: 
 
 def frames_folder(path: Path, device_ids: list[str]) -> dict[str, Any]:
     return _base(FRAMES_FOLDER_ID, "twinsync frames", path, "sendreceive", device_ids)
+
+
+def modules_folder(path: Path, device_ids: list[str]) -> dict[str, Any]:
+    """Many writers like frames: any node may publish a module; what runs is decided per node."""
+    return _base(MODULES_FOLDER_ID, "twinsync modules", path, "sendreceive", device_ids)
 
 
 def recovery_folder(node: str, path: Path, device_ids: list[str], *, own: bool) -> dict[str, Any]:

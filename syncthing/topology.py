@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from syncthing.errors import SyncthingConfigError
-from syncthing.folderspec import IGNORE_PATTERNS, NAMESPACE_PREFIX, frames_folder, recovery_folder
+from syncthing.folderspec import (IGNORE_PATTERNS, NAMESPACE_PREFIX, frames_folder, modules_folder,
+                                  recovery_folder)
 
 KINDS = ("swarm", "star", "sharded", "p2p")
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -78,8 +79,9 @@ def namespace_folder_id(ns: str) -> str:
 
 
 def plan(topology: Topology, me: str, devices: Mapping[str, str], frames_path: Path,
-         recovery_path: Mapping[str, Path], existing: set[str]) -> Plan:
-    """`devices`: node name → device ID for every node, this one included."""
+         recovery_path: Mapping[str, Path], existing: set[str], modules_path: Path | None = None) -> Plan:
+    """`devices`: node name → device ID for every node, this one included. The modules
+    folder (when `modules_path` is given) is shared as the frames folder is."""
     others = sorted(n for n in devices if n != me)
     ids = lambda names: [devices[n] for n in names]  # noqa: E731
 
@@ -92,6 +94,8 @@ def plan(topology: Topology, me: str, devices: Mapping[str, str], frames_path: P
     folders = [frames_folder(frames_path, ids(share(None))),
                recovery_folder(me, recovery_path[me], ids(share(me)), own=True)]
     folders += [recovery_folder(peer, recovery_path[peer], ids(share(peer)), own=False) for peer in others]
+    if modules_path is not None:
+        folders.append(modules_folder(modules_path, ids(share(None))))
     ignores = list(IGNORE_PATTERNS)
     wanted_ns = set()
     for ns, members in sorted(topology.namespaces.items()):

@@ -1,6 +1,7 @@
-"""The Queue tab: frame conflicts, invalid files, rollbacks, quarantined files and trace forks
-in one list, decided here with the same service calls as `twinsync approve|reject` and
-`twinsync fork approve|reject`."""
+"""The Queue tab: frame conflicts, invalid files, rollbacks, quarantined files, trace forks
+and modules awaiting approval (or refused) in one list, decided here with the same service
+calls as `twinsync approve|reject`, `twinsync fork approve|reject` and `twinsync module
+approve|reject`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from folders.decisions import ForkView
 from orchestrator.conflicts import DIFF_KINDS, ConflictItem, detail_lines
 from tui.dialogs import ConfirmScreen
 from tui.pane import KeyedTable, Pane
+from orchestrator.modules import ModuleSummary, ModuleVersion
 from tui.rows import (FORK_CONSEQUENCE, QUEUE_COLUMNS, QueueEntry, Row, approve_consequence,
-                      conflict_detail, filter_entries, fork_detail, queue_entries, queue_row,
+                      conflict_detail, filter_entries, fork_detail, module_detail, queue_entries, queue_row,
                       reject_consequence, short)
 from tui.service import QueueData
 
@@ -53,7 +55,7 @@ class QueuePane(Pane):
         self.data = data
         self.loaded = True
         self._redraw()
-        open_items = len(data.conflicts) + len(data.forks)
+        open_items = len(data.conflicts) + len(data.forks) + len(data.modules)
         self.query_ancestor(TabbedContent).get_tab("queue").label = (
             "Queue (history)" if data.history else f"Queue ({open_items})" if open_items else "Queue")
 
@@ -117,10 +119,10 @@ class QueuePane(Pane):
         detail = self.query_one("#queue-detail", Static)
         entry = self.entries.get(key) if key else None
         if entry is None:
-            state = ("Nothing matches the filter." if self.data.conflicts or self.data.forks
+            state = ("Nothing matches the filter." if self.data.conflicts or self.data.forks or self.data.modules
                      else "Nothing decided yet (h: back to the open queue)." if self.loaded and self.history
                      else "The queue is empty: no conflict copies, invalid files, rollbacks, "
-                          "quarantined files or forks (h: decided items)."
+                          "quarantined files, forks or modules to approve (h: decided items)."
                      if self.loaded else "Loading the queue…")
             if self.shown_detail != ("empty", state):
                 detail.update(state)
@@ -135,6 +137,10 @@ class QueuePane(Pane):
                                   then=lambda text, i=item.id: self._diff_loaded(i, text), title="Diff")
             shown = ("conflict", item, diff)
             renderable = lambda: conflict_detail(item, diff)  # noqa: E731
+        elif entry.module is not None:
+            summary = entry.module
+            shown = ("module", summary)
+            renderable = lambda: module_detail(summary)  # noqa: E731
         else:
             fork = entry.fork
             selected = self.branch_of(fork)
@@ -177,6 +183,8 @@ class QueuePane(Pane):
                             severity="warning", markup=False)
         elif entry.conflict is not None:
             self._decide_conflict(entry.conflict, approve)
+        elif entry.module is not None:
+            self._decide_module(entry.module, approve)
         else:
             self._decide_fork(entry.fork, approve)
 
@@ -201,6 +209,29 @@ class QueuePane(Pane):
     def _conflicts_decided(self, items: list[ConflictItem]) -> None:
         for item in items:
             self.app.notify(f"#{item.id} {item.frame}: {item.decision()}", title="Queue", markup=False)
+        self.load()
+
+    def _decide_module(self, summary: ModuleSummary, approve: bool) -> None:
+        if summary.refused is not None:
+            self.app.notify(f"Module {summary.name} is refused ({summary.refused.code}); nothing of it runs, and the "
+                            "item closes by itself when its folder is fixed.", severity="warning", markup=False)
+            return
+        verb = "Approve" if approve else "Reject"
+        version = summary.awaiting[-1]
+        body = (f"{version.label} by {version.author} runs on this node from now on, checked out of Git."
+                if approve else f"{version.label} never runs on this node; "
+                + ("the running version stays." if summary.running else "nothing runs."))
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call_service(self.service.decide_module, summary.name, approve=approve,
+                                  then=self._module_decided, group="decide", exclusive=False,
+                                  title=f"{verb} module {summary.name}")
+
+        self.app.push_screen(ConfirmScreen(f"{verb} {version.label}?", body, verb), answered)
+
+    def _module_decided(self, version: ModuleVersion) -> None:
+        self.app.notify(f"{version.label}: {version.status}", title="Queue", markup=False)
         self.load()
 
     def _decide_fork(self, fork: ForkView, approve: bool) -> None:

@@ -23,6 +23,7 @@ from folders.snapshots import SnapshotInfo
 from folders.trace import Step
 from orchestrator.conflicts import VERSION_KINDS, ConflictItem, detail_lines
 from orchestrator.frames import FrameEntry
+from orchestrator.modules import ModuleSummary
 from orchestrator.pairing import PeerStatus
 from orchestrator.recovery import NodeRow, PeerPieces, fingerprint_verdict, pieces_summary, size_text
 from orchestrator.status import NodeStatus
@@ -220,6 +221,7 @@ class QueueEntry:
     state: str
     conflict: ConflictItem | None = None
     fork: ForkView | None = None
+    module: ModuleSummary | None = None
 
     def text(self) -> str:
         return " ".join((self.kind, self.subject, self.source, self.when, self.state)).lower()
@@ -256,6 +258,12 @@ def queue_entries(data: QueueData) -> list[QueueEntry]:
         state = (f"{PAST[view.decision.verdict]} on {view.decision.author}" if view.decision else "consensus")
         entries.append(QueueEntry(f"fork:{view.id}", "fork", view.goal, ", ".join(authors) or "-",
                                   fork_time(view, steps), state, fork=view))
+    for summary in data.modules:
+        latest = summary.refused or summary.awaiting[-1]
+        state = (summary.state if summary.refused
+                 else f"awaiting approval: {', '.join(v.version for v in summary.awaiting)}")
+        entries.append(QueueEntry(f"module:{summary.name}", "module", summary.name, latest.author or "-",
+                                  latest.created, state, module=summary))
     return sorted(entries, key=lambda e: (e.when[:19], e.key), reverse=True)
 
 
@@ -265,7 +273,7 @@ def filter_entries(entries: Iterable[QueueEntry], text: str) -> list[QueueEntry]
     return [e for e in entries if all(w in e.text() for w in words)]
 
 
-KIND_STYLES = {"conflict": "yellow", "deleted": "yellow", "invalid": "red", "rollback": "cyan", "quarantined": "red", "fork": "magenta"}
+KIND_STYLES = {"module": "blue", "conflict": "yellow", "deleted": "yellow", "invalid": "red", "rollback": "cyan", "quarantined": "red", "fork": "magenta"}
 
 
 def queue_row(e: QueueEntry) -> Row:
@@ -275,6 +283,27 @@ def queue_row(e: QueueEntry) -> Row:
 
 def queue_rows(entries: Iterable[QueueEntry]) -> list[Row]:
     return [queue_row(e) for e in entries]
+
+
+def module_detail(summary: ModuleSummary) -> RenderableType:
+    """A module item: what would run, who signed it, what runs now, or why it is refused."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("module", summary.name)
+    grid.add_row("running here", summary.running.version if summary.running else "nothing")
+    for version in summary.awaiting:
+        grid.add_row(f"awaiting {version.version}", f"by {version.author}, entry {version.entry}, "
+                     f"serves {', '.join(version.serves) or '-'}, manifest {short(version.hash)}")
+    if summary.refused:
+        grid.add_row(f"refused ({summary.refused.code})", Text(summary.refused.reason or ""))
+        grid.add_row("", "Nothing of it runs; the item closes by itself when the folder is fixed.")
+    else:
+        grid.add_row("approve", "the newest awaiting version runs on this node from now on (from Git).")
+        grid.add_row("reject", "it never runs here; " + ("the running version stays." if summary.running
+                                                        else "nothing runs."))
+        grid.add_row("diff", f"twinsync module show {summary.name}")
+    return grid
 
 
 def approve_consequence(item: ConflictItem) -> str:

@@ -20,9 +20,10 @@ from folders.gitstore import Revision
 from folders.metrics import Metrics
 from folders.snapshots import SnapshotInfo, VerifiedSnapshot
 from folders.trace import Step
-from orchestrator import controls, frames, recovery, traces
+from orchestrator import controls, frames, modules, recovery, traces
 from orchestrator.conflicts import ConflictItem
 from orchestrator.frames import FrameEntry
+from orchestrator.modules import ModuleSummary, ModuleVersion
 from orchestrator.node import INTERACTIVE_TIMEOUT, Node
 from orchestrator.recovery import NodeRow, RestoreReport
 from orchestrator.status import NodeStatus, node_status
@@ -33,13 +34,15 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class QueueData:
-    """What the Queue tab shows: open conflict-queue items and trace forks, with the steps
-    of each forked session (to show the branches and when they were made); with `history`,
-    decided items and forks with a decision instead, each saying who decided and where."""
+    """What the Queue tab shows: open conflict-queue items, trace forks (with the steps of
+    each forked session, to show the branches and when they were made) and modules that
+    wait for this node's approval or are refused; with `history`, decided items and forks
+    with a decision instead, each saying who decided and where."""
 
     conflicts: list[ConflictItem]
     forks: list[ForkView]
     steps: dict[str, list[Step]] = field(default_factory=dict)  # session -> its steps
+    modules: list[ModuleSummary] = field(default_factory=list)  # awaiting approval or refused
     history: bool = False
 
 
@@ -60,6 +63,8 @@ class Service(Protocol):
     def conflict_diff(self, item: ConflictItem) -> str: ...
     def decide_conflict(self, item_id: int, *, approve: bool) -> list[ConflictItem]: ...
     def decide_fork(self, fork_id: str, branch: str, verdict: str) -> ForkView: ...
+    def decide_module(self, name: str, *, approve: bool) -> ModuleVersion: ...
+
     def snapshots(self) -> list[SnapshotInfo]: ...
     def verify(self, info: SnapshotInfo) -> VerifiedSnapshot: ...
     def restore(self, info: SnapshotInfo, *, as_new_machine: bool = False,
@@ -102,7 +107,8 @@ class NodeService:
             conflicts = frames.list_conflicts(node, shows="decided" if history else "open")
             forks = [f for f in traces.forks(node) if f.decision or not history]
             steps = {f.session: traces.show(node, f.session).steps for f in forks}
-        return QueueData(conflicts, forks, steps, history)
+            pending = [] if history else [s for s in modules.list_modules(node) if s.awaiting or s.refused]
+        return QueueData(conflicts, forks, steps, pending, history)
 
     def conflict_diff(self, item: ConflictItem) -> str:
         with self._node() as node:
@@ -117,6 +123,11 @@ class NodeService:
         """What `twinsync fork approve|reject ID BRANCH` does."""
         with self._node() as node:
             return traces.decide_fork(node, fork_id, branch, verdict)
+
+    def decide_module(self, name: str, *, approve: bool) -> ModuleVersion:
+        """What `twinsync module approve|reject NAME` does (the newest awaiting version)."""
+        with self._node() as node:
+            return (modules.approve if approve else modules.reject)(node, name)
 
     def snapshots(self) -> list[SnapshotInfo]:
         with self._node() as node:

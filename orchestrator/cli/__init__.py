@@ -53,6 +53,8 @@ COMMANDS = {
     "nodes": "orchestrator.cli.recovery:nodes",
     "snapshots": "orchestrator.cli.recovery:snapshots",
     "restore": "orchestrator.cli.recovery:restore",
+    "modules": "orchestrator.cli.modules:modules_list",
+    "module": "orchestrator.cli.modules:app",
     "tui": "orchestrator.cli.tui:tui",
     "demo": "orchestrator.cli.demo:demo",
     "frame": "orchestrator.cli.frames:app",

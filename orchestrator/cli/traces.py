@@ -11,6 +11,7 @@ from rich.table import Table
 
 from folders.decisions import PAST
 from orchestrator import traces
+from orchestrator.cli import modules as module_commands
 from orchestrator.cli import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json
 
@@ -176,6 +177,8 @@ def reject(fork: ForkId, branch: Branch, home: HomeOption) -> None:
     _decide(home, fork, branch, "reject")
 
 
-# `trace publish` and `trace merge` live with the other recovery commands.
+# `trace publish` and `trace merge` live with the other recovery commands, `trace reason`
+# with the module commands (it runs the configured reasoner or an approved module).
 app.command()(recovery.publish)
 app.command()(recovery.merge)
+app.command()(module_commands.reason)

@@ -207,14 +207,6 @@ def turn_on_https(st: ManagedSyncthing) -> None:
     wait_for(lambda: _answers(st), 20, "Syncthing's GUI on https")
 
 
-def _answers(st: ManagedSyncthing) -> bool:
-    try:
-        with st.client() as client:
-            return client.ping()
-    except Exception:
-        return False
-
-
 def test_init_attaches_to_an_https_gui_with_no_flags(tmp_path, syncthing_factory):
     st = syncthing_factory("tls")
     turn_on_https(st)

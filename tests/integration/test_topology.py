@@ -24,8 +24,9 @@ def test_star_shares_every_agent_folder_with_the_master_only(mesh):
     for node in (a, b, c):
         node.cli("topology", "apply", "star", "--master", "node1")
         node.cli("topology", "apply", "star", "--master", "node1")  # idempotent
-    assert _shared(b) == {"twinsync-frames": ["node1"], "twinsync-recovery-node1": ["node1"],
-                          "twinsync-recovery-node2": ["node1"], "twinsync-recovery-node3": ["node1"]}
+    assert _shared(b) == {"twinsync-frames": ["node1"], "twinsync-modules": ["node1"],
+                          "twinsync-recovery-node1": ["node1"], "twinsync-recovery-node2": ["node1"],
+                          "twinsync-recovery-node3": ["node1"]}
     assert _shared(a)["twinsync-recovery-node2"] == ["node2", "node3"], "the master relays agents' traces"
     assert _show(c)["topology"] == {"kind": "star", "master": "node1", "namespaces": {}}
     (b.home / "frames.shared/hello.txt").write_text("via the master")

@@ -295,3 +295,18 @@ def test_a_format_1_fingerprint_still_reads_and_ranks_last(tmp_path: Path) -> No
     profiles = {"b": view.fingerprint.meaning(),
                 "a": read(place(tmp_path, "a", fingerprint(profile=PROFILE))).fingerprint.meaning()}
     assert [peer for peer, _ in rank_peers("когда поливать томаты", profiles)] == ["a", "b"]
+
+
+def test_the_modules_a_node_runs_are_signed_and_optional(tmp_path: Path) -> None:
+    plain, with_modules = fingerprint(), fingerprint(modules=["notes 1.1", "agenda 2"])
+    assert "modules" not in plain.to_dict(), "a node that runs no module writes what older readers accept"
+    assert with_modules.modules == ("agenda 2", "notes 1.1")
+    view = read(place(tmp_path, "a", with_modules))
+    assert view.ok and view.fingerprint == with_modules
+    forged = json.loads(with_modules.to_bytes())
+    forged["modules"] = ["evil 1"]
+    (tmp_path / "a" / FINGERPRINT_NAME).write_text(json.dumps(forged))
+    assert read(tmp_path / "a" / FINGERPRINT_NAME).problem.code == "bad_signature"
+    forged["modules"] = "notes"
+    (tmp_path / "a" / FINGERPRINT_NAME).write_text(json.dumps(forged))
+    assert read(tmp_path / "a" / FINGERPRINT_NAME).problem.code == "bad_schema"
