@@ -31,7 +31,6 @@ from orchestrator import __version__
 from orchestrator.heartbeat import DaemonHealth, read_health
 from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs
 from orchestrator.meaning import node_profile
-from orchestrator.modules import running_modules
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
 from orchestrator.topology import load_topology
@@ -307,6 +306,8 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) 
     """Re-sign and rewrite fingerprint.json only when a value in it changed, or when the one
     on disk is half-way to `fingerprint_stale_s` (so peers never see it stale): an idle node
     then gives Syncthing nothing to scan or send. True when it was written."""
+    from orchestrator.modules import running_modules  # Git: for the publisher, not for `status`
+
     key = node.signing_key()
     counts = frame_counts(node)
     metrics = node_metrics(node, counts)

@@ -21,8 +21,8 @@ REFUSED = ModuleVersion(3, "evil", None, None, None, None, (), None, "refused", 
 
 
 class ModuleService(FakeService):
-    def queue(self):
-        data = super().queue()
+    def queue(self, *, history: bool = False):
+        data = super().queue(history=history)
         return replace(data, conflicts=[], forks=[], modules=[ModuleSummary("notes", V1, (V2,), None),
                                                               ModuleSummary("evil", None, (), REFUSED)])
 
