@@ -14,7 +14,6 @@ from folders.errors import InviteError
 from folders.invite import Invite, decode_invite
 from folders.trace import utc_now
 from folders.trust import TrustedPeer, save_trusted
-from orchestrator.modules import share_modules
 from orchestrator.node import Node
 from orchestrator.state import stamp
 from syncthing.errors import SyncthingError
@@ -71,6 +70,8 @@ def pair(node: Node, code: str, *, now: datetime | None = None) -> TrustedPeer:
     client.put_device({"deviceID": invite.device_id, "name": invite.name,
                        "addresses": list(invite.addresses), "autoAcceptFolders": False,
                        "compression": "metadata"})
+    from orchestrator.modules import share_modules  # Git: only pairing needs it, not `status`/`peers`
+
     share_modules(node, invite.device_id)
     for folder_id in (FRAMES_FOLDER_ID, recovery_folder_id(node.name)):
         folder = client.folder(folder_id)
