@@ -11,12 +11,13 @@ from rich.table import Table
 
 from folders.errors import echo
 from orchestrator import frames
+from orchestrator.cli import complete
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from orchestrator.conflicts import DIFF_KINDS, KINDS, VERSION_KINDS, ConflictError, detail_lines
 
 conflict_app = typer.Typer(help="Look at one item of the conflict queue.", no_args_is_help=True)
 
-Ids = Annotated[Optional[list[str]], typer.Argument(help="Item ids (the numbers `twinsync conflicts` lists).")]
+Ids = Annotated[Optional[list[str]], typer.Argument(help="Item ids (the numbers `twinsync conflicts` lists).", autocompletion=complete.queue_items)]
 FromNode = Annotated[Optional[str], typer.Option(
     "--all-from", help="Every open conflict whose set-aside version this node wrote (its name), or whose "
                        "copy Syncthing named after this device (its ID or first 7 characters).")]
@@ -78,7 +79,7 @@ def _version_cell(author: str | None, written: str | None, item, *, current: boo
 
 
 @conflict_app.command()
-def show(item_id: Annotated[str, typer.Argument(help="Item id.")], home: HomeOption,
+def show(item_id: Annotated[str, typer.Argument(help="Item id.", autocompletion=complete.queue_items)], home: HomeOption,
          as_json: JsonOption = False) -> None:
     """Show one item: each version and who wrote it, what approve and reject do on every
     node (or who decided it), and the unified diff of the two versions' bodies.

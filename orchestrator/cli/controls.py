@@ -12,10 +12,12 @@ import typer
 from folders.alerts import Alert
 from folders.trace import format_ts, utc_now
 from orchestrator import alerts, controls
+from orchestrator.cli import complete
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 
 PeerArgument = Annotated[Optional[str], typer.Argument(
-    help="A peer's node name (or its Syncthing device ID).", show_default=False)]
+    help="A peer's node name (or its Syncthing device ID).", show_default=False,
+    autocompletion=complete.peer_names)]
 FolderOption = Annotated[Optional[str], typer.Option(
     "--folder", help="A twinsync folder instead of a peer: frames, recovery-NODE (or its full Syncthing ID).")]
 
@@ -52,7 +54,7 @@ def rescan(home: HomeOption, folder: FolderOption = None) -> None:
 
 
 def unpair(
-    peer: Annotated[str, typer.Argument(help="The peer's node name (or its Syncthing device ID).")],
+    peer: Annotated[str, typer.Argument(help="The peer's node name (or its Syncthing device ID).", autocompletion=complete.peer_names)],
     home: HomeOption,
     keep_recovery: Annotated[bool, typer.Option(
         "--keep-recovery/--remove-recovery",

@@ -15,12 +15,13 @@ from folders.errors import FrameError, echo
 from folders.frame import frame_path, too_deep
 from orchestrator import frames
 from orchestrator.heartbeat import NOT_RUNNING, read_health
+from orchestrator.cli import complete
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 
 app = typer.Typer(help="Signed frames: write, read, list, history, restore and promote shadows.",
                   no_args_is_help=True)
 
-FrameId = Annotated[str, typer.Argument(help="Frame id: NAMESPACE/NAME, e.g. notes/today.")]
+FrameId = Annotated[str, typer.Argument(help="Frame id: NAMESPACE/NAME, e.g. notes/today.", autocompletion=complete.frame_ids)]
 
 
 def _body(body: str | None, file: Path | None) -> dict:

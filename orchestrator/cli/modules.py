@@ -10,12 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator import modules, reasoner
+from orchestrator.cli import complete
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 
 app = typer.Typer(help="Publish a reasoning module, see what changed, approve or reject it on this node.",
                   no_args_is_help=True)
 
-Name = Annotated[str, typer.Argument(help="Module name, as `twinsync modules` lists it.")]
+Name = Annotated[str, typer.Argument(help="Module name, as `twinsync modules` lists it.", autocompletion=complete.module_names)]
 VersionOption = Annotated[Optional[str], typer.Option("--version", help="A version from `twinsync module log NAME`.")]
 
 

@@ -16,6 +16,7 @@ from folders.errors import TraceError
 from folders.layout import check_node_name
 from folders.metrics import TOO_FEW, format_metric
 from orchestrator import recovery
+from orchestrator.cli import complete
 from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json
 from orchestrator.lock import refuse_while_daemon_runs
 from orchestrator.node import INTERACTIVE_TIMEOUT
@@ -209,7 +210,7 @@ def _ask(question: str) -> None:
 
 def restore(
     home: HomeOption,
-    snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot name from `twinsync snapshots`, or a unique beginning of it (default: the latest).")] = None,
+    snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot name from `twinsync snapshots`, or a unique beginning of it (default: the latest).", autocompletion=complete.snapshot_names)] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Use the newest snapshot (the default).")] = False,
     node_name: Annotated[Optional[str], typer.Option("--node", help="Whose snapshot (default: this node's).")] = None,
     as_new_machine: Annotated[bool, typer.Option("--as-new-machine", help="Take over a dead node's published trace on this fresh node.")] = False,

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from folders.decisions import PAST
 from orchestrator import traces
+from orchestrator.cli import complete, recovery
 from orchestrator.cli import modules as module_commands
-from orchestrator.cli import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json
 
 app = typer.Typer(help="Record reasoning (sessions of steps toward a goal) and read it back.",
@@ -155,7 +155,7 @@ def _decide(home, fork: str, branch: str, verdict: str) -> None:
                "(every node applies it once the decision is published and merged).")
 
 
-ForkId = Annotated[str, typer.Argument(help="Fork id from `twinsync forks` (a unique beginning is enough).")]
+ForkId = Annotated[str, typer.Argument(help="Fork id from `twinsync forks` (a unique beginning is enough).", autocompletion=complete.fork_ids)]
 Branch = Annotated[str, typer.Argument(help="Branch: the first characters of its first step's hash.")]
 
 
