@@ -17,7 +17,7 @@ from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, read_health
 from orchestrator.localchanges import local_changes_now, owner_of
 from orchestrator.node import LOOPBACK, IdentityError, Node, local_syncthing
 from syncthing.errors import SyncthingAuthError, SyncthingBusyError, SyncthingError, SyncthingHungError
-from syncthing.folderspec import FRAMES_FOLDER_ID, recovery_folder_id
+from syncthing.folderspec import FRAMES_FOLDER_ID, MODULES_FOLDER_ID, recovery_folder_id
 from syncthing.process import binary_version
 from syncthing.version import TESTED_VERSIONS, parse_version
 
@@ -112,6 +112,7 @@ def check_syncthing(node: Node) -> list[Check]:
     except TwinsyncError as exc:
         return checks + [Check("trusted peers", FAIL, str(exc).split(";")[0], f"fix {node.layout.trusted} by hand")]
     wanted = [(FRAMES_FOLDER_ID, node.layout.frames_shared, "sendreceive", peers),
+              (MODULES_FOLDER_ID, node.layout.modules_shared, "sendreceive", peers),
               (recovery_folder_id(node.name), node.layout.recovery(node.name), "sendonly", peers)]
     wanted += [(recovery_folder_id(name), node.layout.recovery(name), "receiveonly", {name: p})
                for name, p in peers.items()]

@@ -183,3 +183,17 @@ def test_a_node_renamed_to_a_peers_name_fails_doctor_and_publishes_nothing(node_
         (a.home / "trace/recovery/b/segments").iterdir())
     _assert_user_error(a.cli("frame", "put", "notes/x", "--body", "{}", ok=False), "another key")
     assert not (a.home / "frames.shared/notes").exists()
+
+
+def test_doctor_names_a_missing_modules_folder_and_pairing_again_restores_it(mesh):
+    """A home made before modules existed has no twinsync-modules folder: doctor says so,
+    and the repair it names (pair again) makes it."""
+    a, b = mesh(2)
+    assert "ok   folder twinsync-modules: sendreceive, shared with 1 peer(s)" in a.cli("doctor", ok=False).output
+    a.client().delete_folder("twinsync-modules")
+    doctor = a.cli("doctor", ok=False)
+    assert doctor.exit_code == 1
+    assert "fail folder twinsync-modules: missing in Syncthing  → pair again with the peer's invite code" \
+        in doctor.output
+    a.cli("pair", b.cli("invite").output.strip(), ok=False)
+    assert "ok   folder twinsync-modules" in a.cli("doctor", ok=False).output
