@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -125,6 +126,9 @@ def _run(argv: list[str], stdin: bytes, limits: Limits, env: dict[str, str], scr
     paths["stdin"].write_bytes(stdin)
     with open(paths["stdin"], "rb") as fin, open(paths["stdout"], "wb") as fout, \
             open(paths["stderr"], "wb") as ferr:
+        # Linux carries the parent's peak RSS into the child's across fork and exec: a peak
+        # no higher than ours may be ours, not the module's, and proves nothing.
+        inherited_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
             proc = subprocess.Popen(launcher, stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env,
                                     close_fds=True, start_new_session=True)
@@ -144,7 +148,8 @@ def _run(argv: list[str], stdin: bytes, limits: Limits, env: dict[str, str], scr
     if code == -signal.SIGXFSZ or len(out) > limits.max_output:
         return _result(GARBAGE, f"{what} wrote more than {limits.max_output} bytes and was stopped.",
                        b"", err, code, started)
-    near_limit = usage is not None and usage.ru_maxrss * 1024 >= limits.memory_mb * 1024 * 1024 * 0.9
+    near_limit = (usage is not None and usage.ru_maxrss > inherited_kb
+                  and usage.ru_maxrss * 1024 >= limits.memory_mb * 1024 * 1024 * 0.9)
     if code != 0 and (any(word.decode() in err for word in _MEMORY_WORDS) or near_limit):
         return _result(MEMORY, f"{what} needed more than its memory limit of {limits.memory_mb} MB and was "
                        "stopped.", out, err, code, started)

@@ -54,7 +54,7 @@ def test_pause_resume_rescan_and_the_rates_and_out_of_sync_columns(mesh, monkeyp
 
     b.cli("pause", "--folder", "frames")
     assert b.client().folder("twinsync-frames")["paused"] is True
-    assert b.cli("rescan").output.strip() == "Syncthing is scanning twinsync-recovery-node1, twinsync-recovery-node2."
+    assert b.cli("rescan").output.strip() == "Syncthing is scanning twinsync-modules, twinsync-recovery-node1, twinsync-recovery-node2."
     b.cli("resume", "--folder", "twinsync-frames")
     assert b.client().folder("twinsync-frames")["paused"] is False
 
@@ -106,8 +106,8 @@ def test_unpair_on_both_sides_and_what_the_other_side_sees(mesh, tmp_path):
 
         report = json.loads(a.cli("unpair", "node2", "--yes", "--json").output)
         assert report["device_removed"] and report["recovery"] == "kept"
-        assert sorted(report["folders_unshared"]) == ["twinsync-frames", "twinsync-recovery-node1",
-                                                      "twinsync-recovery-node2"]
+        assert sorted(report["folders_unshared"]) == ["twinsync-frames", "twinsync-modules",
+                                                      "twinsync-recovery-node1", "twinsync-recovery-node2"]
         client = a.client()
         assert client.device(b_id) is None
         assert client.folder("twinsync-recovery-node2") is None

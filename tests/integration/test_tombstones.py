@@ -71,7 +71,7 @@ def test_a_deleted_frame_brought_back_is_held_everywhere_and_a_new_version_is_no
         assert "came back after the frame was deleted by node1" in item["reason"]
         assert len(_history(node)) == 3, f"{node.name} committed the comeback"  # v1, v2, the delete
     shown = b.cli("conflict", "show", str(_held(b)[0]["id"])).output
-    assert "deleted frame back at revision" in shown and "undoing its deletion by node1" in shown
+    assert "came back after the delete and held back" in shown and "undoing its deletion by node1" in shown
     assert "reject: the file is deleted again on every node" in shown and '+  "v": 1' in shown
 
     a.cli("reject", str(_held(a)[0]["id"]))
@@ -87,7 +87,7 @@ def test_a_deleted_frame_brought_back_is_held_everywhere_and_a_new_version_is_no
     for node in (a, b):
         node.cli("approve", str(_held(node)[0]["id"]))
         assert _body(node) == {"v": 2}
-        assert "undoing its deletion" in _history(node)[0]["message"] and _tombstone(node) is None
+        assert "undoing the delete" in _history(node)[0]["message"] and _tombstone(node) is None
 
     # A genuinely new version after a delete: an edit of the deleted version is committed.
     (a.home / "frames.shared" / REL).unlink()

@@ -23,6 +23,17 @@ PY = sys.executable
 LIMITS = sandbox.Limits(timeout_s=2, memory_mb=256, max_output=4096)
 
 
+def test_a_crash_is_not_taken_for_memory_when_the_caller_itself_is_big():
+    """Linux hands the parent's peak memory to the child: a caller bigger than the child's
+    limit (a long-running test process, a daemon) must not make every crash look like memory."""
+    ballast = bytearray(96 * 1024 * 1024)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched, so it counts in our peak
+    result = sandbox.run([PY, "-c", "import sys; sys.exit(3)"],
+                         limits=sandbox.Limits(timeout_s=5, memory_mb=64, max_output=4096), what="the probe")
+    assert result.status == sandbox.CRASHED, result
+    del ballast
+
+
 def test_each_way_a_child_can_misbehave_is_one_status_with_one_sentence(monkeypatch):
     monkeypatch.setenv("TWINSYNC_HOME", "/secret/home")
     monkeypatch.setenv("STGUIAPIKEY", "secret-key")
