@@ -65,7 +65,7 @@ FIELDS = frozenset({"twinsync", "node", "device_id", "version", "created", "fram
 FIELDS_V2 = FIELDS | {"profile"}
 #: Fields a fingerprint may leave out; left out when empty, so a node that runs no module
 #: signs the same bytes as before the field existed, and older readers accept it.
-OPTIONAL_FIELDS = frozenset({"modules"})
+OPTIONAL_FIELDS = frozenset({"modules", "link"})
 MAX_MODULES = 100
 PROBLEM_CODES = ("missing", "bad_json", "bad_schema", "untrusted_node", "bad_signature",
                  "wrong_node")
@@ -98,6 +98,9 @@ class Fingerprint:
     profile: dict[str, Any] | None = field(default=None, hash=False)  # Profile.to_dict()
     #: "name version" of each module approved on the node, for routing by meaning.
     modules: tuple[str, ...] = ()
+    #: The port this node's peer link listens on while its daemon runs (orchestrator/link.py);
+    #: signed, so a peer cannot send this node's questions elsewhere.
+    link: int | None = None
 
     def unsigned_dict(self) -> dict[str, Any]:
         """Every field but `sig`: exactly what the signature covers, in canonical JSON."""
@@ -108,7 +111,8 @@ class Fingerprint:
                     "trace_head": self.trace_head, "last_publish": self.last_publish,
                     "last_merge": self.last_merge, "pending_conflicts": self.pending_conflicts,
                     "pending_forks": self.pending_forks, "metrics": dict(self.metrics),
-                    **({"modules": list(self.modules)} if self.modules else {})}
+                    **({"modules": list(self.modules)} if self.modules else {}),
+                    **({"link": self.link} if self.link else {})}
         if self.twinsync >= 2:
             unsigned["profile"] = self.profile
         return unsigned
@@ -163,7 +167,7 @@ def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: st
                      pending_conflicts: int, pending_forks: int,
                      metrics: Metrics | Mapping[str, float | None], key: Ed25519PrivateKey,
                      profile: Profile | None = None, clock: Clock = utc_now,
-                     modules: Iterable[str] = ()) -> Fingerprint:
+                     modules: Iterable[str] = (), link: int | None = None) -> Fingerprint:
     """Build and sign a fingerprint; every value is checked as a reader would check it."""
     moment = clock()
     if moment.tzinfo is None:
@@ -182,7 +186,8 @@ def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: st
                 "last_merge": last_merge, "pending_conflicts": pending_conflicts,
                 "pending_forks": pending_forks, "metrics": values,
                 "profile": None if profile is None else profile.to_dict(),
-                **({"modules": sorted(modules)} if modules else {})}
+                **({"modules": sorted(modules)} if modules else {}),
+                **({"link": link} if link else {})}
     why = _schema_problem({**unsigned, "sig": ""})
     if why is not None:
         raise FingerprintError(f"Cannot make the fingerprint of {node!r}: its {why}; "
@@ -333,6 +338,9 @@ def _schema_problem(data: Any) -> str | None:
     if (not isinstance(modules, list) or len(modules) > MAX_MODULES
             or not all(isinstance(m, str) and 0 < len(m) <= 100 for m in modules)):
         return f"modules is not a list of at most {MAX_MODULES} short texts"
+    link = data.get("link")
+    if link is not None and (type(link) is not int or not 0 < link < 65536):
+        return f"link {echo(link)} is not a port number"
     metrics = data["metrics"]
     if not isinstance(metrics, dict) or set(metrics) != set(METRIC_NAMES):
         return f"metrics is not an object with exactly {', '.join(METRIC_NAMES)}"
@@ -365,4 +373,4 @@ def _parse_utc(text: str) -> datetime:
 def _from_dict(data: Mapping[str, Any]) -> Fingerprint:
     return Fingerprint(**{name: data[name] for name in FIELDS if name != "metrics"},
                        metrics=dict(data["metrics"]), profile=data.get("profile"),
-                       modules=tuple(data.get("modules", ())))
+                       modules=tuple(data.get("modules", ())), link=data.get("link"))

@@ -24,7 +24,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -186,13 +186,16 @@ class Metrics:
 
 def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total: int,
                     frames_in_conflict: int, frames_invalid: int, frames_disagreeing: int,
-                    query_sample: int = 20,
+                    query_sample: int = 20, asked_ms: Sequence[float] = (),
                     clock: Callable[[], float] = time.perf_counter) -> Metrics:
     """Measure the seed metrics on a trace.db and the frame counts the orchestrator keeps.
 
     `trace` is an open TraceDB, a connection to trace.db, or its path (opened and closed
     here). The counts are of distinct frames; when they overlap the rate is capped at 1.
     `clock` returns seconds (as `time.perf_counter` does) and times the access queries.
+    `asked_ms` are round trips of real asks that peers answered (DESIGN §5): when there are
+    any, the access metric is their p95, the network's answer time; otherwise this node's
+    own query time, the floor under it.
     """
     counts = {"frames_total": frames_total, "frames_in_conflict": frames_in_conflict,
               "frames_invalid": frames_invalid, "frames_disagreeing": frames_disagreeing,
@@ -208,7 +211,7 @@ def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total:
                                    frames_in_conflict=frames_in_conflict,
                                    frames_invalid=frames_invalid,
                                    frames_disagreeing=frames_disagreeing,
-                                   query_sample=query_sample, clock=clock)
+                                   query_sample=query_sample, asked_ms=asked_ms, clock=clock)
         finally:
             conn.close()
 
@@ -218,7 +221,7 @@ def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total:
     concluded = sum(t.concluded for t in tallies.values())
     routes = [t.routes for t in tallies.values()]
     bad_frames = frames_in_conflict + frames_invalid + frames_disagreeing
-    timings = time_queries(trace, sample_goals(conn, query_sample), clock)
+    timings = list(asked_ms) or time_queries(trace, sample_goals(conn, query_sample), clock)
     return Metrics(
         convergence=converged / concluded if concluded else None,
         converged=converged,

@@ -17,6 +17,7 @@ from folders.errors import KeyFileError, TwinsyncError
 from folders.files import write_atomic
 from folders.keys import is_private_file_safe
 from folders.layout import NodeLayout, check_node_name
+from folders.linkwire import parse_listen
 
 
 class ConfigError(TwinsyncError):
@@ -86,9 +87,21 @@ class ReasonerSettings:
     memory_mb: int = 512
 
 
+@dataclass(frozen=True)
+class LinkSettings:
+    """The peer link ([link], orchestrator/link.py): where the daemon listens (empty: no
+    link), and how old the last merge may be for this node's own consensus to answer an
+    `ask` without asking the peers. When the port is taken (two nodes on one machine) the
+    daemon takes a free one; peers read it from the node's signed fingerprint."""
+
+    listen: str = "0.0.0.0:22100"
+    fresh_s: int = 60
+    timeout_ms: int = 2000
+
+
 #: The optional tables of twinsync.toml, each with its settings class.
 SECTIONS = {"frames": FrameSettings, "traces": TraceSettings, "mqtt": MqttSettings, "alerts": AlertSettings,
-            "reasoner": ReasonerSettings}
+            "reasoner": ReasonerSettings, "link": LinkSettings}
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,7 @@ class NodeConfig:
     mqtt: MqttSettings = MqttSettings()
     alerts: AlertSettings = AlertSettings()
     reasoner: ReasonerSettings = ReasonerSettings()
+    link: LinkSettings = LinkSettings()
 
     def to_toml(self) -> bytes:
         doc = {"node": {"name": self.name, "device_id": self.device_id},
@@ -133,6 +147,11 @@ def load_config(layout: NodeLayout) -> NodeConfig:
                           f"not {config.syncthing_url!r}.")
     for section, settings in SECTIONS.items():
         config = replace(config, **{section: _settings(path, section, settings, data.get(section, {}))})
+    if config.link.listen:
+        try:
+            parse_listen(config.link.listen)
+        except TwinsyncError as exc:
+            raise ConfigError(f"link.listen in {path}: {exc}.") from None
     try:
         check_node_name(config.name)
     except TwinsyncError as exc:

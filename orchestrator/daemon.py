@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -30,7 +30,7 @@ from folders.gitstore import FrameRepo
 from folders.fingerprint import FINGERPRINT_NAME
 from folders.snapshots import SEGMENTS_DIR, SNAPSHOTS_DIR
 from folders.trace import format_ts, utc_now
-from orchestrator import modules, recovery
+from orchestrator import ask, modules, recovery
 from orchestrator.alerts import AlertLoop, desktop_notifier
 from orchestrator.events import MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
@@ -43,6 +43,9 @@ from orchestrator.supervisor import Supervisor
 from orchestrator.watcher import FrameWatcher
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import RECOVERY_PREFIX, frames_path
+
+if TYPE_CHECKING:
+    from orchestrator.link import LinkServer
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ LOCAL_CHANGES_INTERVAL_S = 60
 MODULES_SCAN_S = 300
 #: After a change in modules.shared/, how long to wait for the rest of the files.
 MODULES_SETTLE_S = 0.5
+#: How often the daemon measures each peer link's round trip (shown by `nodes` and the TUI).
+LINK_CHECK_S = 30
 #: Errors a user can act on: logged as one line. Anything else is a bug: logged with its traceback.
 EXPECTED = (TwinsyncError, SyncthingError, OSError)
 
@@ -76,6 +81,8 @@ class Daemon:
         self._retries: list[tuple[float, Batch]] = []
         self._mqtt: MqttPublisher | None = None
         self._guard: LocalChangeGuard | None = None
+        self._link_port: int | None = None
+        self._links: dict[str, dict[str, Any]] = {}
 
     def stop(self) -> None:
         """Safe from a signal handler (it takes no lock the main thread may hold): the batch
@@ -123,6 +130,7 @@ class Daemon:
                                        on_state=lambda problem: sup.report("mqtt", problem),
                                        on_online=alerts.resend)
         alerts.mqtt = self._mqtt
+        link = self._link_server(scheduler)
         scheduler.start()
         try:
             sup.spawn("batches", self._process_batches, on_stop=self.batcher.wake)
@@ -133,6 +141,9 @@ class Daemon:
             sup.spawn("alerts", alerts.run)
             if self._mqtt is not None:
                 sup.spawn("mqtt", self._mqtt.run, on_stop=self._mqtt.close)
+            if link is not None:
+                sup.spawn("link", link.run)
+                sup.spawn("link-check", self._check_links)
             logger.info("twinsync daemon for %s (pid %d) watching %s", self.node.name, os.getpid(),
                         layout.frames_shared)
             next_beat = 0.0
@@ -147,6 +158,7 @@ class Daemon:
             scheduler.shutdown(wait=True)  # so does a publish or merge in flight
             events_client.close()
             guard_client.close()
+            self._link_port = None
             self._write_heartbeat()
             logger.info("twinsync daemon stopped")
 
@@ -155,11 +167,41 @@ class Daemon:
     def _write_heartbeat(self) -> None:
         beat = Heartbeat(pid=os.getpid(), started=self._started, written=format_ts(utc_now()),
                          last_batch=self._last.get("batch"), last_merge=self._last.get("merge"),
-                         last_publish=self._last.get("publish"), pieces=self.supervisor.health())
+                         last_publish=self._last.get("publish"), pieces=self.supervisor.health(),
+                         link_port=self._link_port, links=dict(self._links))
         try:
             write_heartbeat(self.node.layout.home, beat)
         except OSError as exc:
             logger.warning("cannot write the heartbeat: %s", exc)
+
+    # -- the peer link -----------------------------------------------------------------------
+
+    def _link_server(self, scheduler: BackgroundScheduler) -> LinkServer | None:
+        """The endpoint peers ask (DESIGN §8); None while [link] listen is empty. It answers
+        with a Node of its own, so its Syncthing client is never shared across threads."""
+        if not self.node.config.link.listen:
+            return None
+        from orchestrator.link import LinkServer  # websockets: only for a node with a link
+
+        answering = Node.open(self.node.layout.home)
+
+        def bound(port: int) -> None:
+            self._link_port = port
+            self._beat.set()  # the heartbeat says the port, then the fingerprint announces it
+            scheduler.modify_job("publish", next_run_time=datetime.now(timezone.utc) + timedelta(seconds=1))
+
+        return LinkServer(self.node.name, self.node.signing_key(), answering.trusted_keys,
+                          lambda peer, request: ask.serve(answering, peer, request),
+                          self.node.config.link.listen, on_port=bound)
+
+    def _check_links(self, stop: threading.Event) -> None:
+        """Each peer's link, pinged every LINK_CHECK_S: round trip or why not, for `nodes`."""
+        with Node.open(self.node.layout.home) as checking:
+            while not stop.wait(3 if not self._links else LINK_CHECK_S):
+                if self._link_port is None:
+                    continue
+                self._links = ask.link_status(checking)
+                self._beat.set()
 
     # -- pieces ----------------------------------------------------------------------------
 

@@ -45,6 +45,10 @@ class Heartbeat:
     last_merge: str | None = None
     last_publish: str | None = None
     pieces: list[PieceHealth] = field(default_factory=list)
+    #: The port the peer link listens on (None: no link), announced in the fingerprint.
+    link_port: int | None = None
+    #: Peer → {"rtt_ms", "problem", "at"}: the daemon's last signed ping over each link.
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

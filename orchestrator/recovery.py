@@ -28,8 +28,8 @@ from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, li
                                make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator import __version__
-from orchestrator.heartbeat import DaemonHealth, read_health
-from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs
+from orchestrator.heartbeat import DaemonHealth, load_heartbeat, read_health
+from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
 from orchestrator.meaning import node_profile
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
@@ -289,12 +289,22 @@ def node_metrics(node: Node, counts: FrameCounts | None = None) -> Metrics:
         majority_counts = [v.fingerprint.frames_count for v in views
                            if v.ok and v.fingerprint.frames_root == majority]
         disagreeing = max(1, abs(counts.total - (majority_counts[0] if majority_counts else 0)))
+    db = open_state(node.layout.state_db)
+    try:
+        asked = [row[0] for row in db.execute("SELECT ms FROM asks ORDER BY id DESC LIMIT ?", [ACCESS_SAMPLE])]
+    finally:
+        db.close()
     conn = connect(node.layout.trace_db)
     try:
         return compute_metrics(conn, frames_total=counts.total, frames_in_conflict=counts.in_conflict,
-                               frames_invalid=counts.invalid, frames_disagreeing=min(disagreeing, counts.total))
+                               frames_invalid=counts.invalid, frames_disagreeing=min(disagreeing, counts.total),
+                               asked_ms=asked)
     finally:
         conn.close()
+
+
+#: The latest asks answered by peers whose round trips make the access metric.
+ACCESS_SAMPLE = 100
 
 
 #: Metrics that differ on every measurement (a query's wall time): a new value alone is not a
@@ -323,13 +333,22 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) 
         last_publish=facts.last_publish, last_merge=facts.last_merge,
         pending_conflicts=counts.in_conflict + counts.invalid, pending_forks=len(forks(node)),
         metrics=metrics, key=key, profile=node_profile(node), clock=clock,
-        modules=running_modules(node))
+        modules=running_modules(node), link=_link_port(node))
     path = node.layout.recovery(node.name) / FINGERPRINT_NAME
     if _still_current(node, path, fp, key.public_key()):
         return False
     write_fingerprint(path, fp)
     _remember(node, fp.created, fp.metrics)
     return True
+
+
+def _link_port(node: Node) -> int | None:
+    """The port this node's daemon serves the peer link on, while it runs (its heartbeat
+    says; `trace publish` from the CLI must announce the same port the daemon would)."""
+    if running_daemon(node.layout.home) is None:
+        return None
+    beat = load_heartbeat(node.layout.home)
+    return beat.link_port if beat is not None else None
 
 
 def _still_current(node: Node, path: Path, fresh: Fingerprint, public: Ed25519PublicKey) -> bool:

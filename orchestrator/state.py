@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 #: Bump when a table changes: an older state.db is then brought up to date once.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def stamp(moment: datetime) -> str:
@@ -83,6 +83,8 @@ def ensure_schema(path: Path) -> bool:
                             pk="id", if_not_exists=True)
         db["metrics"].create({"ts": str, "name": str, "value": float}, if_not_exists=True)
         db["metrics"].create_index(["name", "ts"], if_not_exists=True)
+        # Version 5: round trips of asks that peers answered, for the access metric.
+        db["asks"].create({"id": int, "ts": str, "peer": str, "ms": float}, pk="id", if_not_exists=True)
         # Last: a version is only recorded once every table matches it.
         db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
         return True

@@ -1,0 +1,300 @@
+"""`ask`: a goal → the network's consensus conclusion, from whichever node can answer first
+(DESIGN §8), for the CLI, the TUI and Python callers alike.
+
+Local first: when this node holds a conclusion for the goal and merged its peers' steps
+lately (`[link] fresh_s`), it answers without a round trip. Otherwise the question goes
+over the peer link to the peers nearest by meaning (their signed profiles,
+folders/meaning.py), one after the other, until one answers with a conclusion or the
+deadline passes. A peer that knows no conclusion runs its reasoner on the goal when it has
+one (orchestrator/reasoner.py). With every peer out of reach the answer comes from the
+local replica and says it is stale. Every peer tried is in the answer, with what happened.
+
+The same module serves the other side: `serve` answers a peer's request in the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from folders.consensus import PUBLISHED, consensus
+from folders.errors import TwinsyncError, echo
+from folders.linkwire import Request
+from folders.meaning import rank_peers
+from folders.trace import connect, format_ts, parse_ts, utc_now
+from orchestrator.heartbeat import load_heartbeat
+from orchestrator.lock import running_daemon
+from orchestrator.node import Node
+from syncthing.errors import SyncthingError
+
+logger = logging.getLogger(__name__)
+
+#: Where an answer came from.
+LOCAL, PEER, STALE, NONE = "local", "peer", "stale local replica", "nobody"
+#: The most peers one question is sent to before the local replica answers.
+MAX_TRIES = 4
+
+
+class AskError(TwinsyncError):
+    """The question cannot be asked as given (an empty goal, an unknown --node)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One peer tried: `outcome` is answered, no conclusion, unreachable or refused."""
+
+    peer: str
+    outcome: str
+    detail: str = ""
+    elapsed_ms: float | None = None
+    score: float | None = None  # how near by meaning the peer's profile was
+
+
+@dataclass(frozen=True)
+class Answer:
+    goal: str
+    conclusion: str | None
+    answered_by: str | None  # node name; None when nobody knew
+    source: str  # LOCAL, PEER, STALE or NONE
+    routes: int = 0  # published sessions of the goal at the answering node
+    supporters: int = 0  # of which reached the conclusion
+    newest: str | None = None  # the newest published step of the goal there (UTC)
+    reasoned: bool = False  # the answering node ran its reasoner for this question
+    elapsed_ms: float = 0.0
+    tried: tuple[Attempt, ...] = field(default_factory=tuple)
+
+    @property
+    def fresh(self) -> bool:
+        return self.source in (LOCAL, PEER) and self.conclusion is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "fresh": self.fresh, "tried": [asdict(a) for a in self.tried]}
+
+
+def local_answer(node: Node, goal: str) -> dict[str, Any]:
+    """This node's consensus for `goal`, as a link reply body."""
+    conn = connect(node.layout.trace_db)
+    try:
+        agreed = consensus(conn, goal)
+        newest = conn.execute(f"SELECT max(ts) FROM steps WHERE goal = ? AND {PUBLISHED}", [goal]).fetchone()[0]
+    finally:
+        conn.close()
+    return {"goal": goal, "conclusion": agreed.conclusion, "routes": agreed.routes,
+            "supporters": agreed.supporters, "newest": newest, "node": node.name, "reasoned": False}
+
+
+def serve(node: Node, peer: str, request: Request) -> dict[str, Any]:
+    """A peer's request, answered in the daemon (orchestrator/link.py calls it in a worker
+    thread). An ask this node has no conclusion for goes to its reasoner when one is set
+    and the asker allows it."""
+    if request.op == "ping":
+        return {"node": node.name, "time": format_ts(utc_now())}
+    goal = request.body["goal"]
+    body = local_answer(node, goal)
+    if body["conclusion"] is None and request.body.get("reason") is True and _has_reasoner(node):
+        from orchestrator.reasoner import reason  # sandbox and modules: only when asked to reason
+
+        budget = request.body.get("budget_s")
+        run = reason(node, goal, timeout_s=budget if isinstance(budget, (int, float)) and budget > 0 else None)
+        logger.info("reasoned on %s for %s: %s", echo(goal), peer, run.outcome)
+        if run.ok:
+            body = {**local_answer(node, goal), "reasoned": True}
+    logger.debug("answered %s for %s", echo(goal), peer)
+    return body
+
+
+def _has_reasoner(node: Node) -> bool:
+    settings = node.config.reasoner
+    return bool(settings.command or settings.module)
+
+
+def ask(node: Node, goal: str, *, peer: str | None = None, timeout: float | None = None,
+        reason: bool = True) -> Answer:
+    """The network's answer to `goal`. `peer` asks that node only (no local shortcut);
+    `timeout` (seconds) bounds the whole question, `[link] timeout_ms` by default;
+    `reason` lets a peer with no conclusion run its reasoner."""
+    from orchestrator.link import LinkError  # websockets: only when a question travels
+
+    if not isinstance(goal, str) or not goal.strip():
+        raise AskError(f"Goal {echo(goal)} is empty; ask in words, e.g. `twinsync ask 'plan the week'`.")
+    started = time.perf_counter()
+    deadline = time.monotonic() + (timeout if timeout is not None else node.config.link.timeout_ms / 1000)
+    peers = node.peers()
+    if peer is not None and peer not in peers:
+        known = ", ".join(sorted(peers)) or "none yet; pair with `twinsync pair`"
+        raise AskError(f"{echo(peer)} is not a paired peer of {node.name} (peers: {known}).")
+    mine = local_answer(node, goal)
+    if peer is None and mine["conclusion"] is not None and (not peers or _merged_lately(node)):
+        return _answer(goal, mine, LOCAL, started, ())
+    tried: list[Attempt] = []
+    key = node.signing_key()
+    routes = peer_routes(node, goal)
+    order = [(peer, None)] if peer is not None else [(name, score) for name, score in routes.ranked]
+    for name, score in order[:MAX_TRIES if peer is None else 1]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            tried.append(Attempt(name, "unreachable", "no time left before the deadline", None, score))
+            continue
+        addresses = routes.uris.get(name) or []
+        if not addresses:
+            tried.append(Attempt(name, "unreachable", routes.why_no_address(name), None, score))
+            continue
+        asked = time.perf_counter()
+        try:
+            body = _ask_peer(node.name, key, name, peers[name].key(), addresses, goal, deadline, reason)
+        except LinkError as exc:
+            outcome = "refused" if "refused" in str(exc) else "unreachable"
+            tried.append(Attempt(name, outcome, str(exc), (time.perf_counter() - asked) * 1000, score))
+            continue
+        took = (time.perf_counter() - asked) * 1000
+        problem = _body_problem(body, goal)
+        if problem is not None:
+            tried.append(Attempt(name, "refused", f"{name} answered nonsense: {problem}", took, score))
+            continue
+        if body["conclusion"] is None:
+            tried.append(Attempt(name, "no conclusion", f"{name} knows no conclusion for this goal", took, score))
+            continue
+        tried.append(Attempt(name, "answered", "", took, score))
+        _remember_ask(node, name, took)
+        return _answer(goal, body, PEER, started, tried, answered_by=name)
+    source = STALE if mine["conclusion"] is not None else NONE
+    return _answer(goal, mine, source, started, tried)
+
+
+def _ask_peer(me: str, key, name: str, public, addresses: list[str], goal: str, deadline: float,
+              reason: bool) -> dict[str, Any]:
+    """The first address of `name` that answers; LinkError naming the last failure."""
+    from orchestrator.link import LinkError, PeerLink
+
+    failure: LinkError | None = None
+    for uri in addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            with PeerLink(me, key, name, public, uri, left) as link:
+                return link.call("ask", {"goal": goal, "reason": reason, "budget_s": round(left, 3)},
+                                 max(0.001, deadline - time.monotonic()))
+        except LinkError as exc:
+            failure = exc
+    raise failure or LinkError(f"{name}: no time left before the deadline")
+
+
+def _body_problem(body: dict[str, Any], goal: str) -> str | None:
+    """Peers are trusted to sign, not to be bug-free: their answer is checked like input."""
+    if body.get("goal") != goal:
+        return "it answers another goal"
+    if body.get("conclusion") is not None and not isinstance(body.get("conclusion"), str):
+        return "its conclusion is not text"
+    for name in ("routes", "supporters"):
+        if type(body.get(name)) is not int or body[name] < 0:
+            return f"{name} is not a count"
+    if body.get("newest") is not None:
+        try:
+            parse_ts(str(body["newest"]))
+        except ValueError:
+            return "its newest step time is not a time"
+    return None
+
+
+def _answer(goal: str, body: dict[str, Any], source: str, started: float, tried, *,
+            answered_by: str | None = None) -> Answer:
+    who = answered_by or (body.get("node") if source != NONE else None)
+    return Answer(goal, body.get("conclusion"), who, source, body.get("routes", 0), body.get("supporters", 0),
+                  body.get("newest"), bool(body.get("reasoned")), (time.perf_counter() - started) * 1000,
+                  tuple(tried))
+
+
+def _merged_lately(node: Node) -> bool:
+    """The daemon runs and merged its peers' steps within `[link] fresh_s`."""
+    if running_daemon(node.layout.home) is None:
+        return False
+    beat = load_heartbeat(node.layout.home)
+    if beat is None or beat.last_merge is None:
+        return False
+    return utc_now() - parse_ts(beat.last_merge) <= timedelta(seconds=node.config.link.fresh_s)
+
+
+# -- where each peer is, and how near ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Routes:
+    """Peers best first by meaning, each with the addresses its link may be reached at."""
+
+    ranked: list[tuple[str, float]]
+    uris: dict[str, list[str]]
+    ports: dict[str, int | None]
+
+    def why_no_address(self, peer: str) -> str:
+        if not self.ports.get(peer):
+            return (f"{peer}'s fingerprint announces no link port (its daemon is not running, or it "
+                    "runs a twinsync without the peer link)")
+        return f"no address of {peer} is known (Syncthing is not connected to it and its invite had none)"
+
+
+def peer_routes(node: Node, question: str) -> Routes:
+    from orchestrator.link import host_of, uris
+    from orchestrator.meaning import peer_profiles
+    from orchestrator.recovery import read_fingerprints
+
+    views = read_fingerprints(node)
+    peers = node.peers()
+    profiles = {name: None for name in peers} | {n: p for n, p in peer_profiles(views, node.name).items()
+                                                  if n in peers}
+    ports = {v.node: v.fingerprint.link if v.ok and v.fingerprint else None for v in views}
+    try:
+        connections = node.client.connections()
+    except SyncthingError:
+        connections = {}
+    addresses = {}
+    for name, peer in peers.items():
+        connected = connections.get(peer.device_id) or {}
+        hosts = [host_of(str(connected.get("address", ""))) if connected.get("connected") else None,
+                 *(host_of(a) for a in peer.addresses)]
+        addresses[name] = uris(ports.get(name), [h for h in hosts if h])
+    return Routes(rank_peers(question, profiles), addresses, {n: ports.get(n) for n in peers})
+
+
+def link_status(node: Node, timeout: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Each peer's link as the daemon last measured it: round trip of a signed ping, or why
+    not. Used by the daemon every LINK_CHECK_S and shown by `nodes` and the TUI."""
+    from orchestrator.link import LinkError, PeerLink
+
+    key = node.signing_key()
+    routes = peer_routes(node, "")
+    peers = node.peers()
+    status = {}
+    for name in peers:
+        at = format_ts(utc_now())
+        if not routes.uris.get(name):
+            status[name] = {"rtt_ms": None, "problem": routes.why_no_address(name), "at": at}
+            continue
+        problem = None
+        for uri in routes.uris[name]:
+            started = time.perf_counter()
+            try:
+                with PeerLink(node.name, key, name, peers[name].key(), uri, timeout) as link:
+                    begun = time.perf_counter()
+                    link.call("ping", {}, timeout)
+                    status[name] = {"rtt_ms": round((time.perf_counter() - begun) * 1000, 2), "problem": None,
+                                    "at": at, "connect_ms": round((begun - started) * 1000, 2)}
+                    break
+            except LinkError as exc:
+                problem = str(exc)
+        else:
+            status[name] = {"rtt_ms": None, "problem": problem, "at": at}
+    return status
+
+
+def _remember_ask(node: Node, peer: str, elapsed_ms: float) -> None:
+    """Round trips of asks peers answered: the access metric (DESIGN §5) is their p95."""
+    from orchestrator.state import open_state
+
+    db = open_state(node.layout.state_db)
+    try:
+        db["asks"].insert({"ts": format_ts(utc_now()), "peer": peer, "ms": round(elapsed_ms, 3)})
+    finally:
+        db.close()

@@ -1,0 +1,263 @@
+"""The peer link (DESIGN §8): a WebSocket endpoint each daemon serves next to Syncthing, so
+a question reaches another node and comes back in milliseconds instead of a scan and an
+index exchange. folders/linkwire.py says what travels; this module moves it.
+
+`LinkServer` runs in the daemon as a supervised piece, on an asyncio loop of its own. A
+connection is served only after the handshake proves it is a trusted peer; each request is
+checked (time, nonce, signature, rate) and then answered by `serve`, which runs in a worker
+thread because it reads SQLite. Whatever a peer sends, the worst it gets is an error reply
+or a closed connection: the daemon never dies from a peer.
+
+`PeerLink` is the client side, synchronous, for the CLI, the TUI and the daemon's own round
+trip checks. Where a peer is reached: the host Syncthing is connected to (or the hosts of
+its invite), at the link port the peer's signed fingerprint announces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.sync.client import connect
+
+from folders import linkwire
+from folders.errors import TwinsyncError
+from folders.linkwire import Replays, Request, RateLimit, WireError
+
+logger = logging.getLogger(__name__)
+
+#: What a connection may send before websockets itself closes it; our own limit
+#: (linkwire.MAX_MESSAGE) answers with an error below this and keeps the connection.
+HARD_MAX = 1024 * 1024
+#: Seconds a new connection has to prove who it is.
+HANDSHAKE_S = 5.0
+#: Connections served at once (authenticated or not), and per peer.
+MAX_CONNECTIONS = 64
+MAX_PER_PEER = 8
+#: A peer may ask this many requests a second on average, in bursts of BURST.
+RATE, BURST = 50.0, 100
+#: Refused messages in a row after which a connection is closed: a peer that only sends
+#: garbage is not worth a socket.
+MAX_STRIKES = 20
+
+
+class LinkError(TwinsyncError):
+    """A peer could not be reached, could not prove who it is, or refused the request."""
+
+
+Serve = Callable[[str, Request], Mapping[str, Any]]
+
+
+class LinkServer:
+    """This node's endpoint. `run` is a Supervisor piece; `port` is known once it listens."""
+
+    def __init__(self, me: str, key: Ed25519PrivateKey, trusted: Callable[[], Mapping[str, Ed25519PublicKey]],
+                 serve_request: Serve, listen: str, *, on_port: Callable[[int], None] = lambda port: None) -> None:
+        self.me, self._key, self._trusted, self._serve = me, key, trusted, serve_request
+        self.host, self._wanted = linkwire.parse_listen(listen)
+        self._on_port = on_port
+        self.port: int | None = None
+        self._open: dict[str, int] = {}  # peer (or "?" before it proved itself) → connections
+
+    def run(self, stop: threading.Event) -> None:
+        asyncio.run(self._main(stop))
+
+    async def _main(self, stop: threading.Event) -> None:
+        options = {"max_size": HARD_MAX, "compression": None, "max_queue": 4, "ping_interval": 20,
+                   "ping_timeout": 20, "close_timeout": 2, "server_header": None}
+        try:
+            server = await serve(self._connection, self.host, self._wanted, **options)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or self._wanted == 0:
+                raise LinkError(f"The peer link cannot listen on {self.host}:{self._wanted} ({exc.strerror}); "
+                                "set another [link] listen in twinsync.toml.") from None
+            # Another node on this machine (a demo, a test) holds the port: any free one does,
+            # since peers read the port from this node's fingerprint.
+            logger.warning("port %d is in use; the peer link listens on a free port instead", self._wanted)
+            server = await serve(self._connection, self.host, 0, **options)
+        self.port = server.sockets[0].getsockname()[1]
+        self._on_port(self.port)
+        logger.info("peer link listening on %s:%d", self.host, self.port)
+        try:
+            await asyncio.to_thread(stop.wait)
+        finally:
+            server.close()
+            await server.wait_closed()
+            self.port = None
+
+    async def _connection(self, ws: ServerConnection) -> None:
+        if sum(self._open.values()) >= MAX_CONNECTIONS:
+            await ws.close(1013, "too many connections")
+            return
+        who = "?"  # the bookkeeping name of this connection: "?" until it proves itself
+        self._open[who] = self._open.get(who, 0) + 1
+        try:
+            peer, session = await self._handshake(ws)
+            if peer is None:
+                return
+            self._open["?"] -= 1
+            who = peer
+            self._open[who] = self._open.get(who, 0) + 1
+            if self._open[who] > MAX_PER_PEER:
+                await ws.close(1013, f"more than {MAX_PER_PEER} connections from {peer}")
+                return
+            await self._requests(ws, peer, session)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._open[who] -= 1
+
+    async def _handshake(self, ws: ServerConnection) -> tuple[str | None, str]:
+        nonce = linkwire.new_nonce()
+        await ws.send(linkwire.encode(linkwire.hello(self.me, nonce)))
+        try:
+            message = linkwire.decode(await asyncio.wait_for(ws.recv(), HANDSHAKE_S), expect="auth")
+            trusted = await asyncio.to_thread(self._trusted)
+            peer, client_nonce = linkwire.check_auth(message, trusted, self.me, nonce)
+        except (TimeoutError, asyncio.TimeoutError):
+            await ws.close(1008, "no proof of identity in time")
+            return None, ""
+        except (WireError, TwinsyncError) as exc:
+            logger.warning("peer link: refused a connection from %s: %s", _address(ws), exc)
+            await ws.send(linkwire.encode(linkwire.refused(str(exc))))
+            await ws.close(1008, "refused")
+            return None, ""
+        await ws.send(linkwire.encode(linkwire.welcome(self._key, self.me, peer, client_nonce, nonce)))
+        logger.debug("peer link: %s connected from %s", peer, _address(ws))
+        return peer, linkwire.session_of(nonce, client_nonce)
+
+    async def _requests(self, ws: ServerConnection, peer: str, session: str) -> None:
+        public = (await asyncio.to_thread(self._trusted))[peer]
+        replays, limit, strikes = Replays(), RateLimit(RATE, BURST), 0
+        async for raw in ws:
+            message: Any = None
+            try:
+                message = linkwire.decode(raw)
+                if not limit.allow():
+                    raise WireError(f"more than {RATE:.0f} requests a second; slow down")
+                req = linkwire.check_request(message, public, session, replays)
+            except WireError as exc:
+                strikes += 1
+                logger.info("peer link: %s sent a bad request: %s", peer, exc)
+                await ws.send(linkwire.encode(linkwire.reply(self._key, session, linkwire.request_id(message),
+                                                             error=str(exc))))
+                if strikes >= MAX_STRIKES:
+                    await ws.close(1008, "too many bad requests")
+                    return
+                continue
+            strikes = 0
+            await ws.send(linkwire.encode(await self._answer(peer, session, req)))
+
+    async def _answer(self, peer: str, session: str, req: Request) -> dict[str, Any]:
+        try:
+            body = await asyncio.to_thread(self._serve, peer, req)
+            return linkwire.reply(self._key, session, req.id, body)
+        except TwinsyncError as exc:
+            return linkwire.reply(self._key, session, req.id, error=str(exc))
+        except Exception:  # noqa: BLE001 - a bug answering one request must not end the link
+            logger.exception("peer link: answering %s from %s failed", req.op, peer)
+            return linkwire.reply(self._key, session, req.id,
+                                  error=f"{self.me} failed to answer; its log says why")
+
+
+def _address(ws: ServerConnection) -> str:
+    try:
+        host, port = ws.remote_address[:2]
+        return f"{host}:{port}"
+    except (TypeError, ValueError):
+        return "an unknown address"
+
+
+class PeerLink:
+    """One authenticated connection to a peer's link; `call` sends a request and returns the
+    verified body of its reply. Not thread-safe: one caller at a time."""
+
+    def __init__(self, me: str, key: Ed25519PrivateKey, peer: str, public: Ed25519PublicKey,
+                 uri: str, timeout: float) -> None:
+        self.peer, self.uri = peer, uri
+        self._me, self._key, self._public = me, key, public
+        self._rid = 0
+        deadline = time.monotonic() + timeout
+        try:
+            self._ws = connect(uri, open_timeout=timeout, max_size=HARD_MAX, compression=None, proxy=None,
+                               close_timeout=1, user_agent_header=None).__enter__()
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise LinkError(f"{peer} does not answer at {uri} ({_why(exc)})") from None
+        try:
+            server, server_nonce = linkwire.check_hello(self._recv(deadline, "hello"), peer)
+            nonce = linkwire.new_nonce()
+            self._ws.send(linkwire.encode(linkwire.auth(key, me, server, server_nonce, nonce)))
+            linkwire.check_welcome(self._recv(deadline, None), public, peer, me, nonce, server_nonce)
+        except (WireError, LinkError) as exc:
+            self.close()
+            raise LinkError(f"{peer} at {uri}: {exc}") from None
+        self._session = linkwire.session_of(server_nonce, nonce)
+
+    def call(self, op: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        self._rid += 1
+        try:
+            self._ws.send(linkwire.encode(linkwire.request(self._key, self._session, op, self._rid, body)))
+            return linkwire.check_reply(self._recv(deadline, None), self._public, self._session, self._rid)
+        except WireError as exc:
+            raise LinkError(f"{self.peer}: {exc}") from None
+        except ConnectionClosed:
+            raise LinkError(f"{self.peer} closed the link") from None
+
+    def _recv(self, deadline: float, expect: str | None) -> dict[str, Any]:
+        try:
+            raw = self._ws.recv(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise LinkError(f"{self.peer} did not answer in time") from None
+        except ConnectionClosed as exc:
+            raise LinkError(f"{self.peer} closed the link ({exc.rcvd.reason if exc.rcvd else 'no reason'})") from None
+        return linkwire.decode(raw, expect=expect)
+
+    def close(self) -> None:
+        self._ws.close()
+
+    def __enter__(self) -> PeerLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def uris(port: int | None, hosts: Iterable[str]) -> list[str]:
+    """ws:// addresses of a peer's link, one per known host, in order, without repeats."""
+    if not port:
+        return []
+    seen: list[str] = []
+    for host in hosts:
+        shown = f"[{host}]" if ":" in host else host
+        uri = f"ws://{shown}:{port}"
+        if host and uri not in seen:
+            seen.append(uri)
+    return seen
+
+
+def host_of(address: str) -> str | None:
+    """The host of a Syncthing address (`tcp://h:22000`, `quic://[::1]:22000`, `h:22000`, or
+    `dynamic`, which has none)."""
+    if not address or address == "dynamic":
+        return None
+    parts = urlsplit(address if "://" in address else "tcp://" + address)
+    try:
+        return parts.hostname
+    except ValueError:
+        return None
