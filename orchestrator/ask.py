@@ -146,8 +146,7 @@ def ask(node: Node, goal: str, *, peer: str | None = None, timeout: float | None
         try:
             body = _ask_peer(node.name, key, name, peers[name].key(), addresses, goal, deadline, reason)
         except LinkError as exc:
-            outcome = "refused" if "refused" in str(exc) else "unreachable"
-            tried.append(Attempt(name, outcome, str(exc), (time.perf_counter() - asked) * 1000, score))
+            tried.append(Attempt(name, exc.kind, str(exc), (time.perf_counter() - asked) * 1000, score))
             continue
         took = (time.perf_counter() - asked) * 1000
         problem = _body_problem(body, goal)

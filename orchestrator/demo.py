@@ -84,7 +84,8 @@ class Demo:
             node = DemoNode(name, self.root / name, st)
             self.nodes.append(node)
             ep = st.endpoint
-            node.device_id = init_node(node.home, name, SyncthingTarget(ep.url, ep.api_key)).device_id
+            node.device_id = init_node(node.home, name, SyncthingTarget(ep.url, ep.api_key),
+                                         link="127.0.0.1:0").device_id
             with node.open() as opened:
                 fast = replace(opened.config.traces, publish_interval_s=3, merge_interval_s=2,
                                snapshot_every_segments=4, fingerprint_stale_s=120)

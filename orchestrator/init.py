@@ -18,10 +18,11 @@ from folders.files import TEMP_PREFIX
 from folders.gitstore import FrameRepo
 from folders.keys import generate_keypair
 from folders.layout import NodeLayout, check_node_name
+from folders.linkwire import WireError, parse_listen
 from folders.trace import ensure_schema as ensure_trace_schema
 from folders.trust import save_trusted
 from orchestrator import state
-from orchestrator.config import NodeConfig, save_config, write_api_key
+from orchestrator.config import LinkSettings, NodeConfig, save_config, write_api_key
 from syncthing.client import SyncthingClient
 from syncthing.configxml import GuiEndpoint, find_config, read_gui_endpoint
 from syncthing.errors import SyncthingConfigError, SyncthingError
@@ -51,6 +52,8 @@ class InitResult:
     syncthing_pid: int | None
     #: The Syncthing config.xml the URL and key came from; None when both were given as flags.
     config_path: Path | None
+    link: str = ""  # where the peer link listens, "" for none
+
 
 
 def _check_home(home: Path) -> None:
@@ -94,9 +97,15 @@ def _build_home(staging: Path, final: NodeLayout, name: str) -> None:
     FrameRepo.create(layout.modules_git, final.modules_shared).close()
 
 
-def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:
+def init_node(home: Path, name: str, target: SyncthingTarget, *, link: str = LinkSettings.listen) -> InitResult:
+    """`link` is where the daemon serves the peer link (host:port, "" for none)."""
     home = Path(home).expanduser().absolute()
     check_node_name(name)
+    if link:
+        try:
+            parse_listen(link)
+        except WireError as exc:
+            raise HomeError(f"--link {exc}.") from None
     _check_home(home)
     layout = NodeLayout(home)
     staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}init-", dir=home.parent))
@@ -144,9 +153,9 @@ def init_node(home: Path, name: str, target: SyncthingTarget) -> InitResult:
                 created.append(folder["id"])
             client.set_ignores(folder["id"], IGNORE_PATTERNS)
         save_config(layout, NodeConfig(name=name, device_id=device_id, syncthing_url=url,
-                                       managed=target.managed))
+                                       managed=target.managed, link=LinkSettings(listen=link)))
         logger.info("initialised node %s in %s", name, home)
-        return InitResult(home, name, device_id, url, target.managed, pid, config_path)
+        return InitResult(home, name, device_id, url, target.managed, pid, config_path, link)
     except BaseException:
         _undo(client, created, managed, home if moved else staging)
         raise

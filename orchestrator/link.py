@@ -50,8 +50,17 @@ RATE, BURST = 50.0, 100
 MAX_STRIKES = 20
 
 
+UNREACHABLE, REFUSED = "unreachable", "refused"
+
+
 class LinkError(TwinsyncError):
-    """A peer could not be reached, could not prove who it is, or refused the request."""
+    """A peer could not be reached (`kind` UNREACHABLE: nothing listens, no answer in time,
+    closed), or the exchange failed on its merits (REFUSED: it could not prove who it is,
+    refused this node, or answered with an error)."""
+
+    def __init__(self, message: str, kind: str = UNREACHABLE) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 Serve = Callable[[str, Request], Mapping[str, Any]]
@@ -197,9 +206,12 @@ class PeerLink:
             nonce = linkwire.new_nonce()
             self._ws.send(linkwire.encode(linkwire.auth(key, me, server, server_nonce, nonce)))
             linkwire.check_welcome(self._recv(deadline, None), public, peer, me, nonce, server_nonce)
-        except (WireError, LinkError) as exc:
+        except WireError as exc:
             self.close()
-            raise LinkError(f"{peer} at {uri}: {exc}") from None
+            raise LinkError(f"{peer} at {uri}: {exc}", REFUSED) from None
+        except LinkError:
+            self.close()
+            raise
         self._session = linkwire.session_of(server_nonce, nonce)
 
     def call(self, op: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
@@ -209,7 +221,7 @@ class PeerLink:
             self._ws.send(linkwire.encode(linkwire.request(self._key, self._session, op, self._rid, body)))
             return linkwire.check_reply(self._recv(deadline, None), self._public, self._session, self._rid)
         except WireError as exc:
-            raise LinkError(f"{self.peer}: {exc}") from None
+            raise LinkError(f"{self.peer}: {exc}", REFUSED) from None
         except ConnectionClosed:
             raise LinkError(f"{self.peer} closed the link") from None
 

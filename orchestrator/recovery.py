@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -407,6 +408,9 @@ class NodeRow:
     frames_agree: bool | None
     pieces: PeerPieces = PeerPieces()
     daemon: DaemonHealth | None = None  # this node's row only: a peer's shows as a stale fingerprint
+    #: A peer's link as this node's daemon last pinged it: {"rtt_ms", "problem", "at"}; None
+    #: for this node's own row, and while no daemon runs here to measure.
+    link: dict[str, Any] | None = None
 
 
 def nodes(node: Node) -> list[NodeRow]:
@@ -418,6 +422,8 @@ def nodes(node: Node) -> list[NodeRow]:
     except SyncthingError:
         connections = None
     waiting = pending(node)
+    beat = load_heartbeat(node.layout.home) if running_daemon(node.layout.home) is not None else None
+    links = beat.links if beat is not None else {}
     rows = []
     for view in views:
         device = devices.get(view.node)
@@ -425,7 +431,8 @@ def nodes(node: Node) -> list[NodeRow]:
             None if connections is None or device is None else bool(connections.get(device, {}).get("connected")))
         rows.append(NodeRow(view.node, device, online, view, agreement.get(view.node),
                             waiting.get(view.node, PeerPieces()),
-                            read_health(node.layout.home) if view.node == node.name else None))
+                            read_health(node.layout.home) if view.node == node.name else None,
+                            links.get(view.node)))
     return rows
 
 

@@ -137,7 +137,8 @@ def node_factory(tmp_path: Path, syncthing_factory) -> Callable[[str], TestNode]
         st = syncthing_factory(name)
         home = tmp_path / name
         ep = st.endpoint
-        run_cli("init", "--home", home, "--name", name, "--syncthing-url", ep.url, "--api-key", ep.api_key)
+        run_cli("init", "--home", home, "--name", name, "--syncthing-url", ep.url, "--api-key", ep.api_key,
+                "--link", "127.0.0.1:0")
         return TestNode(name, home, st)
 
     return make

@@ -53,6 +53,7 @@ COMMANDS = {
     "nodes": "orchestrator.cli.recovery:nodes",
     "snapshots": "orchestrator.cli.recovery:snapshots",
     "restore": "orchestrator.cli.recovery:restore",
+    "ask": "orchestrator.cli.ask:ask",
     "modules": "orchestrator.cli.modules:modules_list",
     "module": "orchestrator.cli.modules:app",
     "tui": "orchestrator.cli.tui:tui",

@@ -76,7 +76,7 @@ def _fingerprint_dict(row: recovery.NodeRow, traffic: PeerTraffic | None) -> dic
             "frames_agree": row.frames_agree, "ok": fp.ok, "stale": fp.stale,
             "problem": asdict(fp.problem) if fp.problem else None,
             "pieces": asdict(row.pieces),
-            "daemon": row.daemon.to_dict() if row.daemon else None,
+            "daemon": row.daemon.to_dict() if row.daemon else None, "link": row.link,
             "fingerprint": fp.fingerprint.to_dict() if fp.fingerprint else None}
 
 
@@ -110,8 +110,8 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
     if as_json:
         print_json([_fingerprint_dict(r, traffic.get(r.name)) for r in rows])
         return
-    table = Table("node", "online", "frames", "steps", "conflicts", "forks", *METRIC_COLUMNS.values(), "pieces",
-                  "↓ / ↑", "behind", "updated")
+    table = Table("node", "online", "link", "frames", "steps", "conflicts", "forks", *METRIC_COLUMNS.values(),
+                  "pieces", "↓ / ↑", "behind", "updated")
     for r in rows:
         rates, behind = _traffic_cells(traffic.get(r.name))
         fp = r.fingerprint.fingerprint
@@ -120,12 +120,13 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
         pieces = recovery.pieces_summary(r.pieces)
         if r.pieces.overdue or r.pieces.refused:
             pieces = f"[red]{pieces}[/]"
+        link = link_cell(r)
         if fp is None:
-            table.add_row(r.name, online, "-", "-", "-", "-", *("-" for _ in METRIC_COLUMNS), pieces, rates, behind,
+            table.add_row(r.name, online, link, "-", "-", "-", "-", *("-" for _ in METRIC_COLUMNS), pieces, rates, behind,
                           f"[red]{r.fingerprint.problem.code}[/]")
             continue
         style = "dim" if r.fingerprint.stale else None
-        table.add_row(r.name, online, agree, str(fp.trace_steps), str(fp.pending_conflicts),
+        table.add_row(r.name, online, link, agree, str(fp.trace_steps), str(fp.pending_conflicts),
                       str(fp.pending_forks), *(_metric_cell(fp, m) for m in METRIC_COLUMNS), pieces, rates, behind,
                       fp.created + (" (stale)" if r.fingerprint.stale else ""), style=style)
     Console().print(table)
@@ -139,6 +140,17 @@ def nodes(home: HomeOption, as_json: JsonOption = False) -> None:
             typer.echo(f"{r.name}: waiting: {path}: {reason}")
         for path, code, reason in r.pieces.refused:
             typer.echo(f"{r.name}: refused ({code}): {reason}")
+        if r.link and r.link.get("problem"):
+            typer.echo(f"{r.name}: link: {r.link['problem']}")
+
+
+def link_cell(row: recovery.NodeRow) -> str:
+    """A peer's link: its last round trip, "down", or "-" (this node, or no daemon measuring)."""
+    if row.link is None:
+        return "-"
+    if row.link.get("rtt_ms") is None:
+        return "[red]down[/]"
+    return f"{row.link['rtt_ms']:.0f} ms"
 
 
 def _traffic_cells(t: PeerTraffic | None) -> tuple[str, str]:

@@ -1,0 +1,116 @@
+"""`twinsync ask` over real peer links between real daemons, each beside its own real
+Syncthing on 127.0.0.1: routed to the peer nearest by meaning, then the next one, then the
+stale local replica, and every peer tried said."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from orchestrator.node import Node
+from orchestrator.recovery import node_metrics
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+TOMATOES = "how to grow tomatoes on the balcony"
+TAXES = "when is the tax return due"
+
+
+def reasoned(node, goal: str, steps: list[str], conclusion: str) -> None:
+    session = node.cli("trace", "start", goal).output.strip()
+    for step in steps:
+        node.cli("trace", "add", session, "observation", step)
+    node.cli("trace", "finish", session, conclusion)
+    node.cli("trace", "publish")
+
+
+def ask(node, goal: str, *extra: str) -> tuple[int, dict]:
+    result = node.cli("ask", goal, "--json", *extra, ok=False)
+    assert result.exit_code in (0, 3), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def announces_link(node, peer: str) -> bool:
+    path = node.home / "trace/recovery" / peer / "fingerprint.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(data.get("link")) and bool(data.get("profile", {}) or {})
+
+
+def test_a_question_goes_to_the_peer_nearest_by_meaning_then_the_next_then_the_stale_replica(
+        mesh, daemon_factory):
+    a, b, c = mesh(3)
+    reasoned(b, TOMATOES, ["tomato seedlings need sun on the balcony", "water tomatoes every morning"],
+             "sow tomatoes in March, water every morning")
+    reasoned(c, TAXES, ["the tax office sends the return form", "tax deadline is in July"],
+             "file the tax return by 31 July")
+    daemons = {n.name: daemon_factory(n) for n in (b, c)}  # `a` runs none: it merges nothing
+    for peer in ("node2", "node3"):
+        wait_for(lambda: announces_link(a, peer), 90, f"{peer}'s fingerprint with its link port on node1")
+
+    code, answer = ask(a, TOMATOES)
+    assert code == 0 and answer["source"] == "peer" and answer["answered_by"] == "node2", answer
+    assert answer["conclusion"] == "sow tomatoes in March, water every morning"
+    assert [t["peer"] for t in answer["tried"]] == ["node2"] and answer["fresh"] is True
+    assert answer["tried"][0]["score"] > 0 and answer["elapsed_ms"] < 2000
+
+    code, answer = ask(a, TAXES)
+    assert code == 0 and answer["answered_by"] == "node3" and [t["peer"] for t in answer["tried"]] == ["node3"]
+
+    # --node skips routing; a peer that knows nothing says so, and that is no answer.
+    code, answer = ask(a, "what nobody has reasoned about", "--node", "node2", "--no-reason")
+    assert code == 3 and answer["tried"][0]["outcome"] == "no conclusion" and answer["conclusion"] is None
+
+    # The nearest peer is down: the next one answers from what it merged of it.
+    wait_for(lambda: ask(c, TOMATOES)[1]["conclusion"] is not None, 60, "node3 merging node2's session")
+    daemons["node2"].stop()
+    code, answer = ask(a, TOMATOES)
+    assert code == 0 and answer["answered_by"] == "node3", answer
+    assert [(t["peer"], t["outcome"]) for t in answer["tried"]] == [("node2", "unreachable"), ("node3", "answered")]
+
+    # Nobody answers: the local replica, stale (node1 merged nothing, so it knows nothing).
+    daemons["node3"].stop()
+    code, answer = ask(a, TOMATOES)
+    assert code == 3 and answer["source"] == "nobody" and answer["conclusion"] is None
+    assert {t["outcome"] for t in answer["tried"]} == {"unreachable"}
+    text = a.cli("ask", TOMATOES, ok=False).output
+    assert "No node knows a conclusion" in text and "tried node2: unreachable" in text
+
+    # Once node1 holds the steps itself, it answers from its replica, marked stale.
+    a.cli("trace", "merge")
+    code, answer = ask(a, TOMATOES)
+    assert code == 3 and answer["source"] == "stale local replica"
+    assert answer["conclusion"] == "sow tomatoes in March, water every morning"
+
+
+def test_asks_answered_by_peers_are_the_access_metric_and_nodes_shows_each_link(mesh, daemon_factory,
+                                                                               monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # the whole `nodes` table on one line per node
+    a, b = mesh(2)
+    reasoned(b, TOMATOES, ["tomato seedlings need sun"], "sow in March")
+    daemon_factory(a)
+    daemon_factory(b)
+    wait_for(lambda: announces_link(a, "node2"), 90, "node2's link port on node1")
+    took = []
+    for _ in range(3):
+        answer = ask(a, TOMATOES, "--node", "node2")[1]
+        assert answer["answered_by"] == "node2"
+        took.append(answer["tried"][0]["elapsed_ms"])
+    with Node.open(a.home) as node:
+        metrics = node_metrics(node)
+    assert metrics.access_samples == 3 and metrics.access_p95_ms == pytest.approx(max(took), abs=0.001)
+
+    def link_of_node2() -> dict:
+        rows = {row["name"]: row for row in json.loads(a.cli("nodes", "--json").output)}
+        return rows["node2"]["link"] or {}
+
+    wait_for(lambda: link_of_node2().get("rtt_ms") is not None, 60, "node1 pinging node2's link")
+    assert link_of_node2()["problem"] is None
+    table = a.cli("nodes").output
+    assert " link " in table.splitlines()[1]
+    assert re.search(r"node2 +│ yes +│ \d+ ms", table), table
