@@ -98,6 +98,13 @@ def segment_name(first: int, last: int) -> str:
     return f"seg-{first:08d}-{last:08d}"
 
 
+def waiting_to_publish(conn: sqlite3.Connection, node: str) -> list[str]:
+    """Sessions of `node` finished and not yet published, oldest first: what the next
+    publish takes (those COHERENCE-CHECK passes)."""
+    return [row[0] for row in conn.execute(
+        "SELECT session FROM sessions WHERE status = 'finished' AND author = ? ORDER BY started, session", (node,))]
+
+
 def publish(trace_db_path: Path, out_dir: Path, node: str, key: Ed25519PrivateKey,
             clock: Clock = utc_now) -> Segment | None:
     """Publish `node`'s finished, coherent, unpublished sessions as one new segment.
@@ -111,9 +118,7 @@ def publish(trace_db_path: Path, out_dir: Path, node: str, key: Ed25519PrivateKe
     conn = connect(trace_db_path)
     try:
         with write_transaction(conn):
-            candidates = [row[0] for row in conn.execute(
-                "SELECT session FROM sessions WHERE status = 'finished' AND author = ? "
-                "ORDER BY started, session", (node,))]
+            candidates = waiting_to_publish(conn, node)
             chains = {session: chain_steps(conn, session) for session in candidates}
             ready = [session for session, chain in chains.items()
                      if not coherence_check(conn, session, chain)]

@@ -29,7 +29,8 @@ from folders.errors import TwinsyncError
 from folders.gitstore import FrameRepo
 from folders.fingerprint import FINGERPRINT_NAME
 from folders.snapshots import SEGMENTS_DIR, SNAPSHOTS_DIR
-from folders.trace import format_ts, utc_now
+from folders.segments import waiting_to_publish
+from folders.trace import connect, format_ts, utc_now
 from orchestrator import ask, modules, recovery
 from orchestrator.alerts import AlertLoop, desktop_notifier
 from orchestrator.events import MqttPublisher, SyncthingEvents
@@ -61,6 +62,9 @@ LOCAL_CHANGES_INTERVAL_S = 60
 MODULES_SCAN_S = 300
 #: After a change in modules.shared/, how long to wait for the rest of the files.
 MODULES_SETTLE_S = 0.5
+#: How often the daemon looks whether trace.db changed (a stat of it and its WAL), so a
+#: session finished here is published within about half a second, not at the next interval.
+FINISH_POLL_S = 0.25
 #: How often the daemon measures each peer link's round trip (shown by `nodes` and the TUI).
 LINK_CHECK_S = 30
 #: Errors a user can act on: logged as one line. Anything else is a bug: logged with its traceback.
@@ -130,10 +134,12 @@ class Daemon:
                                        on_state=lambda problem: sup.report("mqtt", problem),
                                        on_online=alerts.resend)
         alerts.mqtt = self._mqtt
-        link = self._link_server(scheduler)
+        link = self._link_server()
+        self._scheduler = scheduler
         scheduler.start()
         try:
             sup.spawn("batches", self._process_batches, on_stop=self.batcher.wake)
+            sup.spawn("finishes", self._watch_finishes)
             sup.spawn("frames-watcher", watcher.run)
             sup.spawn("arrivals-watcher", arrivals.run)
             sup.spawn("modules-watcher", module_watcher.run)
@@ -174,25 +180,49 @@ class Daemon:
         except OSError as exc:
             logger.warning("cannot write the heartbeat: %s", exc)
 
+    def _watch_finishes(self, stop: threading.Event) -> None:
+        """A session finished on this node is published at once (a peer that asks about it
+        gets it, DESIGN §8), not at the next publish interval. The query runs only when
+        trace.db changed, and a publish only for a session not seen finished before (one
+        that COHERENCE-CHECK refuses stays finished, and is not published again and again)."""
+        layout, seen, last = self.node.layout, set(), None
+        wal = layout.trace_db.with_name(layout.trace_db.name + "-wal")
+        while not stop.wait(FINISH_POLL_S):
+            mark = tuple(_stat(path) for path in (layout.trace_db, wal))
+            if mark == last:
+                continue
+            last = mark
+            conn = connect(layout.trace_db)
+            try:
+                finished = set(waiting_to_publish(conn, self.node.name))
+            finally:
+                conn.close()
+            if finished - seen:
+                self._scheduler.modify_job("publish", next_run_time=datetime.now(timezone.utc))
+            seen = finished
+
     # -- the peer link -----------------------------------------------------------------------
 
-    def _link_server(self, scheduler: BackgroundScheduler) -> LinkServer | None:
-        """The endpoint peers ask (DESIGN §8); None while [link] listen is empty. It answers
-        with a Node of its own, so its Syncthing client is never shared across threads."""
+    def _link_server(self) -> LinkServer | None:
+        """The endpoint peers ask (DESIGN §8), its port taken now so that the first
+        fingerprint announces it; None while [link] listen is empty or the port cannot be
+        had (said in the log and the daemon's health). It answers with a Node of its own,
+        so its Syncthing client is never shared across threads."""
         if not self.node.config.link.listen:
             return None
-        from orchestrator.link import LinkServer  # websockets: only for a node with a link
+        from orchestrator.link import LinkError, LinkServer  # websockets: only for a node with a link
 
         answering = Node.open(self.node.layout.home)
-
-        def bound(port: int) -> None:
-            self._link_port = port
-            self._beat.set()  # the heartbeat says the port, then the fingerprint announces it
-            scheduler.modify_job("publish", next_run_time=datetime.now(timezone.utc) + timedelta(seconds=1))
-
-        return LinkServer(self.node.name, self.node.signing_key(), answering.trusted_keys,
-                          lambda peer, request: ask.serve(answering, peer, request),
-                          self.node.config.link.listen, on_port=bound)
+        server = LinkServer(self.node.name, self.node.signing_key(), answering.trusted_keys,
+                            lambda peer, request: ask.serve(answering, peer, request), self.node.config.link.listen)
+        try:
+            self._link_port = server.bind()
+        except LinkError as exc:
+            logger.error("%s", exc)
+            self.supervisor.report("link", str(exc))
+            return None
+        self._write_heartbeat()  # before the first publish, which reads the port from it
+        return server
 
     def _check_links(self, stop: threading.Event) -> None:
         """Each peer's link, pinged every LINK_CHECK_S: round trip or why not, for `nodes`."""
@@ -352,3 +382,11 @@ class Daemon:
                 self.batcher.add(batch.paths)
             if batch.reconcile:
                 self.batcher.request_reconcile()
+
+
+def _stat(path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

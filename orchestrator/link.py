@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -67,41 +68,60 @@ Serve = Callable[[str, Request], Mapping[str, Any]]
 
 
 class LinkServer:
-    """This node's endpoint. `run` is a Supervisor piece; `port` is known once it listens."""
+    """This node's endpoint. `bind` takes the port (so the daemon can announce it before
+    anything else happens); `run` serves it as a Supervisor piece."""
 
     def __init__(self, me: str, key: Ed25519PrivateKey, trusted: Callable[[], Mapping[str, Ed25519PublicKey]],
-                 serve_request: Serve, listen: str, *, on_port: Callable[[int], None] = lambda port: None) -> None:
+                 serve_request: Serve, listen: str) -> None:
         self.me, self._key, self._trusted, self._serve = me, key, trusted, serve_request
         self.host, self._wanted = linkwire.parse_listen(listen)
-        self._on_port = on_port
         self.port: int | None = None
+        self._sock: socket.socket | None = None
         self._open: dict[str, int] = {}  # peer (or "?" before it proved itself) → connections
 
-    def run(self, stop: threading.Event) -> None:
-        asyncio.run(self._main(stop))
-
-    async def _main(self, stop: threading.Event) -> None:
-        options = {"max_size": HARD_MAX, "compression": None, "max_queue": 4, "ping_interval": 20,
-                   "ping_timeout": 20, "close_timeout": 2, "server_header": None}
+    def bind(self) -> int:
+        """Listen on [link] listen; when another node on this machine (a demo, a test) holds
+        the port, on any free one, since peers read the port from the signed fingerprint."""
         try:
-            server = await serve(self._connection, self.host, self._wanted, **options)
+            self._sock = self._listen(self._wanted)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or self._wanted == 0:
                 raise LinkError(f"The peer link cannot listen on {self.host}:{self._wanted} ({exc.strerror}); "
-                                "set another [link] listen in twinsync.toml.") from None
-            # Another node on this machine (a demo, a test) holds the port: any free one does,
-            # since peers read the port from this node's fingerprint.
+                                "set another [link] listen in twinsync.toml.", REFUSED) from None
             logger.warning("port %d is in use; the peer link listens on a free port instead", self._wanted)
-            server = await serve(self._connection, self.host, 0, **options)
-        self.port = server.sockets[0].getsockname()[1]
-        self._on_port(self.port)
+            self._sock = self._listen(0)
+        self.port = self._sock.getsockname()[1]
+        return self.port
+
+    def _listen(self, port: int) -> socket.socket:
+        infos = socket.getaddrinfo(self.host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+
+    def run(self, stop: threading.Event) -> None:
+        if self._sock is None:
+            self.bind()
+        asyncio.run(self._main(stop))
+
+    async def _main(self, stop: threading.Event) -> None:
+        server = await serve(self._connection, sock=self._sock, max_size=HARD_MAX, compression=None, max_queue=4,
+                             ping_interval=20, ping_timeout=20, close_timeout=2, server_header=None)
         logger.info("peer link listening on %s:%d", self.host, self.port)
         try:
             await asyncio.to_thread(stop.wait)
         finally:
             server.close()
             await server.wait_closed()
-            self.port = None
+            self._sock = None
 
     async def _connection(self, ws: ServerConnection) -> None:
         if sum(self._open.values()) >= MAX_CONNECTIONS:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 
 from orchestrator.node import Node
 from orchestrator.recovery import node_metrics
 from tests.conftest import wait_for
+from tests.integration.test_modules import set_reasoner
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +116,34 @@ def test_asks_answered_by_peers_are_the_access_metric_and_nodes_shows_each_link(
     table = a.cli("nodes").output
     assert " link " in table.splitlines()[1]
     assert re.search(r"node2 +│ yes +│ \d+ ms", table), table
+
+
+REASONER = """import json, sys
+request = json.load(sys.stdin)
+print(json.dumps({"steps": [{"kind": "observation", "content": "thought about " + request["goal"]}],
+                  "conclusion": "answer to " + request["goal"]}))
+"""
+
+
+def test_a_peer_without_a_conclusion_runs_its_reasoner_and_a_session_finished_there_is_answerable_at_once(
+        mesh, daemon_factory, tmp_path):
+    a, b = mesh(2)
+    script = tmp_path / "reason.py"
+    script.write_text(REASONER)
+    set_reasoner(b, command=[sys.executable, str(script)], timeout_s=10)
+    daemon_factory(b)
+    wait_for(lambda: announces_link(a, "node2"), 90, "node2's link port on node1")
+
+    code, answer = ask(a, "plan the week", "--node", "node2", "--timeout", "20")
+    assert code == 0 and answer["reasoned"] is True and answer["conclusion"] == "answer to plan the week", answer
+    code, answer = ask(a, "plan the week", "--node", "node2")
+    assert code == 0 and answer["reasoned"] is False  # node2 holds it now, published
+    code, answer = ask(a, "another week", "--node", "node2", "--no-reason")
+    assert code == 3 and answer["tried"][0]["outcome"] == "no conclusion"
+
+    # Finished on node2 by hand: its daemon publishes it at once, so node1's question finds it.
+    session = b.cli("trace", "start", "when to prune the roses").output.strip()
+    b.cli("trace", "add", session, "observation", "roses bloom on new wood")
+    b.cli("trace", "finish", session, "prune in early spring")
+    wait_for(lambda: ask(a, "when to prune the roses", "--node", "node2", "--no-reason")[0] == 0, 5,
+             "the finished session answerable over the link (published within about half a second)")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 #: Libraries that cost tens of milliseconds each and that neither command below uses.
-HEAVY = ("textual", "git", "apscheduler", "sqlite_utils", "watchdog", "pydantic", "rich", "paho")
+HEAVY = ("textual", "git", "apscheduler", "sqlite_utils", "watchdog", "pydantic", "rich", "paho", "websockets")
 
 
 def _loaded_by(args: list[str]) -> list[str]:
