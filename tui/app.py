@@ -28,6 +28,7 @@ from orchestrator.alerts import desktop_session
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING, STALLED
 from orchestrator.logfile import logs_to
 from orchestrator.status import NodeStatus
+from tui.ask import AskScreen
 from tui.commands import TwinsyncCommands
 from tui.crash import EXIT_CRASH, crash_message, write_crash_report
 from tui.dialogs import HelpScreen
@@ -65,6 +66,7 @@ class TwinsyncApp(ServiceCalls, App[None]):
         Binding("s", "rescan", "Rescan"),
         Binding("u", "unpair", "Unpair peer"),
         Binding("g", "open_gui", "Syncthing GUI"),
+        Binding("k", "ask", "Ask"),
         Binding("question_mark", "help", "Help"),
         Binding("ctrl+r", "refresh_now", "Refresh"),
         Binding("q", "quit", "Quit"),
@@ -174,6 +176,9 @@ class TwinsyncApp(ServiceCalls, App[None]):
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
         self.pane(tab).focus_main()  # focus left in a hidden tab would switch back to it
+
+    def action_ask(self) -> None:
+        self.push_screen(AskScreen(self.service.ask))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

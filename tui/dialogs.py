@@ -53,6 +53,7 @@ KEYS: dict[str, list[tuple[str, str]]] = {
         ("1 … 5", "Nodes, Queue, Snapshots, Frames, Metrics tab"),
         ("ctrl+r", "refresh now (every tab also refreshes by itself)"),
         ("ctrl+p", "command palette: every action by name"),
+        ("k", "ask the network about a goal (the answer, who gave it, every peer tried)"),
         ("?", "this help"),
         ("q / ctrl+q", "quit"),
     ],
@@ -87,8 +88,8 @@ METRIC_HELP: list[tuple[str, str]] = [
                     "goal's consensus, in %; higher is better"),
     (METRIC_WORDS["conflict_rate"], "share of frames in conflict, invalid, or different on another node, in %; "
                       "lower is better"),
-    (METRIC_WORDS["access_p95_ms"], "how long finding the reasoning for a goal takes here (95th percentile), "
-                    "in ms; lower is better"),
+    (METRIC_WORDS["access_p95_ms"], "how long an answer takes (95th percentile), in ms: asks that peers "
+                    "answered over the peer link, or this node's own lookup before any; lower is better"),
     (METRIC_WORDS["routes_per_goal"], "published sessions per goal on average: how many ways each question "
                         "was reasoned through; higher is better"),
     ("not enough data yet", "too few frames or sessions for the number to mean anything; "

@@ -92,7 +92,7 @@ def sparkline_values(history: Mapping[str, Sequence[tuple[str, float]]], name: s
 
 # --- nodes ----------------------------------------------------------------------------------
 
-NODE_COLUMNS = ("node", "online", "pieces", "↓ / ↑", "behind", "seen", "updated", "frames", "steps",
+NODE_COLUMNS = ("node", "online", "link", "pieces", "↓ / ↑", "behind", "seen", "updated", "frames", "steps",
                 "conflicts", "forks", "conv.", "confl.", "p95", "routes")
 
 
@@ -113,13 +113,14 @@ def node_rows(rows: Sequence[NodeRow], peers: Mapping[str, PeerStatus] | None = 
         seen = "now" if r.name == this_node else minute(peer.last_seen if peer else None)
         name = Text(r.name + (" *" if r.name == this_node else ""))
         online = _tri(r.online, "yes", "no")
+        link = link_cell(r.link)
         if fp is None:
             problem = view.problem.code if view.problem else "unusable"
-            cells = (name, online, _pieces_cell(r.pieces), *_traffic_cells(traffic.get(r.name)), Text(seen),
-                     Text(problem, style=NOT_MET), *(Text("-", style=NO_VALUE) for _ in NODE_COLUMNS[7:]))
+            cells = (name, online, link, _pieces_cell(r.pieces), *_traffic_cells(traffic.get(r.name)), Text(seen),
+                     Text(problem, style=NOT_MET), *(Text("-", style=NO_VALUE) for _ in NODE_COLUMNS[8:]))
             out.append(Row(r.name, tuple(cells)))
             continue
-        cells = [name, online, _pieces_cell(r.pieces), *_traffic_cells(traffic.get(r.name)), Text(seen),
+        cells = [name, online, link, _pieces_cell(r.pieces), *_traffic_cells(traffic.get(r.name)), Text(seen),
                  Text(minute(fp.created) + (" stale" if view.stale else "")),
                  _tri(r.frames_agree, "agree", "differ"),
                  Text(str(fp.trace_steps)),
@@ -131,6 +132,16 @@ def node_rows(rows: Sequence[NodeRow], peers: Mapping[str, PeerStatus] | None = 
                 cell.stylize("dim")
         out.append(Row(r.name, tuple(cells)))
     return out
+
+
+def link_cell(link: Mapping[str, object] | None) -> Text:
+    """A peer's link as the daemon last pinged it: its round trip, or "down" in red; "-" for
+    this node and while no daemon measures."""
+    if link is None:
+        return Text("-", style=NO_VALUE)
+    if link.get("rtt_ms") is None:
+        return Text("down", style=NOT_MET)
+    return Text(f"{link['rtt_ms']:.0f} ms")
 
 
 def _traffic_cells(t: PeerTraffic | None) -> tuple[Text, Text]:
@@ -190,6 +201,11 @@ def node_detail(row: NodeRow, status: NodeStatus | None, traffic: PeerTraffic | 
     grid.add_row("published", f"{second(fp.last_publish)} · merged {second(fp.last_merge)}")
     grid.add_row("pending", f"{fp.pending_conflicts} conflict(s) · {fp.pending_forks} fork(s)")
     _pieces_rows(grid, row.pieces)
+    if row.link is not None:
+        checked = f" · checked {second(str(row.link.get('at')))}" if row.link.get("at") else ""
+        grid.add_row("link", Text(f"{row.link['rtt_ms']} ms round trip (signed ping){checked}")
+                     if row.link.get("rtt_ms") is not None
+                     else Text(f"down: {row.link.get('problem')}{checked}", style=NOT_MET))
     if status is not None:
         peer = next((p for p in status.peers if p.name == row.name), None)
         if peer is not None:

@@ -20,7 +20,8 @@ from folders.gitstore import Revision
 from folders.metrics import Metrics
 from folders.snapshots import SnapshotInfo, VerifiedSnapshot
 from folders.trace import Step
-from orchestrator import controls, frames, modules, recovery, traces
+from orchestrator import ask, controls, frames, modules, recovery, traces
+from orchestrator.ask import Answer
 from orchestrator.conflicts import ConflictItem
 from orchestrator.frames import FrameEntry
 from orchestrator.modules import ModuleSummary, ModuleVersion
@@ -78,6 +79,7 @@ class Service(Protocol):
     def set_paused(self, peer: str, paused: bool) -> str: ...
     def rescan(self) -> list[str]: ...
     def unpair(self, peer: str, *, keep_recovery: bool) -> controls.UnpairReport: ...
+    def ask(self, goal: str) -> Answer: ...
 
 
 class NodeService:
@@ -181,3 +183,8 @@ class NodeService:
         """What `twinsync unpair PEER --keep-recovery|--remove-recovery` does."""
         with self._node() as node:
             return controls.unpair(node, peer, keep_recovery=keep_recovery)
+
+    def ask(self, goal: str) -> Answer:
+        """What `twinsync ask GOAL` answers."""
+        with self._node() as node:
+            return ask.ask(node, goal)

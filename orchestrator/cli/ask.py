@@ -42,27 +42,6 @@ def ask(goal: Annotated[str, typer.Argument(help="The goal or question, exactly 
     if json_:
         print_json(answer.to_dict())
     else:
-        typer.echo(describe(answer))
+        typer.echo(service.describe(answer))
     if not answer.fresh:
         raise typer.Exit(EXIT_NO_FRESH_ANSWER)
-
-
-def describe(answer: service.Answer) -> str:
-    """The answer for people: the conclusion, who gave it and how, then every peer tried.
-    The TUI's Ask dialog shows the same text."""
-    if answer.conclusion is None:
-        head = "No node knows a conclusion for this goal."
-    elif answer.source == service.STALE:
-        head = f"{answer.conclusion}\n  stale: no peer answered; this is {answer.answered_by}'s own replica"
-    else:
-        how = "ran its reasoner and answered" if answer.reasoned else "answered"
-        head = f"{answer.conclusion}\n  {answer.answered_by} {how} in {answer.elapsed_ms:.0f} ms"
-    if answer.conclusion is not None:
-        newest = f"; newest step {answer.newest[:19].replace('T', ' ')}Z" if answer.newest else ""
-        head += f" ({answer.supporters} of {answer.routes} routes agree{newest})"
-    lines = [head]
-    for attempt in answer.tried:
-        took = f", {attempt.elapsed_ms:.0f} ms" if attempt.elapsed_ms is not None else ""
-        detail = f": {attempt.detail}" if attempt.detail and attempt.outcome != "no conclusion" else ""
-        lines.append(f"  tried {attempt.peer}: {attempt.outcome}{took}{detail}")
-    return "\n".join(lines)

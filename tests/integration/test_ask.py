@@ -4,16 +4,22 @@ stale local replica, and every peer tried said."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
 
 import pytest
 
+from textual.widgets import Input, Static
+
 from orchestrator.node import Node
 from orchestrator.recovery import node_metrics
 from tests.conftest import wait_for
 from tests.integration.test_modules import set_reasoner
+from tests.tui.helpers import until
+from tui.app import make_app
+from tui.ask import AskScreen
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +153,30 @@ def test_a_peer_without_a_conclusion_runs_its_reasoner_and_a_session_finished_th
     b.cli("trace", "finish", session, "prune in early spring")
     wait_for(lambda: ask(a, "when to prune the roses", "--node", "node2", "--no-reason")[0] == 0, 5,
              "the finished session answerable over the link (published within about half a second)")
+
+
+def test_the_tui_asks_as_the_cli_does(mesh, daemon_factory):
+    a, b = mesh(2)
+    reasoned(b, TOMATOES, ["tomato seedlings need sun"], "sow in March")
+    daemon_factory(b)
+    wait_for(lambda: announces_link(a, "node2"), 90, "node2's link port on node1")
+
+    def shown(app) -> str:
+        return str(app.screen.query_one("#ask-answer", Static).content)
+
+    async def drive() -> None:
+        app = make_app(a.home, refresh_s=0.5)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("k")
+            await until(pilot, lambda: isinstance(app.screen, AskScreen), "the Ask dialog")
+            app.screen.query_one(Input).value = TOMATOES
+            await pilot.press("enter")
+            await until(pilot, lambda: "sow in March" in shown(app), "the answer from node2", timeout=20)
+            assert "node2 answered in" in shown(app) and "tried node2: answered" in shown(app)
+            app.screen.query_one(Input).value = "what nobody knows"
+            await pilot.press("enter")
+            await until(pilot, lambda: "No node knows a conclusion" in shown(app), "no answer", timeout=20)
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, AskScreen), "the dialog closed")
+
+    asyncio.run(drive())

@@ -15,6 +15,7 @@ from folders.gitstore import Revision
 from folders.metrics import Metrics
 from folders.snapshots import SnapshotInfo, VerifiedSnapshot
 from folders.trace import Step
+from orchestrator.ask import NONE, PEER, Answer, Attempt
 from orchestrator.conflicts import ConflictItem
 from orchestrator.frames import FrameEntry
 from orchestrator.pairing import PeerStatus
@@ -192,11 +193,14 @@ class FakeService:
                                 FingerprintProblem("bad_signature", "the signature does not verify with ghost's key"),
                                 None, True, None)
         online = self.syncthing_ok or None
-        return [NodeRow("desktop", DEVICES["desktop"], online, _view(desktop), True),
+        return [NodeRow("desktop", DEVICES["desktop"], online, _view(desktop), True,
+                        link={"rtt_ms": 2.71, "problem": None, "at": "2026-11-25T08:00:30Z"}),
                 NodeRow("ghost", None, None, ghost, None),
                 NodeRow("laptop", DEVICES["laptop"], True, _view(laptop), True),
                 NodeRow("server", DEVICES["server"], False if self.syncthing_ok else None,
-                        _view(server, stale=True), False, SERVER_PIECES)]
+                        _view(server, stale=True), False, SERVER_PIECES,
+                        link={"rtt_ms": None, "problem": "server does not answer at ws://192.168.1.20:22100 "
+                                                        "(connection refused)", "at": "2026-11-25T08:00:30Z"})]
 
     def queue(self, *, history: bool = False) -> QueueData:
         if history:
@@ -268,6 +272,19 @@ class FakeService:
         self._record("unpair", peer, keep_recovery)
         return UnpairReport("laptop", peer, DEVICES[peer], ["twinsync-frames"], True, [],
                             "kept" if keep_recovery else "removed", str(HOME / "unpaired" / peer))
+
+
+    def ask(self, goal: str) -> Answer:
+        self._record("ask", goal)
+        if goal == "plan the week":
+            return Answer(goal, "move the gym to Tuesday", "desktop", PEER, routes=3, supporters=2,
+                          newest="2026-11-25T07:58:02Z", elapsed_ms=4.2,
+                          tried=(Attempt("server", "unreachable", "server does not answer at "
+                                         "ws://192.168.1.20:22100 (connection refused)", 1.1, 0.41),
+                                 Attempt("desktop", "answered", "", 3.0, 0.32)))
+        return Answer(goal, None, None, NONE, elapsed_ms=2.5,
+                      tried=(Attempt("desktop", "no conclusion", "desktop knows no conclusion for this goal",
+                                     2.0, 0.1),))
 
 
 class BrokenService(FakeService):

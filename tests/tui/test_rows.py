@@ -43,15 +43,19 @@ def test_node_rows_dim_stale_fingerprints_and_show_unusable_ones_with_their_prob
     rows = {r.key: r.cells for r in node_rows(service.nodes(), peers, "laptop")}
     assert list(rows) == ["desktop", "ghost", "laptop", "server"]
     assert all(len(cells) == len(NODE_COLUMNS) for cells in rows.values())
-    assert str(rows["laptop"][0]) == "laptop *" and str(rows["laptop"][5]) == "now"
-    assert str(rows["ghost"][6]) == "bad_signature"
+    col = NODE_COLUMNS.index
+    assert str(rows["laptop"][0]) == "laptop *" and str(rows["laptop"][col("seen")]) == "now"
+    assert str(rows["ghost"][col("updated")]) == "bad_signature"
     server = rows["server"]
     assert all(isinstance(c, Text) and any("dim" in str(s.style) for s in c.spans) for c in server)
     assert not any("dim" in str(s.style) for c in rows["desktop"] for s in c.spans)
-    assert str(server[7]) == "differ" and str(server[-1]) == "—"
+    assert str(server[col("frames")]) == "differ" and str(server[-1]) == "—"
     # a gap waited on longer than gap_warning_s, and a refused file, are red on the row
-    assert str(server[2]) == "late #5, 1 refused"
-    assert "red" in str(server[2].style) and str(rows["desktop"][2]) == "ok"
+    assert str(server[col("pieces")]) == "late #5, 1 refused"
+    assert "red" in str(server[col("pieces")].style) and str(rows["desktop"][col("pieces")]) == "ok"
+    # each peer's link as the daemon last pinged it; this node has none
+    assert str(rows["desktop"][col("link")]) == "3 ms" and str(server[col("link")]) == "down"
+    assert "red" in str(server[col("link")].style) and str(rows["laptop"][col("link")]) == "-"
 
 
 def test_node_rows_show_each_peers_rates_and_out_of_sync_items():
