@@ -15,15 +15,19 @@ The same module serves the other side: `serve` answers a peer's request in the d
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from folders.consensus import PUBLISHED, consensus
 from folders.errors import TwinsyncError, echo
 from folders.linkwire import Request
 from folders.meaning import rank_peers
+from folders.trust import TrustedPeer
 from folders.trace import connect, format_ts, parse_ts, utc_now
 from orchestrator.heartbeat import load_heartbeat
 from orchestrator.lock import running_daemon
@@ -36,6 +40,11 @@ logger = logging.getLogger(__name__)
 LOCAL, PEER, STALE, NONE = "local", "peer", "stale local replica", "nobody"
 #: The most peers one question is sent to before the local replica answers.
 MAX_TRIES = 4
+#: Seconds an address that does not answer may take before the next one is tried (when
+#: more time than twice this is left).
+CONNECT_SHARE_S = 0.5
+#: Asks remembered for the access metric (its p95 reads the latest 100).
+KEEP_ASKS = 1000
 
 
 class AskError(TwinsyncError):
@@ -152,20 +161,20 @@ def ask(node: Node, goal: str, *, peer: str | None = None, timeout: float | None
         return _answer(goal, mine, LOCAL, started, ())
     tried: list[Attempt] = []
     key = node.signing_key()
-    routes = peer_routes(node, goal)
+    routes = Routes(node, goal, peers)
     order = [(peer, None)] if peer is not None else [(name, score) for name, score in routes.ranked]
     for name, score in order[:MAX_TRIES if peer is None else 1]:
         left = deadline - time.monotonic()
         if left <= 0:
             tried.append(Attempt(name, "unreachable", "no time left before the deadline", None, score))
             continue
-        addresses = routes.uris.get(name) or []
-        if not addresses:
+        if not routes.ports.get(name):
             tried.append(Attempt(name, "unreachable", routes.why_no_address(name), None, score))
             continue
         asked = time.perf_counter()
         try:
-            body = _ask_peer(node.name, key, name, peers[name].key(), addresses, goal, deadline, reason)
+            body = _ask_peer(node.name, key, name, peers[name].key(), routes.addresses(name), goal, deadline,
+                             reason)
         except LinkError as exc:
             tried.append(Attempt(name, exc.kind, str(exc), (time.perf_counter() - asked) * 1000, score))
             continue
@@ -178,16 +187,18 @@ def ask(node: Node, goal: str, *, peer: str | None = None, timeout: float | None
             tried.append(Attempt(name, "no conclusion", f"{name} knows no conclusion for this goal", took, score))
             continue
         tried.append(Attempt(name, "answered", "", took, score))
+        answer = _answer(goal, body, PEER, started, tried, answered_by=name)
         _remember_ask(node, name, took)
-        return _answer(goal, body, PEER, started, tried, answered_by=name)
+        return answer
     source = STALE if mine["conclusion"] is not None else NONE
     return _answer(goal, mine, source, started, tried)
 
 
-def _ask_peer(me: str, key, name: str, public, addresses: list[str], goal: str, deadline: float,
+def _ask_peer(me: str, key, name: str, public, addresses: Iterable[str], goal: str, deadline: float,
               reason: bool) -> dict[str, Any]:
-    """The first address of `name` that answers; LinkError naming the last failure."""
-    from orchestrator.link import LinkError, PeerLink
+    """The first address of `name` that answers; LinkError naming the last failure. An
+    address that does not answer (a host that moved) gets a share of the time, not all of it."""
+    from orchestrator.link import UNREACHABLE, LinkError, PeerLink
 
     failure: LinkError | None = None
     for uri in addresses:
@@ -195,12 +206,19 @@ def _ask_peer(me: str, key, name: str, public, addresses: list[str], goal: str, 
         if left <= 0:
             break
         try:
-            with PeerLink(me, key, name, public, uri, left) as link:
-                return link.call("ask", {"goal": goal, "reason": reason, "budget_s": round(left, 3)},
-                                 max(0.001, deadline - time.monotonic()))
+            link = PeerLink(me, key, name, public, uri, min(left, max(CONNECT_SHARE_S, left / 2)))
         except LinkError as exc:
             failure = exc
-    raise failure or LinkError(f"{name}: no time left before the deadline")
+            if exc.kind != UNREACHABLE:
+                break  # it answered and refused: another address of the same node will too
+            continue
+        with link:
+            return link.call("ask", {"goal": goal, "reason": reason, "budget_s": round(left, 3)},
+                             max(0.001, deadline - time.monotonic()))
+    if failure is None:
+        failure = LinkError(f"{name}: no address of it is known" if deadline > time.monotonic()
+                            else f"{name}: no time left before the deadline")
+    raise failure
 
 
 def _body_problem(body: dict[str, Any], goal: str) -> str | None:
@@ -240,81 +258,109 @@ def _merged_lately(node: Node) -> bool:
 
 # -- where each peer is, and how near ---------------------------------------------------------
 
-@dataclass(frozen=True)
 class Routes:
-    """Peers best first by meaning, each with the addresses its link may be reached at."""
+    """Peers best first by meaning, and where each one's link may be reached: the host
+    that answered this node's daemon last (its heartbeat), the hosts of the peer's invite,
+    and, asked of Syncthing only when those fail, the host Syncthing is connected to; each
+    at the port the peer's signed fingerprint announces."""
 
-    ranked: list[tuple[str, float]]
-    uris: dict[str, list[str]]
-    ports: dict[str, int | None]
+    def __init__(self, node: Node, question: str, peers: dict[str, TrustedPeer] | None = None) -> None:
+        from orchestrator.link import host_of
+        from orchestrator.meaning import peer_profiles
+        from orchestrator.recovery import read_fingerprints
+
+        self._node = node
+        self.peers = node.peers() if peers is None else peers
+        views = [v for v in read_fingerprints(node) if v.node in self.peers]
+        profiles = {name: None for name in self.peers} | peer_profiles(views, node.name)
+        self.ranked: list[tuple[str, float]] = rank_peers(question, profiles)
+        self.ports: dict[str, int | None] = {v.node: v.fingerprint.link if v.ok and v.fingerprint else None
+                                             for v in views}
+        known = _known_hosts(node)
+        self._hosts = {name: [known.get(name), *(host_of(a) for a in peer.addresses)]
+                       for name, peer in self.peers.items()}
+        self._connected: dict[str, str] | None = None
+
+    def addresses(self, peer: str) -> Iterator[str]:
+        """ws:// addresses of `peer`'s link, best first, without repeats; Syncthing is asked
+        for the connected host only if the caller gets that far."""
+        from orchestrator.link import uris
+
+        given = uris(self.ports.get(peer), [h for h in self._hosts.get(peer, []) if h])
+        yield from given
+        for uri in uris(self.ports.get(peer), [self._syncthing_host(peer)]):
+            if uri not in given:
+                yield uri
+
+    def _syncthing_host(self, peer: str) -> str:
+        from orchestrator.link import host_of
+
+        if self._connected is None:
+            try:
+                connections = self._node.client.connections()
+            except SyncthingError:
+                connections = {}
+            self._connected = {}
+            for name, trusted in self.peers.items():
+                state = connections.get(trusted.device_id) or {}
+                host = host_of(str(state.get("address", ""))) if state.get("connected") else None
+                if host:
+                    self._connected[name] = host
+        return self._connected.get(peer, "")
 
     def why_no_address(self, peer: str) -> str:
-        if not self.ports.get(peer):
-            return (f"{peer}'s fingerprint announces no link port (its daemon is not running, or it "
-                    "runs a twinsync without the peer link)")
-        return f"no address of {peer} is known (Syncthing is not connected to it and its invite had none)"
+        return (f"{peer}'s fingerprint announces no link port (its daemon is not running, or it "
+                "runs a twinsync without the peer link)")
 
 
-def peer_routes(node: Node, question: str) -> Routes:
-    from orchestrator.link import host_of, uris
-    from orchestrator.meaning import peer_profiles
-    from orchestrator.recovery import read_fingerprints
-
-    views = read_fingerprints(node)
-    peers = node.peers()
-    profiles = {name: None for name in peers} | {n: p for n, p in peer_profiles(views, node.name).items()
-                                                  if n in peers}
-    ports = {v.node: v.fingerprint.link if v.ok and v.fingerprint else None for v in views}
-    try:
-        connections = node.client.connections()
-    except SyncthingError:
-        connections = {}
-    addresses = {}
-    for name, peer in peers.items():
-        connected = connections.get(peer.device_id) or {}
-        hosts = [host_of(str(connected.get("address", ""))) if connected.get("connected") else None,
-                 *(host_of(a) for a in peer.addresses)]
-        addresses[name] = uris(ports.get(name), [h for h in hosts if h])
-    return Routes(rank_peers(question, profiles), addresses, {n: ports.get(n) for n in peers})
+def _known_hosts(node: Node) -> dict[str, str]:
+    """Peer → the host its link answered the daemon's last ping from (heartbeat)."""
+    beat = load_heartbeat(node.layout.home) if running_daemon(node.layout.home) is not None else None
+    return {name: str(link["host"]) for name, link in (beat.links if beat else {}).items() if link.get("host")}
 
 
 def link_status(node: Node, timeout: float = 1.0) -> dict[str, dict[str, Any]]:
-    """Each peer's link as the daemon last measured it: round trip of a signed ping, or why
-    not. Used by the daemon every LINK_CHECK_S and shown by `nodes` and the TUI."""
-    from orchestrator.link import LinkError, PeerLink
+    """Each peer's link as the daemon measures it every LINK_CHECK_S: the round trip of a
+    signed ping and the host that answered (tried first by the next ask), or why not.
+    Shown by `nodes` and the TUI. The Syncthing-connected host is tried first here: it is
+    the freshest truth about where a peer is."""
+    from orchestrator.link import LinkError, PeerLink, uris
 
     key = node.signing_key()
-    routes = peer_routes(node, "")
-    peers = node.peers()
+    routes = Routes(node, "")
     status = {}
-    for name in peers:
+    for name, peer in routes.peers.items():
         at = format_ts(utc_now())
-        if not routes.uris.get(name):
-            status[name] = {"rtt_ms": None, "problem": routes.why_no_address(name), "at": at}
+        if not routes.ports.get(name):
+            status[name] = {"rtt_ms": None, "problem": routes.why_no_address(name), "at": at, "host": None}
             continue
-        problem = None
-        for uri in routes.uris[name]:
-            started = time.perf_counter()
+        first = uris(routes.ports[name], [routes._syncthing_host(name)])
+        problem = f"no address of {name} is known (Syncthing is not connected to it and its invite had none)"
+        for uri in [*first, *(u for u in routes.addresses(name) if u not in first)]:
             try:
-                with PeerLink(node.name, key, name, peers[name].key(), uri, timeout) as link:
-                    begun = time.perf_counter()
+                with PeerLink(node.name, key, name, peer.key(), uri, timeout) as link:
+                    started = time.perf_counter()
                     link.call("ping", {}, timeout)
-                    status[name] = {"rtt_ms": round((time.perf_counter() - begun) * 1000, 2), "problem": None,
-                                    "at": at, "connect_ms": round((begun - started) * 1000, 2)}
+                    status[name] = {"rtt_ms": round((time.perf_counter() - started) * 1000, 2), "problem": None,
+                                    "at": at, "host": urlsplit(uri).hostname}
                     break
             except LinkError as exc:
                 problem = str(exc)
         else:
-            status[name] = {"rtt_ms": None, "problem": problem, "at": at}
+            status[name] = {"rtt_ms": None, "problem": problem, "at": at, "host": None}
     return status
 
 
 def _remember_ask(node: Node, peer: str, elapsed_ms: float) -> None:
-    """Round trips of asks peers answered: the access metric (DESIGN §5) is their p95."""
-    from orchestrator.state import open_state
-
-    db = open_state(node.layout.state_db)
+    """Round trips of asks peers answered: the access metric (DESIGN §5) is their p95.
+    Plain sqlite3 and no fsync wait (synchronous=NORMAL under WAL): this runs on every ask,
+    and a sample lost to a power cut costs nothing."""
+    conn = sqlite3.connect(node.layout.state_db, timeout=5)
     try:
-        db["asks"].insert({"ts": format_ts(utc_now()), "peer": peer, "ms": round(elapsed_ms, 3)})
+        conn.execute("PRAGMA synchronous = NORMAL")
+        with conn:
+            conn.execute("INSERT INTO asks (ts, peer, ms) VALUES (?, ?, ?)",
+                         [format_ts(utc_now()), peer, round(elapsed_ms, 3)])
+            conn.execute("DELETE FROM asks WHERE id <= (SELECT max(id) FROM asks) - ?", [KEEP_ASKS])
     finally:
-        db.close()
+        conn.close()

@@ -101,7 +101,8 @@ class Bench:
         st = self.syncthing(name)
         home = self.root / name
         ep = st.endpoint
-        run_cli("init", "--home", home, "--name", name, "--syncthing-url", ep.url, "--api-key", ep.api_key)
+        run_cli("init", "--home", home, "--name", name, "--syncthing-url", ep.url, "--api-key", ep.api_key,
+                "--link", "127.0.0.1:0")
         return TestNode(name, home, st)
 
     def daemon(self, home: Path, label: str) -> DaemonProcess:

@@ -24,10 +24,10 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import alerts, frames, modules, routing, startup, traces, tui_refresh
+from tests.benchmarks import alerts, frames, link, modules, routing, startup, traces, tui_refresh
 
 FIGURES = ("startup", "propagation", "reconcile", "commit", "verify", "delete", "idle", "merge", "query",
-           "restore", "tui_refresh", "alert_tick", "routing", "profile_build", "sandbox")
+           "restore", "tui_refresh", "alert_tick", "routing", "profile_build", "sandbox", "ask")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             emit(routing.measure_profile_build(tmp, console, args.quick))
         if "sandbox" in wanted:
             emit(modules.measure_sandbox(console, args.quick))
+        if "ask" in wanted:
+            emit(link.measure_ask(bench, args.quick))
+            bench.close()
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process and removing the temp dir[/]")
         code = 130

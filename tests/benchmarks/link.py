@@ -1,0 +1,121 @@
+"""What an `ask` answered by a peer costs, beside the floor under it in the same run.
+
+Two real nodes (real `init`, `pair`, Syncthing, a real daemon on B): A asks B about a goal
+B holds, through `orchestrator.ask.ask` with `peer=B` (what `twinsync ask --node B` runs
+after its start-up): a new connection, the handshake both ways, a signed request, B's
+consensus query, a signed reply. Baselines in the same run, on the same loopback: a bare
+WebSocket server that echoes, asked over a new connection each time (the floor under
+ours), and one round trip on a kept connection (the wire itself); and a signed ping to
+B's daemon over a kept PeerLink (our protocol without connecting)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+from websockets.asyncio.server import serve
+from websockets.sync.client import connect
+
+from orchestrator import ask
+from orchestrator.link import PeerLink
+from orchestrator.node import Node
+from tests.benchmarks.common import percentile, r
+from tests.benchmarks.frames import Bench, wait_until
+from tests.conftest import pair_mesh
+
+#: The seed metric: an answer in the network within 200 ms (DESIGN §5).
+TARGET_MS = 200.0
+GOALS = 20
+
+
+def _stats(values_s: list[float]) -> dict:
+    ms = [v * 1000 for v in values_s]
+    return {"p50": r(percentile(ms, 0.5), 3), "p95": r(percentile(ms, 0.95), 3)}
+
+
+class _Echo:
+    """A bare websockets server on 127.0.0.1 that sends back what it gets."""
+
+    def __init__(self) -> None:
+        self.port: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        async def echo(ws) -> None:
+            async for message in ws:
+                await ws.send(message)
+
+        async with serve(echo, "127.0.0.1", 0, compression=None) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            await asyncio.to_thread(self._stop.wait)
+
+    def __enter__(self) -> _Echo:
+        self._thread.start()
+        wait_until(lambda: self.port is not None, 10, "the echo server")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def measure_ask(bench: Bench, quick: bool) -> dict:
+    runs = 30 if quick else 300
+    with bench.step("ask: two nodes paired through the CLI, B's daemon serving its link"):
+        a, b = bench.node("a"), bench.node("b")
+        pair_mesh([a, b])
+        for i in range(GOALS):
+            session = b.cli("trace", "start", f"goal {i}").output.strip()
+            b.cli("trace", "add", session, "observation", f"what B knows about goal {i}")
+            b.cli("trace", "finish", session, f"conclusion {i}")
+        bench.daemon(b.home, "ask-b")
+
+        def announced() -> bool:
+            try:
+                return bool(json.loads((a.home / "trace/recovery/b/fingerprint.json").read_text()).get("link"))
+            except (OSError, ValueError):
+                return False
+
+        wait_until(announced, 120, "B's fingerprint announcing its link on A")
+    ours, fresh, kept, pings = [], [], [], []
+    payload = json.dumps({"op": "ask", "body": {"goal": "goal 1"}, "pad": "x" * 200})
+    with Node.open(a.home) as node, _Echo() as echo:
+        key, public = node.signing_key(), node.peers()["b"].key()
+        uri = next(ask.Routes(node, "").addresses("b"))
+        with bench.progress(f"ask: {runs} asks of B, each beside its baselines", runs) as advance, \
+                PeerLink("a", key, "b", public, uri, 5) as link, \
+                connect(f"ws://127.0.0.1:{echo.port}", proxy=None, compression=None) as bare:
+            for i in range(runs):
+                started = time.perf_counter()
+                answer = ask.ask(node, f"goal {i % GOALS}", peer="b")
+                ours.append(time.perf_counter() - started)
+                assert answer.conclusion == f"conclusion {i % GOALS}", answer
+
+                started = time.perf_counter()
+                with connect(f"ws://127.0.0.1:{echo.port}", proxy=None, compression=None) as ws:
+                    ws.send(payload)
+                    ws.recv(5)
+                fresh.append(time.perf_counter() - started)
+
+                started = time.perf_counter()
+                bare.send(payload)
+                bare.recv(5)
+                kept.append(time.perf_counter() - started)
+
+                started = time.perf_counter()
+                link.call("ping", {}, 5)
+                pings.append(time.perf_counter() - started)
+                advance()
+    value, baseline = _stats(ours), _stats(fresh)
+    return {"figure": "ask", "n": runs, "unit": "ms", "value": value, "baseline": baseline,
+            "target": f"p95 <= {TARGET_MS:.0f} ms (seed: an answer in the network)",
+            "meets_target": value["p95"] <= TARGET_MS,
+            "detail": {"value_is": "orchestrator.ask.ask(peer=B) from A, in process: new connection, handshake "
+                                   "both ways, signed ask, B's consensus query, signed reply, checks",
+                       "baseline_is": "a bare websockets echo server on the same loopback, new connection "
+                                      "and one message of the same size each time",
+                       "signed_ping_kept_connection": _stats(pings),
+                       "bare_round_trip_kept_connection": _stats(kept)}}
