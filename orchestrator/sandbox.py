@@ -126,9 +126,6 @@ def _run(argv: list[str], stdin: bytes, limits: Limits, env: dict[str, str], scr
     paths["stdin"].write_bytes(stdin)
     with open(paths["stdin"], "rb") as fin, open(paths["stdout"], "wb") as fout, \
             open(paths["stderr"], "wb") as ferr:
-        # Linux carries the parent's peak RSS into the child's across fork and exec: a peak
-        # no higher than ours may be ours, not the module's, and proves nothing.
-        inherited_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
             proc = subprocess.Popen(launcher, stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env,
                                     close_fds=True, start_new_session=True)
@@ -136,6 +133,10 @@ def _run(argv: list[str], stdin: bytes, limits: Limits, env: dict[str, str], scr
             return _result(CRASHED, f"{what} could not be started ({exc.strerror}).", b"", "", None, started)
         timed_out, status, usage = _wait(proc.pid, limits.timeout_s)
         _kill_group(proc.pid)
+        # Linux carries the parent's peak RSS into the child's across (v)fork and exec: a
+        # child's peak no higher than ours (read now, so it covers the moment of the exec)
+        # may be ours, not the module's, and proves nothing.
+        inherited_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     elapsed = time.monotonic() - started
     with open(paths["stdout"], "rb") as fh:
         out = fh.read(limits.max_output + 1)
