@@ -28,11 +28,14 @@ class Invite:
     device_id: str
     addresses: tuple[str, ...]
     public_key: str
+    #: The port of the node's peer link when it is a fixed one (`[link] listen`), so a new
+    #: peer can ask before the node's first fingerprint arrives; left out otherwise.
+    link: int | None = None
 
     def encode(self) -> str:
         payload = json.dumps(
             {"name": self.name, "device_id": self.device_id, "addresses": list(self.addresses),
-             "public_key": self.public_key},
+             "public_key": self.public_key, **({"link": self.link} if self.link else {})},
             sort_keys=True, separators=(",", ":")).encode()
         body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
         return f"{PREFIX}.{body}.{_checksum(body)}"
@@ -54,7 +57,7 @@ def decode_invite(code: str) -> Invite:
         body = parts[1]
         data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         invite = Invite(str(data["name"]), str(data["device_id"]),
-                        tuple(str(a) for a in data["addresses"]), str(data["public_key"]))
+                        tuple(str(a) for a in data["addresses"]), str(data["public_key"]), data.get("link"))
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise InviteError(f"The invite code does not decode; {again}.") from None
     try:
@@ -66,4 +69,6 @@ def decode_invite(code: str) -> Invite:
         raise InviteError(f"The invite code carries a malformed Syncthing device ID; {again}.")
     if not invite.addresses or not all(ADDRESS_RE.match(a) for a in invite.addresses):
         raise InviteError(f"The invite code carries malformed addresses; {again}.")
+    if invite.link is not None and (type(invite.link) is not int or not 0 < invite.link < 65536):
+        raise InviteError(f"The invite code carries a link port that is not a port number; {again}.")
     return invite

@@ -21,6 +21,8 @@ class TrustedPeer:
     public_key: str
     addresses: tuple[str, ...]
     added: str
+    #: The peer link port its invite carried (None: it had none); its fingerprint's wins.
+    link: int | None = None
 
     def key(self) -> Ed25519PublicKey:
         return parse_public_key(self.public_key)
@@ -37,8 +39,12 @@ def load_trusted(path: Path) -> dict[str, TrustedPeer]:
     peers = {}
     for name, entry in data.get("peers", {}).items():
         try:
+            link = entry.get("link")
+            if link is not None and (type(link) is not int or not 0 < link < 65536):
+                raise TypeError(f"link {echo(link)} is not a port number")
             peer = TrustedPeer(name=name, device_id=entry["device_id"], public_key=entry["public_key"],
-                               addresses=tuple(entry.get("addresses", ())), added=entry.get("added", ""))
+                               addresses=tuple(entry.get("addresses", ())), added=entry.get("added", ""),
+                               link=link)
             peer.key()
         except (KeyError, TypeError, KeyFileError) as exc:
             raise HomeError(f"Peer {echo(name)} in {path} is malformed ({exc}); fix it or pair again.") from None
@@ -48,7 +54,7 @@ def load_trusted(path: Path) -> dict[str, TrustedPeer]:
 
 def save_trusted(path: Path, peers: dict[str, TrustedPeer]) -> None:
     doc = {"peers": {name: {k: (list(v) if isinstance(v, tuple) else v)
-                            for k, v in asdict(p).items() if k != "name"}
+                            for k, v in asdict(p).items() if k != "name" and v is not None}
                      for name, p in sorted(peers.items())}}
     header = b"# Peers this node trusts. Written by `twinsync pair`; edit with care.\n"
     write_atomic(path, header + tomli_w.dumps(doc).encode())

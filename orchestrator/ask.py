@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,11 @@ MAX_TRIES = 4
 CONNECT_SHARE_S = 0.5
 #: Asks remembered for the access metric (its p95 reads the latest 100).
 KEEP_ASKS = 1000
+
+
+#: One reasoner run at a time for peers: each may take its memory limit and its time limit,
+#: and a peer asking many questions must not make the node run many at once.
+_REASONING = threading.BoundedSemaphore(1)
 
 
 class AskError(TwinsyncError):
@@ -127,8 +133,13 @@ def serve(node: Node, peer: str, request: Request) -> dict[str, Any]:
     if body["conclusion"] is None and request.body.get("reason") is True and _has_reasoner(node):
         from orchestrator.reasoner import reason  # sandbox and modules: only when asked to reason
 
-        budget = request.body.get("budget_s")
-        run = reason(node, goal, timeout_s=budget if isinstance(budget, (int, float)) and budget > 0 else None)
+        if not _REASONING.acquire(blocking=False):
+            raise AskError(f"{node.name} is reasoning on another question; ask the next peer, or again later")
+        try:
+            budget = request.body.get("budget_s")
+            run = reason(node, goal, timeout_s=budget if type(budget) in (int, float) and budget > 0 else None)
+        finally:
+            _REASONING.release()
         logger.info("reasoned on %s for %s: %s", echo(goal), peer, run.outcome)
         if run.ok:
             body = {**local_answer(node, goal), "reasoned": True}
@@ -163,7 +174,8 @@ def ask(node: Node, goal: str, *, peer: str | None = None, timeout: float | None
     key = node.signing_key()
     routes = Routes(node, goal, peers)
     order = [(peer, None)] if peer is not None else [(name, score) for name, score in routes.ranked]
-    for name, score in order[:MAX_TRIES if peer is None else 1]:
+    order = order[:MAX_TRIES if peer is None else 1]
+    for i, (name, score) in enumerate(order):
         left = deadline - time.monotonic()
         if left <= 0:
             tried.append(Attempt(name, "unreachable", "no time left before the deadline", None, score))
@@ -173,8 +185,10 @@ def ask(node: Node, goal: str, *, peer: str | None = None, timeout: float | None
             continue
         asked = time.perf_counter()
         try:
-            body = _ask_peer(node.name, key, name, peers[name].key(), routes.addresses(name), goal, deadline,
-                             reason)
+            # A peer that hangs mid-answer takes half of what is left, the last one all of it.
+            share = left if i == len(order) - 1 else left / 2
+            body = _ask_peer(node.name, key, name, peers[name].key(), routes.addresses(name), goal,
+                             time.monotonic() + share, reason)
         except LinkError as exc:
             tried.append(Attempt(name, exc.kind, str(exc), (time.perf_counter() - asked) * 1000, score))
             continue
@@ -274,8 +288,10 @@ class Routes:
         views = [v for v in read_fingerprints(node) if v.node in self.peers]
         profiles = {name: None for name in self.peers} | peer_profiles(views, node.name)
         self.ranked: list[tuple[str, float]] = rank_peers(question, profiles)
-        self.ports: dict[str, int | None] = {v.node: v.fingerprint.link if v.ok and v.fingerprint else None
-                                             for v in views}
+        announced = {v.node: v.fingerprint.link for v in views if v.ok and v.fingerprint and v.fingerprint.link}
+        # The fingerprint's port is the daemon's own word, and current; the invite's, a start.
+        self.ports: dict[str, int | None] = {name: announced.get(name) or peer.link
+                                             for name, peer in self.peers.items()}
         known = _known_hosts(node)
         self._hosts = {name: [known.get(name), *(host_of(a) for a in peer.addresses)]
                        for name, peer in self.peers.items()}
@@ -309,8 +325,8 @@ class Routes:
         return self._connected.get(peer, "")
 
     def why_no_address(self, peer: str) -> str:
-        return (f"{peer}'s fingerprint announces no link port (its daemon is not running, or it "
-                "runs a twinsync without the peer link)")
+        return (f"neither {peer}'s fingerprint nor its invite says where its peer link listens (its "
+                "daemon is not running, or it runs a twinsync without the peer link)")
 
 
 def _known_hosts(node: Node) -> dict[str, str]:

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from folders.errors import InviteError
 from folders.invite import Invite, decode_invite
+from folders.linkwire import parse_listen
 from folders.trace import utc_now
 from folders.trust import TrustedPeer, save_trusted
 from orchestrator.node import Node
@@ -42,9 +43,10 @@ def invite_addresses(listen: list[str]) -> list[str]:
 
 def make_invite(node: Node) -> Invite:
     listen = node.client.options().get("listenAddresses", ["default"])
+    link = parse_listen(node.config.link.listen)[1] if node.config.link.listen else 0
     return Invite(name=node.name, device_id=node.client.my_device_id(),
                   addresses=tuple(invite_addresses(listen)),
-                  public_key=node.layout.public_key.read_text().strip())
+                  public_key=node.layout.public_key.read_text().strip(), link=link or None)
 
 
 def pair(node: Node, code: str, *, now: datetime | None = None) -> TrustedPeer:
@@ -89,7 +91,7 @@ def pair(node: Node, code: str, *, now: datetime | None = None) -> TrustedPeer:
 
     added = stamp(now or utc_now())
     peer = TrustedPeer(invite.name, invite.device_id, invite.public_key, invite.addresses,
-                       known.added if known else added)
+                       known.added if known else added, invite.link)
     peers[invite.name] = peer
     save_trusted(node.layout.trusted, peers)
     logger.info("paired with %s (%s)", invite.name, invite.device_id[:7])

@@ -65,3 +65,14 @@ def test_invite_addresses_turn_wildcards_into_discovery():
     assert invite_addresses(["default"]) == ["dynamic"]
     assert invite_addresses(["tcp://0.0.0.0:22000", "tcp://192.0.2.7:22000"]) == [
         "tcp://192.0.2.7:22000", "dynamic"]
+
+
+def test_the_link_port_travels_when_fixed_and_a_bad_one_is_refused():
+    assert decode_invite(_invite(link=22100).encode()).link == 22100
+    plain = _invite().encode()
+    assert decode_invite(plain).link is None and "link" not in json.loads(
+        base64.urlsafe_b64decode(plain.split(".")[1] + "=="))  # codes without a link are as before
+    good = dict(name="laptop", device_id=DEVICE, addresses=["tcp://127.0.0.1:22001"], public_key=KEY)
+    for bad in (0, 70000, "22100", 22.5, True):
+        with pytest.raises(InviteError, match="link port that is not a port number"):
+            decode_invite(_forge({**good, "link": bad}))
