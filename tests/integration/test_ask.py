@@ -7,11 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import sys
+import time
+import tomllib
 
 import pytest
+import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from textual.widgets import Input, Static
+from websockets.sync.client import connect
+
+from folders import linkwire
+from folders.keys import load_private_key
 
 from orchestrator.node import Node
 from orchestrator.recovery import node_metrics
@@ -180,3 +189,52 @@ def test_the_tui_asks_as_the_cli_does(mesh, daemon_factory):
             await until(pilot, lambda: not isinstance(app.screen, AskScreen), "the dialog closed")
 
     asyncio.run(drive())
+
+
+def test_a_hostile_connection_gets_sentences_and_the_daemon_goes_on_answering(mesh, daemon_factory, tmp_path):
+    """Against node2's real daemon, on a link port someone else already holds."""
+    a, b = mesh(2)
+    reasoned(b, TOMATOES, ["tomato seedlings need sun"], "sow in March")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(1)
+    taken = squatter.getsockname()[1]
+    path = b.home / "twinsync.toml"
+    doc = tomllib.loads(path.read_text())
+    doc["link"] = {**doc.get("link", {}), "listen": f"127.0.0.1:{taken}"}
+    path.write_text(tomli_w.dumps(doc))
+    try:
+        daemon = daemon_factory(b)
+        wait_for(lambda: announces_link(a, "node2"), 90, "node2's link port on node1")
+        port = json.loads((a.home / "trace/recovery/node2/fingerprint.json").read_text())["link"]
+        assert port != taken and f"port {taken} is in use" in daemon.log()
+        uri = f"ws://127.0.0.1:{port}"
+
+        stranger = Ed25519PrivateKey.generate()
+        with connect(uri, proxy=None, compression=None) as ws:
+            hello = linkwire.decode(ws.recv(5))
+            ws.send(linkwire.encode(linkwire.auth(stranger, "node1", "node2", hello["nonce"], linkwire.new_nonce())))
+            assert "does not verify with its key" in linkwire.decode(ws.recv(5))["error"]
+
+        key = load_private_key(a.home / "keys/node.key")
+        with connect(uri, proxy=None, compression=None) as ws:
+            hello = linkwire.decode(ws.recv(5))
+            nonce = linkwire.new_nonce()
+            ws.send(linkwire.encode(linkwire.auth(key, "node1", "node2", hello["nonce"], nonce)))
+            assert linkwire.decode(ws.recv(5))["op"] == "welcome"
+            session = linkwire.session_of(hello["nonce"], nonce)
+            good = linkwire.encode(linkwire.request(key, session, "ask", 1, {"goal": TOMATOES, "reason": False}))
+            stale = linkwire.encode(linkwire.request(key, session, "ask", 2, {"goal": TOMATOES},
+                                                     now=lambda: time.time() - 300))
+            replies = []
+            for text in (good, good, "{", "x" * 70_000, stale):
+                ws.send(text)
+                replies.append(json.loads(ws.recv(5)))
+            assert replies[0]["ok"] is True and replies[0]["body"]["conclusion"] == "sow in March"
+            assert [(r["ok"], w in (r["error"] or "")) for r, w in zip(replies[1:], (
+                "already served", "not JSON", "over the limit", "stale"))] == [(False, True)] * 4, replies
+        code, answer = ask(a, TOMATOES, "--node", "node2")
+        assert code == 0 and answer["conclusion"] == "sow in March"
+        assert "refused a connection" in daemon.log() and "sent a bad request" in daemon.log()
+    finally:
+        squatter.close()
