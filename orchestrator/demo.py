@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from folders.metrics import Metrics
-from orchestrator import demo_agent, frames, modules, recovery, traces
+from orchestrator import ask, demo_agent, frames, modules, recovery, traces
 from orchestrator.demo_agent.agent import GOALS
 from orchestrator.reasoner import reason
 from orchestrator.config import load_config, save_config
@@ -304,11 +304,27 @@ class Demo:
             for node in self.nodes:
                 with node.open() as opened:
                     recovery.merge_now(opened)
+        self.ask_around()
         metrics = {}
         for node in self.nodes:
             with node.open() as opened:
                 metrics[node.name] = recovery.node_metrics(opened)
         return metrics
+
+    def ask_around(self, goals_per_peer: int = 3) -> None:
+        """Every node asks every other node about goals the agents reasoned on (all nodes hold
+        them once settled) over the peer link, as `twinsync ask --node` does, so the access metric in the final table is the network's answer time
+        (DESIGN §5), measured on real round trips between the daemons."""
+        for node in self.nodes:
+            with node.open() as opened:
+                held = [g.goal for g in traces.goals(opened) if g.goal in GOALS]  # reasoned on by the agents
+                goals = sorted(held)[:goals_per_peer]
+                for peer in (p for p in self.nodes if p is not node):
+                    for goal in goals:
+                        answer = ask.ask(opened, goal, peer=peer.name, timeout=5, reason=False)
+                        if not answer.fresh:
+                            why = answer.tried[-1].detail if answer.tried else "nobody was asked"
+                            self.say(f"{node.name} asked {peer.name} about {goal!r}: no answer ({why})")
 
     def close(self) -> None:
         for node in self.nodes:

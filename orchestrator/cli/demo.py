@@ -85,7 +85,8 @@ def demo(
         runner.close()
     meets = all(all(m.meets().values()) for m in metrics.values())
     if as_json:
-        print_json({"dir": str(root), "nodes": {n: {**m.summary(), "meets": m.meets()} for n, m in metrics.items()},
+        print_json({"dir": str(root), "nodes": {n: {**m.summary(), "access_samples": m.access_samples,
+                                                    "meets": m.meets()} for n, m in metrics.items()},
                     "thresholds": {k: threshold_text(k) for k in METRIC_NAMES}, "events": runner.events,
                     "meets": meets})
     else:
@@ -100,6 +101,9 @@ def demo(
                     cells.append(f"[{'green' if verdict else 'red'}]{format_metric(name, getattr(m, name))}[/]")
             table.add_row(name, threshold_text(name), *cells)
         Console().print(table)
+        asks = ", ".join(f"{n} {m.access_samples}" for n, m in metrics.items())
+        typer.echo(f"access_p95_ms is the network's answer time: the p95 of asks each node sent its peers over "
+                   f"the peer link (asks answered: {asks}).")
         typer.echo(f"The node homes are in {root} (Syncthing stopped; `twinsync conflicts --home {root}/node1` still works).")
     if not meets:
         raise typer.Exit(1)

@@ -26,6 +26,9 @@ def test_demo_runs_to_the_end_meets_the_seed_thresholds_and_leaves_no_process(tm
     report = json.loads(done.stdout)
     assert report["meets"] is True, report
     assert set(report["nodes"]) == {"node1", "node2", "node3"}
+    # every node asked both others three goals over the peer link: the access metric is theirs
+    assert {n: m["access_samples"] for n, m in report["nodes"].items()} == dict.fromkeys(report["nodes"], 6)
+    assert "no answer" not in done.stderr
     assert any("fork" in e for e in report["events"]) and any("conflict" in e for e in report["events"])
     leftovers = [p for p in psutil.process_iter(["cmdline"])
                  if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
