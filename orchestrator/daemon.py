@@ -63,8 +63,8 @@ MODULES_SCAN_S = 300
 #: After a change in modules.shared/, how long to wait for the rest of the files.
 MODULES_SETTLE_S = 0.5
 #: How often the daemon looks whether trace.db changed (a stat of it and its WAL), so a
-#: session finished here is published within about half a second, not at the next interval.
-FINISH_POLL_S = 0.25
+#: session finished here is published within a fraction of a second, not at the next interval.
+FINISH_POLL_S = 0.1
 #: How often the daemon measures each peer link's round trip (shown by `nodes` and the TUI).
 LINK_CHECK_S = 30
 #: Errors a user can act on: logged as one line. Anything else is a bug: logged with its traceback.
