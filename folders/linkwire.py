@@ -45,8 +45,11 @@ PROTOCOL = "twinsync-link/1"
 MAX_MESSAGE = 64 * 1024
 #: A request whose time differs from ours by more than this is stale (or from the future).
 MAX_SKEW_S = 30.0
-#: Requests a peer may make: ping (round-trip time) and ask (a goal → an answer).
+#: Requests a peer may make: ping (round-trip time) and ask (a goal → this node's answer).
 OPS = frozenset({"ping", "ask"})
+#: Requests only this node itself may make (a CLI or TUI holding the node's own key, to its
+#: own daemon): route (a goal → the network's answer, asked over the daemon's kept links).
+SELF_OPS = frozenset({"route"})
 _NONCE = 16  # bytes, sent as hex
 _MAX_GOAL = 4000  # characters: what folders/meaning.py reads of a question anyway
 
@@ -122,10 +125,11 @@ def check_hello(message: Mapping[str, Any], expected: str | None) -> tuple[str, 
 
 def check_auth(message: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey], me: str,
                nonce: str) -> tuple[str, str]:
-    """(client name, client nonce) once the client proved it holds a trusted node's key."""
+    """(client name, client nonce) once the client proved it holds a trusted node's key; a
+    client that proves it holds this node's own key (its CLI) is `me`, and may route."""
     node, client_nonce = _peer_fields(message)
     public = trusted.get(node)
-    if public is None or node == me:
+    if public is None:
         raise WireError(f"{echo(node)} is not a node this one trusts; pair with it first")
     if not keys.verify(public, _proof("client", node, me, nonce, client_nonce), message.get("sig")):
         raise WireError(f"the proof from {node!r} does not verify with its key; it is not {node!r}")
@@ -199,11 +203,11 @@ class Replays:
 
 
 def check_request(message: Mapping[str, Any], public: Ed25519PublicKey, session: str, replays: Replays, *,
-                  now: Callable[[], float] = time.time) -> Request:
+                  now: Callable[[], float] = time.time, from_self: bool = False) -> Request:
     """A request this node may serve, or WireError saying why not (its id is in
-    `request_id(message)` for the error reply)."""
+    `request_id(message)` for the error reply). SELF_OPS only `from_self`."""
     op, rid, t, nonce, body = (message.get(k) for k in ("op", "id", "t", "nonce", "body"))
-    if not isinstance(op, str) or op not in OPS:
+    if not isinstance(op, str) or op not in OPS | SELF_OPS:
         raise WireError(f"unknown request {echo(op)}; this node serves {', '.join(sorted(OPS))}")
     if type(rid) is not int or not 0 <= rid < 2**53:
         raise WireError("the request id is not a whole number")
@@ -221,10 +225,12 @@ def check_request(message: Mapping[str, Any], public: Ed25519PublicKey, session:
         raise WireError("the request's signature does not verify for this connection")
     if not replays.first_time(nonce, t):
         raise WireError("this request was already served (a replay)")
-    if op == "ask":
+    if op in SELF_OPS and not from_self:
+        raise WireError(f"{op!r} is served to this node's own commands only")
+    if op in ("ask", "route"):
         goal = body.get("goal")
         if not isinstance(goal, str) or not goal.strip() or len(goal) > _MAX_GOAL:
-            raise WireError(f"ask needs a goal: text of 1 to {_MAX_GOAL} characters")
+            raise WireError(f"{op} needs a goal: text of 1 to {_MAX_GOAL} characters")
     return Request(op, rid, body)
 
 

@@ -18,22 +18,26 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from folders.consensus import PUBLISHED, consensus
 from folders.errors import TwinsyncError, echo
+from folders import linkwire
 from folders.linkwire import Request
 from folders.meaning import rank_peers
 from folders.trust import TrustedPeer
 from folders.trace import connect, format_ts, parse_ts, utc_now
-from orchestrator.heartbeat import load_heartbeat
+from orchestrator.heartbeat import link_port, load_heartbeat
 from orchestrator.lock import running_daemon
 from orchestrator.node import Node
 from syncthing.errors import SyncthingError
+
+if TYPE_CHECKING:
+    from orchestrator.link import LinkPool
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +45,6 @@ logger = logging.getLogger(__name__)
 LOCAL, PEER, STALE, NONE = "local", "peer", "stale local replica", "nobody"
 #: The most peers one question is sent to before the local replica answers.
 MAX_TRIES = 4
-#: Seconds an address that does not answer may take before the next one is tried (when
-#: more time than twice this is left).
-CONNECT_SHARE_S = 0.5
 #: Asks remembered for the access metric (its p95 reads the latest 100).
 KEEP_ASKS = 1000
 
@@ -80,6 +81,8 @@ class Answer:
     reasoned: bool = False  # the answering node ran its reasoner for this question
     elapsed_ms: float = 0.0
     tried: tuple[Attempt, ...] = field(default_factory=tuple)
+    #: "daemon": asked through this node's own daemon and its kept links; "direct": from this process.
+    via: str = "direct"
 
     @property
     def fresh(self) -> bool:
@@ -87,6 +90,12 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "fresh": self.fresh, "tried": [asdict(a) for a in self.tried]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Answer:
+        """Inverse of `to_dict` (the daemon's answer to this node's own CLI)."""
+        fields = {k: v for k, v in data.items() if k not in ("fresh", "tried")}
+        return cls(**fields, tried=tuple(Attempt(**a) for a in data["tried"]))
 
 
 def describe(answer: Answer) -> str:
@@ -122,15 +131,22 @@ def local_answer(node: Node, goal: str) -> dict[str, Any]:
             "supporters": agreed.supporters, "newest": newest, "node": node.name, "reasoned": False}
 
 
-def serve(node: Node, peer: str, request: Request) -> dict[str, Any]:
-    """A peer's request, answered in the daemon (orchestrator/link.py calls it in a worker
-    thread). An ask this node has no conclusion for goes to its reasoner when one is set
-    and the asker allows it."""
+def serve(node: Node, peer: str, request: Request, pool: LinkPool | None = None) -> dict[str, Any]:
+    """A request over the link, answered in the daemon (orchestrator/link.py calls it in a
+    worker thread). A peer's ask this node has no conclusion for goes to its reasoner when
+    one is set and the asker allows it. A route comes from this node's own CLI or TUI: the
+    network's answer, asked over the daemon's kept links (`pool`)."""
     if request.op == "ping":
         return {"node": node.name, "time": format_ts(utc_now())}
     goal = request.body["goal"]
-    body = local_answer(node, goal)
-    if body["conclusion"] is None and request.body.get("reason") is True and _has_reasoner(node):
+    if request.op == "route":
+        body = request.body
+        timeout = body.get("timeout")
+        return ask(node, goal, peer=body.get("peer") if isinstance(body.get("peer"), str) else None,
+                   timeout=timeout if type(timeout) in (int, float) and timeout > 0 else None,
+                   reason=body.get("reason") is not False, pool=pool).to_dict()
+    answer = local_answer(node, goal)
+    if answer["conclusion"] is None and request.body.get("reason") is True and _has_reasoner(node):
         from orchestrator.reasoner import reason  # sandbox and modules: only when asked to reason
 
         if not _REASONING.acquire(blocking=False):
@@ -142,9 +158,9 @@ def serve(node: Node, peer: str, request: Request) -> dict[str, Any]:
             _REASONING.release()
         logger.info("reasoned on %s for %s: %s", echo(goal), peer, run.outcome)
         if run.ok:
-            body = {**local_answer(node, goal), "reasoned": True}
+            answer = {**local_answer(node, goal), "reasoned": True}
     logger.debug("answered %s for %s", echo(goal), peer)
-    return body
+    return answer
 
 
 def _has_reasoner(node: Node) -> bool:
@@ -152,87 +168,108 @@ def _has_reasoner(node: Node) -> bool:
     return bool(settings.command or settings.module)
 
 
-def ask(node: Node, goal: str, *, peer: str | None = None, timeout: float | None = None,
-        reason: bool = True) -> Answer:
-    """The network's answer to `goal`. `peer` asks that node only (no local shortcut);
-    `timeout` (seconds) bounds the whole question, `[link] timeout_ms` by default;
-    `reason` lets a peer with no conclusion run its reasoner."""
-    from orchestrator.link import LinkError  # websockets: only when a question travels
-
+def check_question(node: Node, goal: str, peer: str | None) -> dict[str, TrustedPeer]:
+    """The node's peers, once the question can be asked as given (AskError otherwise)."""
     if not isinstance(goal, str) or not goal.strip():
         raise AskError(f"Goal {echo(goal)} is empty; ask in words, e.g. `twinsync ask 'plan the week'`.")
-    started = time.perf_counter()
-    deadline = time.monotonic() + (timeout if timeout is not None else node.config.link.timeout_ms / 1000)
     peers = node.peers()
     if peer is not None and peer not in peers:
         known = ", ".join(sorted(peers)) or "none yet; pair with `twinsync pair`"
         raise AskError(f"{echo(peer)} is not a paired peer of {node.name} (peers: {known}).")
+    return peers
+
+
+def ask_network(node: Node, goal: str, *, peer: str | None = None, timeout: float | None = None,
+                reason: bool = True) -> Answer:
+    """What `twinsync ask` and the TUI call: through this node's own daemon when it runs,
+    whose links to the peers stay open between questions (one round trip to a peer instead
+    of a connection and a handshake); directly when no daemon serves a link here."""
+    from orchestrator.link import LinkError, PeerLink
+
+    check_question(node, goal, peer)
+    started = time.perf_counter()
+    own = _own_link(node)
+    if own is not None:
+        budget = timeout if timeout is not None else node.config.link.timeout_ms / 1000
+        try:
+            key = node.signing_key()
+            with PeerLink(node.name, key, node.name, key.public_key(), own, min(budget, 1.0)) as link:
+                body = link.call("route", {"goal": goal, "peer": peer, "timeout": budget, "reason": reason},
+                                 budget + 1.0)
+            answer = Answer.from_dict(body)
+            return replace(answer, elapsed_ms=(time.perf_counter() - started) * 1000, via="daemon")
+        except (LinkError, KeyError, TypeError, ValueError) as exc:
+            logger.warning("this node's daemon did not route the question (%s); asking directly", exc)
+    return ask(node, goal, peer=peer, timeout=timeout, reason=reason)
+
+
+def _own_link(node: Node) -> str | None:
+    """ws:// address of this node's own daemon's link, while it runs."""
+    from orchestrator.link import uris
+
+    port = link_port(node.layout.home)
+    if port is None:
+        return None
+    host = linkwire.parse_listen(node.config.link.listen)[0] if node.config.link.listen else "127.0.0.1"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return uris(port, [host])[0]
+
+
+def ask(node: Node, goal: str, *, peer: str | None = None, timeout: float | None = None,
+        reason: bool = True, pool: LinkPool | None = None) -> Answer:
+    """The network's answer to `goal`, asked from this process. `peer` asks that node only
+    (no local shortcut); `timeout` (seconds) bounds the whole question, `[link] timeout_ms`
+    by default; `reason` lets a peer with no conclusion run its reasoner; `pool` keeps the
+    links open for the next question (the daemon's), else each peer is dialled for this one."""
+    from orchestrator.link import LinkError, LinkPool  # websockets: only when a question travels
+
+    peers = check_question(node, goal, peer)
+    started = time.perf_counter()
+    deadline = time.monotonic() + (timeout if timeout is not None else node.config.link.timeout_ms / 1000)
     mine = local_answer(node, goal)
     if peer is None and mine["conclusion"] is not None and (not peers or _merged_lately(node)):
         return _answer(goal, mine, LOCAL, started, ())
     tried: list[Attempt] = []
-    key = node.signing_key()
     routes = Routes(node, goal, peers)
     order = [(peer, None)] if peer is not None else [(name, score) for name, score in routes.ranked]
     order = order[:MAX_TRIES if peer is None else 1]
-    for i, (name, score) in enumerate(order):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            tried.append(Attempt(name, "unreachable", "no time left before the deadline", None, score))
-            continue
-        if not routes.ports.get(name):
-            tried.append(Attempt(name, "unreachable", routes.why_no_address(name), None, score))
-            continue
-        asked = time.perf_counter()
-        try:
+    links = pool or LinkPool(node.name, node.signing_key())
+    try:
+        for i, (name, score) in enumerate(order):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                tried.append(Attempt(name, "unreachable", "no time left before the deadline", None, score))
+                continue
+            if not routes.ports.get(name):
+                tried.append(Attempt(name, "unreachable", routes.why_no_address(name), None, score))
+                continue
+            asked = time.perf_counter()
             # A peer that hangs mid-answer takes half of what is left, the last one all of it.
             share = left if i == len(order) - 1 else left / 2
-            body = _ask_peer(node.name, key, name, peers[name].key(), routes.addresses(name), goal,
-                             time.monotonic() + share, reason)
-        except LinkError as exc:
-            tried.append(Attempt(name, exc.kind, str(exc), (time.perf_counter() - asked) * 1000, score))
-            continue
-        took = (time.perf_counter() - asked) * 1000
-        problem = _body_problem(body, goal)
-        if problem is not None:
-            tried.append(Attempt(name, "refused", f"{name} answered nonsense: {problem}", took, score))
-            continue
-        if body["conclusion"] is None:
-            tried.append(Attempt(name, "no conclusion", f"{name} knows no conclusion for this goal", took, score))
-            continue
-        tried.append(Attempt(name, "answered", "", took, score))
-        answer = _answer(goal, body, PEER, started, tried, answered_by=name)
-        _remember_ask(node, name, took)
-        return answer
+            try:
+                body = links.call(name, peers[name].key(), routes.addresses(name), "ask",
+                                  {"goal": goal, "reason": reason, "budget_s": round(share, 3)},
+                                  time.monotonic() + share)
+            except LinkError as exc:
+                tried.append(Attempt(name, exc.kind, str(exc), (time.perf_counter() - asked) * 1000, score))
+                continue
+            took = (time.perf_counter() - asked) * 1000
+            problem = _body_problem(body, goal)
+            if problem is not None:
+                tried.append(Attempt(name, "refused", f"{name} answered nonsense: {problem}", took, score))
+                continue
+            if body["conclusion"] is None:
+                tried.append(Attempt(name, "no conclusion", f"{name} knows no conclusion for this goal", took, score))
+                continue
+            tried.append(Attempt(name, "answered", "", took, score))
+            answer = _answer(goal, body, PEER, started, tried, answered_by=name)
+            _remember_ask(node, name, took)
+            return answer
+    finally:
+        if pool is None:
+            links.close()
     source = STALE if mine["conclusion"] is not None else NONE
     return _answer(goal, mine, source, started, tried)
-
-
-def _ask_peer(me: str, key, name: str, public, addresses: Iterable[str], goal: str, deadline: float,
-              reason: bool) -> dict[str, Any]:
-    """The first address of `name` that answers; LinkError naming the last failure. An
-    address that does not answer (a host that moved) gets a share of the time, not all of it."""
-    from orchestrator.link import UNREACHABLE, LinkError, PeerLink
-
-    failure: LinkError | None = None
-    for uri in addresses:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        try:
-            link = PeerLink(me, key, name, public, uri, min(left, max(CONNECT_SHARE_S, left / 2)))
-        except LinkError as exc:
-            failure = exc
-            if exc.kind != UNREACHABLE:
-                break  # it answered and refused: another address of the same node will too
-            continue
-        with link:
-            return link.call("ask", {"goal": goal, "reason": reason, "budget_s": round(left, 3)},
-                             max(0.001, deadline - time.monotonic()))
-    if failure is None:
-        failure = LinkError(f"{name}: no address of it is known" if deadline > time.monotonic()
-                            else f"{name}: no time left before the deadline")
-    raise failure
 
 
 def _body_problem(body: dict[str, Any], goal: str) -> str | None:

@@ -46,7 +46,7 @@ from syncthing.errors import SyncthingError
 from syncthing.folderspec import RECOVERY_PREFIX, frames_path
 
 if TYPE_CHECKING:
-    from orchestrator.link import LinkServer
+    from orchestrator.link import LinkPool, LinkServer
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class Daemon:
         self._guard: LocalChangeGuard | None = None
         self._link_port: int | None = None
         self._links: dict[str, dict[str, Any]] = {}
+        self._pool: LinkPool | None = None  # links to the peers kept open for this node's questions
 
     def stop(self) -> None:
         """Safe from a signal handler (it takes no lock the main thread may hold): the batch
@@ -165,6 +166,8 @@ class Daemon:
             events_client.close()
             guard_client.close()
             self._link_port = None
+            if self._pool is not None:
+                self._pool.close()
             self._write_heartbeat()
             logger.info("twinsync daemon stopped")
 
@@ -210,11 +213,13 @@ class Daemon:
         so its Syncthing client is never shared across threads."""
         if not self.node.config.link.listen:
             return None
-        from orchestrator.link import LinkError, LinkServer  # websockets: only for a node with a link
+        from orchestrator.link import LinkError, LinkPool, LinkServer  # websockets: only for a node with a link
 
         answering = Node.open(self.node.layout.home)
+        self._pool = LinkPool(self.node.name, self.node.signing_key())
         server = LinkServer(self.node.name, self.node.signing_key(), answering.trusted_keys,
-                            lambda peer, request: ask.serve(answering, peer, request), self.node.config.link.listen)
+                            lambda peer, request: ask.serve(answering, peer, request, self._pool),
+                            self.node.config.link.listen)
         try:
             self._link_port = server.bind()
         except LinkError as exc:

@@ -321,7 +321,7 @@ class Demo:
                 goals = sorted(held)[:goals_per_peer]
                 for peer in (p for p in self.nodes if p is not node):
                     for goal in goals:
-                        answer = ask.ask(opened, goal, peer=peer.name, timeout=5, reason=False)
+                        answer = ask.ask_network(opened, goal, peer=peer.name, timeout=5, reason=False)
                         if not answer.fresh:
                             why = answer.tried[-1].detail if answer.tried else "nobody was asked"
                             self.say(f"{node.name} asked {peer.name} about {goal!r}: no answer ({why})")

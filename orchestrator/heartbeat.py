@@ -87,6 +87,15 @@ def load_heartbeat(home: Path) -> Heartbeat | None:
     return beat
 
 
+def link_port(home: Path) -> int | None:
+    """The port the running daemon of `home` serves the peer link on (None: no daemon, or no
+    link). The fingerprint announces it, and this node's own CLI routes questions through it."""
+    if running_daemon(home) is None:
+        return None
+    beat = load_heartbeat(home)
+    return beat.link_port if beat is not None else None
+
+
 def read_health(home: Path, now: datetime | None = None) -> DaemonHealth:
     """The daemon's state for `home`; never raises."""
     now = now or utc_now()

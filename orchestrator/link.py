@@ -46,6 +46,9 @@ MAX_CONNECTIONS = 64
 MAX_PER_PEER = 8
 #: A peer may ask this many requests a second on average, in bursts of BURST.
 RATE, BURST = 50.0, 100
+#: Seconds an address that does not answer may take before the next one is tried (when
+#: more time than twice this is left).
+CONNECT_SHARE_S = 0.5
 #: Refused messages in a row after which a connection is closed: a peer that only sends
 #: garbage is not worth a socket.
 MAX_STRIKES = 20
@@ -173,7 +176,7 @@ class LinkServer:
                 message = linkwire.decode(raw)
                 if not limit.allow():
                     raise WireError(f"more than {RATE:.0f} requests a second; slow down")
-                req = linkwire.check_request(message, public, session, replays)
+                req = linkwire.check_request(message, public, session, replays, from_self=peer == self.me)
             except WireError as exc:
                 strikes += 1
                 logger.info("peer link: %s sent a bad request: %s", peer, exc)
@@ -293,3 +296,64 @@ def host_of(address: str) -> str | None:
         return parts.hostname
     except ValueError:
         return None
+
+
+class LinkPool:
+    """Authenticated links to peers kept open between questions (the daemon keeps one), so
+    an ask costs one round trip to the peer, not a new connection and a handshake each
+    time: at 50 ms between homes that is 50 ms instead of four times as much. One link per
+    peer, one request at a time on it; a link that fails is dropped and dialled again."""
+
+    def __init__(self, me: str, key: Ed25519PrivateKey) -> None:
+        self._me, self._key = me, key
+        self._links: dict[str, PeerLink] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def call(self, peer: str, public: Ed25519PublicKey, uris: Iterable[str], op: str,
+             body: Mapping[str, Any], deadline: float) -> dict[str, Any]:
+        with self._guard:
+            lock = self._locks.setdefault(peer, threading.Lock())
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise LinkError(f"{peer}: the link was busy until the deadline")
+        try:
+            link = self._links.get(peer)
+            if link is not None:
+                try:
+                    return link.call(op, body, max(0.001, deadline - time.monotonic()))
+                except LinkError as exc:
+                    if exc.kind == REFUSED:  # an error reply: the link itself is fine
+                        raise
+                    self._drop(peer)  # closed, or timed out with a reply still on its way
+            failure: LinkError | None = None
+            for uri in uris:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    link = PeerLink(self._me, self._key, peer, public, uri, min(left, max(CONNECT_SHARE_S, left / 2)))
+                except LinkError as exc:
+                    failure = exc
+                    if exc.kind == REFUSED:
+                        break  # it answered and refused: another address of the same node will too
+                    continue
+                self._links[peer] = link
+                try:
+                    return link.call(op, body, max(0.001, deadline - time.monotonic()))
+                except LinkError as exc:
+                    if exc.kind != REFUSED:
+                        self._drop(peer)
+                    raise
+            raise failure or LinkError(f"{peer}: no time left before the deadline" if deadline <= time.monotonic()
+                                       else f"{peer}: no address of it is known")
+        finally:
+            lock.release()
+
+    def _drop(self, peer: str) -> None:
+        link = self._links.pop(peer, None)
+        if link is not None:
+            link.close()
+
+    def close(self) -> None:
+        for peer in list(self._links):
+            self._drop(peer)

@@ -29,7 +29,7 @@ from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, li
                                make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator import __version__
-from orchestrator.heartbeat import DaemonHealth, load_heartbeat, read_health
+from orchestrator.heartbeat import DaemonHealth, link_port, load_heartbeat, read_health
 from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
 from orchestrator.meaning import node_profile
 from orchestrator.node import Node
@@ -334,22 +334,13 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) 
         last_publish=facts.last_publish, last_merge=facts.last_merge,
         pending_conflicts=counts.in_conflict + counts.invalid, pending_forks=len(forks(node)),
         metrics=metrics, key=key, profile=node_profile(node), clock=clock,
-        modules=running_modules(node), link=_link_port(node))
+        modules=running_modules(node), link=link_port(node.layout.home))
     path = node.layout.recovery(node.name) / FINGERPRINT_NAME
     if _still_current(node, path, fp, key.public_key()):
         return False
     write_fingerprint(path, fp)
     _remember(node, fp.created, fp.metrics)
     return True
-
-
-def _link_port(node: Node) -> int | None:
-    """The port this node's daemon serves the peer link on, while it runs (its heartbeat
-    says; `trace publish` from the CLI must announce the same port the daemon would)."""
-    if running_daemon(node.layout.home) is None:
-        return None
-    beat = load_heartbeat(node.layout.home)
-    return beat.link_port if beat is not None else None
 
 
 def _still_current(node: Node, path: Path, fresh: Fingerprint, public: Ed25519PublicKey) -> bool:

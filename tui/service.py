@@ -187,4 +187,4 @@ class NodeService:
     def ask(self, goal: str) -> Answer:
         """What `twinsync ask GOAL` answers."""
         with self._node() as node:
-            return ask.ask(node, goal)
+            return ask.ask_network(node, goal)

@@ -38,7 +38,7 @@ def ask(goal: Annotated[str, typer.Argument(help="The goal or question, exactly 
       twinsync ask "когда поливать томаты" --node kitchen --json
     """
     with open_node(home, timeout=INTERACTIVE_TIMEOUT) as opened:
-        answer = service.ask(opened, goal, peer=node, timeout=timeout, reason=not no_reason)
+        answer = service.ask_network(opened, goal, peer=node, timeout=timeout, reason=not no_reason)
     if json_:
         print_json(answer.to_dict())
     else:

@@ -72,6 +72,7 @@ def test_a_question_goes_to_the_peer_nearest_by_meaning_then_the_next_then_the_s
 
     code, answer = ask(a, TOMATOES)
     assert code == 0 and answer["source"] == "peer" and answer["answered_by"] == "node2", answer
+    assert answer["via"] == "direct"  # node1 runs no daemon: the CLI dials node2 itself
     assert answer["conclusion"] == "sow tomatoes in March, water every morning"
     assert [t["peer"] for t in answer["tried"]] == ["node2"] and answer["fresh"] is True
     assert answer["tried"][0]["score"] > 0 and answer["elapsed_ms"] < 2000
@@ -116,7 +117,7 @@ def test_asks_answered_by_peers_are_the_access_metric_and_nodes_shows_each_link(
     took = []
     for _ in range(3):
         answer = ask(a, TOMATOES, "--node", "node2")[1]
-        assert answer["answered_by"] == "node2"
+        assert answer["answered_by"] == "node2" and answer["via"] == "daemon"  # node1's daemon keeps the link
         took.append(answer["tried"][0]["elapsed_ms"])
     with Node.open(a.home) as node:
         metrics = node_metrics(node)
