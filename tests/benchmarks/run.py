@@ -27,7 +27,7 @@ from rich.logging import RichHandler
 from tests.benchmarks import alerts, frames, link, modules, routing, startup, traces, tui_refresh
 
 FIGURES = ("startup", "propagation", "reconcile", "commit", "verify", "delete", "idle", "merge", "query",
-           "restore", "tui_refresh", "alert_tick", "routing", "profile_build", "sandbox", "ask", "finish_to_answer")
+           "restore", "tui_refresh", "alert_tick", "routing", "profile_build", "sandbox", "ask", "ask_50ms", "finish_to_answer")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             emit(modules.measure_sandbox(console, args.quick))
         if "ask" in wanted:
             emit(link.measure_ask(bench, args.quick))
+            bench.close()
+        if "ask_50ms" in wanted:
+            emit(link.measure_ask_delayed(bench, args.quick))
             bench.close()
         if "finish_to_answer" in wanted:
             emit(link.measure_finish_to_answer(bench, args.quick))
