@@ -48,8 +48,9 @@ MAX_SKEW_S = 30.0
 #: Requests a peer may make: ping (round-trip time) and ask (a goal → this node's answer).
 OPS = frozenset({"ping", "ask"})
 #: Requests only this node itself may make (a CLI or TUI holding the node's own key, to its
-#: own daemon): route (a goal → the network's answer, asked over the daemon's kept links).
-SELF_OPS = frozenset({"route"})
+#: own daemon): route (a goal → the network's answer, asked over the daemon's kept links) and
+#: watch (the daemon's events, pushed on this connection as `event` messages from then on).
+SELF_OPS = frozenset({"route", "watch"})
 _NONCE = 16  # bytes, sent as hex
 _MAX_GOAL = 4000  # characters: what folders/meaning.py reads of a question anyway
 
@@ -240,17 +241,19 @@ def request_id(message: Any) -> int | None:
 
 
 def reply(key: Ed25519PrivateKey, session: str, rid: int | None, body: Mapping[str, Any] | None = None,
-          error: str | None = None) -> dict[str, Any]:
-    """An answer (`body`) or an `error` sentence for request `rid` (None: no readable id)."""
-    unsigned = {"op": "reply", "re": rid, "ok": error is None, "body": dict(body or {}), "error": error}
+          error: str | None = None, *, op: str = "reply") -> dict[str, Any]:
+    """An answer (`body`) or an `error` sentence for request `rid` (None: no readable id);
+    op "event" for what a watch request gets pushed afterwards."""
+    unsigned = {"op": op, "re": rid, "ok": error is None, "body": dict(body or {}), "error": error}
     return {**unsigned, "sig": keys.sign(key, _signed(session, unsigned))}
 
 
-def check_reply(message: Mapping[str, Any], public: Ed25519PublicKey, session: str, rid: int) -> dict[str, Any]:
-    """The body of the signed reply to request `rid`; WireError for anything else, including
-    the peer's own error reply (its sentence in the message)."""
-    if message.get("op") != "reply":
-        raise WireError(f"expected a reply, got {echo(message.get('op'))}")
+def check_reply(message: Mapping[str, Any], public: Ed25519PublicKey, session: str, rid: int, *,
+                op: str = "reply") -> dict[str, Any]:
+    """The body of the signed reply (or `op` "event") to request `rid`; WireError for
+    anything else, including the peer's own error reply (its sentence in the message)."""
+    if message.get("op") != op:
+        raise WireError(f"expected {op!r}, got {echo(message.get('op'))}")
     unsigned = {k: message.get(k) for k in ("op", "re", "ok", "body", "error")}
     if not keys.verify(public, _signed(session, unsigned), message.get("sig")):
         raise WireError("the reply's signature does not verify for this connection")

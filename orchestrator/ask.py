@@ -188,7 +188,7 @@ def ask_network(node: Node, goal: str, *, peer: str | None = None, timeout: floa
 
     check_question(node, goal, peer)
     started = time.perf_counter()
-    own = _own_link(node)
+    own = own_link(node)
     if own is not None:
         budget = timeout if timeout is not None else node.config.link.timeout_ms / 1000
         try:
@@ -203,7 +203,7 @@ def ask_network(node: Node, goal: str, *, peer: str | None = None, timeout: floa
     return ask(node, goal, peer=peer, timeout=timeout, reason=reason)
 
 
-def _own_link(node: Node) -> str | None:
+def own_link(node: Node) -> str | None:
     """ws:// address of this node's own daemon's link, while it runs."""
     from orchestrator.link import uris
 

@@ -88,6 +88,7 @@ class Daemon:
         self._link_port: int | None = None
         self._links: dict[str, dict[str, Any]] = {}
         self._pool: LinkPool | None = None  # links to the peers kept open for this node's questions
+        self._server: LinkServer | None = None
 
     def stop(self) -> None:
         """Safe from a signal handler (it takes no lock the main thread may hold): the batch
@@ -227,6 +228,7 @@ class Daemon:
             self.supervisor.report("link", str(exc))
             return None
         self._write_heartbeat()  # before the first publish, which reads the port from it
+        self._server = server
         return server
 
     def _check_links(self, stop: threading.Event) -> None:
@@ -262,10 +264,19 @@ class Daemon:
             repo.close()
 
     def _job(self, name: str, work) -> None:
-        """A scheduled trace job, supervised: a failure is logged, the job backs off."""
-        if self.supervisor.call(name, work, self.node):
+        """A scheduled trace job, supervised: a failure is logged, the job backs off; one
+        that changed something tells this node's watching TUI at once (`_tell`)."""
+        reports: list[Any] = []
+        if self.supervisor.call(name, lambda node: reports.append(work(node)), self.node):
             self._last[name] = format_ts(utc_now())
             self._publish_metrics()
+            if reports and _changed(reports[0]):
+                self._tell({"kind": name})
+
+    def _tell(self, event: dict[str, Any]) -> None:
+        """An event for this node's own watchers over the link (the TUI refreshes on it)."""
+        if self._server is not None:
+            self._server.publish({**event, "time": format_ts(utc_now())})
 
     def _publish_metrics(self) -> None:
         if self._mqtt is None:
@@ -373,6 +384,7 @@ class Daemon:
                     " (reconcile)" if batch.reconcile else "")
         if self._mqtt is not None and (report.conflicts or report.invalid):
             self._mqtt.publish("conflicts", {"conflict_copies": report.conflicts, "invalid": report.invalid})
+        self._tell({"kind": "frames", "summary": report.summary()})
 
     def _retry_later(self, batch: Batch, problem: str) -> None:
         self.supervisor.report("batches", f"a batch failed, retrying in {RETRY_DELAY_S:.0f} s: {problem}")
@@ -395,3 +407,15 @@ def _stat(path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_mtime_ns, st.st_size
+
+
+def _changed(report: Any) -> bool:
+    """Whether a job's report says it changed what a person sees: steps merged (or a piece
+    refused), a segment or snapshot published, a module version queued or refused."""
+    if isinstance(report, recovery.MergeReport):
+        return bool(report.merged or report.bridged or report.refused)
+    if isinstance(report, recovery.PublishReport):
+        return bool(report.segment or report.snapshot)
+    if isinstance(report, modules.ScanReport):
+        return bool(report.queued or report.refused)
+    return True

@@ -81,6 +81,23 @@ class LinkServer:
         self.port: int | None = None
         self._sock: socket.socket | None = None
         self._open: dict[str, int] = {}  # peer (or "?" before it proved itself) → connections
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: This node's own watching commands (the TUI): connection → (session, watch request id).
+        self._watchers: dict[ServerConnection, tuple[str, int]] = {}
+
+    def publish(self, event: Mapping[str, Any]) -> None:
+        """Push `event` to every watching command of this node (the TUI refreshes at once).
+        Safe from any thread; a no-op while the link does not run or nobody watches."""
+        loop = self._loop
+        if loop is not None and self._watchers:
+            asyncio.run_coroutine_threadsafe(self._broadcast(dict(event)), loop)
+
+    async def _broadcast(self, event: dict[str, Any]) -> None:
+        for ws, (session, rid) in list(self._watchers.items()):
+            try:
+                await ws.send(linkwire.encode(linkwire.reply(self._key, session, rid, event, op="event")))
+            except ConnectionClosed:
+                self._watchers.pop(ws, None)
 
     def bind(self) -> int:
         """Listen on [link] listen; when another node on this machine (a demo, a test) holds
@@ -119,9 +136,11 @@ class LinkServer:
         server = await serve(self._connection, sock=self._sock, max_size=HARD_MAX, compression=None, max_queue=4,
                              ping_interval=20, ping_timeout=20, close_timeout=2, server_header=None)
         logger.info("peer link listening on %s:%d", self.host, self.port)
+        self._loop = asyncio.get_running_loop()
         try:
             await asyncio.to_thread(stop.wait)
         finally:
+            self._loop = None
             server.close()
             await server.wait_closed()
             self._sock = None
@@ -147,6 +166,7 @@ class LinkServer:
             pass
         finally:
             self._open[who] -= 1
+            self._watchers.pop(ws, None)
 
     async def _handshake(self, ws: ServerConnection) -> tuple[str | None, str]:
         nonce = linkwire.new_nonce()
@@ -187,6 +207,10 @@ class LinkServer:
                     return
                 continue
             strikes = 0
+            if req.op == "watch":
+                self._watchers[ws] = (session, req.id)
+                await ws.send(linkwire.encode(linkwire.reply(self._key, session, req.id, {"watching": True})))
+                continue
             await ws.send(linkwire.encode(await self._answer(peer, session, req)))
 
     async def _answer(self, peer: str, session: str, req: Request) -> dict[str, Any]:
@@ -243,6 +267,28 @@ class PeerLink:
         try:
             self._ws.send(linkwire.encode(linkwire.request(self._key, self._session, op, self._rid, body)))
             return linkwire.check_reply(self._recv(deadline, None), self._public, self._session, self._rid)
+        except WireError as exc:
+            raise LinkError(f"{self.peer}: {exc}", REFUSED) from None
+        except ConnectionClosed:
+            raise LinkError(f"{self.peer} closed the link") from None
+
+    def watch(self, on_event: Callable[[dict[str, Any]], None], stop: threading.Event, *,
+              on_watching: Callable[[], None] = lambda: None) -> None:
+        """Ask this node's own daemon for its events and hand each to `on_event` until `stop`
+        is set or the link closes (LinkError UNREACHABLE: the daemon stopped); `on_watching`
+        hears when the daemon has taken the request."""
+        self._rid += 1
+        rid = self._rid
+        try:
+            self._ws.send(linkwire.encode(linkwire.request(self._key, self._session, "watch", rid, {})))
+            linkwire.check_reply(self._recv(time.monotonic() + 5, None), self._public, self._session, rid)
+            on_watching()
+            while not stop.is_set():
+                try:
+                    raw = self._ws.recv(timeout=0.5)
+                except TimeoutError:
+                    continue
+                on_event(linkwire.check_reply(linkwire.decode(raw), self._public, self._session, rid, op="event"))
         except WireError as exc:
             raise LinkError(f"{self.peer}: {exc}", REFUSED) from None
         except ConnectionClosed:

@@ -8,7 +8,9 @@ workers, and stops its timer and workers when it unmounts.
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 import webbrowser
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +42,11 @@ from tui.queue import QueuePane
 from tui.service import NodeService, Service
 from tui.snapshots import SnapshotsPane
 from tui.work import ServiceCalls
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between looks for a daemon to watch when none serves a link here.
+WATCH_RETRY_S = 5.0
 
 PANES: dict[str, type[Pane]] = {"nodes": NodesPane, "queue": QueuePane, "snapshots": SnapshotsPane,
                                 "frames": FramesPane, "metrics": MetricsPane}
@@ -86,6 +93,7 @@ class TwinsyncApp(ServiceCalls, App[None]):
         self.status: NodeStatus | None = None
         self.crash_report: str | None = None
         self._timer: Timer | None = None
+        self._watch_stop = threading.Event()
 
     @property
     def node_name(self) -> str | None:
@@ -106,11 +114,28 @@ class TwinsyncApp(ServiceCalls, App[None]):
         self._timer = self.set_interval(self.refresh_s, self.tick)
         self.tick()
         self.pane("nodes").focus_main()
+        self.run_worker(self._watch_daemon, thread=True, group="watch", exit_on_error=False, name="watch")
 
     def on_unmount(self) -> None:
+        self._watch_stop.set()
         if self._timer is not None:
             self._timer.stop()
         self.workers.cancel_all()
+
+    def _watch_daemon(self) -> None:
+        """The daemon's events over its link (a batch committed, steps merged, a module
+        queued): refresh at once rather than at the next tick. While no daemon serves a
+        link here, look again every WATCH_RETRY_S."""
+        while not self._watch_stop.is_set():
+            try:
+                self.service.watch(self._daemon_event, self._watch_stop)
+            except Exception:  # noqa: BLE001 - watching is a nicety: the timer still refreshes
+                logger.debug("watching the daemon failed", exc_info=True)
+            self._watch_stop.wait(WATCH_RETRY_S)
+
+    def _daemon_event(self, event: dict) -> None:
+        if not self._watch_stop.is_set():
+            self.call_from_thread(self.tick)
 
     def pane(self, tab: str) -> Pane:
         return self.query_one(f"#{tab}-pane", Pane)
@@ -155,6 +180,8 @@ class TwinsyncApp(ServiceCalls, App[None]):
         if daemon is not None:
             style = {RUNNING: "green", DEGRADED: "yellow", NOT_RUNNING: "yellow"}.get(daemon.state, "bold red")
             header.append(f"  daemon {'✓' if daemon.ok else daemon.state}", style=style)
+        if getattr(self.service, "watching", False):
+            header.append("  live", style="green")  # the daemon's events arrive as they happen
         self.query_one("#header", Static).update(header)
         problems = [] if status.syncthing_ok else [f"Syncthing problem — {status.syncthing_error}"]
         if daemon is not None and daemon.state in (DEGRADED, STALLED):  # "not running" is a choice: header only

@@ -8,6 +8,7 @@ event loop, because every call may touch Git, SQLite or Syncthing's REST API.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from folders.snapshots import SnapshotInfo, VerifiedSnapshot
 from folders.trace import Step
 from orchestrator import ask, controls, frames, modules, recovery, traces
 from orchestrator.ask import Answer
+from orchestrator.link import LinkError, PeerLink
 from orchestrator.conflicts import ConflictItem
 from orchestrator.frames import FrameEntry
 from orchestrator.modules import ModuleSummary, ModuleVersion
@@ -80,6 +82,7 @@ class Service(Protocol):
     def rescan(self) -> list[str]: ...
     def unpair(self, peer: str, *, keep_recovery: bool) -> controls.UnpairReport: ...
     def ask(self, goal: str) -> Answer: ...
+    def watch(self, on_event: Callable[[dict], None], stop: threading.Event) -> None: ...
 
 
 class NodeService:
@@ -89,6 +92,7 @@ class NodeService:
         self.home = Path(home)
         self.timeout = timeout
         self._reading: Reading | None = None  # the last byte counters, for the next rates
+        self.watching = False  # the daemon's events arrive over its link (the header says "live")
 
     @contextmanager
     def _node(self) -> Iterator[Node]:
@@ -188,3 +192,19 @@ class NodeService:
         """What `twinsync ask GOAL` answers."""
         with self._node() as node:
             return ask.ask_network(node, goal)
+
+    def watch(self, on_event: Callable[[dict], None], stop: threading.Event) -> None:
+        """This node's daemon's events over its link, each to `on_event`, until `stop`;
+        returns at once when no daemon serves a link here, and when the daemon stops."""
+        with self._node() as node:
+            own = ask.own_link(node)
+            if own is None:
+                return
+            key = node.signing_key()
+            try:
+                with PeerLink(node.name, key, node.name, key.public_key(), own, 2.0) as link:
+                    link.watch(on_event, stop, on_watching=lambda: setattr(self, "watching", True))
+            except LinkError:
+                return  # the daemon stopped or restarted: the caller tries again later
+            finally:
+                self.watching = False

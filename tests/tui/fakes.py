@@ -287,6 +287,10 @@ class FakeService:
                                      2.0, 0.1),))
 
 
+    def watch(self, on_event, stop) -> None:
+        """No daemon to watch: the app looks again later."""
+
+
 class BrokenService(FakeService):
     """Every read fails as a service would, to check errors reach the user as sentences."""
 

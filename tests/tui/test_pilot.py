@@ -223,3 +223,23 @@ def test_rollbacks_and_quarantined_files_show_in_the_queue_and_are_decided_there
     decided = {i["kind"]: (i["status"], i["decided_by"]) for i in
                json.loads(node.cli("conflicts", "--all", "--json").output)}
     assert decided == {"rollback": ("approved", "n1"), "quarantined": ("rejected", "n1")}
+
+
+def test_the_daemon_pushes_its_events_so_the_queue_shows_a_new_conflict_without_waiting(node_factory,
+                                                                                         daemon_factory):
+    node = node_factory("n1")
+    node.cli("frame", "put", "a/x", "--body", '{"v": "ours"}')
+    daemon_factory(node)
+
+    async def drive() -> None:
+        app = make_app(node.home, refresh_s=600)  # the timer never fires during the test
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.service.watching, "the TUI watching the daemon's events")
+            queue = app.pane("queue")
+            assert queue.entries == {}
+            key = load_private_key(node.home / "keys/node.key")
+            theirs = Frame.create("a/x", node.name, {"v": "theirs"}, key)
+            (node.home / "frames.shared" / "a" / COPY).write_bytes(theirs.to_bytes())
+            await until(pilot, lambda: len(queue.entries) == 1, "the conflict pushed to the queue", timeout=20)
+
+    asyncio.run(drive())

@@ -238,3 +238,25 @@ def test_whatever_message_a_peer_sends_every_check_fails_only_with_a_wire_error(
     for check in checks:
         with pytest.raises(WireError):
             check()  # nothing random is ever a valid, signed message
+
+
+def test_only_the_node_itself_may_watch_or_route_and_a_watcher_gets_each_event(server):
+    with honest(server) as link:
+        for op in ("watch", "route"):
+            with pytest.raises(LinkError, match=f"'{op}' is served to this node's own commands only"):
+                link.call(op, {"goal": "x"}, 5)
+    got, stop, watching = [], threading.Event(), threading.Event()
+    own = PeerLink("server", KEYS["server"], "server", TRUSTED["server"], uri(server), 5)
+    thread = threading.Thread(target=own.watch, args=(got.append, stop), kwargs={"on_watching": watching.set})
+    thread.start()
+    try:
+        wait_for(watching.is_set, 10, "the watch taken")
+        server.publish({"kind": "merge"})
+        server.publish({"kind": "frames", "summary": "1 committed"})
+        wait_for(lambda: len(got) == 2, 10, "both events")
+        assert got == [{"kind": "merge"}, {"kind": "frames", "summary": "1 committed"}]
+    finally:
+        stop.set()
+        thread.join(10)
+        own.close()
+    server.publish({"kind": "nobody listens"})  # a watcher gone is no error
