@@ -272,18 +272,18 @@ class PeerLink:
         except ConnectionClosed:
             raise LinkError(f"{self.peer} closed the link") from None
 
-    def watch(self, on_event: Callable[[dict[str, Any]], None], stop: threading.Event, *,
+    def watch(self, on_event: Callable[[dict[str, Any]], None], done: Callable[[], bool], *,
               on_watching: Callable[[], None] = lambda: None) -> None:
-        """Ask this node's own daemon for its events and hand each to `on_event` until `stop`
-        is set or the link closes (LinkError UNREACHABLE: the daemon stopped); `on_watching`
-        hears when the daemon has taken the request."""
+        """Ask this node's own daemon for its events and hand each to `on_event` until
+        `done()` (asked twice a second) or the link closes (LinkError UNREACHABLE: the daemon
+        stopped); `on_watching` hears when the daemon has taken the request."""
         self._rid += 1
         rid = self._rid
         try:
             self._ws.send(linkwire.encode(linkwire.request(self._key, self._session, "watch", rid, {})))
             linkwire.check_reply(self._recv(time.monotonic() + 5, None), self._public, self._session, rid)
             on_watching()
-            while not stop.is_set():
+            while not done():
                 try:
                     raw = self._ws.recv(timeout=0.5)
                 except TimeoutError:

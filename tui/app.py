@@ -114,7 +114,7 @@ class TwinsyncApp(ServiceCalls, App[None]):
         self._timer = self.set_interval(self.refresh_s, self.tick)
         self.tick()
         self.pane("nodes").focus_main()
-        self.run_worker(self._watch_daemon, thread=True, group="watch", exit_on_error=False, name="watch")
+        threading.Thread(target=self._watch_daemon, name="twinsync-watch", daemon=True).start()
 
     def on_unmount(self) -> None:
         self._watch_stop.set()
@@ -125,17 +125,21 @@ class TwinsyncApp(ServiceCalls, App[None]):
     def _watch_daemon(self) -> None:
         """The daemon's events over its link (a batch committed, steps merged, a module
         queued): refresh at once rather than at the next tick. While no daemon serves a
-        link here, look again every WATCH_RETRY_S."""
+        link here, look again every WATCH_RETRY_S. A thread of its own, not a Textual
+        worker: Textual waits for its workers before it unmounts, and this one ends on
+        unmount (within half a second)."""
         while not self._watch_stop.is_set():
             try:
-                self.service.watch(self._daemon_event, self._watch_stop)
+                self.service.watch(self._daemon_event, self._watch_stop.is_set)
             except Exception:  # noqa: BLE001 - watching is a nicety: the timer still refreshes
                 logger.debug("watching the daemon failed", exc_info=True)
             self._watch_stop.wait(WATCH_RETRY_S)
 
     def _daemon_event(self, event: dict) -> None:
-        if not self._watch_stop.is_set():
+        try:
             self.call_from_thread(self.tick)
+        except RuntimeError:  # the app stopped between the event and now
+            pass
 
     def pane(self, tab: str) -> Pane:
         return self.query_one(f"#{tab}-pane", Pane)

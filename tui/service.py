@@ -8,7 +8,6 @@ event loop, because every call may touch Git, SQLite or Syncthing's REST API.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,7 +81,7 @@ class Service(Protocol):
     def rescan(self) -> list[str]: ...
     def unpair(self, peer: str, *, keep_recovery: bool) -> controls.UnpairReport: ...
     def ask(self, goal: str) -> Answer: ...
-    def watch(self, on_event: Callable[[dict], None], stop: threading.Event) -> None: ...
+    def watch(self, on_event: Callable[[dict], None], done: Callable[[], bool]) -> None: ...
 
 
 class NodeService:
@@ -193,8 +192,8 @@ class NodeService:
         with self._node() as node:
             return ask.ask_network(node, goal)
 
-    def watch(self, on_event: Callable[[dict], None], stop: threading.Event) -> None:
-        """This node's daemon's events over its link, each to `on_event`, until `stop`;
+    def watch(self, on_event: Callable[[dict], None], done: Callable[[], bool]) -> None:
+        """This node's daemon's events over its link, each to `on_event`, until `done()`;
         returns at once when no daemon serves a link here, and when the daemon stops."""
         with self._node() as node:
             own = ask.own_link(node)
@@ -203,7 +202,7 @@ class NodeService:
             key = node.signing_key()
             try:
                 with PeerLink(node.name, key, node.name, key.public_key(), own, 2.0) as link:
-                    link.watch(on_event, stop, on_watching=lambda: setattr(self, "watching", True))
+                    link.watch(on_event, done, on_watching=lambda: setattr(self, "watching", True))
             except LinkError:
                 return  # the daemon stopped or restarted: the caller tries again later
             finally:

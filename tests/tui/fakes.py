@@ -287,7 +287,7 @@ class FakeService:
                                      2.0, 0.1),))
 
 
-    def watch(self, on_event, stop) -> None:
+    def watch(self, on_event, done) -> None:
         """No daemon to watch: the app looks again later."""
 
 

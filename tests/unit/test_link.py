@@ -247,7 +247,7 @@ def test_only_the_node_itself_may_watch_or_route_and_a_watcher_gets_each_event(s
                 link.call(op, {"goal": "x"}, 5)
     got, stop, watching = [], threading.Event(), threading.Event()
     own = PeerLink("server", KEYS["server"], "server", TRUSTED["server"], uri(server), 5)
-    thread = threading.Thread(target=own.watch, args=(got.append, stop), kwargs={"on_watching": watching.set})
+    thread = threading.Thread(target=own.watch, args=(got.append, stop.is_set), kwargs={"on_watching": watching.set})
     thread.start()
     try:
         wait_for(watching.is_set, 10, "the watch taken")
