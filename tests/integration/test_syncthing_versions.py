@@ -35,8 +35,11 @@ def cli(*args, env: dict[str, str]):
 def set_gui(st: ManagedSyncthing, **changes) -> None:
     """What a user does in Syncthing's GUI settings, through the same REST call."""
     ep = st.endpoint
-    r = requests.patch(ep.url + "/rest/config/gui", json=changes, headers={"X-API-Key": ep.api_key},
-                       verify=str(ep.https_cert) if ep.https_cert else True, timeout=10)
+    try:
+        r = requests.patch(ep.url + "/rest/config/gui", json=changes, headers={"X-API-Key": ep.api_key},
+                           verify=str(ep.https_cert) if ep.https_cert else True, timeout=10)
+    except requests.ConnectionError:
+        return  # Syncthing restarted its GUI server before answering; every caller waits for the effect
     r.raise_for_status()
 
 

@@ -59,9 +59,10 @@ def test_a_child_sees_no_secrets_works_in_scratch_and_leaves_nothing_running(mon
     monkeypatch.setenv("SECRET_TOKEN", "x")
     key = open(tmp_path / "node.key", "wb")  # an open file the daemon might hold
     try:
+        sleeper = f"import time; time.sleep(60)  # {tmp_path.name}"  # this test's own, not another run's
         probe = ("import json, os, sys, subprocess, time\n"
-                 "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-                 "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+                 f"subprocess.Popen([sys.executable, '-c', {sleeper!r}])\n"
+                 f"subprocess.Popen([sys.executable, '-c', {sleeper!r}], start_new_session=True)\n"
                  "print(json.dumps({'env': sorted(os.environ), 'cwd': os.getcwd(), 'fds': os.listdir('/proc/self/fd')}))\n")
         result = sandbox.run([PY, "-c", probe], limits=LIMITS, scratch_root=tmp_path)
     finally:
@@ -72,7 +73,7 @@ def test_a_child_sees_no_secrets_works_in_scratch_and_leaves_nothing_running(mon
                                 "PYTHONIOENCODING", sandbox.RUN_MARKER}
     assert set(seen["fds"]) <= {"0", "1", "2", "3"}  # 3: listdir's own handle
     assert Path(seen["cwd"]).name == "work" and not Path(seen["cwd"]).exists()  # scratch removed
-    assert not [p for p in psutil.process_iter(["cmdline"]) if "time.sleep(60)" in " ".join(p.info["cmdline"] or [])]
+    assert not [p for p in psutil.process_iter(["cmdline"]) if sleeper in " ".join(p.info["cmdline"] or [])]
 
 
 def make_home(tmp_path: Path, name: str = "solo", reasoner: dict | None = None) -> Node:
