@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +30,17 @@ def pytest_report_header(config) -> str:
         return f"syncthing: {binary_version()} ({find_binary()})"
     except SyncthingError as exc:
         return f"syncthing: not usable ({exc})"
+
+
+def pytest_configure(config) -> None:
+    """Tests press Ctrl-C on the processes they start (`demo`, `watch`) by sending SIGINT. A
+    pytest started in the background by a script (`pytest ... &`, as .ci/run starts the second
+    suite) inherits SIGINT ignored (POSIX: a non-interactive shell's asynchronous commands
+    ignore SIGINT and SIGQUIT), every child inherits that in turn, and Python leaves an
+    inherited SIG_IGN alone: the child never hears the Ctrl-C. Start children as a terminal
+    does, with SIGINT handled (a handler installed here is reset to the default at exec)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _orphans_of_this_run(basetemp: str) -> set[psutil.Process]:

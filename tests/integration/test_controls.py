@@ -58,9 +58,13 @@ def test_pause_resume_rescan_and_the_rates_and_out_of_sync_columns(mesh, monkeyp
     b.cli("resume", "--folder", "twinsync-frames")
     assert b.client().folder("twinsync-frames")["paused"] is False
 
-    # node2 holds a frame, then is paused here: what node1 writes next is out of sync there
+    # node2 holds a frame, then is paused here: what node1 writes next is out of sync there.
+    # "Holds" as node1 knows it: node2's index must have reached node1 before the pause (a
+    # file on node2's disk is not yet an index sent); until then node1 counts from no index
+    # at all and the count below is not node2's.
     a.cli("frame", "put", "notes/n0", "--body", "{}")
     wait_for(lambda: (b.home / "frames.shared/notes/n0.frame.json").exists(), timeout=60, what="n0 on node2")
+    wait_for(lambda: _traffic(a, "node2")["need_items"] == 0, timeout=60, what="node1 to hear node2 holds n0")
     a.cli("pause", "node2")
     for i in range(1, 4):
         a.cli("frame", "put", f"notes/n{i}", "--body", json.dumps({"i": i}))
