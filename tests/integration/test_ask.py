@@ -105,6 +105,13 @@ def test_a_question_goes_to_the_peer_nearest_by_meaning_then_the_next_then_the_s
     assert code == 3 and answer["source"] == "stale local replica"
     assert answer["conclusion"] == "sow tomatoes in March, water every morning"
 
+    # node2's daemon comes back on another port: its new fingerprint says where.
+    old_port = json.loads((a.home / "trace/recovery/node2/fingerprint.json").read_text())["link"]
+    daemon_factory(b)
+    wait_for(lambda: ask(a, TOMATOES)[1]["answered_by"] == "node2", 60, "node2 answering again after its restart")
+    new_port = json.loads((a.home / "trace/recovery/node2/fingerprint.json").read_text())["link"]
+    assert new_port != old_port  # 127.0.0.1:0: another free port each start
+
 
 def test_asks_answered_by_peers_are_the_access_metric_and_nodes_shows_each_link(mesh, daemon_factory,
                                                                                monkeypatch):
