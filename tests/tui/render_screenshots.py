@@ -7,7 +7,7 @@ tests' fake service (tests/tui/fakes.py), at 120x36, saves an SVG of each tab wi
 app's own screenshot API (`App.save_screenshot`), and renders each SVG to PNG with
 Debian's headless Chromium (`apt-get install chromium`). Output: nodes.png, queue.png
 (a frame conflict selected, its diff shown), snapshots.png (one verified), frames.png
-(a frame's revisions) and metrics.png.
+(a frame's revisions), metrics.png and ask.png (the Ask dialog with an answer).
 
 Nothing leaves the machine: each SVG is inlined into a local HTML file whose web-font
 URLs are removed (the system's DejaVu Sans Mono draws the text), Chromium opens it from
@@ -41,6 +41,7 @@ SHOTS: dict[str, tuple[str, ...]] = {
     "snapshots": ("3", "v", "down"),  # the first snapshot verified (its green "ok" off the cursor)
     "frames": ("4", "down"),          # notes/today and its revisions
     "metrics": ("5",),
+    "ask": ("1", "k", *"plan", "space", *"the", "space", *"week", "enter"),  # the Ask dialog answered
 }
 
 

@@ -58,3 +58,10 @@ def test_confirm_dialog_says_what_happens_on_every_node(snap_compare):
 
 def test_help_screen(snap_compare):
     assert snap_compare(_app(), run_before=_on("1", "question_mark"), terminal_size=SIZE)
+
+
+ASK = ("k", *"plan", "space", *"the", "space", *"week", "enter")
+
+
+def test_ask_dialog_shows_the_answer_who_gave_it_and_every_peer_tried(snap_compare):
+    assert snap_compare(_app(), run_before=_on("1", *ASK), terminal_size=SIZE)
