@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from orchestrator.broker import BrokerHealth, broker_health
-from orchestrator.heartbeat import DaemonHealth, read_health
+from orchestrator.heartbeat import DaemonHealth, link_port, read_health
 from orchestrator.node import Node
 from orchestrator.pairing import PeerStatus, peer_statuses
 from syncthing.errors import SyncthingError
@@ -36,6 +36,8 @@ class NodeStatus:
     peers: list[PeerStatus] = field(default_factory=list)
     daemon: DaemonHealth | None = None
     mqtt: BrokerHealth | None = None
+    #: The peer link: `listen` as configured ("" for none), `port` while the daemon serves it.
+    link: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +49,8 @@ def node_status(node: Node, *, broker: bool = True) -> NodeStatus:
     daemon's own `mqtt` piece reports a broker that is away)."""
     base = dict(node=node.name, home=str(node.layout.home), device_id=node.config.device_id,
                 syncthing_url=node.config.syncthing_url, daemon=read_health(node.layout.home),
-                mqtt=broker_health(node.config.mqtt) if broker else None)
+                mqtt=broker_health(node.config.mqtt) if broker else None,
+                link={"listen": node.config.link.listen, "port": link_port(node.layout.home)})
     try:
         version = node.client.version()["version"]
         names = {d["deviceID"]: d.get("name") or d["deviceID"][:7] for d in node.client.devices()}

@@ -47,6 +47,7 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
         console.print(f"daemon     [{colour}]{st.daemon.state}[/]: {st.daemon.message}", highlight=False)
         colour = {REACHABLE: "green", NOT_CONFIGURED: "dim"}.get(st.mqtt.state, "red")
         console.print(f"mqtt       [{colour}]{st.mqtt.state}[/]: {escape(st.mqtt.message)}", highlight=False)
+        console.print(f"link       {_link_line(st.link)}", highlight=False)
         console.print(f"metrics    {_metrics_line(metrics)}", highlight=False)
         folders = Table("folder", "type", "state", "complete", "shared with")
         for f in st.folders:
@@ -59,6 +60,15 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
             console.print(f"peer {p.name:<16} {mark}  last seen {p.last_seen or 'never'}")
     if not st.syncthing_ok:
         raise typer.Exit(1)
+
+
+def _link_line(link: dict) -> str:
+    """Where the peer link listens, and whether the daemon serves it now."""
+    if not link.get("listen"):
+        return "[dim]off[/] ([link] listen is empty; `twinsync ask` then only asks from this process)"
+    if link.get("port") is None:
+        return f"{link['listen']}, served while `twinsync run` runs (not now)"
+    return f"[green]serving[/] on port {link['port']} ({link['listen']})"
 
 
 def _metrics_line(metrics: Metrics) -> str:

@@ -136,6 +136,9 @@ def test_asks_answered_by_peers_are_the_access_metric_and_nodes_shows_each_link(
 
     wait_for(lambda: link_of_node2().get("rtt_ms") is not None, 60, "node1 pinging node2's link")
     assert link_of_node2()["problem"] is None
+    status = json.loads(a.cli("status", "--json").output)
+    assert status["link"]["listen"] == "127.0.0.1:0" and status["link"]["port"] > 0
+    assert f"serving on port {status['link']['port']}" in a.cli("status").output
     table = a.cli("nodes").output
     assert " link " in table.splitlines()[1]
     assert re.search(r"node2 +│ yes +│ \d+ ms", table), table
