@@ -9,7 +9,9 @@ deadline passes. A peer that knows no conclusion runs its reasoner on the goal w
 one (orchestrator/reasoner.py). With every peer out of reach the answer comes from the
 local replica and says it is stale. Every peer tried is in the answer, with what happened.
 
-The same module serves the other side: `serve` answers a peer's request in the daemon.
+`ask_network` (the CLI's and the TUI's) hands the question to this node's own daemon when
+it runs, whose links to the peers stay open (`route`); `ask` asks from this process. The
+same module serves the other side: `serve` answers a request in the daemon.
 """
 
 from __future__ import annotations
@@ -341,11 +343,12 @@ class Routes:
 
         given = uris(self.ports.get(peer), [h for h in self._hosts.get(peer, []) if h])
         yield from given
-        for uri in uris(self.ports.get(peer), [self._syncthing_host(peer)]):
+        for uri in uris(self.ports.get(peer), [self.syncthing_host(peer)]):
             if uri not in given:
                 yield uri
 
-    def _syncthing_host(self, peer: str) -> str:
+    def syncthing_host(self, peer: str) -> str:
+        """The host Syncthing is connected to `peer` at ("" if none); asked once."""
         from orchestrator.link import host_of
 
         if self._connected is None:
@@ -387,7 +390,7 @@ def link_status(node: Node, timeout: float = 1.0) -> dict[str, dict[str, Any]]:
         if not routes.ports.get(name):
             status[name] = {"rtt_ms": None, "problem": routes.why_no_address(name), "at": at, "host": None}
             continue
-        first = uris(routes.ports[name], [routes._syncthing_host(name)])
+        first = uris(routes.ports[name], [routes.syncthing_host(name)])
         problem = f"no address of {name} is known (Syncthing is not connected to it and its invite had none)"
         for uri in [*first, *(u for u in routes.addresses(name) if u not in first)]:
             try:
