@@ -9,12 +9,14 @@ on (a fork). It ends with every node's seed metrics and leaves no process behind
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -41,6 +43,9 @@ AGENT_MODULE = "demo-agent"
 NAMESPACES = ("notes", "plans", "facts")
 #: Frames every node starts from: the shared knowledge a twin has before the demo begins.
 SEED_FRAMES = 30
+#: Sessions every goal gets at the least (the seed wants 3 routes per goal; one more, since
+#: one session in fifteen disagrees and a restore may shadow one).
+MIN_ROUTES = 4
 
 
 @dataclass
@@ -68,6 +73,8 @@ class Demo:
         self.nodes: list[DemoNode] = []
         self.events: list[str] = []
         self.sessions = 0
+        self.routes: Counter[str] = Counter()  # sessions finished per goal
+        self._routes_lock = threading.Lock()
         self.frames_written = 0
         self._old_session: str | None = None
         self._pending: list[Future] = []
@@ -179,7 +186,22 @@ class Demo:
                             context={"n": number}, publish=False)
         if result.status != "finished":
             self.say(f"{node.name}'s reasoner gave no answer: {result.reason}")
+        else:
+            with self._routes_lock:
+                self.routes[goal] += 1
         return result.session
+
+    def top_up(self) -> None:
+        """Every goal reasoned at least MIN_ROUTES times, however slowly a busy machine ran the
+        agents in the time given: the routes metric wants 3 per goal, and a demo is about
+        what the network does, not about this machine's speed."""
+        nodes = itertools.cycle(self.nodes)
+        for goal in sorted(GOALS):
+            for _ in range(3 * MIN_ROUTES):
+                if self.routes[goal] >= MIN_ROUTES:
+                    break
+                self.sessions += 1
+                self._reason(next(nodes), goal, self.sessions)
 
     def write_frame(self, node: DemoNode) -> None:
         self.frames_written += 1
@@ -285,6 +307,7 @@ class Demo:
             self._drain()
         for _, incident in plan:  # a short run still shows every incident
             incident()
+        self.top_up()
 
     def settle(self, timeout: float = 60) -> dict[str, Metrics]:
         """Let replication finish, then publish, merge and measure on every node."""

@@ -39,6 +39,8 @@ ENV_WHITELIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 #: Every run's environment carries a random token under this name: a descendant that left
 #: the process group (setsid) is still found by it in /proc and killed after the run.
 RUN_MARKER = "TWINSYNC_RUN"
+#: Seconds to wait for what a run left behind to die after SIGKILL.
+KILL_WAIT_S = 2.0
 #: What a child's stderr may say when it ran out of memory under RLIMIT_AS.
 _MEMORY_WORDS = (b"MemoryError", b"Cannot allocate memory", b"out of memory", b"bad_alloc")
 _LAUNCHER = (
@@ -191,6 +193,7 @@ def _kill_marked(token: str) -> None:
     environment holds the run's token (one that also wiped its environment escapes this;
     approval is the guard against code that tries that hard)."""
     marker = f"{RUN_MARKER}={token}".encode()
+    killed: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -202,8 +205,25 @@ def _kill_marked(token: str) -> None:
         if found:
             try:
                 os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
             except (ProcessLookupError, PermissionError):
                 pass
+    # SIGKILL is delivered, not yet acted on: wait until each is gone (or a zombie), so that
+    # when `run` returns nothing of the run is running, on a busy machine too.
+    deadline = time.monotonic() + KILL_WAIT_S
+    while killed and time.monotonic() < deadline:
+        killed = [pid for pid in killed if _running(pid)]
+        if killed:
+            time.sleep(0.005)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
 
 
 def _tail(path: Path, size: int = 4096) -> str:

@@ -96,9 +96,10 @@ def test_a_deleted_frame_brought_back_is_held_everywhere_and_a_new_version_is_no
                         parents=(v2_hash,))
     save_frame(a.home / "frames.shared", edit)
     for node in (a, b):
-        wait_for(lambda: _body(node) == {"v": 3} and _history(node)[0]["author"] == "node1", timeout=30,
-                 what=f"the edit committed on {node.name}")
-        assert not _held(node) and _tombstone(node) is None
+        # Git is committed first and state.db after, in one batch: wait for the batch's end
+        wait_for(lambda: _body(node) == {"v": 3} and _history(node)[0]["author"] == "node1"
+                 and _tombstone(node) is None, timeout=30, what=f"the edit committed on {node.name}")
+        assert not _held(node)
 
 
 def _reconcile(node) -> None:
