@@ -33,7 +33,7 @@ from orchestrator.heartbeat import DaemonHealth, link_port, load_heartbeat, read
 from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
 from orchestrator.meaning import node_profile
 from orchestrator.node import Node
-from orchestrator.state import open_state, stamp
+from orchestrator.state import open_state, read_state, stamp
 from orchestrator.topology import load_topology
 from orchestrator.traces import forks
 from syncthing.errors import SyncthingError
@@ -266,7 +266,7 @@ def frame_counts(node: Node) -> FrameCounts:
     """Counts for the metrics; the frames root covers only namespaces every node holds, so
     a sharded or p2p topology does not read as disagreement."""
     local = tuple(f"{ns}/" for ns in load_topology(node).namespaces)
-    db = open_state(node.layout.state_db)
+    db = read_state(node.layout.state_db)
     try:
         valid = [(r[0], r[1]) for r in db.execute("SELECT path, hash FROM frames WHERE status = 'valid'")]
         invalid = db.execute("SELECT count(*) FROM frames WHERE status = 'invalid'").fetchone()[0]
@@ -290,7 +290,7 @@ def node_metrics(node: Node, counts: FrameCounts | None = None) -> Metrics:
         majority_counts = [v.fingerprint.frames_count for v in views
                            if v.ok and v.fingerprint.frames_root == majority]
         disagreeing = max(1, abs(counts.total - (majority_counts[0] if majority_counts else 0)))
-    db = open_state(node.layout.state_db)
+    db = read_state(node.layout.state_db)
     try:
         asked = [row[0] for row in db.execute("SELECT ms FROM asks ORDER BY id DESC LIMIT ?", [ACCESS_SAMPLE])]
     finally:

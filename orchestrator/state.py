@@ -30,6 +30,14 @@ def open_state(path: Path) -> sqlite_utils.Database:
     return db
 
 
+def read_state(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection for a command that only reads: `status` and the metrics
+    must not pay for importing sqlite-utils (and the click and pluggy it brings)."""
+    conn = sqlite3.connect(path, timeout=5)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
 def _is_current(path: Path) -> bool:
     """The one read, with plain sqlite3; a missing table or any other doubt means "bring it up
     to date", which then reports a real problem."""
