@@ -27,6 +27,12 @@ def open_state(path: Path) -> sqlite_utils.Database:
 
     db = sqlite_utils.Database(path)
     db.execute("PRAGMA busy_timeout = 5000")
+    # sqlite-utils finds out whether SQLite has upsert (3.24+, older than any Python 3.11
+    # bundles) by creating and dropping a table in each new Database: two write
+    # transactions on state.db, ~20 ms of every `frame put` and every batch, and contention
+    # with the daemon. Telling it skips the probe; a later sqlite-utils that names it
+    # otherwise only probes again.
+    db._supports_on_conflict = True  # noqa: SLF001
     return db
 
 
