@@ -24,10 +24,10 @@ import psutil
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.benchmarks import alerts, frames, link, modules, routing, startup, traces, tui_refresh
+from tests.benchmarks import alerts, frames, link, modules, routing, scale, startup, traces, tui_refresh
 
 FIGURES = ("startup", "propagation", "reconcile", "commit", "verify", "delete", "idle", "merge", "query",
-           "restore", "tui_refresh", "alert_tick", "routing", "profile_build", "sandbox", "ask", "ask_50ms", "finish_to_answer")
+           "restore", "tui_refresh", "alert_tick", "routing", "profile_build", "sandbox", "ask", "ask_50ms", "finish_to_answer", "scale")
 TRACE_FIGURES = {"merge": traces.measure_merge, "query": traces.measure_query, "restore": traces.measure_restore}
 
 
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         if "finish_to_answer" in wanted:
             emit(link.measure_finish_to_answer(bench, args.quick))
             bench.close()
+        if "scale" in wanted:  # last and alone: it runs up to 10 nodes at once
+            for figure in scale.measure_scale(console, tmp, args.quick):
+                emit(figure)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process and removing the temp dir[/]")
         code = 130
