@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -67,6 +68,9 @@ MODULES_SETTLE_S = 0.5
 FINISH_POLL_S = 0.1
 #: How often the daemon measures each peer link's round trip (shown by `nodes` and the TUI).
 LINK_CHECK_S = 30
+#: A publish or merge that changed something has the fingerprint refreshed this soon after:
+#: while sessions finish and peers publish every second, one refresh covers them all.
+FINGERPRINT_COALESCE_S = 2.0
 #: Errors a user can act on: logged as one line. Anything else is a bug: logged with its traceback.
 EXPECTED = (TwinsyncError, SyncthingError, OSError)
 
@@ -109,10 +113,14 @@ class Daemon:
                                         job_defaults={"coalesce": True, "max_instances": 1})
         scheduler.add_job(sup.call, "interval", ["reconcile", self.batcher.request_reconcile],
                           seconds=self.node.config.frames.reconcile_interval_s, id="reconcile")
-        scheduler.add_job(self._job, "interval", ["publish", recovery.publish_now],
+        scheduler.add_job(self._job, "interval", ["publish", partial(recovery.publish_now, refresh=False)],
                           seconds=traces.publish_interval_s, id="publish", next_run_time=datetime.now(timezone.utc))
-        scheduler.add_job(self._job, "interval", ["merge", recovery.merge_now],
+        scheduler.add_job(self._job, "interval", ["merge", partial(recovery.merge_now, refresh=False)],
                           seconds=traces.merge_interval_s, id="merge", next_run_time=datetime.now(timezone.utc))
+        # Also the staleness refresh: it rewrites only what changed or is half-way to stale.
+        scheduler.add_job(self._job, "interval", ["fingerprint", recovery.announce_fingerprint],
+                          seconds=traces.publish_interval_s, id="fingerprint",
+                          next_run_time=datetime.now(timezone.utc))
         scheduler.add_job(self._job, "interval", ["modules", modules.scan], seconds=MODULES_SCAN_S, id="modules",
                           next_run_time=datetime.now(timezone.utc))
         watcher = FrameWatcher(layout.frames_shared, self.batcher.add, self.batcher.request_reconcile)
@@ -272,6 +280,16 @@ class Daemon:
             self._publish_metrics()
             if reports and _changed(reports[0]):
                 self._tell({"kind": name})
+                if name in ("publish", "merge"):
+                    self._fingerprint_soon()
+
+    def _fingerprint_soon(self) -> None:
+        """Refresh the fingerprint within FINGERPRINT_COALESCE_S, once for all the publishes
+        and merges until then (never pushed later by the next one)."""
+        soon = datetime.now(timezone.utc) + timedelta(seconds=FINGERPRINT_COALESCE_S)
+        job = self._scheduler.get_job("fingerprint")
+        if job is not None and (job.next_run_time is None or job.next_run_time > soon):
+            self._scheduler.modify_job("fingerprint", next_run_time=soon)
 
     def _tell(self, event: dict[str, Any]) -> None:
         """An event for this node's own watchers over the link (the TUI refreshes on it)."""
@@ -411,11 +429,14 @@ def _stat(path) -> tuple[int, int] | None:
 
 def _changed(report: Any) -> bool:
     """Whether a job's report says it changed what a person sees: steps merged (or a piece
-    refused), a segment or snapshot published, a module version queued or refused."""
+    refused), a segment or snapshot published, a module version queued or refused, the
+    fingerprint rewritten."""
     if isinstance(report, recovery.MergeReport):
         return bool(report.merged or report.bridged or report.refused)
     if isinstance(report, recovery.PublishReport):
         return bool(report.segment or report.snapshot)
     if isinstance(report, modules.ScanReport):
         return bool(report.queued or report.refused)
+    if isinstance(report, bool):  # the fingerprint: rewritten or not
+        return report
     return True

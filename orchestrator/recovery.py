@@ -49,14 +49,27 @@ class PublishReport:
     pruned: int = 0
 
 
-def publish_now(node: Node, *, clock: Callable[[], datetime] = utc_now) -> PublishReport:
+def publish_now(node: Node, *, clock: Callable[[], datetime] = utc_now, refresh: bool = True) -> PublishReport:
     """Coherent finished sessions → a new signed segment; a snapshot when one is due; old
-    ones pruned; the fingerprint refreshed; Syncthing asked to scan at once."""
+    ones pruned; the fingerprint refreshed (unless `refresh` is False: the daemon refreshes
+    it on its own, see `announce_fingerprint`); Syncthing asked to scan at once."""
     with publish_lock(node.layout.home):
-        return _publish(node, clock)
+        return _publish(node, clock, refresh)
 
 
-def _publish(node: Node, clock: Callable[[], datetime]) -> PublishReport:
+def announce_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) -> bool:
+    """Refresh the fingerprint and, when it was rewritten, ask Syncthing to send it now.
+
+    The daemon calls this once for a burst of publishes and merges rather than after each:
+    every refresh reads every node's fingerprint and the whole trace's metrics, so with N
+    nodes publishing, refreshing per merge costs each node O(N) refreshes a round."""
+    if refresh_fingerprint(node, clock=clock):
+        _announce(node, node.name)
+        return True
+    return False
+
+
+def _publish(node: Node, clock: Callable[[], datetime], refresh: bool) -> PublishReport:
     """Under the publish lock, which serialises the daemon's publish and `trace publish`."""
     settings = node.config.traces
     out = node.layout.recovery(node.name)
@@ -73,7 +86,7 @@ def _publish(node: Node, clock: Callable[[], datetime]) -> PublishReport:
         report.snapshot = snapshot.manifest_path.name
         report.pruned = len(prune(out, settings.keep_snapshots))
         logger.info("snapshot %s (%d steps), pruned %d file(s)", snapshot.path.name, snapshot.rows, report.pruned)
-    if refresh_fingerprint(node, clock=clock) or report.segment or report.snapshot:
+    if (refresh and refresh_fingerprint(node, clock=clock)) or report.segment or report.snapshot:
         _announce(node, node.name)
     return report
 
@@ -90,7 +103,7 @@ class MergeReport:
 
 
 def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
-              progress: Callable[[int, int], None] | None = None) -> MergeReport:
+              progress: Callable[[int, int], None] | None = None, refresh: bool = True) -> MergeReport:
     """Execute the merge plan (folders/mergeplan): verify, then merge each segment or
     bridge with each snapshot, in the plan's order. A piece that fails verification is
     handed back to the plan, which goes around it (another snapshot may bridge, else its
@@ -137,8 +150,8 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
         logger.info("merged %d segment(s) and bridged %d snapshot(s), %d step(s)",
                     len(report.merged), len(report.bridged),
                     sum(r for *_, r in report.merged) + sum(b[2] for b in report.bridged))
-        if refresh_fingerprint(node, clock=clock):
-            _announce(node, node.name)
+        if refresh:
+            announce_fingerprint(node, clock=clock)
     return report
 
 
