@@ -34,7 +34,7 @@ from folders.segments import waiting_to_publish
 from folders.trace import connect, format_ts, utc_now
 from orchestrator import ask, modules, recovery
 from orchestrator.alerts import AlertLoop, desktop_notifier
-from orchestrator.events import MqttPublisher, SyncthingEvents
+from orchestrator.events import EVENT_TYPES, MQTT_EVENT_TYPES, MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
 from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartbeat
 from orchestrator.localchanges import LocalChangeGuard
@@ -136,7 +136,8 @@ class Daemon:
                           seconds=LOCAL_CHANGES_INTERVAL_S, id="local-changes")
         events = SyncthingEvents(events_client, lambda event: self._syncthing_event(scheduler, event),
                                  on_state=lambda problem: sup.report("syncthing-events", problem),
-                                 on_resync=lambda connections: self._resync(scheduler, connections))
+                                 on_resync=lambda connections: self._resync(scheduler, connections),
+                                 types=EVENT_TYPES + (MQTT_EVENT_TYPES if self.node.config.mqtt.host else []))
         alerts = AlertLoop(self.node, notifier=desktop_notifier(self.node.config.alerts),
                            on_state=lambda problem: sup.report("alerts", problem))
         if self.node.config.mqtt.host:

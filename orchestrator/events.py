@@ -31,8 +31,10 @@ from syncthing.errors import SyncthingError
 logger = logging.getLogger(__name__)
 
 #: The Syncthing events the daemon follows.
-EVENT_TYPES = ["DeviceConnected", "DeviceDisconnected", "FolderCompletion", "FolderSummary", "ItemFinished",
-               "StateChanged"]
+EVENT_TYPES = ["DeviceConnected", "DeviceDisconnected", "FolderSummary", "ItemFinished", "StateChanged"]
+#: Followed only for MQTT: Syncthing sends one per peer and folder on every index change, so
+#: with N peers and N+2 folders a busy node would poll for them O(N²) times as often.
+MQTT_EVENT_TYPES = ["FolderCompletion"]
 POLL_S = 5
 RETRY_S = 5.0
 
@@ -40,8 +42,10 @@ RETRY_S = 5.0
 class SyncthingEvents:
     def __init__(self, client: SyncthingClient, on_event: Callable[[dict[str, Any]], None], *,
                  on_state: Callable[[str | None], None] = lambda problem: None,
-                 on_resync: Callable[[dict[str, dict[str, Any]]], None] = lambda connections: None) -> None:
+                 on_resync: Callable[[dict[str, dict[str, Any]]], None] = lambda connections: None,
+                 types: list[str] = EVENT_TYPES) -> None:
         self._client = client
+        self._types = types
         self._on_event = on_event
         self._on_state = on_state
         self._on_resync = on_resync
@@ -53,14 +57,14 @@ class SyncthingEvents:
         while not stop.is_set():
             try:
                 if since is None:  # the first filtered call creates Syncthing's subscription
-                    since = max((e["id"] for e in self._client.events(0, EVENT_TYPES, timeout=0)), default=0)
+                    since = max((e["id"] for e in self._client.events(0, self._types, timeout=0)), default=0)
                     connections = self._client.connections()
                     if down:
                         logger.info("Syncthing events resumed")
                     down = False
                     self._on_state(None)
                     self._handle(self._on_resync, connections, "catching up after (re)subscribing")
-                events = self._client.events(since, EVENT_TYPES, timeout=POLL_S)
+                events = self._client.events(since, self._types, timeout=POLL_S)
             except SyncthingError as exc:
                 reason = str(exc).split(";")[0]
                 if not down:

@@ -149,3 +149,44 @@ def test_init_refuses_a_syncthing_url_that_is_not_http_with_one_sentence(tmp_pat
     assert done.stderr.strip() == ("Error: The Syncthing address 'file:///etc/passwd' is not an http:// or "
                                    "https:// URL with a host; pass one like http://127.0.0.1:8384.")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_api_key_never_goes_through_a_proxy_named_in_the_environment(syncthing_factory, monkeypatch):
+    # requests honours HTTP_PROXY by default and bypasses it for 127.0.0.1 only when
+    # NO_PROXY says so: a user with a proxy set would have sent every call, API key in its
+    # header, to the proxy. The client talks to Syncthing directly, whatever the environment.
+    st = syncthing_factory("a")
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(8)
+    proxy.settimeout(0.2)
+    seen: list[bytes] = []
+
+    def listen() -> None:
+        while True:
+            try:
+                conn, _ = proxy.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1)
+                try:
+                    seen.append(conn.recv(4096))
+                except OSError:
+                    seen.append(b"")
+
+    threading.Thread(target=listen, daemon=True).start()
+    address = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, address)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        client = st.client()
+        assert client.version()["version"].startswith("v")
+        assert client.events(0, ["ItemFinished"], timeout=0) is not None
+    finally:
+        proxy.close()
+    assert seen == []
