@@ -10,7 +10,6 @@ from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_jso
 from folders.errors import TwinsyncError
 from folders.layout import NoNodeError
 from syncthing.errors import SyncthingError
-from orchestrator.doctor import FAIL, OK, Check, check_programs, run_checks
 from orchestrator.node import INTERACTIVE_TIMEOUT
 from orchestrator.broker import NOT_CONFIGURED, REACHABLE
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING
@@ -94,6 +93,7 @@ def doctor(home: HomeOption, as_json: JsonOption = False) -> None:
 
     Example: twinsync doctor
     """
+    from orchestrator.doctor import FAIL, OK, Check, check_programs, run_checks  # `status` never needs it
     try:
         with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
             checks = run_checks(node)
