@@ -18,7 +18,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli.app import app
 from syncthing.client import SyncthingClient
 from syncthing.errors import SyncthingError
 from syncthing.process import ManagedSyncthing, binary_version, find_binary

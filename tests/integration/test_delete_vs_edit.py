@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli.app import app
 from orchestrator.frames import list_conflicts, pipeline_for
 from orchestrator.node import Node
 from tui.rows import conflict_detail, queue_entries

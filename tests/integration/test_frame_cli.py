@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from folders.frame import Frame
 from folders.keys import load_private_key
-from orchestrator.cli import app
+from orchestrator.cli.app import app
 from orchestrator.frames import pipeline_for, revision_diff
 from orchestrator.node import Node
 from tests.conftest import stays_false, wait_for

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from folders.frame import Frame, save_frame
 from folders.keys import load_private_key
-from orchestrator.cli import app
+from orchestrator.cli.app import app
 from syncthing.folderspec import FRAMES_FOLDER_ID
 from tests.conftest import wait_for
 

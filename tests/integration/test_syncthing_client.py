@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli.app import app
 from syncthing.client import SyncthingClient
 from syncthing.errors import SyncthingAPIError, SyncthingAuthError, SyncthingUnavailable
 from syncthing.folderspec import frames_folder, with_device

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli.app import app
 from syncthing.client import SyncthingClient
 from syncthing.errors import SyncthingBusyError
 from syncthing.process import ManagedSyncthing, binary_version

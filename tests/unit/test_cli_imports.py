@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from orchestrator import __version__
+
 #: Libraries that cost tens of milliseconds each and that neither command below uses.
 HEAVY = ("textual", "git", "apscheduler", "sqlite_utils", "watchdog", "pydantic", "rich", "paho", "websockets")
 
@@ -37,6 +39,14 @@ def test_status_of_a_real_node_leaves_heavy_libraries_unloaded(node_factory):
     # state.db once came through sqlite-utils (and its click and pluggy), +0.25 s a call.
     node = node_factory("light")
     assert _loaded_by(["status", "--json", "--home", str(node.home)]) == []
+
+
+def test_version_answers_before_typer_is_loaded():
+    code = ("import sys\nsys.argv = ['twinsync', '--version']\nfrom orchestrator.cli import main\n"
+            "main()\nprint('typer' in sys.modules, 'click' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"twinsync {__version__}", "False False"]
 
 
 def test_version_loads_no_command_module():

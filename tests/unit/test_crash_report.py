@@ -12,13 +12,14 @@ from orchestrator.crash import EXIT_CRASH
 
 #: The real entry point, with one command that has a bug.
 BUGGY = textwrap.dedent("""
-    from orchestrator import cli
+    from orchestrator.cli import main
+    from orchestrator.cli.app import app
 
-    @cli.app.command()
+    @app.command()
     def buggy() -> None:
         raise RuntimeError("a bug")
 
-    cli.main()
+    main()
 """)
 
 
