@@ -7,27 +7,28 @@ ask it to check what they talk to, and Typer is most of the start-up of a light 
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from orchestrator import __version__
-from orchestrator.crash import EXIT_CRASH, crash_message, write_crash_report
 
 #: Exit codes of every command; install/twinsync@.service does not restart the daemon on
 #: a user error (nor a usage error, 2), which only a person can fix.
 EXIT_USER_ERROR = 1
-__all__ = ["EXIT_CRASH", "EXIT_USER_ERROR", "main"]
 
 
 def main() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"twinsync {__version__}")
         return
+    import logging
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         from orchestrator.cli.app import app
 
         app()
     except Exception as exc:  # noqa: BLE001 - last resort: no traceback on the user's screen
+        from orchestrator.crash import EXIT_CRASH, crash_message, write_crash_report
+
         print(crash_message("twinsync", exc, write_crash_report(exc)), file=sys.stderr)
         sys.exit(EXIT_CRASH)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import EXIT_CRASH, EXIT_USER_ERROR
+from orchestrator.cli import EXIT_USER_ERROR
+from orchestrator.crash import EXIT_CRASH
 from tests.conftest import run_cli
 
 INSTALL = Path(__file__).resolve().parents[2] / "install"
