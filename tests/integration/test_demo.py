@@ -62,3 +62,55 @@ def test_ctrl_c_stops_every_process_and_removes_the_temporary_directory(tmp_path
     (made,) = [line.split("node homes in ", 1)[1].split(";")[0] for line in said.splitlines() if "node homes in" in line]
     assert f"removed {made}" in said and not Path(made).exists() and list(temp.iterdir()) == []
     assert [p for p in psutil.process_iter(["cmdline"]) if made in " ".join(p.info["cmdline"] or [])] == []
+
+
+def test_the_tui_shows_the_timeline_as_it_happens_and_the_end_without_error_toasts(tmp_path):
+    """The real app on node1 of a real two-node demo, as `twinsync demo` opens it: the
+    incidents appear under the tabs while the demo runs; at the end the results and "press
+    q" appear, the demo's Syncthings stop, and no error from the stopped nodes reaches the
+    screen (with a refresh every 0.2 s, several calls are in flight when they stop)."""
+    import asyncio
+    import threading
+
+    from orchestrator.demo import Demo
+    from tests.tui.helpers import until
+    from tui.app import make_app
+
+    demo = Demo(tmp_path / "demo", 2)
+    outcome: dict = {}
+    try:
+        demo.setup()
+        worker = threading.Thread(target=lambda: outcome.setdefault("metrics", demo.finish(8, threading.Event())))
+
+        async def main():
+            app = make_app(demo.nodes[0].home, refresh_s=0.2, demo=demo.timeline)
+            app.animation_level = "none"
+            async with app.run_test(size=(120, 40)) as pilot:
+                panel = app.query_one("#timeline")
+                assert panel.display
+                worker.start()
+                await until(pilot, lambda: "cut off from the others" in str(panel.render()),
+                            "the cut-off on the timeline", timeout=60)
+                assert "demo · " in str(panel.border_title) and not app.ended
+                await pilot.press("3")  # a tab that reads snapshots, refreshed until the end
+                await until(pilot, lambda: app.ended, "the demo's end", timeout=120)
+                await until(pilot, lambda: "Press q to quit" in str(panel.render()), "the results", timeout=10)
+                assert str(panel.border_title) == "demo ended — results"
+                await until(pilot, lambda: "are stopped" in str(panel.render()), "the nodes stopped", timeout=60)
+                text = str(panel.render())
+                assert "node1 meets every seed threshold" in text and "node2 meets every seed threshold" in text
+                assert "demo ended" in str(app.query_one("#header").render())
+                await pilot.pause(1.0)  # calls that were in flight when Syncthing stopped have ended
+                errors = [n.message for n in app._notifications if n.severity == "error"]
+                assert errors == [] and not app.query_one("#banner").display
+                assert app.check_action("refresh_now", ()) is False and app.check_action("show_tab", ("1",))
+                await pilot.press("q")
+            return app
+
+        asyncio.run(main())
+        worker.join(60)
+        assert not worker.is_alive() and set(outcome["metrics"]) == {"node1", "node2"}
+    finally:
+        demo.close()
+    assert [n.syncthing.running_pid() for n in demo.nodes] == [None, None]
+    assert any("fork" in e for e in demo.events) and any("conflict" in e for e in demo.events)
