@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.demo import Demo
+from orchestrator.logfile import logs_to
 from tests.tui.helpers import until
 from tui.app import TwinsyncApp, make_app
 
@@ -81,7 +82,8 @@ async def drive(app: TwinsyncApp, pilot, shoot: Callable[[str], None]) -> None:
     conflict = await until(pilot, lambda: next((k for k, e in queue.entries.items() if e.kind == "conflict"), None),
                            "the frame conflict in the queue", WAIT)
     await _select(pilot, "queue-table", conflict)
-    await until(pilot, lambda: "---" in _text(app, "#queue-detail"), "the conflict's diff", WAIT)
+    await until(pilot, lambda: (queue.shown_detail or ())[:1] == ("conflict",) and queue.shown_detail[2],
+                "the conflict's diff", WAIT)
     shoot("queue")
 
     await pilot.press("3")
@@ -141,14 +143,15 @@ def capture_svgs(work: Path, names: list[str], nodes: int = NODES, duration: flo
             await pilot.press("q")
 
     worker = threading.Thread(target=finish, name="demo")
-    try:
-        print(f"starting a {nodes}-node demo in {work}", flush=True)
-        demo.setup()
-        asyncio.run(main())
-    finally:
-        demo.close()
-        if worker.is_alive():
-            worker.join()
+    print(f"starting a {nodes}-node demo in {work}; its log lines go to {work / 'demo.log'}", flush=True)
+    with logs_to(work / "demo.log"):
+        try:
+            demo.setup()
+            asyncio.run(main())
+        finally:
+            demo.close()
+            if worker.is_alive():
+                worker.join()
     if failure:
         raise RuntimeError(f"the demo failed: {failure[0]}") from failure[0]
     return saved
