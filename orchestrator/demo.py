@@ -13,7 +13,6 @@ it (through its service) as it happens, and sees there when the demo has ended.
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from folders.metrics import METRIC_NAMES, Metrics, format_metric, threshold_text
+from folders.metrics import Metrics, format_metric, threshold_text
 from orchestrator import ask, demo_agent, frames, modules, recovery, traces
 from orchestrator.demo_agent.agent import GOALS
 from orchestrator.reasoner import reason
@@ -37,8 +36,6 @@ from orchestrator.topology import apply_topology
 from syncthing.folderspec import FRAMES_FOLDER_ID
 from syncthing.process import ManagedSyncthing
 from syncthing.topology import Topology
-
-logger = logging.getLogger(__name__)
 
 #: The demo's reasoner is a module: this directory, published by node1, approved everywhere.
 AGENT_SOURCE = Path(demo_agent.__path__[0])
@@ -64,11 +61,12 @@ class TimelineEntry:
 
 @dataclass(frozen=True)
 class DemoEnd:
-    """How the demo ended: whether every node met the seed thresholds, one line per node,
-    and whether its processes are stopped yet (a viewer's data is then as at the end)."""
+    """How the demo ended: whether every node met the seed thresholds, a line per node (with
+    whether it did), and whether its processes are stopped yet (a viewer's data is then as
+    at the end)."""
 
     meets: bool
-    lines: tuple[str, ...]
+    lines: tuple[tuple[bool, str], ...]
     stopped: bool = False
 
 
@@ -120,10 +118,6 @@ class Timeline:
             self._phase = "ended"
         self._changed()
 
-    @property
-    def ended(self) -> DemoEnd | None:
-        return self._ended
-
     def view(self) -> TimelineView:
         with self._lock:
             return TimelineView(tuple(self._entries), self._phase, self.clock() - self._started, self.duration,
@@ -152,9 +146,10 @@ def demo_end(metrics: dict[str, Metrics], *, stopped: bool = False) -> DemoEnd:
     lines = []
     for name, m in metrics.items():
         missed = [f"{metric} {format_metric(metric, getattr(m, metric))} (wants {threshold_text(metric)})"
-                  for metric, ok in m.meets().items() if not ok and metric in METRIC_NAMES]
-        lines.append(f"{name} misses {', '.join(missed)}" if missed else f"{name} meets every seed threshold")
-    return DemoEnd(all(all(m.meets().values()) for m in metrics.values()), tuple(lines), stopped)
+                  for metric, ok in m.meets().items() if not ok]
+        lines.append((not missed, f"{name} misses {', '.join(missed)}" if missed
+                      else f"{name} meets every seed threshold"))
+    return DemoEnd(all(ok for ok, _ in lines), tuple(lines), stopped)
 
 
 @dataclass

@@ -30,8 +30,7 @@ def timeline_text(view: TimelineView, shown: int = SHOWN) -> Text:
             text.append(entry.text + "\n", style="bold" if entry.incident else "")
         text.rstrip()
         return text
-    for line in view.ended.lines:
-        ok = " meets " in line
+    for ok, line in view.ended.lines:
         text.append("✓ " if ok else "✗ ", style="green" if ok else "bold red")
         text.append(line + "\n")
     if view.ended.stopped:

@@ -57,7 +57,7 @@ def _finish(runner: Demo, duration: float, stop: threading.Event, outcome: dict[
         pass  # Ctrl-C: the main thread says so
     except Exception as exc:  # noqa: BLE001 - raised again in the main thread once the TUI is closed
         outcome["error"] = exc
-        runner.timeline.end(DemoEnd(False, (f"the demo failed: {exc} ({LOG_NAME} says more)",)))
+        runner.timeline.end(DemoEnd(False, ((False, f"the demo failed: {exc} ({LOG_NAME} says more)"),)))
         runner.close()
 
 

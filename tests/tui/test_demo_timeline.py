@@ -15,7 +15,7 @@ from tests.tui.helpers import until
 from tui.app import make_app
 from tui.dialogs import HelpScreen
 
-RESULTS = DemoEnd(True, ("node1 meets every seed threshold", "node2 meets every seed threshold"))
+RESULTS = DemoEnd(True, ((True, "node1 meets every seed threshold"), (True, "node2 meets every seed threshold")))
 
 
 def _run(service, scenario, refresh_s: float = 0.1):
@@ -114,8 +114,8 @@ def test_a_call_that_fails_because_the_demo_ended_shows_no_error():
 
 def test_a_missed_threshold_reads_as_such():
     timeline = Timeline(Path("/tmp/x"))
-    timeline.end(DemoEnd(False, ("node1 meets every seed threshold",
-                                 "node2 misses convergence 80.0% (wants ≥ 90.0%)")))
+    timeline.end(DemoEnd(False, ((True, "node1 meets every seed threshold"),
+                                 (False, "node2 misses convergence 80.0% (wants ≥ 90.0%)"))))
 
     async def scenario(app, pilot):
         panel = app.query_one("#timeline")
