@@ -57,7 +57,7 @@ WAIT = 90
 
 
 def _text(app: TwinsyncApp, selector: str) -> str:
-    return str(app.query_one(selector).render())
+    return str(app.screen.query_one(selector).render())  # the dialog on top, when one is
 
 
 async def _select(pilot, table_id: str, key: str) -> None:
