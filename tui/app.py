@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 #: Seconds between looks for a daemon to watch when none serves a link here.
 WATCH_RETRY_S = 5.0
 
+
 class DemoChanged(Message):
     """The demo's timeline changed (posted from the demo's thread)."""
 
@@ -191,6 +192,7 @@ class TwinsyncApp(ServiceCalls, App[None]):
         self.workers.cancel_all()
         while len(self.screen_stack) > 1:
             self.pop_screen()
+        self.query_one("#banner").display = False  # what it said is about nodes that now stop anyway
         self.show_header()
         self.refresh_bindings()
 
@@ -263,7 +265,7 @@ class TwinsyncApp(ServiceCalls, App[None]):
         if daemon is not None:
             style = {RUNNING: "green", DEGRADED: "yellow", NOT_RUNNING: "yellow"}.get(daemon.state, "bold red")
             header.append(f"  daemon {'✓' if daemon.ok else daemon.state}", style=style)
-        if getattr(self.service, "watching", False) and not self._frozen:
+        if getattr(self.service, "watching", False):
             header.append("  live", style="green")  # the daemon's events arrive as they happen
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:

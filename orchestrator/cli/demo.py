@@ -15,7 +15,7 @@ from rich.table import Table
 
 from folders.metrics import METRIC_NAMES, NOT_ENOUGH_DATA, format_metric, threshold_text
 from orchestrator.cli.common import JsonOption, print_json
-from orchestrator.demo import Demo, DemoEnd, DemoStopped, Timeline
+from orchestrator.demo import Demo, DemoEnd, DemoStopped, Timeline, demo_end
 from orchestrator.logfile import logs_to
 from syncthing.topology import KINDS
 
@@ -32,21 +32,26 @@ class TimelinePrinter:
     def __init__(self, timeline: Timeline, say: Callable[[str], None]) -> None:
         self.timeline, self.say = timeline, say
         self._printed = 0
-        self._unfollow = timeline.follow(self)
+        self._paused = False
+        self._lock = threading.Lock()  # the demo's thread prints, the main thread pauses
+        timeline.follow(self)
 
     def __call__(self) -> None:
-        entries = self.timeline.view().entries
-        for entry in entries[self._printed:]:
-            self.say(entry.text)
-        self._printed = len(entries)
+        with self._lock:
+            entries = self.timeline.view().entries
+            if not self._paused:
+                for entry in entries[self._printed:]:
+                    self.say(entry.text)
+            self._printed = len(entries)
 
     def pause(self) -> None:
-        self._unfollow()
+        with self._lock:
+            self._paused = True
 
     def resume(self) -> None:
-        self._unfollow()
-        self._printed = len(self.timeline.view().entries)
-        self._unfollow = self.timeline.follow(self)
+        with self._lock:
+            self._paused = False
+            self._printed = len(self.timeline.view().entries)
 
 
 def _finish(runner: Demo, duration: float, stop: threading.Event, outcome: dict[str, object]) -> None:
@@ -139,7 +144,7 @@ def demo(
         raise
     finally:
         runner.close()
-    meets = all(all(m.meets().values()) for m in metrics.values())
+    meets = demo_end(metrics).meets
     if as_json:
         print_json({"dir": str(root), "nodes": {n: {**m.summary(), "access_samples": m.access_samples,
                                                     "meets": m.meets()} for n, m in metrics.items()},

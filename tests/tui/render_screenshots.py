@@ -41,6 +41,7 @@ from orchestrator.demo import Demo
 from orchestrator.logfile import logs_to
 from tests.tui.helpers import until
 from tui.app import TwinsyncApp, make_app
+from tui.ask import AskScreen
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = (120, 40)
@@ -106,7 +107,9 @@ async def drive(app: TwinsyncApp, pilot, shoot: Callable[[str], None]) -> None:
     await until(pilot, lambda: "…" not in _text(app, "#value-convergence"), "the metrics", WAIT)
     shoot("metrics")
 
-    await pilot.press("1", "k", *"plan", "space", *"the", "space", *"week", "enter")
+    await pilot.press("1", "k")
+    await until(pilot, lambda: isinstance(app.screen, AskScreen), "the Ask dialog", WAIT)
+    await pilot.press(*"plan", "space", *"the", "space", *"week", "enter")
     await until(pilot, lambda: "Asking" not in _text(app, "#ask-answer") and "plan the week" in
                 _text(app, "#ask-answer"), "the answer", WAIT)
     shoot("ask")
