@@ -177,7 +177,11 @@ class TwinsyncApp(ServiceCalls, App[None]):
         view = self.service.demo()
         if view is None:
             return
-        self.query_one(TimelinePanel).show(view)
+        try:
+            panel = self.query_one(TimelinePanel)
+        except NoMatches:  # the app is closing: the demo goes on without it
+            return
+        panel.show(view)
         if view.ended is not None and not self._frozen:
             self.freeze()
 

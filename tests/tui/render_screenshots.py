@@ -10,12 +10,12 @@ with Textual's pilot at 120x40 while the demo runs, and saves an SVG of each sta
 app's own screenshot API (`App.save_screenshot`). Each SVG is then rendered to PNG with
 Debian's headless Chromium (`apt-get install chromium`). Takes about two minutes.
 
-Output: nodes.png (once node3 is cut off: the timeline under the tabs says so), queue.png
-(the demo's frame conflict selected, its diff shown), snapshots.png (one verified),
-frames.png (notes/shared, the frame both nodes edited, and its revisions), metrics.png,
-ask.png (the Ask dialog answered over the peer link) and ended.png (the demo's results, its
-nodes stopped). A state that does not come within its deadline stops the script with what
-it waited for: nothing half-shown is saved.
+Output: nodes.png (once node3 is cut off: the timeline under the tabs says so), ask.png
+(the Ask dialog answered), queue.png (the demo's frame conflict selected, its diff shown),
+snapshots.png (one verified), frames.png (notes/shared, the frame two nodes edited, and
+its revisions), metrics.png and ended.png (the demo's results, its nodes stopped). A state
+that does not come within its deadline stops the script with what it waited for: nothing
+half-shown is saved.
 
 Nothing leaves the machine: each SVG is inlined into a local HTML file whose web-font
 URLs are removed (the system's DejaVu Sans Mono draws the text), Chromium opens it from
@@ -48,11 +48,11 @@ SIZE = (120, 40)
 CHROMIUM = "/usr/bin/chromium"
 FONT = '"DejaVu Sans Mono", "Liberation Mono", monospace'
 #: The shots, in the order the demo's run brings them.
-SHOTS = ("nodes", "queue", "snapshots", "frames", "metrics", "ask", "ended")
+SHOTS = ("nodes", "ask", "queue", "snapshots", "frames", "metrics", "ended")
 NODES = 3
 #: Seconds of reasoning: the incidents come at 20%, 35%, 50% and 65% of it, and the shots
 #: of every tab are taken between the cut-off and the end.
-DURATION = 45
+DURATION = 60
 #: Seconds any one state may take to come on a busy machine.
 WAIT = 90
 
@@ -77,6 +77,17 @@ async def drive(app: TwinsyncApp, pilot, shoot: Callable[[str], None]) -> None:
     await until(pilot, lambda: len(getattr(nodes, "rows", {})) == NODES, "every node's fingerprint", WAIT)
     await _select(pilot, "nodes-table", "node1")
     shoot("nodes")
+
+    await pilot.press("k")
+    await until(pilot, lambda: isinstance(app.screen, AskScreen), "the Ask dialog", WAIT)
+    await pilot.press(*"plan", "space", *"the", "space", *"week", "enter")
+    await until(pilot, lambda: not isinstance(app.screen, AskScreen) or (
+        "Asking" not in _text(app, "#ask-answer") and "plan the week" in _text(app, "#ask-answer")),
+        "the answer", WAIT)
+    if not isinstance(app.screen, AskScreen):
+        raise AssertionError("the demo ended before the network answered; run again")
+    shoot("ask")
+    await pilot.press("escape")
 
     await pilot.press("2")
     queue = app.pane("queue")
@@ -106,14 +117,6 @@ async def drive(app: TwinsyncApp, pilot, shoot: Callable[[str], None]) -> None:
     await pilot.press("5")
     await until(pilot, lambda: "…" not in _text(app, "#value-convergence"), "the metrics", WAIT)
     shoot("metrics")
-
-    await pilot.press("1", "k")
-    await until(pilot, lambda: isinstance(app.screen, AskScreen), "the Ask dialog", WAIT)
-    await pilot.press(*"plan", "space", *"the", "space", *"week", "enter")
-    await until(pilot, lambda: "Asking" not in _text(app, "#ask-answer") and "plan the week" in
-                _text(app, "#ask-answer"), "the answer", WAIT)
-    shoot("ask")
-    await pilot.press("escape")
 
     await until(pilot, lambda: "are stopped" in _text(app, timeline), "the demo's end, its nodes stopped", 4 * WAIT)
     shoot("ended")
