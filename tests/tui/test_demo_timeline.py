@@ -8,6 +8,8 @@ import asyncio
 import threading
 from pathlib import Path
 
+import pytest
+
 from orchestrator.demo import DemoEnd, Timeline
 from syncthing.errors import SyncthingError
 from tests.tui.fakes import FakeService
@@ -123,3 +125,34 @@ def test_a_missed_threshold_reads_as_such():
         assert panel.has_class("missed") and "✗ node2 misses convergence 80.0%" in str(panel.render())
 
     _run(FakeService(demo=timeline), scenario)
+
+
+
+def test_closing_while_the_demo_goes_on_is_no_second_crash():
+    """The demo's thread keeps changing the timeline while the app closes on an error: a
+    change that arrives as the screen goes away is dropped, not a second crash on top."""
+    timeline = Timeline(Path("/tmp/x"), duration=60)
+    stop = threading.Event()
+
+    def demo_goes_on():
+        n = 0
+        while not stop.wait(0.001):
+            n += 1
+            timeline.set(progress=f"{n} frames")
+
+    class Boom(Exception):
+        pass
+
+    async def scenario(app, pilot):
+        await pilot.pause(0.2)
+        raise Boom("the scenario stops here")
+
+    feeder = threading.Thread(target=demo_goes_on)
+    feeder.start()
+    try:
+        with pytest.raises(Boom) as raised:
+            _run(FakeService(demo=timeline), scenario)
+    finally:
+        stop.set()
+        feeder.join()
+    assert raised.value.__context__ is None, raised.value.__context__
