@@ -78,9 +78,10 @@ def demo(
     """See the whole system live: N real Syncthing nodes on 127.0.0.1, daemons, simulated
     reasoning agents, a conflict, a node cut off and healed, a restore that forks.
 
-    Ends with the seed metrics of every node. Log lines go to demo.log in its directory.
-    Ctrl-C stops everything, leaves no process and removes the temporary directory (one
-    given with --dir stays).
+    Ends with the seed metrics of every node, its processes stopped. The TUI (on node1)
+    shows the demo's timeline as it happens, then each node's result until you press q.
+    Log lines go to demo.log in its directory. Ctrl-C stops everything, leaves no process
+    and removes the temporary directory (one given with --dir stays).
     Exit code 0 when every node meets the seed thresholds, 1 when one does not.
 
     Example: twinsync demo --nodes 3 --no-tui --duration 30
