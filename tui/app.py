@@ -129,12 +129,12 @@ class TwinsyncApp(ServiceCalls, App[None]):
             for tab, title in self.TABS:
                 with TabPane(title, id=tab):
                     yield PANES[tab](id=f"{tab}-pane")
-        yield TimelinePanel(id="timeline")
+        if self.service.demo() is not None:  # only `twinsync demo` has a timeline
+            yield TimelinePanel(id="timeline")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#banner").display = False
-        self.query_one("#timeline").display = self.service.demo() is not None
         self._timer = self.set_interval(self.refresh_s, self.tick)
         self.tick()
         self.pane("nodes").focus_main()

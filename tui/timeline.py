@@ -1,6 +1,6 @@
 """The demo's timeline, under every tab: what the demo staged as it happens, and once it
 has ended, its results and that its nodes are stopped (the tabs then keep what they showed
-at the end). Only `twinsync demo` has one; the panel is hidden otherwise."""
+at the end). Only the app `twinsync demo` opens has one."""
 
 from __future__ import annotations
 
