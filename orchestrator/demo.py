@@ -5,12 +5,14 @@ N real managed Syncthing processes and N node homes, paired in a full mesh; a re
 sessions toward shared goals (mostly agreeing); an injected concurrent edit (a conflict
 copy), one node cut off and healed, one node restored from an old snapshot that then goes
 on (a fork). It ends with every node's seed metrics and leaves no process behind.
+
+What happens is kept in a `Timeline` for whoever watches: the CLI prints it, the TUI shows
+it (through its service) as it happens, and sees there when the demo has ended.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 import subprocess
 import sys
@@ -19,10 +21,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from folders.metrics import Metrics
+from folders.metrics import Metrics, format_metric, threshold_text
 from orchestrator import ask, demo_agent, frames, modules, recovery, traces
 from orchestrator.demo_agent.agent import GOALS
 from orchestrator.reasoner import reason
@@ -35,8 +37,6 @@ from syncthing.folderspec import FRAMES_FOLDER_ID
 from syncthing.process import ManagedSyncthing
 from syncthing.topology import Topology
 
-logger = logging.getLogger(__name__)
-
 #: The demo's reasoner is a module: this directory, published by node1, approved everywhere.
 AGENT_SOURCE = Path(demo_agent.__path__[0])
 AGENT_MODULE = "demo-agent"
@@ -46,6 +46,110 @@ SEED_FRAMES = 30
 #: Sessions every goal gets at the least (the seed wants 3 routes per goal; one more, since
 #: one session in fifteen disagrees and a restore may shadow one).
 MIN_ROUTES = 4
+
+
+class DemoStopped(Exception):
+    """The demo was closed (Ctrl-C) while a step still ran: the step gives up."""
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: float  # seconds since the demo began
+    text: str
+    incident: bool = False  # one of the staged incidents, not a remark on the way
+
+
+@dataclass(frozen=True)
+class DemoEnd:
+    """How the demo ended: whether every node met the seed thresholds, a line per node (with
+    whether it did), and whether its processes are stopped yet (a viewer's data is then as
+    at the end)."""
+
+    meets: bool
+    lines: tuple[tuple[bool, str], ...]
+    stopped: bool = False
+
+
+@dataclass(frozen=True)
+class TimelineView:
+    entries: tuple[TimelineEntry, ...]
+    phase: str  # what the demo does now, in a few words
+    elapsed: float
+    duration: float  # the seconds of reasoning asked for
+    progress: str  # frames and sessions so far
+    ended: DemoEnd | None
+    root: Path
+
+
+@dataclass
+class Timeline:
+    """What the demo did so far, safe from any thread. Followers hear of every change (from
+    the demo's thread: they must not block); `end` is set before any process stops, so a
+    viewer that checks `ended` before it shows a failure never shows one the end caused."""
+
+    root: Path
+    duration: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    _entries: list[TimelineEntry] = field(default_factory=list)
+    _phase: str = "starting"
+    _progress: str = ""
+    _ended: DemoEnd | None = None
+    _followers: list[Callable[[], None]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._started = self.clock()
+
+    def add(self, text: str, *, incident: bool = False, phase: str | None = None) -> None:
+        with self._lock:
+            self._entries.append(TimelineEntry(round(self.clock() - self._started, 1), text, incident))
+            self._phase = phase if phase is not None else self._phase
+        self._changed()
+
+    def set(self, *, phase: str | None = None, progress: str | None = None) -> None:
+        with self._lock:
+            self._phase = phase if phase is not None else self._phase
+            self._progress = progress if progress is not None else self._progress
+        self._changed()
+
+    def end(self, result: DemoEnd) -> None:
+        with self._lock:
+            self._ended = result
+            self._phase = "ended"
+        self._changed()
+
+    def view(self) -> TimelineView:
+        with self._lock:
+            return TimelineView(tuple(self._entries), self._phase, self.clock() - self._started, self.duration,
+                                self._progress, self._ended, self.root)
+
+    def follow(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call `on_change()` after every change; returns the function that stops it."""
+        with self._lock:
+            self._followers.append(on_change)
+
+        def unfollow() -> None:
+            with self._lock:
+                if on_change in self._followers:
+                    self._followers.remove(on_change)
+        return unfollow
+
+    def _changed(self) -> None:
+        with self._lock:
+            followers = list(self._followers)
+        for on_change in followers:
+            on_change()
+
+
+def demo_end(metrics: dict[str, Metrics], *, stopped: bool = False) -> DemoEnd:
+    """One line per node: it meets every seed threshold, or which it misses and by how much."""
+    lines = []
+    for name, m in metrics.items():
+        missed = [f"{metric} {format_metric(metric, getattr(m, metric))} (wants {threshold_text(metric)})"
+                  for metric, ok in m.meets().items() if not ok]
+        lines.append((not missed, f"{name} misses {', '.join(missed)}" if missed
+                      else f"{name} meets every seed threshold"))
+    return DemoEnd(all(ok for ok, _ in lines), tuple(lines), stopped)
 
 
 @dataclass
@@ -61,17 +165,16 @@ class DemoNode:
 
 
 class Demo:
-    """Owns every process it starts; `close()` stops them all, whatever happened."""
+    """Owns every process it starts; `close()` stops them all, whatever happened, and makes
+    any step still running in another thread give up (DemoStopped)."""
 
-    def __init__(self, root: Path, n: int, *, topology: str = "swarm", seed: int = 7,
-                 say: Callable[[str], None] = logger.info) -> None:
+    def __init__(self, root: Path, n: int, *, topology: str = "swarm", seed: int = 7) -> None:
         self.root = Path(root)
         self.n = n
         self.topology = topology
         self.random = random.Random(seed)
-        self.say = say
+        self.timeline = Timeline(self.root)
         self.nodes: list[DemoNode] = []
-        self.events: list[str] = []
         self.sessions = 0
         self.routes: Counter[str] = Counter()  # sessions finished per goal
         self._routes_lock = threading.Lock()
@@ -79,6 +182,20 @@ class Demo:
         self._old_session: str | None = None
         self._pending: list[Future] = []
         self._topology = Topology()
+        self._closed = threading.Event()
+        self._close_lock = threading.Lock()
+
+    @property
+    def events(self) -> list[str]:
+        """The incidents staged so far, in order."""
+        return [e.text for e in self.timeline.view().entries if e.incident]
+
+    def say(self, text: str) -> None:
+        self.timeline.add(text)
+
+    def _check(self) -> None:
+        if self._closed.is_set():
+            raise DemoStopped("the demo was stopped")
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -86,10 +203,10 @@ class Demo:
         for i in range(1, self.n + 1):
             name = f"node{i}"
             st = ManagedSyncthing(self.root / "syncthing" / name)
+            node = DemoNode(name, self.root / name, st)
+            self.nodes.append(node)  # before it starts: close() stops what began to start
             st.generate(name)
             st.start()
-            node = DemoNode(name, self.root / name, st)
-            self.nodes.append(node)
             ep = st.endpoint
             node.device_id = init_node(node.home, name, SyncthingTarget(ep.url, ep.api_key),
                                          link="127.0.0.1:0").device_id
@@ -145,10 +262,14 @@ class Demo:
         return True
 
     def _start_daemon(self, node: DemoNode) -> None:
-        log = open(self.root / f"{node.name}-daemon.log", "ab")
-        node.daemon = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", "--home", str(node.home)],
-                                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
+        """Under the close lock: a restore in the demo's thread never starts a daemon that a
+        `close()` from another thread has already passed by."""
+        with self._close_lock:
+            self._check()
+            with open(self.root / f"{node.name}-daemon.log", "ab") as log:
+                node.daemon = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", "--home",
+                                                str(node.home)], stdout=log, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL)
 
     def _stop_daemon(self, node: DemoNode) -> None:
         if node.daemon is not None and node.daemon.poll() is None:
@@ -163,12 +284,13 @@ class Demo:
     def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._check()
             try:
                 if predicate():
                     return True
             except Exception:  # noqa: BLE001 - nodes may still be starting
                 pass
-            time.sleep(0.3)
+            self._closed.wait(0.3)
         self.say(f"gave up waiting for {what} after {timeout:.0f} s")
         return False
 
@@ -198,6 +320,7 @@ class Demo:
         nodes = itertools.cycle(self.nodes)
         for goal in sorted(GOALS):
             for _ in range(3 * MIN_ROUTES):
+                self._check()
                 if self.routes[goal] >= MIN_ROUTES:
                     break
                 self.sessions += 1
@@ -280,12 +403,13 @@ class Demo:
         self._event(f"{node.name} restored from {oldest.manifest_path.stem} and went on: a fork")
 
     def _event(self, text: str) -> None:
-        self.events.append(text)
-        self.say(text)
+        self.timeline.add(text, incident=True)
 
     # -- the run -----------------------------------------------------------------------
 
     def run(self, duration: float, stop: threading.Event, progress: Callable[[str], None] | None = None) -> None:
+        self.timeline.duration = duration
+        self.timeline.add(f"{duration:.0f} s of simulated reasoning begin", phase="running")
         self.prepare_fork()
         started = time.monotonic()
         plan = [(0.2, self.concurrent_edit), (0.35, lambda: self.cut_off(self.nodes[-1], True)),
@@ -293,6 +417,7 @@ class Demo:
         last_report = 0.0
         with ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="demo-agent") as reasoning:
             while not stop.is_set():
+                self._check()
                 elapsed = time.monotonic() - started
                 if elapsed >= duration:
                     break
@@ -300,17 +425,35 @@ class Demo:
                     self._drain()
                     plan.pop(0)[1]()
                 self.tick(reasoning)
+                self.timeline.set(progress=f"{self.frames_written} frames, {self.sessions} sessions")
                 if progress and elapsed - last_report >= 5:
                     last_report = elapsed
                     progress(f"t={elapsed:4.0f}s  frames {self.frames_written}  sessions {self.sessions}")
                 stop.wait(0.5)
             self._drain()
+        if plan:
+            self.timeline.add(f"the last {len(plan)} incident(s), however short the run", phase="finishing")
         for _, incident in plan:  # a short run still shows every incident
+            self._check()
             incident()
         self.top_up()
+        self.timeline.set(progress=f"{self.frames_written} frames, {self.sessions} sessions")
+
+    def finish(self, duration: float, stop: threading.Event,
+               progress: Callable[[str], None] | None = None) -> dict[str, Metrics]:
+        """Everything after `setup`: run, settle and measure, say how it ended, stop every
+        process. The end is on the timeline before any process stops (see Timeline)."""
+        self.run(duration, stop, progress)
+        metrics = self.settle()
+        self.timeline.end(demo_end(metrics))
+        self.close()
+        self.timeline.end(demo_end(metrics, stopped=True))
+        return metrics
 
     def settle(self, timeout: float = 60) -> dict[str, Metrics]:
         """Let replication finish, then publish, merge and measure on every node."""
+        self.timeline.add("letting the nodes settle, then measuring every node", phase="settling")
+
         def frames_agree() -> bool:
             roots = set()
             for node in self.nodes:
@@ -321,10 +464,12 @@ class Demo:
         self._wait(frames_agree, timeout, "every node to hold the same frames")
         for _ in range(2):  # publish, then merge what the others published
             for node in self.nodes:
+                self._check()
                 with node.open() as opened:
                     recovery.publish_now(opened)
-            time.sleep(2)
+            self._closed.wait(2)
             for node in self.nodes:
+                self._check()
                 with node.open() as opened:
                     recovery.merge_now(opened)
         self.ask_around()
@@ -344,16 +489,27 @@ class Demo:
                 goals = sorted(held)[:goals_per_peer]
                 for peer in (p for p in self.nodes if p is not node):
                     for goal in goals:
+                        self._check()
                         answer = ask.ask_network(opened, goal, peer=peer.name, timeout=5, reason=False)
                         if not answer.fresh:
                             why = answer.tried[-1].detail if answer.tried else "nobody was asked"
                             self.say(f"{node.name} asked {peer.name} about {goal!r}: no answer ({why})")
 
     def close(self) -> None:
-        for node in self.nodes:
-            self._stop_daemon(node)
-        for node in self.nodes:
-            node.syncthing.stop()
+        """Stop every daemon, then every Syncthing, each group at once rather than one by
+        one (each takes seconds to shut down). Safe to call again, from any thread."""
+        self._closed.set()
+        with self._close_lock:
+            daemons = [n for n in self.nodes if n.daemon is not None]
+            syncthings = [n for n in self.nodes if n.syncthing.running_pid() is not None]
+            if not daemons and not syncthings:
+                return
+            self.timeline.add(f"stopping {len(daemons)} daemon(s) and {len(syncthings)} Syncthing(s)…",
+                              phase="stopping")
+            with ThreadPoolExecutor(max_workers=max(1, len(self.nodes)), thread_name_prefix="demo-stop") as pool:
+                list(pool.map(self._stop_daemon, daemons))
+                list(pool.map(lambda node: node.syncthing.stop(), syncthings))
+            self.timeline.add("every process of the demo stopped", phase="stopped")
 
 
 def demo_topology(kind: str, names: list[str]) -> Topology:

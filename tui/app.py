@@ -4,6 +4,10 @@ One factory, `make_app`, builds the app for the CLI and for the tests; the app t
 service object (the real `NodeService`, or a fake with fixed values in snapshot tests),
 polls Syncthing and refreshes the visible tab every `refresh_s` seconds, all in thread
 workers, and stops its timer and workers when it unmounts.
+
+Opened by `twinsync demo`, the service also carries the demo's timeline: a panel under
+the tabs shows it as it happens, and when the demo ends the app stops asking its nodes
+(which are being stopped) and shows the results until `q`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.css.query import NoMatches
+from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
@@ -39,14 +44,20 @@ from tui.metrics import MetricsPane
 from tui.nodes import NodesPane
 from tui.pane import Pane
 from tui.queue import QueuePane
-from tui.service import NodeService, Service
+from tui.service import NodeService, Service, Timeline
 from tui.snapshots import SnapshotsPane
+from tui.timeline import TimelinePanel
 from tui.work import ServiceCalls
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between looks for a daemon to watch when none serves a link here.
 WATCH_RETRY_S = 5.0
+
+
+class DemoChanged(Message):
+    """The demo's timeline changed (posted from the demo's thread)."""
+
 
 PANES: dict[str, type[Pane]] = {"nodes": NodesPane, "queue": QueuePane, "snapshots": SnapshotsPane,
                                 "frames": FramesPane, "metrics": MetricsPane}
@@ -83,6 +94,8 @@ class TwinsyncApp(ServiceCalls, App[None]):
     TAB_ACTIONS = {"decide": "queue", "next_branch": "queue", "filter": "queue", "toggle_history": "queue",
                    "verify": "snapshots", "restore": "snapshots", "restore_frame": "frames", "pause_peer": "nodes",
                    "rescan": "nodes", "unpair": "nodes", "open_gui": "nodes"}
+    #: Keys that ask a node something: gone once the demo this app watches has ended.
+    DATA_ACTIONS = {*TAB_ACTIONS, "ask", "refresh_now"}
 
     def __init__(self, service: Service, *, refresh_s: float = 2.0,
                  open_url: Callable[[str], bool] | None = None) -> None:
@@ -94,10 +107,19 @@ class TwinsyncApp(ServiceCalls, App[None]):
         self.crash_report: str | None = None
         self._timer: Timer | None = None
         self._watch_stop = threading.Event()
+        self._unfollow_demo: Callable[[], None] = lambda: None
+        self._frozen = False
 
     @property
     def node_name(self) -> str | None:
         return self.status.node if self.status else None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the demo this app watches has ended: its nodes stop, so no result of a
+        service call is shown any more (a failure would be the stop, not news)."""
+        view = self.service.demo()
+        return view is not None and view.ended is not None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="top"):
@@ -107,6 +129,8 @@ class TwinsyncApp(ServiceCalls, App[None]):
             for tab, title in self.TABS:
                 with TabPane(title, id=tab):
                     yield PANES[tab](id=f"{tab}-pane")
+        if self.service.demo() is not None:  # only `twinsync demo` has a timeline
+            yield TimelinePanel(id="timeline")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -115,8 +139,11 @@ class TwinsyncApp(ServiceCalls, App[None]):
         self.tick()
         self.pane("nodes").focus_main()
         threading.Thread(target=self._watch_daemon, name="twinsync-watch", daemon=True).start()
+        self._unfollow_demo = self.service.follow_demo(lambda: self.post_message(DemoChanged()))
+        self.show_demo()
 
     def on_unmount(self) -> None:
+        self._unfollow_demo()
         self._watch_stop.set()
         if self._timer is not None:
             self._timer.stop()
@@ -141,6 +168,38 @@ class TwinsyncApp(ServiceCalls, App[None]):
         except RuntimeError:  # the app stopped between the event and now
             pass
 
+    # -- the demo ------------------------------------------------------------------------
+
+    def on_demo_changed(self, message: DemoChanged) -> None:
+        self.show_demo()
+
+    def show_demo(self) -> None:
+        view = self.service.demo()
+        if view is None:
+            return
+        try:
+            panel = self.query_one(TimelinePanel)
+        except NoMatches:  # the app is closing: the demo goes on without it
+            return
+        panel.show(view)
+        if view.ended is not None and not self._frozen:
+            self.freeze()
+
+    def freeze(self) -> None:
+        """The demo ended: stop refreshing and watching, drop the calls in flight, close any
+        dialog (its action could no longer be carried out) and leave the keys that still
+        mean something: tabs, help and quit."""
+        self._frozen = True
+        if self._timer is not None:
+            self._timer.stop()
+        self._watch_stop.set()
+        self.workers.cancel_all()
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.query_one("#banner").display = False  # what it said is about nodes that now stop anyway
+        self.show_header()
+        self.refresh_bindings()
+
     def pane(self, tab: str) -> Pane:
         return self.query_one(f"#{tab}-pane", Pane)
 
@@ -149,6 +208,8 @@ class TwinsyncApp(ServiceCalls, App[None]):
         return self.query_one(TabbedContent).active
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.DATA_ACTIONS and self._frozen:
+            return False
         tab = self.TAB_ACTIONS.get(action)
         if tab is None:
             return True
@@ -162,7 +223,7 @@ class TwinsyncApp(ServiceCalls, App[None]):
     def tick(self) -> None:
         """Poll Syncthing for the header; refresh the queue (its count is in its tab) and
         whichever tab is visible."""
-        if not self.is_running:  # the timer may fire once more while the app shuts down
+        if not self.is_running or self._frozen:  # the timer may fire once more while the app shuts down
             return
         if not self.busy("status"):
             self.call_service(self.service.status, then=self.show_status, group="status", title="Status")
@@ -172,10 +233,34 @@ class TwinsyncApp(ServiceCalls, App[None]):
 
     def show_status(self, status: NodeStatus) -> None:
         self.status = status
+        self.show_header()
+        problems = [] if status.syncthing_ok else [f"Syncthing problem — {status.syncthing_error}"]
+        daemon = status.daemon
+        if daemon is not None and daemon.state in (DEGRADED, STALLED):  # "not running" is a choice: header only
+            problems.append(f"Daemon {daemon.state} — {daemon.message}")
+        banner = self.query_one("#banner", Static)
+        banner.update(Text("\n".join(problems)))
+        banner.display = bool(problems)
+        self.pane("nodes").show_status(status)  # type: ignore[attr-defined]
+
+    def show_header(self) -> None:
+        status = self.status
         header = Text()
+        if status is None:
+            header.append(" twinsync", style="bold")
+        else:
+            self._status_header(header, status)
+        if self._frozen and status is None:
+            header.append("  demo ended", style="bold reverse")
+        self.query_one("#header", Static).update(header)
+
+    def _status_header(self, header: Text, status: NodeStatus) -> None:
         header.append(" twinsync ", style="bold")
         header.append(f" {status.node} ", style="bold reverse")
         header.append(f"  {status.home}  ", style="dim")
+        if self._frozen:  # what the last poll said is no longer true
+            header.append("demo ended: its Syncthings and daemons stop", style="bold reverse")
+            return
         if status.syncthing_ok:
             header.append(f"Syncthing {status.syncthing_version} ✓", style="green")
         else:
@@ -186,20 +271,13 @@ class TwinsyncApp(ServiceCalls, App[None]):
             header.append(f"  daemon {'✓' if daemon.ok else daemon.state}", style=style)
         if getattr(self.service, "watching", False):
             header.append("  live", style="green")  # the daemon's events arrive as they happen
-        self.query_one("#header", Static).update(header)
-        problems = [] if status.syncthing_ok else [f"Syncthing problem — {status.syncthing_error}"]
-        if daemon is not None and daemon.state in (DEGRADED, STALLED):  # "not running" is a choice: header only
-            problems.append(f"Daemon {daemon.state} — {daemon.message}")
-        banner = self.query_one("#banner", Static)
-        banner.update(Text("\n".join(problems)))
-        banner.display = bool(problems)
-        self.pane("nodes").show_status(status)  # type: ignore[attr-defined]
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = event.pane.id
         self.refresh_bindings()
         if tab in PANES:
-            self.pane(tab).load()
+            if not self._frozen:
+                self.pane(tab).load()
             self.pane(tab).focus_main()
 
     # -- actions (keys and the command palette) -------------------------------------------
@@ -281,16 +359,19 @@ def open_in_browser(url: str) -> bool:
     return desktop_session() and webbrowser.open(url)
 
 
-def make_app(home: Path, *, refresh_s: float = 2.0, service: Service | None = None) -> TwinsyncApp:
-    """The app for `home`; tests pass `service` to show fixed values instead. No node at
-    `home` is refused here (NoNodeError), not shown as a screen that never loads."""
+def make_app(home: Path, *, refresh_s: float = 2.0, service: Service | None = None,
+             demo: Timeline | None = None) -> TwinsyncApp:
+    """The app for `home` (of a demo, with its `demo` timeline); tests pass `service` to
+    show fixed values instead. No node at `home` is refused here (NoNodeError), not shown
+    as a screen that never loads."""
     if service is None:
         NodeLayout(Path(home)).require()
-    return TwinsyncApp(service if service is not None else NodeService(Path(home)), refresh_s=refresh_s)
+        service = NodeService(Path(home), demo=demo)
+    return TwinsyncApp(service, refresh_s=refresh_s)
 
 
-def run_app(home: Path) -> None:
-    app = make_app(home)
+def run_app(home: Path, *, demo: Timeline | None = None) -> None:
+    app = make_app(home, demo=demo)
     with logs_to(platformdirs.user_log_path("twinsync", ensure_exists=True) / "tui.log"):
         app.run()
     if app.crash_report is not None:

@@ -24,6 +24,7 @@ from orchestrator import ask, controls, frames, modules, recovery, traces
 from orchestrator.ask import Answer
 from orchestrator.link import LinkError, PeerLink
 from orchestrator.conflicts import ConflictItem
+from orchestrator.demo import Timeline, TimelineView
 from orchestrator.frames import FrameEntry
 from orchestrator.modules import ModuleSummary, ModuleVersion
 from orchestrator.node import INTERACTIVE_TIMEOUT, Node
@@ -82,14 +83,17 @@ class Service(Protocol):
     def unpair(self, peer: str, *, keep_recovery: bool) -> controls.UnpairReport: ...
     def ask(self, goal: str) -> Answer: ...
     def watch(self, on_event: Callable[[dict], None], done: Callable[[], bool]) -> None: ...
+    def demo(self) -> TimelineView | None: ...
+    def follow_demo(self, on_change: Callable[[], None]) -> Callable[[], None]: ...
 
 
 class NodeService:
     """The real service: each call opens the node home, as each CLI command does."""
 
-    def __init__(self, home: Path, *, timeout: float = INTERACTIVE_TIMEOUT) -> None:
+    def __init__(self, home: Path, *, timeout: float = INTERACTIVE_TIMEOUT, demo: Timeline | None = None) -> None:
         self.home = Path(home)
         self.timeout = timeout
+        self._demo = demo  # `twinsync demo` runs in this process: its timeline
         self._reading: Reading | None = None  # the last byte counters, for the next rates
         self.watching = False  # the daemon's events arrive over its link (the header says "live")
 
@@ -207,3 +211,15 @@ class NodeService:
                 return  # the daemon stopped or restarted: the caller tries again later
             finally:
                 self.watching = False
+
+    def demo(self) -> TimelineView | None:
+        """The timeline of the demo this TUI watches, None outside a demo. In memory, no I/O:
+        the only call safe on the event loop, and the app checks it before it shows a result."""
+        return self._demo.view() if self._demo is not None else None
+
+    def follow_demo(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """`on_change()` (from the demo's thread) after each change of the timeline; returns
+        the function that stops it."""
+        if self._demo is None:
+            return lambda: None
+        return self._demo.follow(on_change)

@@ -91,9 +91,15 @@ class ServiceCalls:
             app.errors_shown = {}
         return app.errors_shown
 
+    def _shows_results(self) -> bool:
+        """Not while the app shuts down, nor once the demo it watches has ended: its nodes
+        are stopping, and what a call says now is that, not news."""
+        app = self.app  # type: ignore[attr-defined]
+        return app.is_running and not app.ended
+
     def on_service_done(self, message: ServiceDone) -> None:
         message.stop()
-        if not self.app.is_running:  # type: ignore[attr-defined]  # shutting down: nothing to show
+        if not self._shows_results():
             return
         self._errors_shown().pop(message.key, None)
         if message.then is not None:
@@ -101,7 +107,7 @@ class ServiceCalls:
 
     def on_service_failed(self, message: ServiceFailed) -> None:
         message.stop()
-        if not self.app.is_running:  # type: ignore[attr-defined]
+        if not self._shows_results():
             return
         shown = self._errors_shown()
         if shown.get(message.key) != message.text:

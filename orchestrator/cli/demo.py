@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from folders.metrics import METRIC_NAMES, NOT_ENOUGH_DATA, format_metric, threshold_text
 from orchestrator.cli.common import JsonOption, print_json
-from orchestrator.demo import Demo
+from orchestrator.demo import Demo, DemoEnd, DemoStopped, Timeline, demo_end
 from orchestrator.logfile import logs_to
 from syncthing.topology import KINDS
 
@@ -22,6 +23,47 @@ from syncthing.topology import KINDS
 #: The demo's own log file in its directory: a warning (a scan refused while a node's
 #: folder is paused on purpose) must not land in the middle of its output or its TUI.
 LOG_NAME = "demo.log"
+
+
+class TimelinePrinter:
+    """Prints each new timeline entry to the terminal, except while the TUI has it: what the
+    TUI showed is not printed again after it closes."""
+
+    def __init__(self, timeline: Timeline, say: Callable[[str], None]) -> None:
+        self.timeline, self.say = timeline, say
+        self._printed = 0
+        self._paused = False
+        self._lock = threading.Lock()  # the demo's thread prints, the main thread pauses
+        timeline.follow(self)
+
+    def __call__(self) -> None:
+        with self._lock:
+            entries = self.timeline.view().entries
+            if not self._paused:
+                for entry in entries[self._printed:]:
+                    self.say(entry.text)
+            self._printed = len(entries)
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._printed = len(self.timeline.view().entries)
+
+
+def _finish(runner: Demo, duration: float, stop: threading.Event, outcome: dict[str, object]) -> None:
+    """The demo's thread while the TUI runs: its metrics, or the error to raise after the TUI."""
+    try:
+        outcome["metrics"] = runner.finish(duration, stop)
+    except DemoStopped:
+        pass  # Ctrl-C: the main thread says so
+    except Exception as exc:  # noqa: BLE001 - raised again in the main thread once the TUI is closed
+        outcome["error"] = exc
+        runner.timeline.end(DemoEnd(False, ((False, f"the demo failed: {exc} ({LOG_NAME} says more)"),)))
+        runner.close()
 
 
 def demo(
@@ -36,9 +78,10 @@ def demo(
     """See the whole system live: N real Syncthing nodes on 127.0.0.1, daemons, simulated
     reasoning agents, a conflict, a node cut off and healed, a restore that forks.
 
-    Ends with the seed metrics of every node. Log lines go to demo.log in its directory.
-    Ctrl-C stops everything, leaves no process and removes the temporary directory (one
-    given with --dir stays).
+    Ends with the seed metrics of every node, its processes stopped. The TUI (on node1)
+    shows the demo's timeline as it happens, then each node's result until you press q.
+    Log lines go to demo.log in its directory. Ctrl-C stops everything, leaves no process
+    and removes the temporary directory (one given with --dir stays).
     Exit code 0 when every node meets the seed thresholds, 1 when one does not.
 
     Example: twinsync demo --nodes 3 --no-tui --duration 30
@@ -52,38 +95,57 @@ def demo(
     console = Console(stderr=True, soft_wrap=True)  # a path is never broken over lines
     say = lambda text: console.print(f"[cyan]demo[/] {text}", highlight=False)  # noqa: E731
     say(f"node homes in {root}; log lines in {root / LOG_NAME}")
-    runner = Demo(root, nodes, topology=topology, say=say)
+    runner = Demo(root, nodes, topology=topology)
+    printer = TimelinePrinter(runner.timeline, say)
     stop = threading.Event()
+    worker: threading.Thread | None = None
     try:
         with logs_to(root / LOG_NAME):
             with console.status("Starting Syncthing nodes and pairing them…"):
                 runner.setup()
             if no_tui or as_json:
-                runner.run(duration, stop, progress=say)
+                metrics = runner.finish(duration, stop, progress=say)
             else:
-                worker = threading.Thread(target=runner.run, args=(duration, stop), daemon=True)
+                printer.pause()  # the TUI shows the timeline: the terminal is its own meanwhile
+                outcome: dict[str, object] = {}
+                worker = threading.Thread(target=_finish, args=(runner, duration, stop, outcome),
+                                          name="demo", daemon=True)
                 worker.start()
                 from tui.app import run_app
-                run_app(runner.nodes[0].home)
-                stop.set()
-                with console.status("Finishing the demo's last incidents…"):
-                    worker.join()
-            with console.status("Letting the nodes settle and measuring…"):
-                metrics = runner.settle()
+                try:
+                    run_app(runner.nodes[0].home, demo=runner.timeline)
+                finally:
+                    stop.set()
+                printer.resume()
+                if worker.is_alive():
+                    say(f"the TUI closed before the demo's end: it stages what is left, settles, measures and stops "
+                        f"its {nodes} nodes (Ctrl-C stops at once)")
+                worker.join()
+                if "error" in outcome:
+                    raise outcome["error"]  # type: ignore[misc]
+                metrics = outcome["metrics"]  # type: ignore[assignment]
     except KeyboardInterrupt:
         stop.set()
+        printer.resume()
         console.print("[yellow]interrupted[/]: stopping every process")
-        with console.status("Stopping Syncthing and the daemons…"):
-            runner.close()
+        runner.close()
+        if worker is not None:
+            worker.join(30)  # it gives up at its next step; then nothing writes in root
         if directory is None:
             shutil.rmtree(root, ignore_errors=True)
-            console.print(f"removed {root}", highlight=False)
+            if root.exists():
+                console.print(f"could not remove all of {root}; remove it by hand", highlight=False)
+            else:
+                console.print(f"removed {root}", highlight=False)
         else:
             console.print(f"the node homes stay in {root}", highlight=False)
         raise typer.Exit(130) from None
+    except BaseException:
+        say(f"the node homes stay in {root}")
+        raise
     finally:
         runner.close()
-    meets = all(all(m.meets().values()) for m in metrics.values())
+    meets = demo_end(metrics).meets
     if as_json:
         print_json({"dir": str(root), "nodes": {n: {**m.summary(), "access_samples": m.access_samples,
                                                     "meets": m.meets()} for n, m in metrics.items()},

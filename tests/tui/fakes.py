@@ -24,7 +24,7 @@ from orchestrator.controls import UnpairReport
 from orchestrator.status import FolderStatus, NodeStatus
 from orchestrator.traffic import PeerTraffic
 from syncthing.errors import SyncthingError
-from tui.service import MetricsData, QueueData
+from tui.service import MetricsData, QueueData, Timeline, TimelineView
 
 HOME = Path("/home/me/.local/share/twinsync")
 DEVICES = {"laptop": "X7UITSF-DTGOBX5-RANBWKD-EGXYUBU-JN64BL7-BYPPIDW-5EMLQWB-V3RMQAF",
@@ -146,8 +146,9 @@ HISTORY = {
 class FakeService:
     """Fixed answers; decisions and restores are recorded in `calls`."""
 
-    def __init__(self, *, syncthing_ok: bool = True) -> None:
+    def __init__(self, *, syncthing_ok: bool = True, demo: Timeline | None = None) -> None:
         self.syncthing_ok = syncthing_ok
+        self.timeline = demo
         self.calls: list[tuple] = []
         self.fail_with: Exception | None = None
         self._lock = threading.Lock()
@@ -289,6 +290,12 @@ class FakeService:
 
     def watch(self, on_event, done) -> None:
         """No daemon to watch: the app looks again later."""
+
+    def demo(self) -> TimelineView | None:
+        return self.timeline.view() if self.timeline is not None else None
+
+    def follow_demo(self, on_change):
+        return self.timeline.follow(on_change) if self.timeline is not None else (lambda: None)
 
 
 class BrokenService(FakeService):

@@ -1,13 +1,21 @@
-"""The README's screenshots: every tab of the real app, as PNG.
+"""The README's screenshots, taken from a real demo run: every tab, the demo's timeline and
+its end, as PNG.
 
     .venv/bin/python -m tests.tui.render_screenshots [--out docs/screenshots] [--keep-svg]
 
-Drives the real app (tui.app.make_app) headless with the fixed values of the snapshot
-tests' fake service (tests/tui/fakes.py), at 120x36, saves an SVG of each tab with the
-app's own screenshot API (`App.save_screenshot`), and renders each SVG to PNG with
-Debian's headless Chromium (`apt-get install chromium`). Output: nodes.png, queue.png
-(a frame conflict selected, its diff shown), snapshots.png (one verified), frames.png
-(a frame's revisions), metrics.png and ask.png (the Ask dialog with an answer).
+Starts a small real demo (orchestrator.demo.Demo: real `syncthing serve` processes and
+`twinsync run` daemons on 127.0.0.1, in a temporary directory removed after), opens the
+real app (tui.app.make_app) on node1's live home as `twinsync demo` does, drives it headless
+with Textual's pilot at 120x40 while the demo runs, and saves an SVG of each state with the
+app's own screenshot API (`App.save_screenshot`). Each SVG is then rendered to PNG with
+Debian's headless Chromium (`apt-get install chromium`). Takes about two minutes.
+
+Output: nodes.png (once node3 is cut off: the timeline under the tabs says so), ask.png
+(the Ask dialog answered), queue.png (the demo's frame conflict selected, its diff shown),
+snapshots.png (one verified), frames.png (notes/shared, the frame two nodes edited, and
+its revisions), metrics.png and ended.png (the demo's results, its nodes stopped). A state
+that does not come within its deadline stops the script with what it waited for: nothing
+half-shown is saved.
 
 Nothing leaves the machine: each SVG is inlined into a local HTML file whose web-font
 URLs are removed (the system's DejaVu Sans Mono draws the text), Chromium opens it from
@@ -25,42 +33,134 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.tui.fakes import FakeService
-from tui.app import make_app
+from orchestrator.demo import Demo
+from orchestrator.logfile import logs_to
+from tests.tui.helpers import until
+from tui.app import TwinsyncApp, make_app
+from tui.ask import AskScreen
 
 ROOT = Path(__file__).resolve().parents[2]
-SIZE = (120, 36)
+SIZE = (120, 40)
 CHROMIUM = "/usr/bin/chromium"
 FONT = '"DejaVu Sans Mono", "Liberation Mono", monospace'
-#: name -> (the tab's key, then the keys that bring it to the state shown)
-SHOTS: dict[str, tuple[str, ...]] = {
-    "nodes": ("1", "down", "down"),  # this node (laptop) selected: its fingerprint and folders
-    "queue": ("2",),                  # the newest item, a frame conflict, with its diff
-    "snapshots": ("3", "v", "down"),  # the first snapshot verified (its green "ok" off the cursor)
-    "frames": ("4", "down"),          # notes/today and its revisions
-    "metrics": ("5",),
-    "ask": ("1", "k", *"plan", "space", *"the", "space", *"week", "enter"),  # the Ask dialog answered
-}
+#: The shots, in the order the demo's run brings them.
+SHOTS = ("nodes", "ask", "queue", "snapshots", "frames", "metrics", "ended")
+NODES = 3
+#: Seconds of reasoning: the incidents come at 20%, 35%, 50% and 65% of it, and the shots
+#: of every tab are taken between the cut-off and the end.
+DURATION = 60
+#: Seconds any one state may take to come on a busy machine.
+WAIT = 90
 
 
-async def _settled(pilot) -> None:
-    """Every service call finished and its result shown (as the snapshot tests wait)."""
-    for _ in range(2):
-        await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+def _text(app: TwinsyncApp, selector: str) -> str:
+    return str(app.screen.query_one(selector).render())  # the dialog on top, when one is
 
 
-async def capture_svg(name: str, keys: tuple[str, ...], out: Path) -> Path:
-    # a refresh period longer than the run: what is shown is the first load only
-    app = make_app(Path("/nonexistent"), refresh_s=600, service=FakeService())
-    async with app.run_test(size=SIZE) as pilot:
-        await _settled(pilot)
-        await pilot.press(*keys)
-        await _settled(pilot)
-        return Path(app.save_screenshot(filename=f"{name}.svg", path=str(out)))
+async def _select(pilot, table_id: str, key: str) -> None:
+    """Put the cursor of table `table_id` on the row `key`."""
+    table = pilot.app.query_one(f"#{table_id}")
+    keys = [row.key.value for row in table.ordered_rows]
+    table.move_cursor(row=keys.index(key), animate=False)
+    await pilot.pause(0.3)
+
+
+async def drive(app: TwinsyncApp, pilot, shoot: Callable[[str], None]) -> None:
+    """The states of SHOTS, each waited for on the live app, then shot."""
+    timeline = "#timeline"
+    await until(pilot, lambda: "cut off from the others" in _text(app, timeline), "node3 cut off", WAIT)
+    nodes = app.pane("nodes")
+    await until(pilot, lambda: len(getattr(nodes, "rows", {})) == NODES, "every node's fingerprint", WAIT)
+    await _select(pilot, "nodes-table", "node1")
+    shoot("nodes")
+
+    await pilot.press("k")
+    await until(pilot, lambda: isinstance(app.screen, AskScreen), "the Ask dialog", WAIT)
+    await pilot.press(*"plan", "space", *"the", "space", *"week", "enter")
+    waiting = ("This node answers when", "Asking about")  # the dialog's hint, then while it asks
+    await until(pilot, lambda: not isinstance(app.screen, AskScreen)
+                or not _text(app, "#ask-answer").startswith(waiting), "the answer", WAIT)
+    if not isinstance(app.screen, AskScreen):
+        raise AssertionError("the demo ended before the network answered; run again")
+    shoot("ask")
+    await pilot.press("escape")
+
+    await pilot.press("2")
+    queue = app.pane("queue")
+    conflict = await until(pilot, lambda: next((k for k, e in queue.entries.items() if e.kind == "conflict"), None),
+                           "the frame conflict in the queue", WAIT)
+    await _select(pilot, "queue-table", conflict)
+    await until(pilot, lambda: (queue.shown_detail or ())[:1] == ("conflict",) and queue.shown_detail[2],
+                "the conflict's diff", WAIT)
+    shoot("queue")
+
+    await pilot.press("3")
+    snapshots = app.pane("snapshots")
+    await until(pilot, lambda: snapshots.infos, "a snapshot", WAIT)
+    await pilot.press("v")
+    await until(pilot, lambda: "ok" in snapshots.verdicts.values(), "the snapshot verified", WAIT)
+    shoot("snapshots")
+
+    await pilot.press("4")
+    frames = app.pane("frames")
+    shared = await until(pilot, lambda: next((k for k, e in frames.entries.items() if e.id == "notes/shared"), None),
+                         "notes/shared among the frames", WAIT)
+    await _select(pilot, "frames-table", shared)
+    await until(pilot, lambda: frames.log_of == "notes/shared" and len(frames.revisions) > 1,
+                "the revisions of notes/shared", WAIT)
+    shoot("frames")
+
+    await pilot.press("5")
+    await until(pilot, lambda: "…" not in _text(app, "#value-convergence"), "the metrics", WAIT)
+    shoot("metrics")
+
+    await until(pilot, lambda: "are stopped" in _text(app, timeline), "the demo's end, its nodes stopped", 4 * WAIT)
+    shoot("ended")
+
+
+def capture_svgs(work: Path, names: list[str], nodes: int = NODES, duration: float = DURATION) -> list[Path]:
+    """A real demo in `work`, the app on its node1, the SVG of each of `names` (in SHOTS)."""
+    demo = Demo(work / "demo", nodes)
+    saved: list[Path] = []
+    failure: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            demo.finish(duration, threading.Event())
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failure.append(exc)
+
+    async def main() -> None:
+        app = make_app(demo.nodes[0].home, refresh_s=2.0, demo=demo.timeline)
+        app.animation_level = "none"
+
+        def shoot(name: str) -> None:
+            if name in names:
+                saved.append(Path(app.save_screenshot(filename=f"{name}.svg", path=str(work))))
+                print(f"shot {name} at t={demo.timeline.view().elapsed:.0f} s", flush=True)
+
+        async with app.run_test(size=SIZE) as pilot:
+            worker.start()
+            await drive(app, pilot, shoot)
+            await pilot.press("q")
+
+    worker = threading.Thread(target=finish, name="demo")
+    print(f"starting a {nodes}-node demo in {work}; its log lines go to {work / 'demo.log'}", flush=True)
+    with logs_to(work / "demo.log"):
+        try:
+            demo.setup()
+            asyncio.run(main())
+        finally:
+            demo.close()
+            if worker.is_alive():
+                worker.join()
+    if failure:
+        raise RuntimeError(f"the demo failed: {failure[0]}") from failure[0]
+    return saved
 
 
 def _viewbox(svg: str) -> tuple[int, int]:
@@ -132,9 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="twinsync-shots-") as tmp:
         work = Path(tmp)
-        for name in names:
-            svg = asyncio.run(capture_svg(name, SHOTS[name], work))
-            png = args.out / f"{name}.png"
+        for svg in capture_svgs(work, names):
+            png = args.out / f"{svg.stem}.png"
             width, height = render_png(svg, png, args.chromium, work)
             if args.keep_svg:
                 shutil.copyfile(svg, args.out / svg.name)
