@@ -36,6 +36,7 @@ from orchestrator.heartbeat import RUNNING, read_health
 from orchestrator.homeassistant import discovery, peer_topic
 from orchestrator.node import Node, syncthing_client
 from orchestrator.pairing import peer_statuses
+from orchestrator.metrics import read_fingerprints
 from syncthing.errors import SyncthingError
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def observe(node: Node, *, now: datetime | None = None) -> Observation:
     peers = [PeerLink(p.name, p.connected, _when(p.last_seen) or _when(trusted[p.name].added), bool(_when(p.last_seen)))
              for p in statuses]
     stale = [(v.node, v.fingerprint.created if v.fingerprint else None)
-             for v in recovery.read_fingerprints(node, now=now) if v.stale]
+             for v in read_fingerprints(node, now=now) if v.stale]
     refused = [(name, Path(path).name, reason) for name, pieces in sorted(recovery.pending(node, now=now).items())
                for path, _, reason in pieces.refused]
     health = read_health(node.layout.home, now)

@@ -320,7 +320,7 @@ class Routes:
     def __init__(self, node: Node, question: str, peers: dict[str, TrustedPeer] | None = None) -> None:
         from orchestrator.link import host_of
         from orchestrator.meaning import peer_profiles
-        from orchestrator.recovery import read_fingerprints
+        from orchestrator.metrics import read_fingerprints
 
         self._node = node
         self.peers = node.peers() if peers is None else peers

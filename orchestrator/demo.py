@@ -33,6 +33,7 @@ from orchestrator.init import SyncthingTarget, init_node
 from orchestrator.node import Node
 from orchestrator.pairing import make_invite, pair
 from orchestrator.topology import apply_topology
+from orchestrator.metrics import frame_counts, node_metrics
 from syncthing.folderspec import FRAMES_FOLDER_ID
 from syncthing.process import ManagedSyncthing
 from syncthing.topology import Topology
@@ -459,7 +460,7 @@ class Demo:
             for node in self.nodes:
                 with node.open() as opened:
                     recovery.merge_now(opened)
-                    roots.add(recovery.frame_counts(opened).root)
+                    roots.add(frame_counts(opened).root)
             return len(roots) == 1
         self._wait(frames_agree, timeout, "every node to hold the same frames")
         for _ in range(2):  # publish, then merge what the others published
@@ -476,7 +477,7 @@ class Demo:
         metrics = {}
         for node in self.nodes:
             with node.open() as opened:
-                metrics[node.name] = recovery.node_metrics(opened)
+                metrics[node.name] = node_metrics(opened)
         return metrics
 
     def ask_around(self, goals_per_peer: int = 3) -> None:

@@ -21,7 +21,7 @@ from folders.fingerprint import (FINGERPRINT_NAME, Fingerprint, FingerprintView,
 from folders.ids import by_prefix
 from folders.manifest import SegmentError
 from folders.mergeplan import Bridge, Merge, Refuse, Wait, plan, survey
-from folders.metrics import Metrics, compute_metrics, frames_root, judge
+from folders.metrics import judge
 from folders.restore import restore_snapshot, shadow_sessions
 from folders.segments import SEGMENTS_DIR, merge_segment, publish, verify_segment
 from folders.retention import due_for_snapshot, prune, remove_leftovers
@@ -33,8 +33,8 @@ from orchestrator.heartbeat import DaemonHealth, link_port, load_heartbeat, read
 from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
 from orchestrator.meaning import node_profile
 from orchestrator.node import Node
-from orchestrator.state import open_state, read_state, stamp
-from orchestrator.topology import load_topology
+from orchestrator.metrics import frame_counts, node_metrics, read_fingerprints, remember
+from orchestrator.state import open_state, stamp
 from orchestrator.traces import forks
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import recovery_folder_id
@@ -145,7 +145,7 @@ def merge_now(node: Node, *, clock: Callable[[], datetime] = utc_now,
             break
     _account(node, actions, report, clock)
     if latencies:  # DESIGN §5: peer segment published → merged here, for the metrics history
-        _remember(node, stamp(clock()), {"merge_latency_s": max(latencies)})
+        remember(node, stamp(clock()), {"merge_latency_s": max(latencies)})
     if report.merged or report.bridged:
         logger.info("merged %d segment(s) and bridged %d snapshot(s), %d step(s)",
                     len(report.merged), len(report.bridged),
@@ -265,61 +265,7 @@ def _announce(node: Node, owner: str) -> None:
         logger.warning("published locally; Syncthing will pick it up later (%s)", str(exc).split(";")[0])
 
 
-# -- metrics and fingerprints ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FrameCounts:
-    total: int
-    in_conflict: int
-    invalid: int
-    root: str
-
-
-def frame_counts(node: Node) -> FrameCounts:
-    """Counts for the metrics; the frames root covers only namespaces every node holds, so
-    a sharded or p2p topology does not read as disagreement."""
-    local = tuple(f"{ns}/" for ns in load_topology(node).namespaces)
-    db = read_state(node.layout.state_db)
-    try:
-        valid = [(r[0], r[1]) for r in db.execute("SELECT path, hash FROM frames WHERE status = 'valid'")]
-        invalid = db.execute("SELECT count(*) FROM frames WHERE status = 'invalid'").fetchone()[0]
-        conflicts = db.execute("SELECT count(DISTINCT path) FROM conflicts WHERE kind IN ('conflict', 'deleted') "
-                               "AND status = 'open'").fetchone()[0]
-    finally:
-        db.close()
-    shared = [(path, digest) for path, digest in valid if not path.startswith(local)] if local else valid
-    return FrameCounts(len(valid) + invalid, conflicts, invalid, frames_root(shared))
-
-
-def node_metrics(node: Node, counts: FrameCounts | None = None) -> Metrics:
-    """The seed metrics here; frames whose state differs across nodes are estimated from the
-    fingerprints: when our frames root is not the majority's, the count gap (at least 1)."""
-    counts = counts or frame_counts(node)
-    views = read_fingerprints(node)
-    agreement = compare(views)
-    disagreeing = 0
-    majority = agreement["majority_root"]
-    if majority is not None and counts.root != majority:
-        majority_counts = [v.fingerprint.frames_count for v in views
-                           if v.ok and v.fingerprint.frames_root == majority]
-        disagreeing = max(1, abs(counts.total - (majority_counts[0] if majority_counts else 0)))
-    db = read_state(node.layout.state_db)
-    try:
-        asked = [row[0] for row in db.execute("SELECT ms FROM asks ORDER BY id DESC LIMIT ?", [ACCESS_SAMPLE])]
-    finally:
-        db.close()
-    conn = connect(node.layout.trace_db)
-    try:
-        return compute_metrics(conn, frames_total=counts.total, frames_in_conflict=counts.in_conflict,
-                               frames_invalid=counts.invalid, frames_disagreeing=min(disagreeing, counts.total),
-                               asked_ms=asked)
-    finally:
-        conn.close()
-
-
-#: The latest asks answered by peers whose round trips make the access metric.
-ACCESS_SAMPLE = 100
-
+# -- fingerprints --------------------------------------------------------------------------
 
 #: Metrics that differ on every measurement (a query's wall time): a new value alone is not a
 #: change worth a new signature; it travels with the next real change or staleness refresh.
@@ -352,7 +298,7 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) 
     if _still_current(node, path, fp, key.public_key()):
         return False
     write_fingerprint(path, fp)
-    _remember(node, fp.created, fp.metrics)
+    remember(node, fp.created, fp.metrics)
     return True
 
 
@@ -367,38 +313,6 @@ def _still_current(node: Node, path: Path, fresh: Fingerprint, public: Ed25519Pu
                 "metrics": {k: v for k, v in fp.metrics.items() if k not in MEASURED_EACH_TIME}}
 
     return essence(view.fingerprint) == essence(fresh)
-
-
-def _remember(node: Node, ts: str, values: dict[str, float | None]) -> None:
-    """Metrics history in state.db, for the TUI's sparklines."""
-    db = open_state(node.layout.state_db)
-    try:
-        db["metrics"].insert_all([{"ts": ts, "name": k, "value": v} for k, v in values.items() if v is not None])
-    finally:
-        db.close()
-
-
-def metrics_history(node: Node, limit: int = 200) -> dict[str, list[tuple[str, float]]]:
-    """Each metric's last `limit` values, oldest first."""
-    db = open_state(node.layout.state_db)
-    try:
-        history: dict[str, list[tuple[str, float]]] = {}
-        for name, in db.execute("SELECT DISTINCT name FROM metrics"):
-            rows = db.execute("SELECT ts, value FROM metrics WHERE name = ? ORDER BY ts DESC LIMIT ?",
-                              [name, limit]).fetchall()
-            history[name] = [(ts, value) for ts, value in reversed(rows)]
-        return history
-    finally:
-        db.close()
-
-
-def read_fingerprints(node: Node, *, now: datetime | None = None) -> list[FingerprintView]:
-    trusted = node.trusted_keys()
-    stale_after = timedelta(seconds=node.config.traces.fingerprint_stale_s)
-    root = node.layout.recovery_root
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    return [read_fingerprint(p / FINGERPRINT_NAME, trusted, now=now, stale_after=stale_after)
-            for p in folders]
 
 
 @dataclass(frozen=True)

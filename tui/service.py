@@ -31,6 +31,7 @@ from orchestrator.node import INTERACTIVE_TIMEOUT, Node
 from orchestrator.recovery import NodeRow, RestoreReport
 from orchestrator.status import NodeStatus, node_status
 from orchestrator.traffic import PeerTraffic, Reading, peer_traffic
+from orchestrator.metrics import metrics_history, node_metrics
 
 Progress = Callable[[int, int], None]
 
@@ -169,7 +170,7 @@ class NodeService:
 
     def metrics(self) -> MetricsData:
         with self._node() as node:
-            return MetricsData(recovery.node_metrics(node), recovery.metrics_history(node))
+            return MetricsData(node_metrics(node), metrics_history(node))
 
     def traffic(self) -> list[PeerTraffic]:
         """Rates since the previous call (none on the first), as `nodes` shows them."""

@@ -67,7 +67,7 @@ def _finish(runner: Demo, duration: float, stop: threading.Event, outcome: dict[
 
 
 def demo(
-    nodes: Annotated[int, typer.Option("--nodes", min=2, max=9, help="How many nodes to run.")] = 3,
+    nodes: Annotated[int, typer.Option("--nodes", min=2, max=12, help="How many nodes to run (10 fit a 2-core machine: docs/scale.md).")] = 3,
     topology: Annotated[str, typer.Option("--topology", help="swarm, star (node1 is the master), sharded "
                                           "(facts only on node1 and node2) or p2p.")] = "swarm",
     duration: Annotated[float, typer.Option("--duration", min=5, help="Seconds of simulated reasoning.")] = 60,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from folders.metrics import METRIC_NAMES, METRIC_WORDS, NOT_ENOUGH_DATA, Metrics, format_metric, threshold_text
-from orchestrator import recovery
 from orchestrator.cli.common import HomeOption, JsonOption, open_node, print_json
 from folders.errors import TwinsyncError
 from folders.layout import NoNodeError
@@ -14,6 +13,7 @@ from orchestrator.node import INTERACTIVE_TIMEOUT
 from orchestrator.broker import NOT_CONFIGURED, REACHABLE
 from orchestrator.heartbeat import DEGRADED, NOT_RUNNING, RUNNING
 from orchestrator.status import node_status
+from orchestrator.metrics import node_metrics
 
 
 def status(home: HomeOption, as_json: JsonOption = False) -> None:
@@ -27,7 +27,7 @@ def status(home: HomeOption, as_json: JsonOption = False) -> None:
     """
     with open_node(home, timeout=INTERACTIVE_TIMEOUT) as node:
         st = node_status(node)
-        metrics = recovery.node_metrics(node)
+        metrics = node_metrics(node)
     if as_json:
         print_json({**st.to_dict(), "metrics": metrics.summary()})
     else:

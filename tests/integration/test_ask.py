@@ -23,7 +23,7 @@ from folders import linkwire
 from folders.keys import load_private_key
 
 from orchestrator.node import Node
-from orchestrator.recovery import node_metrics
+from orchestrator.metrics import node_metrics
 from tests.conftest import wait_for
 from tests.integration.test_modules import set_reasoner
 from tests.tui.helpers import until
