@@ -126,6 +126,7 @@ class FrameRepo:
             "GIT_LITERAL_PATHSPECS": "1", "GIT_TERMINAL_PROMPT": "0",
         }
         self._cmd: git.Git | None = git.Git(str(self.work_tree))
+        self._last: tuple[str, str] | None = None  # (commit, tree) this repo made last
         self._cmd.update_environment(**self._env)
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -251,26 +252,50 @@ class FrameRepo:
         return self._resolve("HEAD")
 
     def _head_and_tree(self) -> tuple[str | None, str | None]:
-        """HEAD and its tree in one `git` process: a commit is on the path of every frame put
-        and every frame a peer sends, and each process costs milliseconds."""
+        """HEAD and its tree. Every frame put and every frame a peer sends is a commit, and
+        each `git` process costs milliseconds (tens in a busy daemon), so when HEAD's ref
+        file still names the commit this repo made last, its tree is known without asking
+        Git; otherwise one `rev-parse`. A stale answer cannot slip through: `update-ref`
+        moves HEAD only from the parent given."""
+        loose = self._loose_head()
+        if loose is not None and self._last is not None and loose == self._last[0]:
+            return self._last
         status, out = self._run("rev-parse", "HEAD^{commit}", "HEAD^{tree}", ok=(0, 128))
         shas = out.decode().split()
         return (shas[0], shas[1]) if status == 0 and len(shas) == 2 else (None, None)
 
+    def _loose_head(self) -> str | None:
+        """The sha in HEAD's loose ref file, or None when it is not there as one (packed,
+        detached, unreadable): the caller then asks Git."""
+        try:
+            head = (self.git_dir / "HEAD").read_text()
+            if not head.startswith("ref: refs/"):
+                return None
+            sha = (self.git_dir / head[5:].strip()).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return sha if len(sha) == 40 and all(c in "0123456789abcdef" for c in sha) else None
+
     def commit(self, paths: Iterable[str | os.PathLike[str]], message: str, author: str,
-               when: datetime | None = None) -> str | None:
+               when: datetime | None = None, *, checked: bool = False) -> str | None:
         """Record these work-tree paths (added, changed or deleted) as one commit by `author`.
 
         Paths that did not change, are excluded (info/exclude) or exist neither on disk nor in
         Git are skipped. Returns the new commit's sha, or None when there is nothing to commit.
+        `checked`: the caller vouches that every path is a frame file it just validated or one
+        that is gone (the pipeline does), so the `git status` that filters excluded paths is
+        not needed: staging an unchanged file or a path Git never had changes nothing.
         """
         wanted = list(dict.fromkeys(_rel_path(p) for p in paths))
         _check_name(author)
         if not wanted:
             return None
-        limit = ["--", *wanted] if len(wanted) <= _PATHSPEC_LIMIT else []
-        changed = self._changed_paths(*limit)
-        stage = [p for p in wanted if p in changed]
+        if checked:
+            stage = wanted
+        else:
+            limit = ["--", *wanted] if len(wanted) <= _PATHSPEC_LIMIT else []
+            changed = self._changed_paths(*limit)
+            stage = [p for p in wanted if p in changed]
         if stage:
             self._run("update-index", "--add", "--remove", "-z", "--stdin",
                       stdin=b"\0".join(os.fsencode(p) for p in stage), what="stage the changed frames")
@@ -294,6 +319,7 @@ class FrameRepo:
                          stdin=message.encode("utf-8"), env=env, what="write a commit")
         self._run("update-ref", "-m", f"twinsync: {message.splitlines()[0] if message else 'commit'}",
                   "HEAD", new, parent or "", what="move HEAD (another writer moved it first?)")
+        self._last = (new, tree)
         return new
 
     def tracked(self) -> dict[str, str]:

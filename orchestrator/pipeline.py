@@ -143,7 +143,7 @@ class FramePipeline:
                 buried = self._tombstones(report.deleted, indexed, tombstones)
                 self.request_scan(report.committed + report.deleted + report.conflicts)
                 for author, changed in sorted(by_author.items()):
-                    sha = self.repo.commit(changed, _message(changed), author, when=self.clock())
+                    sha = self.repo.commit(changed, _message(changed), author, when=self.clock(), checked=True)
                     if sha:
                         report.commits.append(sha)
                 with db.conn:

@@ -145,6 +145,40 @@ def test_nothing_to_commit_returns_none(repo):
     assert repo.head() == head
 
 
+def test_checked_paths_skip_nothing_that_matters(repo):
+    # The pipeline's commits skip `git status`: unchanged, deleted and never-tracked paths
+    # must still come out as they do through it.
+    write(repo.work_tree, "ns/a.frame.json", "a\n")
+    first = repo.commit(["ns/a.frame.json"], "add", "laptop", checked=True)
+    assert first and commit_files(repo, first) == ["A\tns/a.frame.json"]
+    assert repo.commit(["ns/a.frame.json"], "again", "laptop", checked=True) is None
+    assert repo.commit(["ns/never-existed.frame.json"], "ghost", "laptop", checked=True) is None
+    (repo.work_tree / "ns/a.frame.json").unlink()
+    gone = repo.commit(["ns/a.frame.json"], "delete", "laptop", checked=True)
+    assert gone and commit_files(repo, gone) == ["D\tns/a.frame.json"]
+    assert git_cli(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["loose-ref", "packed-ref"])
+def test_a_commit_by_another_writer_becomes_the_parent(paths, packed):
+    # The daemon's repo remembers the commit it made last; a frame put from the CLI (another
+    # FrameRepo, another process) moves HEAD in between: the next commit must build on it,
+    # whether HEAD's ref is a loose file or was packed by `git gc`.
+    git_dir, work = paths
+    with FrameRepo.create(git_dir, work, clock=Clock()) as daemon, FrameRepo(git_dir) as cli:
+        write(work, "ns/a.frame.json", "a\n")
+        first = daemon.commit(["ns/a.frame.json"], "a", "laptop", checked=True)
+        write(work, "ns/b.frame.json", "b\n")
+        second = cli.commit(["ns/b.frame.json"], "b", "desktop")
+        if packed:
+            git_cli(daemon, "pack-refs", "--all")
+        write(work, "ns/c.frame.json", "c\n")
+        third = daemon.commit(["ns/c.frame.json"], "c", "laptop", checked=True)
+        assert git_cli(daemon, "rev-list", "HEAD").split()[:3] == [third, second, first]
+        assert sorted(git_cli(daemon, "ls-tree", "-r", "--name-only", "HEAD").split()) == \
+            ["ns/a.frame.json", "ns/b.frame.json", "ns/c.frame.json"]
+
+
 def test_excluded_files_are_never_committed_even_when_named(repo):
     work = repo.work_tree
     junk = [".stfolder/marker", ".stignore", ".stversions/ns/a.frame.json",
