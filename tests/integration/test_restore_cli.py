@@ -1,7 +1,10 @@
-"""`twinsync restore` asks before it replaces trace.db (issue 12): the real CLI in a
-pseudo-terminal, a person pressing Ctrl-C (or Ctrl-D) at the question, and the same command
-with no terminal at all. Each time nothing is restored, nothing on disk changes, and one
-plain sentence says so; no traceback, no click `Aborted!`."""
+"""The real `twinsync restore` on a real node home.
+
+It asks before it replaces trace.db (issue 12): in a pseudo-terminal a person presses
+Ctrl-C (or Ctrl-D, or answers no) at the question, or runs it with no terminal at all.
+Each time nothing is restored, nothing on disk changes, and one plain sentence says so; no
+traceback, no click `Aborted!`. And two restores started at once never leave a broken or
+mixed trace.db."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import hashlib
 import os
 import pty
 import select
+import sqlite3
 import subprocess
 import sys
 import time
@@ -134,3 +138,34 @@ def test_without_a_terminal_it_asks_for_yes_and_changes_nothing(node: Node) -> N
                                   "ask on. Nothing was restored; trace.db is unchanged. To restore without "
                                   "this question, add --yes.")
     assert _disk(node.home) == before
+
+
+
+def test_two_restores_at_once_leave_one_sound_trace(node: Node) -> None:
+    """Each run either restores or is refused with one `Error:` sentence (the other holds the
+    node); trace.db ends whole, with every step and session it had, and no trace.db.tmp."""
+    before = _trace(node.home)
+    runs = [subprocess.Popen([TWINSYNC, "restore", "--latest", "--yes", "--home", str(node.home)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [(run.wait(60), *run.communicate()) for run in runs]
+    assert any(code == 0 for code, _, _ in results), results
+    for code, out, err in results:
+        assert "Traceback" not in out + err, results
+        if code == 0:
+            assert out.startswith("Restored ") and err.strip() == "", results
+        else:
+            assert code == 1 and out == "" and err.startswith("Error: ") and err.count("\n") == 1, results
+    assert _trace(node.home) == before
+    assert not list(node.home.glob("trace.db.tmp*"))
+
+
+def _trace(home: Path) -> tuple[str, set[tuple], set[tuple]]:
+    """integrity_check, every step, every session (the open one came back on top)."""
+    conn = sqlite3.connect(home / "trace.db")
+    try:
+        return (conn.execute("PRAGMA integrity_check").fetchone()[0],
+                set(conn.execute("SELECT * FROM steps")),
+                set(conn.execute("SELECT session, status, head FROM sessions")))
+    finally:
+        conn.close()
