@@ -153,15 +153,24 @@ def _copy_hashing(source: Path, dest: Path, progress: Progress | None, chunk: in
                              "folder, then restore again.") from None
         try:
             digest = hashlib.sha256()
-            buffer = bytearray(max(1, chunk))
-            view = memoryview(buffer)
-            done = 0
-            while n := os.readv(fd, [buffer]):
-                digest.update(view[:n])
-                _write_all(out, view[:n], dest)
-                done += n
-                if progress is not None:
-                    progress(done, max(done, st.st_size))
+            buffers = (bytearray(max(1, chunk)), bytearray(max(1, chunk)))
+            done, k, written = 0, 0, None
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-write") as writer:
+                # Chunk k is written on the second core while it is hashed here (both release
+                # the GIL), then chunk k-1's write is awaited, so the next read never fills
+                # a buffer that is still being written.
+                while n := os.readv(fd, [buffers[k % 2]]):
+                    view = memoryview(buffers[k % 2])[:n]
+                    writing = writer.submit(_write_all, out, view, dest)
+                    digest.update(view)
+                    if written is not None:
+                        written.result()
+                    written = writing
+                    done, k = done + n, k + 1
+                    if progress is not None:
+                        progress(done, max(done, st.st_size))
+                if written is not None:
+                    written.result()
             return digest.hexdigest()
         finally:
             os.close(out)

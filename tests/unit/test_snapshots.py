@@ -671,3 +671,18 @@ def test_restore_brings_this_nodes_shadow_sessions_back_on_top(make_node) -> Non
         tdb.finish(open_shadow, "done after the restore")
     segment = publish(a.trace, a.folder / "segments", "a", KEYS["a"], clock=a.clock)
     assert set(segment.sessions) == {open_shadow, finished_shadow}
+
+
+@pytest.mark.parametrize("size, chunk", [(0, 4096), (1, 4096), (4096 * 64 + 17, 4096), (3 << 20, 1 << 16)])
+def test_the_copy_holds_exactly_the_bytes_whose_hash_it_returns(tmp_path: Path, size: int, chunk: int) -> None:
+    """Hashed on one thread while written on another, in two alternating buffers: a buffer
+    refilled before its write ended would put bytes in place that were never hashed."""
+    from folders.restore import _copy_hashing
+
+    source, dest = tmp_path / "snap.db", tmp_path / "trace.db.tmp"
+    source.write_bytes(os.urandom(size))
+    calls: list[tuple[int, int]] = []
+    digest = _copy_hashing(source, dest, lambda done, total: calls.append((done, total)), chunk)
+    assert dest.read_bytes() == source.read_bytes()
+    assert digest == _sha(dest)
+    assert [done for done, _ in calls] == list(range(chunk, size, chunk)) + ([size] if size else [])
