@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime, timedelta
@@ -30,6 +32,7 @@ from folders.snapshots import (
 from folders.restore import restore_snapshot
 from folders.retention import due_for_snapshot, prune
 from folders.trace import TraceDB, canonical_json, connect, ensure_schema, step_hash
+from tests.conftest import wait_for
 from tests.unit.tracekit import TickClock, node_keys, planned, resign
 
 KEYS, TRUSTED = node_keys("a", "b", "c")
@@ -686,3 +689,44 @@ def test_the_copy_holds_exactly_the_bytes_whose_hash_it_returns(tmp_path: Path, 
     assert dest.read_bytes() == source.read_bytes()
     assert digest == _sha(dest)
     assert [done for done, _ in calls] == list(range(chunk, size, chunk)) + ([size] if size else [])
+
+
+KILLED_RESTORE = """
+import sys
+from pathlib import Path
+from folders.keys import parse_public_key
+from folders.restore import restore_snapshot
+restore_snapshot(Path(sys.argv[1]), Path(sys.argv[2]), {"a": parse_public_key(sys.argv[3])}, chunk=1 << 16)
+"""
+
+
+@pytest.mark.parametrize("moment", ["copying", "checking"])
+def test_kill_9_mid_restore_leaves_the_old_trace_or_the_new_one_and_restores_again(make_node, moment: str) -> None:
+    """SIGKILL while the copy is written, or once it is whole and being checked: trace.db is
+    the old one or (the kill came after the rename) the restored one, never a mix; the next
+    restore clears the leftover trace.db.tmp."""
+    a, b = make_node("a"), make_node("b")
+    with TraceDB(a.trace, "a", clock=a.clock) as tdb:  # a snapshot of some megabytes
+        for i in range(120):
+            session = tdb.start_session(f"goal {i}")
+            tdb.append(session, "observation", os.urandom(40_000).hex())
+            tdb.finish(session, f"answer {i}")
+    a.publish()
+    snap = a.snapshot()
+    old = b.trace.read_bytes()
+    tmp = b.trace.with_name("trace.db.tmp")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RESTORE, str(b.trace), str(snap.manifest_path),
+                              keys.public_key_text(TRUSTED["a"])])
+    try:
+        wait_for(lambda: child.poll() is not None or (tmp.exists() and (
+            moment == "copying" or tmp.stat().st_size >= snap.size)), timeout=60, interval=0.001,
+            what=f"the restore {moment}")
+    finally:
+        child.kill()
+        child.wait()
+    assert tmp.exists() or child.returncode == 0  # killed mid-restore, or it had already ended
+    assert b.trace.read_bytes() == old or rows(b.trace) == published_steps(a.trace)
+    assert rows(b.trace, "PRAGMA integrity_check") == [("ok",)]
+    restore_snapshot(b.trace, snap.manifest_path, TRUSTED)
+    assert rows(b.trace) == published_steps(a.trace)
+    assert leftovers(b.trace.parent) == []
