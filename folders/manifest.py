@@ -124,9 +124,10 @@ def file_sha256(path: Path) -> str:
 
 
 def check_signed_file(manifest_path: Path, manifest: Mapping, trusted: Mapping[str, Ed25519PublicKey],
-                      kind: str, again: str) -> Path:
+                      kind: str, again: str, digest: Callable[[Path], str] = file_sha256) -> Path:
     """The checks segments and snapshots share, cheap first: a trusted node, its signature,
-    then the file it names, present, a regular file and with the signed sha256."""
+    then the file it names, present, a regular file and with the signed sha256 (`digest`: a
+    restore copies the file and hashes the bytes it wrote, so it reads the file once)."""
     node = manifest["node"]
     public = trusted.get(node)
     if public is None:
@@ -144,7 +145,7 @@ def check_signed_file(manifest_path: Path, manifest: Mapping, trusted: Mapping[s
         raise SegmentError("not_a_file", f"{kind} {db_path} {problem}; remove it and ask "
                            f"{node} to {again}.")
     try:
-        same = file_sha256(db_path) == manifest["sha256"]
+        same = digest(db_path) == manifest["sha256"]
     except OSError as exc:
         raise SegmentError("missing_file", f"{kind} {db_path} cannot be read yet ({exc}); wait "
                            "for Syncthing to finish and try again.") from None

@@ -1,63 +1,88 @@
 """Restore: trace.db replaced by a verified snapshot, never in place (DESIGN §3 flow 6).
 
-The snapshot is copied into `trace.db.tmp` with SQLite's online backup, made this node's
-(the local tables, and for a new machine the dead node's log turned into merged seqs),
-given back this node's unpublished shadow sessions from the old trace.db, checked from end
-to end, and only then is the old trace.db moved aside as `trace.db.bak-<utc>` and the copy
-renamed into place. Any failure before that leaves trace.db untouched.
+The snapshot is read once: copied into `trace.db.tmp` while its bytes are hashed, so the
+signed sha256 proves exactly what the copy holds, and every other check (SQLite's
+integrity_check, the schema, the row count, every step's hash, the authors) runs on that
+copy, which nothing else writes. The copy is then made this node's (the local tables, and
+for a new machine the dead node's log turned into merged seqs), given back this node's
+unpublished shadow sessions from the old trace.db, and only then is the old trace.db moved
+aside as `trace.db.bak-<utc>` and the copy renamed into place. Any failure before that
+leaves trace.db untouched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from folders.errors import TraceError
 from folders.files import fsync_dir
-from folders.manifest import SegmentError, file_sha256
-from folders.snapshots import VerifiedSnapshot, sidecar, snapshot_stamp
+from folders.manifest import SegmentError, check_signed_file
+from folders.snapshots import (VerifiedSnapshot, check_snapshot_db, read_snapshot_manifest, sidecar,
+                               snapshot_stamp)
 from folders.stepsfile import COLUMNS, readonly_uri
 from folders.trace import Clock, connect, ensure_schema, format_ts, utc_now, write_transaction
 
-#: Pages copied per step of a restore: 1 MiB at SQLite's default 4 KiB page size.
-PAGES_PER_STEP = 256
+#: Bytes copied per step of a restore (and per progress report): large reads let hashlib
+#: hash without the GIL and keep the system calls few.
+COPY_CHUNK = 8 << 20
 
 Progress = Callable[[int, int], None]
 
 
-def restore_snapshot(trace_db_path: Path, verified: VerifiedSnapshot, clock: Clock = utc_now,
-                     progress: Progress | None = None, *, node: str | None = None,
-                     pages_per_step: int = PAGES_PER_STEP) -> Path | None:
-    """Replace trace.db by a verified snapshot; returns where the old trace.db was kept.
+@dataclass(frozen=True)
+class Restored:
+    """What `restore_snapshot` put in place, and where the old trace.db was kept (None when
+    there was none)."""
 
-    Never in place: the snapshot is copied into `trace.db.tmp` (online backup,
-    `pages_per_step` pages at a time, reporting `progress(done_pages, total_pages)`),
-    given the local tables, integrity-checked, and only then is the old trace.db (with
-    its -wal and -shm) moved aside as `trace.db.bak-<utc>` and the copy renamed into
-    place. Any failure before that leaves trace.db untouched and no `trace.db.tmp`.
-    Returns None when there was no trace.db to keep.
+    snapshot: VerifiedSnapshot
+    backup: Path | None
 
-    `node` is the node that will own trace.db, by default the snapshot's. Another name
-    restores onto a new machine: the restored steps keep their authors, the dead node's
-    publish log and sessions are dropped (the new node publishes from seq 1 and never
-    takes them for its own work), and `merged` records the dead node up to the
-    snapshot's seq, so its newer segments can still be merged. Afterwards run the merge
-    plan, so every segment newer than the snapshot is merged again.
+
+def restore_snapshot(trace_db_path: Path, manifest_path: Path, trusted: Mapping[str, Ed25519PublicKey],
+                     clock: Clock = utc_now, progress: Progress | None = None, *,
+                     node: str | None = None, new_machine: bool = False,
+                     chunk: int = COPY_CHUNK) -> Restored:
+    """Verify a snapshot and replace trace.db by it; never in place.
+
+    The snapshot's .db is copied into `trace.db.tmp` (`chunk` bytes at a time, reporting
+    `progress(done_bytes, total_bytes)`), hashed as it is written and checked there, made
+    this node's, and only then is the old trace.db (with its -wal and -shm) moved aside as
+    `trace.db.bak-<utc>` and the copy renamed into place. Any failure before that leaves
+    trace.db untouched and no `trace.db.tmp`.
+
+    `node` is the node that will own trace.db, by default the snapshot's; a snapshot of
+    another node is refused unless `new_machine`, which restores onto a new machine: the
+    restored steps keep their authors, the dead node's publish log and sessions are
+    dropped (the new node publishes from seq 1 and never takes them for its own work),
+    and `merged` records the dead node up to the snapshot's seq, so its newer segments can
+    still be merged. Afterwards run the merge plan, so every segment newer than the
+    snapshot is merged again.
 
     This node's shadow sessions (open, or finished and not yet published) in the old
     trace.db come back as shadows on top of the restored trace; when the old trace.db
     cannot be read they stay in the backup (`shadow_sessions` counts them beforehand).
     """
     target = Path(trace_db_path)
-    owner = verified.node if node is None else node
+    manifest_path = Path(manifest_path)
     tmp = target.with_name(target.name + ".tmp")
     try:
         _remove_db_files(tmp)
         try:
-            _copy_snapshot(verified, tmp, progress, pages_per_step)
+            verified = _verify_into(manifest_path, trusted, tmp, progress, chunk)
+            owner = verified.node if node is None else node
+            if owner != verified.node and not new_machine:
+                raise TraceError(f"Snapshot {manifest_path.name} is {verified.node}'s, not {owner}'s; "
+                                 "restore it as a new machine to take over its published trace.")
             ensure_schema(tmp)
             _adopt(tmp, verified, owner, clock)
             _carry_shadows(tmp, target, owner)
@@ -72,56 +97,94 @@ def restore_snapshot(trace_db_path: Path, verified: VerifiedSnapshot, clock: Clo
     except OSError as exc:
         raise TraceError(f"Cannot restore {target} ({exc}); check that its folder exists and is "
                          "writable, then restore again.") from None
-    return backup
+    return Restored(verified, backup)
 
 
-def _copy_snapshot(verified: VerifiedSnapshot, tmp: Path, progress: Progress | None,
-                   pages_per_step: int) -> None:
-    """Online backup of exactly the verified file: same sha256 before, same inode after."""
-    source = verified.db_path
+def _verify_into(manifest_path: Path, trusted: Mapping[str, Ed25519PublicKey], tmp: Path,
+                 progress: Progress | None, chunk: int) -> VerifiedSnapshot:
+    """Copy the snapshot into `tmp` and verify the copy: the signed sha256 is checked over
+    the bytes as they were written, then every other check runs on them.
+
+    SQLite's integrity_check (which also proves every index matches its table, and which
+    a restore needs because it keeps the snapshot's indexes) and the copy's fsync run in C
+    on a second thread, beside the step-hash check, which holds the GIL."""
+    manifest = read_snapshot_manifest(manifest_path)
+    source = check_signed_file(manifest_path, manifest, trusted, "Snapshot", "snapshot again",
+                               digest=lambda path: _copy_hashing(path, tmp, progress, chunk))
+    checker = sqlite3.connect(readonly_uri(tmp), uri=True, check_same_thread=False)
     try:
-        before = _identity(source)
-        same = file_sha256(source) == verified.sha256
-    except OSError:
-        raise SegmentError("missing_file", f"Snapshot {source} is gone since it was verified; "
-                           "list the snapshots again and pick one that is here.") from None
-    if not same:
-        raise SegmentError("sha_mismatch", f"Snapshot {source} changed since it was verified; "
-                           "verify it again before restoring.")
-    reported = [0]
-
-    def step(_status: int, remaining: int, total: int) -> None:
-        done = total - remaining
-        if progress is not None and done > reported[0]:
-            reported[0] = done
-            progress(done, total)
-
-    try:
-        src = sqlite3.connect(readonly_uri(source), uri=True)
-    except sqlite3.DatabaseError as exc:
-        raise SegmentError("corrupt_db", f"Snapshot {source} cannot be opened ({exc}); verify "
-                           "it again, or pick another snapshot.") from None
-    try:
-        dst = sqlite3.connect(tmp)
-        try:
-            src.backup(dst, pages=max(1, pages_per_step), progress=step)
-        finally:
-            dst.close()
-    except sqlite3.DatabaseError as exc:
-        if _is_disk_error(exc):
-            raise TraceError(f"Cannot write {tmp} ({exc}); free some disk space or fix the "
-                             "permissions of its folder, then restore again.") from None
-        raise SegmentError("corrupt_db", f"Snapshot {source} cannot be copied ({exc}); verify "
-                           "it again, or pick another snapshot.") from None
+        checker.execute("PRAGMA mmap_size=1099511627776")  # our own copy: nothing truncates it
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-check") as beside:
+            flushed = beside.submit(fsync_dir, tmp)
+            indexes = beside.submit(lambda: [row[0] for row in checker.execute("PRAGMA integrity_check")])
+            try:
+                verified = check_snapshot_db(manifest_path, manifest, source, copy=tmp)
+            except BaseException:
+                checker.interrupt()  # refused already: do not wait for the rest of the check
+                raise
+            try:
+                check = indexes.result()
+            except sqlite3.DatabaseError as exc:
+                check = [str(exc)]
+            flushed.result()
     finally:
-        src.close()
+        checker.close()
+    if check != ["ok"]:
+        raise SegmentError("corrupt_db", f"Snapshot {source} fails SQLite's integrity_check "
+                           f"({check[0]}); remove it and ask {verified.node} to snapshot again.")
+    return verified
+
+
+def _copy_hashing(source: Path, dest: Path, progress: Progress | None, chunk: int) -> str:
+    """Copy `source` into a new file `dest`; the sha256 of exactly the bytes written.
+
+    A read error is an OSError (the caller says the snapshot cannot be read yet), a write
+    error a TraceError naming `dest`. Opened without following links and never blocking,
+    and refused unless a regular file, like `file_sha256`."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        after = _identity(source)
-    except OSError:
-        after = None
-    if after != before:
-        raise SegmentError("sha_mismatch", f"Snapshot {source} changed while it was copied; "
-                           "verify it again before restoring.")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{source} is not a regular file")
+        try:
+            out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise TraceError(f"Cannot create {dest} ({exc.strerror}); fix the permissions of its "
+                             "folder, then restore again.") from None
+        try:
+            digest = hashlib.sha256()
+            buffers = (bytearray(max(1, chunk)), bytearray(max(1, chunk)))
+            done, k, written = 0, 0, None
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-write") as writer:
+                # Chunk k is written on the second core while it is hashed here (both release
+                # the GIL), then chunk k-1's write is awaited, so the next read never fills
+                # a buffer that is still being written.
+                while n := os.readv(fd, [buffers[k % 2]]):
+                    view = memoryview(buffers[k % 2])[:n]
+                    writing = writer.submit(_write_all, out, view, dest)
+                    digest.update(view)
+                    if written is not None:
+                        written.result()
+                    written = writing
+                    done, k = done + n, k + 1
+                    if progress is not None:
+                        progress(done, max(done, st.st_size))
+                if written is not None:
+                    written.result()
+            return digest.hexdigest()
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: memoryview, dest: Path) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as exc:
+        raise TraceError(f"Cannot write {dest} ({exc.strerror}); free some disk space or fix the "
+                         "permissions of its folder, then restore again.") from None
 
 
 def _is_disk_error(exc: sqlite3.DatabaseError) -> bool:
@@ -131,13 +194,8 @@ def _is_disk_error(exc: sqlite3.DatabaseError) -> bool:
                             "SQLITE_PERM"))
 
 
-def _identity(path: Path) -> tuple[int, int, int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
 def _adopt(tmp: Path, verified: VerifiedSnapshot, owner: str, clock: Clock) -> None:
-    """Make the copy `owner`'s trace.db, then check it from end to end."""
+    """Make the verified copy `owner`'s trace.db."""
     conn = connect(tmp)
     try:
         with write_transaction(conn):
@@ -147,14 +205,6 @@ def _adopt(tmp: Path, verified: VerifiedSnapshot, owner: str, clock: Clock) -> N
                              (verified.node, format_ts(clock())))
                 conn.execute("DELETE FROM publish_log")
                 conn.execute("DELETE FROM sessions")
-        check = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-        if check != ["ok"]:
-            raise SegmentError("corrupt_db", f"The copy of snapshot {verified.db_path} fails "
-                               f"SQLite's integrity_check ({check[0]}); pick another snapshot.")
-        rows = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
-        if rows != verified.rows:
-            raise SegmentError("row_count", f"The copy of snapshot {verified.db_path} holds {rows} "
-                               f"steps, its manifest says {verified.rows}; verify it again.")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.DatabaseError as exc:
         if _is_disk_error(exc):

@@ -251,15 +251,26 @@ def verify_snapshot(manifest_path: Path, trusted: Mapping[str, Ed25519PublicKey]
     (a snapshot holds the peers' steps it had merged); the manifest's signature over the
     file's sha256 binds all of them to the node that vouches for them. `hash_steps=False`
     only when `merge_snapshot` follows, which then recomputes every step's hash itself.
+    A restore checks its own copy instead (`folders.restore`), so it reads the file once.
     """
     manifest_path = Path(manifest_path)
     manifest = read_snapshot_manifest(manifest_path)
-    node = manifest["node"]
     db_path = check_signed_file(manifest_path, manifest, trusted, "Snapshot", "snapshot again")
-    _check_snapshot_db(db_path, manifest, hash_steps)
-    return VerifiedSnapshot(node, manifest["seq"], manifest["rows"], manifest["sha256"],
+    return check_snapshot_db(manifest_path, manifest, db_path, hash_steps=hash_steps)
+
+
+def check_snapshot_db(manifest_path: Path, manifest: Mapping, db_path: Path, *,
+                      copy: Path | None = None, hash_steps: bool = True) -> VerifiedSnapshot:
+    """The checks after the signature and the sha256 (`check_signed_file`): SQLite's
+    quick_check, the schema, the row count, coverage, every step's hash, the authors.
+
+    `copy`: a private copy of `db_path` whose sha256 the caller proved; the checks then
+    run on the copy, so what the caller puts in place is exactly what was checked, while
+    every message names `db_path`."""
+    _check_snapshot_db(copy or db_path, manifest, hash_steps, named=db_path)
+    return VerifiedSnapshot(manifest["node"], manifest["seq"], manifest["rows"], manifest["sha256"],
                             manifest["created"], dict(manifest["merged"]), db_path,
-                            manifest_path, db_path.stat().st_size, hash_steps)
+                            manifest_path, (copy or db_path).stat().st_size, hash_steps)
 
 
 def read_snapshot_manifest(path: Path) -> dict:
@@ -302,10 +313,10 @@ def _refuser(db_path: Path, node: str) -> Refuse:
     return refuse
 
 
-def _check_snapshot_db(db_path: Path, manifest: Mapping, hash_steps: bool) -> None:
+def _check_snapshot_db(db_path: Path, manifest: Mapping, hash_steps: bool, named: Path) -> None:
     """The checks every steps file gets, plus coverage: only published sessions, and the
     segment seqs the manifest claims."""
-    refuse = _refuser(db_path, manifest["node"])
+    refuse = _refuser(named, manifest["node"])
 
     def coverage(conn: sqlite3.Connection) -> None:
         if conn.execute("SELECT 1 FROM sessions WHERE status != 'published' LIMIT 1").fetchone():

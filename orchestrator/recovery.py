@@ -394,31 +394,33 @@ class RestoreReport:
 def restore(node: Node, info: SnapshotInfo, *, as_new_machine: bool = False,
             progress: Callable[[int, int], None] | None = None) -> RestoreReport:
     """Verify, keep the old trace.db aside, swap the snapshot in with this node's shadow
-    sessions on top, then run the merge plan so nothing published since is lost."""
+    sessions on top, then run the merge plan so nothing published since is lost. The
+    snapshot is verified as it is copied in (`restore_snapshot`), read once."""
     refuse_while_daemon_runs(node.layout.home, "restore")
-    verified = verify(node, info)
-    if verified.node != node.name and not as_new_machine:
-        raise TraceError(f"Snapshot {info.manifest_path.name} is {verified.node}'s, not {node.name}'s; "
+    if info.node != node.name and not as_new_machine:
+        raise TraceError(f"Snapshot {info.manifest_path.name} is {info.node}'s, not {node.name}'s; "
                          "pass --as-new-machine to take over a dead node's published trace here.")
     with daemon_lock(node.layout.home):  # no daemon starts and publishes mid-restore
-        return _restore(node, info, verified, progress)
+        return _restore(node, info, as_new_machine, progress)
 
 
-def _restore(node: Node, info: SnapshotInfo, verified: VerifiedSnapshot,
+def _restore(node: Node, info: SnapshotInfo, as_new_machine: bool,
              progress: Callable[[int, int], None] | None) -> RestoreReport:
     try:
         before = shadow_sessions(node.layout.trace_db, node.name) if node.layout.trace_db.exists() else 0
     except TraceError:
         before = None  # unreadable: whatever it holds stays in the backup
-    backup = restore_snapshot(node.layout.trace_db, verified, progress=progress, node=node.name)
+    restored = restore_snapshot(node.layout.trace_db, info.manifest_path, node.trusted_keys(),
+                                progress=progress, node=node.name, new_machine=as_new_machine)
+    backup = restored.backup
     shadows = shadow_sessions(node.layout.trace_db, node.name)
     left = None
     if before is None or shadows < before:
         left = (f"{backup}: the old trace.db could not be read, so any unpublished sessions stay "
                 "there; open it with sqlite3 to copy them out")
     after = merge_now(node)
-    return RestoreReport(info.manifest_path.name, verified.node, verified.rows, backup, after,
-                         shadows, left)
+    return RestoreReport(info.manifest_path.name, restored.snapshot.node, restored.snapshot.rows, backup,
+                         after, shadows, left)
 
 
 def restore_summary(report: RestoreReport) -> str:

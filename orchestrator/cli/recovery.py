@@ -6,7 +6,6 @@ import sys
 from dataclasses import asdict
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import Progress
@@ -196,15 +195,15 @@ def snapshots(home: HomeOption, as_json: JsonOption = False,
     Console().print(table)
 
 
-#: Exit code of a restore the user declined (no, Ctrl-C, or no terminal to ask on): nothing changed.
+#: Exit code of a restore the user declined (no, Ctrl-D, or no terminal to ask on): nothing changed.
 EXIT_DECLINED = 3
 #: Exit code after Ctrl-C, as shells report a command stopped by SIGINT.
 EXIT_INTERRUPTED = 130
 
 
 def _ask(question: str) -> None:
-    """Ask before replacing trace.db; a no, a Ctrl-C or no terminal to ask on say that
-    nothing changed and how to restore without the question."""
+    """Ask before replacing trace.db. A no, a Ctrl-D or no terminal to ask on say that nothing
+    changed and how to restore without the question; a Ctrl-C only that nothing changed."""
     hint = "Nothing was restored; trace.db is unchanged. To restore without this question, add --yes."
     if not sys.stdin.isatty():
         typer.echo(f"Error: restore asks before replacing trace.db and there is no terminal to ask on. {hint}",
@@ -212,8 +211,11 @@ def _ask(question: str) -> None:
         raise typer.Exit(EXIT_DECLINED)
     try:
         answer = typer.confirm(question)
-    except click.Abort:  # Ctrl-C or Ctrl-D at the prompt
-        typer.echo(f"\n{hint}", err=True)
+    except typer.Abort as abort:  # typer's own class since typer 0.2x vendors click: not click.Abort
+        if isinstance(abort.__context__, EOFError):  # Ctrl-D: the end of the answers, a no
+            typer.echo(f"\n{hint}", err=True)
+            raise typer.Exit(EXIT_DECLINED) from None
+        typer.echo("\nNothing was restored; trace.db is unchanged.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if not answer:
         typer.echo(hint, err=True)
@@ -233,8 +235,8 @@ def restore(
     again. Refused while `twinsync run` runs for this node: stop it first.
 
     It asks first; without a terminal (a script, cron) give --yes. Exit codes: 0 restored,
-    1 an error (one sentence says what to do), 3 declined or no terminal to ask on
-    (nothing changed), 130 Ctrl-C at the question (nothing changed).
+    1 an error (one sentence says what to do), 3 declined (no, Ctrl-D) or no terminal to
+    ask on (nothing changed), 130 Ctrl-C at the question (nothing changed).
 
     Example: twinsync restore --latest --yes
     """

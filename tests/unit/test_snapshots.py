@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime, timedelta
@@ -29,6 +32,7 @@ from folders.snapshots import (
 from folders.restore import restore_snapshot
 from folders.retention import due_for_snapshot, prune
 from folders.trace import TraceDB, canonical_json, connect, ensure_schema, step_hash
+from tests.conftest import wait_for
 from tests.unit.tracekit import TickClock, node_keys, planned, resign
 
 KEYS, TRUSTED = node_keys("a", "b", "c")
@@ -138,7 +142,7 @@ def test_snapshot_holds_the_published_trace_only_and_restores_it(make_node, root
     assert (verified.node, verified.seq, verified.rows, verified.size) == ("a", 3, 18, snap.size)
     target = tmp_path / "restored" / "trace.db"
     target.parent.mkdir()
-    assert restore_snapshot(target, verified) is None
+    assert restore_snapshot(target, snap.manifest_path, TRUSTED).backup is None
     assert rows(target) == published
     assert leftovers(target.parent) == []
     assert planned(root, target, "a") == []
@@ -161,7 +165,7 @@ def test_after_a_restore_the_newer_segments_come_back_and_numbering_goes_on(
     for path in a.trace.parent.glob("trace.db*"):
         path.unlink()  # the disk under trace.db died; the recovery folder survived
 
-    assert restore_snapshot(a.trace, verify_snapshot(snap.manifest_path, TRUSTED)) is None
+    assert restore_snapshot(a.trace, snap.manifest_path, TRUSTED).backup is None
     todo = planned(root, a.trace, "a")
     assert todo == [s.manifest_path for s in newer]
     for manifest in todo:
@@ -366,8 +370,7 @@ def unchanged_after(b: Node, action: Callable[[], object]) -> BaseException:
 def test_a_bad_snapshot_is_refused_and_trace_db_is_untouched(scene, tamper, code: str) -> None:
     a, b, snap = scene
     tamper(snap)
-    error = unchanged_after(b, lambda: restore_snapshot(
-        b.trace, verify_snapshot(snap.manifest_path, TRUSTED)))
+    error = unchanged_after(b, lambda: restore_snapshot(b.trace, snap.manifest_path, TRUSTED))
     assert isinstance(error, SegmentError) and error.code == code
     assert str(snap.manifest_path.parent) in str(error)
     before = rows(b.trace)
@@ -381,31 +384,90 @@ def test_a_bad_snapshot_is_refused_and_trace_db_is_untouched(scene, tamper, code
 
 
 def test_a_snapshot_changed_after_verification_is_not_restored(scene) -> None:
+    """`snapshots --verify`, then Syncthing brings a changed file: the restore checks again."""
     a, b, snap = scene
-    verified = verify_snapshot(snap.manifest_path, TRUSTED)
+    verify_snapshot(snap.manifest_path, TRUSTED)
     flip_byte(snap)
-    error = unchanged_after(b, lambda: restore_snapshot(b.trace, verified))
+    error = unchanged_after(b, lambda: restore_snapshot(b.trace, snap.manifest_path, TRUSTED))
     assert isinstance(error, SegmentError) and error.code == "sha_mismatch"
 
 
-def test_a_snapshot_replaced_while_it_is_copied_is_not_restored(scene) -> None:
-    a, b, snap = scene
-    verified = verify_snapshot(snap.manifest_path, TRUSTED)
-    newer = snap.path.with_name("newer.db")
-    newer.write_bytes(snap.path.read_bytes())
+def during_the_copy(snap: Snapshot, change: Callable[[int], None]) -> Callable[[int, int], None]:
+    """A progress callback that changes the snapshot once, after the first chunk is copied."""
+    changed: list[int] = []
 
-    def syncthing_replaces_it(done: int, total: int) -> None:
-        if newer.exists():
-            newer.replace(snap.path)
+    def progress(done: int, total: int) -> None:
+        if not changed:
+            changed.append(done)
+            change(done)
+
+    return progress
+
+
+def test_a_snapshot_rewritten_in_place_while_it_is_copied_is_not_restored(scene) -> None:
+    """The bytes not copied yet change under the copy: the hash of what was written differs."""
+    a, b, snap = scene
+
+    def rewrite_the_rest(done: int) -> None:
+        with open(snap.path, "r+b") as fh:
+            fh.seek(done)
+            rest = bytearray(fh.read())
+            rest[-100] ^= 0xFF
+            fh.seek(done)
+            fh.write(rest)
 
     error = unchanged_after(b, lambda: restore_snapshot(
-        b.trace, verified, progress=syncthing_replaces_it, pages_per_step=1))
+        b.trace, snap.manifest_path, TRUSTED, chunk=4096, progress=during_the_copy(snap, rewrite_the_rest)))
     assert isinstance(error, SegmentError) and error.code == "sha_mismatch"
+
+
+def test_a_snapshot_truncated_while_it_is_copied_is_not_restored(scene) -> None:
+    a, b, snap = scene
+    error = unchanged_after(b, lambda: restore_snapshot(
+        b.trace, snap.manifest_path, TRUSTED, chunk=4096,
+        progress=during_the_copy(snap, lambda done: os.truncate(snap.path, done + 4096))))
+    assert isinstance(error, SegmentError) and error.code == "sha_mismatch"
+
+
+def test_a_snapshot_replaced_while_it_is_copied_restores_the_bytes_that_were_checked(scene) -> None:
+    """Syncthing swaps in a new file (a rename) mid-copy: the copy goes on reading the file it
+    opened, whose bytes the signature covers, and exactly those are restored."""
+    a, b, snap = scene
+    published = published_steps(a.trace)
+    other = snap.path.with_name("other.db")
+    with closing(sqlite3.connect(other)) as conn:
+        conn.execute("CREATE TABLE steps (x)")
+    restored = restore_snapshot(b.trace, snap.manifest_path, TRUSTED, chunk=4096,
+                                progress=during_the_copy(snap, lambda done: other.replace(snap.path)))
+    assert restored.snapshot.sha256 == snap.sha256
+    assert published_steps(b.trace) == published
+    assert rows(b.trace, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_snapshot_whose_index_does_not_match_its_table_is_not_restored(scene) -> None:
+    """quick_check passes and a merge reads only the table, but a restore keeps the snapshot's
+    indexes: SQLite's integrity_check must refuse one that lies about its table."""
+    a, b, snap = scene
+    with closing(sqlite3.connect(snap.path)) as conn:
+        conn.execute("PRAGMA writable_schema=ON")
+        conn.execute("""UPDATE sqlite_master SET sql = replace(sql, '("goal")', '("kind")') """
+                     "WHERE name = 'steps_goal'")
+        conn.commit()
+    resign(snap.manifest_path, KEYS["a"], sha256=_sha(snap.path))
+    assert rows(snap.path, "PRAGMA quick_check") == [("ok",)]
+    error = unchanged_after(b, lambda: restore_snapshot(b.trace, snap.manifest_path, TRUSTED))
+    assert isinstance(error, SegmentError) and error.code == "corrupt_db"
+    assert "integrity_check" in str(error) and str(snap.path) in str(error)
+
+
+def test_a_snapshot_of_another_node_is_restored_only_onto_a_new_machine(scene) -> None:
+    a, b, snap = scene
+    error = unchanged_after(b, lambda: restore_snapshot(b.trace, snap.manifest_path, TRUSTED, node="b"))
+    assert "is a's, not b's" in str(error)
 
 
 def test_a_trace_db_in_use_is_not_replaced(scene) -> None:
     a, b, snap = scene
-    verified = verify_snapshot(snap.manifest_path, TRUSTED)
     with closing(sqlite3.connect(b.trace, isolation_level=None)) as daemon:
         daemon.execute("PRAGMA wal_autocheckpoint=0")
         daemon.execute("DELETE FROM publish_log")
@@ -413,7 +475,7 @@ def test_a_trace_db_in_use_is_not_replaced(scene) -> None:
         daemon.execute("SELECT count(*) FROM steps").fetchone()
         before = rows(b.trace)
         with pytest.raises(TraceError, match="in use"):
-            restore_snapshot(b.trace, verified)
+            restore_snapshot(b.trace, snap.manifest_path, TRUSTED)
         daemon.execute("COMMIT")
     assert rows(b.trace) == before
     assert leftovers(b.trace.parent) == []
@@ -422,8 +484,7 @@ def test_a_trace_db_in_use_is_not_replaced(scene) -> None:
 def test_restore_into_a_missing_folder_says_so(scene, tmp_path: Path) -> None:
     _, _, snap = scene
     with pytest.raises(TraceError, match="restore again") as info:
-        restore_snapshot(tmp_path / "nowhere" / "trace.db",
-                         verify_snapshot(snap.manifest_path, TRUSTED))
+        restore_snapshot(tmp_path / "nowhere" / "trace.db", snap.manifest_path, TRUSTED)
     assert not isinstance(info.value, SegmentError)
 
 
@@ -449,9 +510,8 @@ def test_restore_keeps_the_old_trace_db_aside_and_reports_progress(scene) -> Non
     a, b, snap = scene
     old = rows(b.trace)
     calls: list[tuple[int, int]] = []
-    backup = restore_snapshot(b.trace, verify_snapshot(snap.manifest_path, TRUSTED),
-                              clock=b.clock, pages_per_step=2,
-                              progress=lambda done, total: calls.append((done, total)))
+    backup = restore_snapshot(b.trace, snap.manifest_path, TRUSTED, clock=b.clock, chunk=4096,
+                              progress=lambda done, total: calls.append((done, total))).backup
     assert backup is not None and backup.parent == b.trace.parent
     assert backup.name.startswith("trace.db.bak-") and rows(backup) == old
     assert rows(b.trace) == published_steps(a.trace)
@@ -486,7 +546,7 @@ def test_restore_onto_a_new_machine(make_node, root: Path, tmp_path: Path,
     c_trace = home / "trace.db"
     if fresh_home_has_trace_db:
         ensure_schema(c_trace)
-    backup = restore_snapshot(c_trace, verify_snapshot(snap.manifest_path, TRUSTED), node="c")
+    backup = restore_snapshot(c_trace, snap.manifest_path, TRUSTED, node="c", new_machine=True).backup
     assert (backup is not None) == fresh_home_has_trace_db
     assert rows(c_trace) == expected
     assert {r[4] for r in rows(c_trace)} == {"a"}
@@ -605,7 +665,7 @@ def test_restore_brings_this_nodes_shadow_sessions_back_on_top(make_node) -> Non
     shadow_steps = rows(a.trace, f"SELECT * FROM steps WHERE session IN ({SHADOWS}) ORDER BY hash")
     assert {s for s, _, _ in shadows} == {open_shadow, finished_shadow, reopened}
 
-    backup = restore_snapshot(a.trace, verify_snapshot(snap.manifest_path, TRUSTED))
+    backup = restore_snapshot(a.trace, snap.manifest_path, TRUSTED).backup
     assert backup is not None
     assert rows(a.trace, "SELECT session, status, head FROM sessions WHERE status != 'published' "
                 "ORDER BY session") == shadows
@@ -614,3 +674,59 @@ def test_restore_brings_this_nodes_shadow_sessions_back_on_top(make_node) -> Non
         tdb.finish(open_shadow, "done after the restore")
     segment = publish(a.trace, a.folder / "segments", "a", KEYS["a"], clock=a.clock)
     assert set(segment.sessions) == {open_shadow, finished_shadow}
+
+
+@pytest.mark.parametrize("size, chunk", [(0, 4096), (1, 4096), (4096 * 64 + 17, 4096), (3 << 20, 1 << 16)])
+def test_the_copy_holds_exactly_the_bytes_whose_hash_it_returns(tmp_path: Path, size: int, chunk: int) -> None:
+    """Hashed on one thread while written on another, in two alternating buffers: a buffer
+    refilled before its write ended would put bytes in place that were never hashed."""
+    from folders.restore import _copy_hashing
+
+    source, dest = tmp_path / "snap.db", tmp_path / "trace.db.tmp"
+    source.write_bytes(os.urandom(size))
+    calls: list[tuple[int, int]] = []
+    digest = _copy_hashing(source, dest, lambda done, total: calls.append((done, total)), chunk)
+    assert dest.read_bytes() == source.read_bytes()
+    assert digest == _sha(dest)
+    assert [done for done, _ in calls] == list(range(chunk, size, chunk)) + ([size] if size else [])
+
+
+KILLED_RESTORE = """
+import sys
+from pathlib import Path
+from folders.keys import parse_public_key
+from folders.restore import restore_snapshot
+restore_snapshot(Path(sys.argv[1]), Path(sys.argv[2]), {"a": parse_public_key(sys.argv[3])}, chunk=1 << 16)
+"""
+
+
+@pytest.mark.parametrize("moment", ["copying", "checking"])
+def test_kill_9_mid_restore_leaves_the_old_trace_or_the_new_one_and_restores_again(make_node, moment: str) -> None:
+    """SIGKILL while the copy is written, or once it is whole and being checked: trace.db is
+    the old one or (the kill came after the rename) the restored one, never a mix; the next
+    restore clears the leftover trace.db.tmp."""
+    a, b = make_node("a"), make_node("b")
+    with TraceDB(a.trace, "a", clock=a.clock) as tdb:  # a snapshot of some megabytes
+        for i in range(120):
+            session = tdb.start_session(f"goal {i}")
+            tdb.append(session, "observation", os.urandom(40_000).hex())
+            tdb.finish(session, f"answer {i}")
+    a.publish()
+    snap = a.snapshot()
+    old = b.trace.read_bytes()
+    tmp = b.trace.with_name("trace.db.tmp")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RESTORE, str(b.trace), str(snap.manifest_path),
+                              keys.public_key_text(TRUSTED["a"])])
+    try:
+        wait_for(lambda: child.poll() is not None or (tmp.exists() and (
+            moment == "copying" or tmp.stat().st_size >= snap.size)), timeout=60, interval=0.001,
+            what=f"the restore {moment}")
+    finally:
+        child.kill()
+        child.wait()
+    assert tmp.exists() or child.returncode == 0  # killed mid-restore, or it had already ended
+    assert b.trace.read_bytes() == old or rows(b.trace) == published_steps(a.trace)
+    assert rows(b.trace, "PRAGMA integrity_check") == [("ok",)]
+    restore_snapshot(b.trace, snap.manifest_path, TRUSTED)
+    assert rows(b.trace) == published_steps(a.trace)
+    assert leftovers(b.trace.parent) == []
