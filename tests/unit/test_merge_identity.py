@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +34,7 @@ from folders.trace import STEP_COLUMNS, TraceDB, connect, step_hash
 from tests.unit.tracekit import TickClock, new_trace, node_keys, resign
 
 KEYS, TRUSTED = node_keys("a")
+ROOT = Path(__file__).resolve().parents[2]
 
 #: What is done to a published segment before it is merged, and the refusal it must earn
 #: (None: none). Hostile rows come with a manifest a's real key signed, so only the rows
@@ -109,7 +117,7 @@ def build(root: Path, rounds: list[list], mutations: list[str], republish: list[
 
 
 def merged_by_us(target: Path, order: list[Path], hash_steps: bool) -> tuple[list, list, list]:
-    """Merge `order` into a fresh `target`; each outcome, the steps by rowid, `merged`."""
+    """Merge `order` into `target` (made if missing); each outcome, then `contents`."""
     new_trace(target)
     outcomes = []
     for manifest in order:
@@ -118,10 +126,15 @@ def merged_by_us(target: Path, order: list[Path], hash_steps: bool) -> tuple[lis
                                                                             hash_steps=hash_steps))))
         except SegmentError as exc:
             outcomes.append(("refused", exc.code))
+    return (outcomes, *contents(target))
+
+
+def contents(target: Path) -> tuple[list, list]:
+    """trace.db's steps by rowid and its `merged` rows (without the time of merging)."""
     with closing(connect(target)) as conn:
         steps = conn.execute(f"SELECT rowid, {', '.join(STEP_COLUMNS)} FROM steps ORDER BY rowid").fetchall()
         merged = conn.execute("SELECT node, seq, sha256, rows FROM merged ORDER BY node, seq").fetchall()
-    return outcomes, steps, merged
+    return steps, merged
 
 
 def merged_by_model(order: list[Path], expected: dict[Path, str | None],
@@ -172,3 +185,60 @@ def test_the_daemons_merge_gives_what_the_full_check_and_the_rules_give(rounds, 
         for hash_steps in (False, True):
             assert (merged_by_us(root / f"{hash_steps}.db", order, hash_steps)
                     == merged_by_model(order, expected, hash_steps))
+
+
+MERGER = r"""
+import json, sys
+from pathlib import Path
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from folders.segments import merge_segment, verify_segment
+spec = json.loads(sys.argv[1])
+trusted = {"a": load_pem_public_key(spec["key"].encode())}
+print(json.dumps([merge_segment(Path(spec["target"]), verify_segment(Path(m), trusted, hash_steps=False))
+                  for m in spec["manifests"]]))
+"""
+
+
+def start_merger(target: Path, manifests: list[Path]) -> subprocess.Popen:
+    key = TRUSTED["a"].public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    spec = {"target": str(target), "manifests": [str(m) for m in manifests], "key": key}
+    return subprocess.Popen([sys.executable, "-c", MERGER, json.dumps(spec)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> list[Path]:
+    """Five segments of node a, each of 15 sessions of 6 steps."""
+    rounds = [[("g1" if i % 2 else "g2", "yes" if i % 3 else "no", 4) for i in range(15)]] * 5
+    return build(tmp_path, rounds, ["none"] * 5, [False] * 5)
+
+
+def test_two_processes_merging_at_once_give_the_trace_one_merge_gives(many, tmp_path: Path) -> None:
+    alone = merged_by_us(tmp_path / "alone.db", many, hash_steps=False)
+    target = new_trace(tmp_path / "shared.db")
+    procs = [start_merger(target, many) for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in results]
+    inserted = [json.loads(out) for out, _ in results]
+    assert [a + b for a, b in zip(*inserted)] == [n for _, n in alone[0]], "each step inserted once"
+    assert contents(target) == alone[1:]
+
+
+def test_a_merge_killed_mid_way_leaves_a_trace_the_next_merge_completes(many, tmp_path: Path) -> None:
+    alone = merged_by_us(tmp_path / "alone.db", many, hash_steps=False)
+    target = new_trace(tmp_path / "killed.db")
+    proc = start_merger(target, many)
+    wal = Path(f"{target}-wal")
+    deadline = time.monotonic() + 60
+    while not (wal.exists() and wal.stat().st_size) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the merge never began writing"
+        time.sleep(0.001)
+    proc.kill()  # SIGKILL: no rollback, no close; only the WAL tells what was committed
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "killed before it had merged everything"
+    with closing(sqlite3.connect(target)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    outcomes, *again = merged_by_us(target, many, hash_steps=False)
+    assert all(outcome == "merged" for outcome, _ in outcomes)
+    assert again == list(alone[1:])
