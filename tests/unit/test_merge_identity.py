@@ -229,11 +229,11 @@ def test_a_merge_killed_mid_way_leaves_a_trace_the_next_merge_completes(many, tm
     alone = merged_by_us(tmp_path / "alone.db", many, hash_steps=False)
     target = new_trace(tmp_path / "killed.db")
     proc = start_merger(target, many)
-    wal = Path(f"{target}-wal")
     deadline = time.monotonic() + 60
-    while not (wal.exists() and wal.stat().st_size) and proc.poll() is None:
-        assert time.monotonic() < deadline, "the merge never began writing"
-        time.sleep(0.001)
+    with closing(connect(target)) as watch:  # kill as soon as the first steps are committed
+        while not watch.execute("SELECT count(*) FROM steps").fetchone()[0] and proc.poll() is None:
+            assert time.monotonic() < deadline, "the merge never committed a step"
+            time.sleep(0.001)
     proc.kill()  # SIGKILL: no rollback, no close; only the WAL tells what was committed
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "killed before it had merged everything"
