@@ -44,6 +44,7 @@ from folders.stepsfile import (
     union_steps,
 )
 from folders.trace import (
+    MERGE_CACHE_KIB,
     STEP_COLUMNS,
     STEP_NOT_NULL,
     STEP_SCHEMA,
@@ -256,6 +257,7 @@ def merge_segment(trace_db_path: Path, verified: VerifiedSegment, clock: Clock =
     SegmentError("seq_reused"). The order is the merge plan's: this never looks at seqs.
     """
     conn = connect(trace_db_path)
+    conn.execute(f"PRAGMA cache_size=-{MERGE_CACHE_KIB}")
     add_step_hash_function(conn)
     where = f"{verified.manifest_path} of {verified.node}"
     try:

@@ -29,6 +29,11 @@ from folders.frame import canonical_json  # the one serialisation every node has
 SCHEMA_VERSION = 1
 #: Long enough for a publish or a merge holding the write lock to finish.
 BUSY_TIMEOUT_MS = 10_000
+#: Page cache of a connection merging a steps file, in KiB (SQLite's default is 2 MiB). A
+#: merge inserts into four indexes at random places; with the default cache SQLite spills
+#: the same dirty pages into the WAL over and over within one transaction (3x the bytes
+#: written). A fixed cap, reached by any segment, keeps peak RSS flat in the segment size.
+MERGE_CACHE_KIB = 16_384
 KINDS = frozenset(
     {"observation", "inference", "hypothesis", "conclusion", "decision", "question", "action"}
 )
