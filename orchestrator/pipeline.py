@@ -20,6 +20,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -35,7 +36,7 @@ from orchestrator.lock import frames_lock
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
 from orchestrator.tombstones import UNKNOWN, Tombstone, signed_version
-from syncthing.conflicts import is_conflict_copy, is_syncthing_internal, is_syncthing_temp
+from syncthing.conflicts import TEMP_PREFIXES, is_conflict_copy, is_syncthing_internal
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import FRAMES_FOLDER_ID
 
@@ -55,12 +56,21 @@ DELETER_LOOKUPS = 20
 def classify(rel: str) -> str:
     """`ignore` | `conflict` | `frame`: what a path in frames.shared/ is to twinsync."""
     name = rel.rsplit("/", 1)[-1]
-    if (is_syncthing_internal(rel) or is_syncthing_temp(name) or name.startswith(TEMP_PREFIX)
-            or name in SYNCTHING_MARKERS):
+    if is_syncthing_internal(rel) or _ignored_name(name):
         return "ignore"
     if is_conflict_copy(name):
         return "conflict"
     return "frame"
+
+
+def _ignored_name(name: str) -> bool:
+    """The part of `classify` that a base name decides: Syncthing's temporary files and
+    markers and our own temporary files. `walk_files` never enters Syncthing's internal
+    folders, so for a path it yields this is the whole of `classify`'s `ignore`."""
+    return name.startswith(_IGNORED_PREFIXES) or name in SYNCTHING_MARKERS
+
+
+_IGNORED_PREFIXES = (*TEMP_PREFIXES, TEMP_PREFIX)
 
 
 @dataclass
@@ -310,21 +320,32 @@ class FramePipeline:
 
     def changed_on_disk(self) -> set[str]:
         """Paths whose disk state differs from the index, or that the index or Git know but
-        the disk no longer has: stat only, so 100k unchanged frames cost one directory walk."""
-        db = open_state(self.node.layout.state_db)
-        try:
-            indexed = {r[0]: (r[1], r[2]) for r in db.execute("SELECT path, size, mtime_ns FROM frames")}
-        finally:
-            db.close()
-        changed: set[str] = set()
-        seen: set[str] = set()
-        for rel, st in walk_files(self.root):
-            if classify(rel) == "ignore":
-                continue
+        the disk no longer has: stat only, so 100k unchanged frames cost one directory walk.
+        Git lists its tree on the other core meanwhile."""
+        with ThreadPoolExecutor(1, thread_name_prefix="twinsync-tracked") as git:
+            tracked = git.submit(self.repo.tracked)
+            db = open_state(self.node.layout.state_db)
+            try:
+                indexed = set(db.execute("SELECT path, size, mtime_ns FROM frames"))
+            finally:
+                db.close()
+            return stale_paths(self.root, indexed, tracked.result)
+
+
+def stale_paths(root: Path, indexed: set[tuple[str, int, int]],
+                tracked: Callable[[], Iterable[str]]) -> set[str]:
+    """The reconcile's comparison: files under `root` whose (path, size, mtime_ns) is not an
+    `indexed` row, and paths indexed or `tracked` that the walk did not find. Sets of
+    tuples compared whole, so an unchanged tree costs no per-file Python beyond the walk;
+    `tracked` is called only after the walk, so Git's listing can overlap it."""
+    on_disk, seen = set(), set()
+    for rel, st in walk_files(root):
+        if not _ignored_name(rel.rsplit("/", 1)[-1]):
             seen.add(rel)
-            if indexed.get(rel) != (st.st_size, st.st_mtime_ns):
-                changed.add(rel)
-        return changed | ((set(indexed) | set(self.repo.tracked())) - seen)
+            on_disk.add((rel, st.st_size, st.st_mtime_ns))
+    changed = {rel for rel, _, _ in on_disk - indexed}
+    gone = {rel for rel, _, _ in indexed - on_disk if rel not in seen}
+    return changed | gone | (set(tracked()) - seen)
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
