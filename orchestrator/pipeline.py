@@ -343,9 +343,10 @@ def stale_paths(root: Path, indexed: set[tuple[str, int, int]],
         if not _ignored_name(rel.rsplit("/", 1)[-1]):
             seen.add(rel)
             on_disk.add((rel, st.st_size, st.st_mtime_ns))
-    changed = {rel for rel, _, _ in on_disk - indexed}
-    gone = {rel for rel, _, _ in indexed - on_disk if rel not in seen}
-    return changed | gone | (set(tracked()) - seen)
+    # A file no row matches is new or changed; a row no file matches is such a file's old
+    # row or a file the disk no longer has.
+    stale = {rel for rel, _, _ in on_disk ^ indexed}
+    return stale | (set(tracked()) - seen)
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
