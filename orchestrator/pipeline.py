@@ -30,12 +30,13 @@ from folders.files import TEMP_PREFIX
 from folders.frame import FRAME_SUFFIX, Frame
 from folders.gitstore import FrameRepo, GitStoreError
 from folders.trace import utc_now
-from folders.validator import VerdictCache
+from folders.validator import Judge, Verdict, VerdictCache
 from orchestrator.conflicts import ConflictQueue
 from orchestrator.lock import frames_lock
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
 from orchestrator.tombstones import UNKNOWN, Tombstone, signed_version
+from orchestrator.verifier import VerifierPool
 from syncthing.conflicts import TEMP_PREFIXES, is_conflict_copy, is_syncthing_internal
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import FRAMES_FOLDER_ID
@@ -104,12 +105,14 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 class FramePipeline:
     """Owns the frame repo, the verdict cache and the frame index for one node home."""
 
-    def __init__(self, node: Node, repo: FrameRepo, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, node: Node, repo: FrameRepo, *, clock: Callable[[], datetime] = utc_now,
+                 judge: Judge | None = None) -> None:
         self.node = node
         self.repo = repo
         self.root = node.layout.frames_shared
         self.clock = clock
         self.cache = VerdictCache()
+        self.judge = judge or VerifierPool()
         self.trusted = node.trusted_keys()
         self.conflicts = ConflictQueue(node, repo, self.cache, clock=clock)
         self._pending_scan: set[str] = set()
@@ -141,13 +144,18 @@ class FramePipeline:
                     "SELECT path, status, hash FROM frames WHERE path IN (SELECT value FROM json_each(?))",
                     [json.dumps(wanted)])}
                 tombstones = self._standing_tombstones(db, wanted)
+                kinds = {rel: classify(rel) for rel in wanted}
+                looks = {rel: self._look(rel) for rel in wanted if kinds[rel] == "frame"}
+                verdicts = self.cache.validate_many(
+                    self.root, [Path(rel) for rel, look in looks.items() if isinstance(look, os.stat_result)],
+                    self.trusted, self.node.config.frames.max_size, judge=self.judge)
                 for rel in wanted:
-                    kind = classify(rel)
-                    if kind == "conflict":
+                    if kinds[rel] == "conflict":
                         self.conflicts.handle_copy(db, rel, self.trusted)
                         report.conflicts.append(rel)
-                    elif kind == "frame":
-                        row = self._frame(db, rel, indexed.get(rel), tombstones.get(rel), by_author, report)
+                    elif kinds[rel] == "frame":
+                        row = self._frame(db, rel, looks[rel], verdicts.get(Path(rel)), indexed.get(rel),
+                                          tombstones.get(rel), by_author, report)
                         if row:
                             rows.append(row)
                 buried = self._tombstones(report.deleted, indexed, tombstones)
@@ -178,17 +186,26 @@ class FramePipeline:
         return {r["path"]: Tombstone.from_row(r) for r in db.execute_returning_dicts(
             "SELECT * FROM tombstones WHERE path IN (SELECT value FROM json_each(?))", [json.dumps(wanted)])}
 
-    def _frame(self, db, rel: str, indexed: tuple[str, str | None] | None, tombstone: Tombstone | None,
-               by_author: dict[str, list[str]], report: BatchReport) -> dict | None:
+    def _look(self, rel: str) -> os.stat_result | str:
+        """A frame path's lstat, taken before the batch's files are judged (so a file that
+        changes meanwhile leaves a stale index row and the next reconcile looks again), or
+        why it is not judged: `gone`, or `folder` for a folder not named like a frame."""
         path = self.root / rel
         if not os.path.lexists(path):
+            return "gone"
+        if path.is_dir() and not path.name.endswith(FRAME_SUFFIX):
+            return "folder"
+        return path.lstat()
+
+    def _frame(self, db, rel: str, st: os.stat_result | str, verdict: Verdict | None,
+               indexed: tuple[str, str | None] | None, tombstone: Tombstone | None,
+               by_author: dict[str, list[str]], report: BatchReport) -> dict | None:
+        if st == "gone":
             by_author[DELETION_AUTHOR].append(rel)  # the repo skips what Git never had
             report.deleted.append(rel)
             return None
-        if path.is_dir() and not path.name.endswith(FRAME_SUFFIX):
+        if verdict is None:  # a folder not named like a frame
             return None
-        verdict = self.cache.validate(self.root, Path(rel), self.trusted, self.node.config.frames.max_size)
-        st = path.lstat()
         row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "updated": stamp(self.clock()),
                "code": str(verdict.code)}
         if verdict.ok and self._is_rollback(db, rel, verdict.frame, indexed, tombstone):
