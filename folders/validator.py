@@ -373,7 +373,7 @@ class VerdictCache:
         settings = (max_size, None, _trust_stamp(trusted))
         verdicts: dict[Path, Verdict] = {}
         unknown: list[tuple[tuple[Path, Path], tuple[Any, ...] | None]] = []
-        for path in map(Path, paths):
+        for path in paths:
             key = (root, path)
             stamp, cached = self._lookup(key, settings)
             if cached is not None:

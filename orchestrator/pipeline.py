@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -146,15 +147,16 @@ class FramePipeline:
                 tombstones = self._standing_tombstones(db, wanted)
                 kinds = {rel: classify(rel) for rel in wanted}
                 looks = {rel: self._look(rel) for rel in wanted if kinds[rel] == "frame"}
-                verdicts = self.cache.validate_many(
-                    self.root, [Path(rel) for rel, look in looks.items() if isinstance(look, os.stat_result)],
-                    self.trusted, self.node.config.frames.max_size, judge=self.judge)
+                judged = {rel: Path(rel) for rel, look in looks.items() if isinstance(look, os.stat_result)}
+                verdicts = self.cache.validate_many(self.root, judged.values(), self.trusted,
+                                                    self.node.config.frames.max_size, judge=self.judge)
                 for rel in wanted:
                     if kinds[rel] == "conflict":
                         self.conflicts.handle_copy(db, rel, self.trusted)
                         report.conflicts.append(rel)
                     elif kinds[rel] == "frame":
-                        row = self._frame(db, rel, looks[rel], verdicts.get(Path(rel)), indexed.get(rel),
+                        verdict = verdicts[judged[rel]] if rel in judged else None
+                        row = self._frame(db, rel, looks[rel], verdict, indexed.get(rel),
                                           tombstones.get(rel), by_author, report)
                         if row:
                             rows.append(row)
@@ -190,12 +192,15 @@ class FramePipeline:
         """A frame path's lstat, taken before the batch's files are judged (so a file that
         changes meanwhile leaves a stale index row and the next reconcile looks again), or
         why it is not judged: `gone`, or `folder` for a folder not named like a frame."""
-        path = self.root / rel
-        if not os.path.lexists(path):
+        path = f"{self.root}/{rel}"
+        try:
+            st = os.lstat(path)
+        except OSError:  # what os.path.lexists counts as absent
             return "gone"
-        if path.is_dir() and not path.name.endswith(FRAME_SUFFIX):
+        if ((stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode) and os.path.isdir(path))
+                and not Path(path).name.endswith(FRAME_SUFFIX)):
             return "folder"
-        return path.lstat()
+        return st
 
     def _frame(self, db, rel: str, st: os.stat_result | str, verdict: Verdict | None,
                indexed: tuple[str, str | None] | None, tombstone: Tombstone | None,
