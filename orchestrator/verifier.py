@@ -11,9 +11,14 @@ and the files not yet judged are judged here, so a batch is never lost, only slo
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,6 +41,8 @@ CHUNK = 200
 #: A task whose answer takes longer than this means a stuck or dead worker: a chunk of
 #: ordinary frames takes milliseconds, and judging here is always correct, only slower.
 STALL_S = 60.0
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 #: (ok, code, message, frame) of a verdict, its path left out (the daemon knows it).
 _Judged = tuple[bool, VerdictCode, str, Frame | None]
@@ -61,7 +68,8 @@ class VerifierPool:
                  for i in range(0, len(paths), self.chunk)]
         judged: list[_Judged] = []
         # fork: the workers start in milliseconds with every module already imported.
-        pool = ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=multiprocessing.get_context("fork"))
+        pool = ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_die_with, initargs=(os.getpid(),))
         try:
             for answer in [pool.submit(_judge_chunk, task) for task in tasks]:
                 judged.extend(answer.result(timeout=self.stall_s))
@@ -75,6 +83,24 @@ class VerifierPool:
             pool.shutdown(wait=True, cancel_futures=True)
         return ([Verdict(*one, path) for path, one in zip(paths, judged)]
                 + judge_one_by_one(root, paths[len(judged):], trusted, max_size))
+
+
+def _die_with(parent: int) -> None:
+    """In a worker: end when the daemon ends. A forked worker holds the daemon's open files,
+    its `flock`s on daemon.lock and frames.lock among them, and would otherwise wait for
+    work forever after a kill -9, so a restarted daemon could not take its locks."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
 
 
 def _judge_chunk(task: tuple[str, list[str], dict[str, str], int]) -> list[_Judged]:

@@ -5,10 +5,13 @@ real processes; nothing of ours is replaced."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -21,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from folders.frame import Frame, save_frame
 from folders.validator import VerdictCache, judge_one_by_one
 from orchestrator.verifier import VerifierPool
+from tests.conftest import wait_for
 
 LAPTOP = Ed25519PrivateKey.generate()
 STRANGER = Ed25519PrivateKey.generate()
@@ -140,3 +144,47 @@ def test_small_batches_are_judged_here_without_a_fork(tmp_path):
         stop.set()
         watcher.join()
     assert got == judge_one_by_one(tmp_path, paths, TRUSTED, MAX_SIZE) and not seen
+
+
+def test_workers_end_with_a_killed_daemon_and_free_its_locks(tmp_path):
+    """A forked worker holds the daemon's `flock`s; after kill -9 a restarted daemon must get
+    them, so the workers must not outlive the daemon."""
+    lock = tmp_path / "frames.lock"
+    script = f"""
+import fcntl, sys
+from pathlib import Path
+from tests.unit.test_verifier import MAX_SIZE, TRUSTED, mixed_tree
+from orchestrator.verifier import VerifierPool
+from tests.conftest import wait_for
+held = open({str(lock)!r}, "w")
+fcntl.flock(held, fcntl.LOCK_EX)
+paths = mixed_tree(Path({str(tmp_path)!r}), good=3000)
+print("judging", flush=True)
+VerifierPool(2, inline_below=2, chunk=10)(Path({str(tmp_path)!r}), paths, TRUSTED, MAX_SIZE)
+"""
+    daemon = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[2])
+    workers: list[psutil.Process] = []
+    try:
+        assert daemon.stdout.readline().strip() == "judging"
+        wait_for(lambda: workers.extend(psutil.Process(daemon.pid).children()) or workers, timeout=30,
+                 what="the workers to start")
+        daemon.kill()
+        daemon.wait()
+
+        def lock_free() -> bool:
+            with open(lock, "w") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                return True
+
+        wait_for(lock_free, timeout=10, what="the killed daemon's lock to be free")
+        wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers),
+                 timeout=10, what="the workers to end")
+    finally:
+        daemon.stdout.close()
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()
