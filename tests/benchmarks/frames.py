@@ -145,6 +145,25 @@ def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float],
     return statistics.median(times), times, result
 
 
+def cpu_times(fn: Callable[[], Any]) -> tuple[dict[str, float], Any]:
+    """CPU seconds this process and its reaped children spent in `fn`: on a shared machine
+    the wall clock says how busy the others were, the CPU what the work cost."""
+    before = os.times()
+    result = fn()
+    after = os.times()
+    return {"self": after.user + after.system - before.user - before.system,
+            "children": after.children_user + after.children_system
+            - before.children_user - before.children_system}, result
+
+
+def cpu_pressure() -> str:
+    """The kernel's share of time runnable tasks waited for a CPU (Linux PSI), if it says."""
+    try:
+        return Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return "unknown"
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
     """Poll every 10 ms; returns the perf_counter moment the predicate first held."""
     deadline = time.perf_counter() + timeout
@@ -395,8 +414,8 @@ def measure_batch(bench: Bench, n: int) -> tuple[dict, dict]:
         one_core, every_core = partial(cold, judge_one_by_one), partial(cold, VerifierPool())
         with bench.step(f"verify: cold VerdictCache over {n} frames, one core then every core, 3 runs each"):
             one_core()  # page cache and imports warm for both
-            one_s, one_runs, reference = median_time(one_core, 3)
-            cold_s, cold_runs, verdicts = median_time(every_core, 3)
+            one_cpu, (one_s, one_runs, reference) = cpu_times(lambda: median_time(one_core, 3))
+            cold_cpu, (cold_s, cold_runs, verdicts) = cpu_times(lambda: median_time(every_core, 3))
         if verdicts != reference or sum(v.ok for v in verdicts.values()) != n:
             raise AssertionError("verification on every core gave other verdicts than on one core")
         pipeline = FramePipeline(node, repo)
@@ -458,6 +477,9 @@ def measure_batch(bench: Bench, n: int) -> tuple[dict, dict]:
                    "cold_runs": [r(t) for t in cold_runs], "one_core_runs": [r(t) for t in one_runs],
                    "cold_min_median_max": [r(min(cold_runs)), r(cold_s), r(max(cold_runs))],
                    "one_core_min_median_max": [r(min(one_runs)), r(one_s), r(max(one_runs))],
+                   "cpu_s_per_run": {"one_core": r(one_cpu["self"] / 3), "every_core_daemon": r(cold_cpu["self"] / 3),
+                                     "every_core_workers": r(cold_cpu["children"] / 3)},
+                   "cpu_pressure": cpu_pressure(),
                    "warm_runs": [r(t) for t in warm_runs],
                    "context_read_bytes_s": r(read_s), "context_read_bytes_runs": [r(t) for t in read_runs],
                    "per_frame_us": {"cold": r(cold_s / n * 1e6, 1), "one_core": r(one_s / n * 1e6, 1),
