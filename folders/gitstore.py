@@ -327,14 +327,13 @@ class FrameRepo:
         if self.head() is None:
             return {}
         _, out = self._run("ls-tree", "-r", "-z", "--full-tree", "HEAD", what="list tracked frames")
+        # One decode for the whole listing (a reconcile lists 100k paths); entries are
+        # "<6-digit mode> <type> <sha>\t<path>", and `-r` lists only blobs and submodules.
         result = {}
-        for entry in out.split(b"\0"):
-            if not entry:
-                continue
-            meta, _, path = entry.partition(b"\t")
-            _mode, kind, sha = meta.split(b" ")
-            if kind == b"blob":
-                result[os.fsdecode(path)] = sha.decode()
+        for entry in os.fsdecode(out).split("\0"):
+            meta, _, path = entry.partition("\t")
+            if meta[7:12] == "blob ":
+                result[path] = meta[12:]
         return result
 
     def log(self, path: str | os.PathLike[str], limit: int | None = None) -> list[Revision]:

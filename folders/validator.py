@@ -14,7 +14,7 @@ import json
 import math
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -357,18 +357,59 @@ class VerdictCache:
     def validate(self, root: Path, path: Path, trusted: Mapping[str, Ed25519PublicKey],
                  max_size: int = MAX_FRAME_SIZE, expected_id: str | None = None) -> Verdict:
         key = (Path(os.path.abspath(root)), Path(path))
-        stamp = _stamp(*key)
-        if stamp is not None:
-            stamp += (max_size, expected_id, _trust_stamp(trusted))
-            cached = self._entries.get(key)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
+        stamp, cached = self._lookup(key, (max_size, expected_id, _trust_stamp(trusted)))
+        if cached is not None:
+            return cached
         verdict = validate_frame_file(root, path, trusted, max_size, expected_id)
+        self._remember(key, stamp, verdict)
+        return verdict
+
+    def validate_many(self, root: Path, paths: Iterable[Path], trusted: Mapping[str, Ed25519PublicKey],
+                      max_size: int = MAX_FRAME_SIZE, judge: Judge | None = None) -> dict[Path, Verdict]:
+        """`validate` for each path, with the files the cache cannot answer for judged
+        together by `judge` (by default one after another): the orchestrator passes one that
+        uses every core. Verdicts and cache entries are exactly `validate`'s."""
+        root = Path(os.path.abspath(root))
+        settings = (max_size, None, _trust_stamp(trusted))
+        verdicts: dict[Path, Verdict] = {}
+        unknown: list[tuple[tuple[Path, Path], tuple[Any, ...] | None]] = []
+        for path in paths:
+            key = (root, path)
+            stamp, cached = self._lookup(key, settings)
+            if cached is not None:
+                verdicts[path] = cached
+            else:
+                unknown.append((key, stamp))
+        judged = (judge or judge_one_by_one)(root, [key[1] for key, _ in unknown], trusted, max_size)
+        for (key, stamp), verdict in zip(unknown, judged, strict=True):
+            self._remember(key, stamp, verdict)
+            verdicts[key[1]] = verdict
+        return verdicts
+
+    def _lookup(self, key: tuple[Path, Path], settings: tuple[Any, ...]) -> tuple[tuple[Any, ...] | None,
+                                                                                   Verdict | None]:
+        """The file's stamp (None when it cannot be stat'ed) and its verdict if still good."""
+        stamp = _stamp(*key)
+        if stamp is None:
+            return None, None
+        stamp += settings
+        cached = self._entries.get(key)
+        return stamp, cached[1] if cached is not None and cached[0] == stamp else None
+
+    def _remember(self, key: tuple[Path, Path], stamp: tuple[Any, ...] | None, verdict: Verdict) -> None:
         if stamp is None:
             self._entries.pop(key, None)
         else:
             self._entries[key] = (stamp, verdict)
-        return verdict
+
+
+#: Judges files one by one given (root, paths, trusted, max_size): a verdict per path, in order.
+Judge = Callable[[Path, list[Path], Mapping[str, Ed25519PublicKey], int], list[Verdict]]
+
+
+def judge_one_by_one(root: Path, paths: list[Path], trusted: Mapping[str, Ed25519PublicKey],
+                     max_size: int = MAX_FRAME_SIZE) -> list[Verdict]:
+    return [validate_frame_file(root, path, trusted, max_size) for path in paths]
 
 
 def _stamp(root: Path, path: Path) -> tuple[Any, ...] | None:

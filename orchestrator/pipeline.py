@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -29,13 +31,14 @@ from folders.files import TEMP_PREFIX
 from folders.frame import FRAME_SUFFIX, Frame
 from folders.gitstore import FrameRepo, GitStoreError
 from folders.trace import utc_now
-from folders.validator import VerdictCache
+from folders.validator import Judge, Verdict, VerdictCache
 from orchestrator.conflicts import ConflictQueue
 from orchestrator.lock import frames_lock
 from orchestrator.node import Node
 from orchestrator.state import open_state, stamp
 from orchestrator.tombstones import UNKNOWN, Tombstone, signed_version
-from syncthing.conflicts import is_conflict_copy, is_syncthing_internal, is_syncthing_temp
+from orchestrator.verifier import VerifierPool
+from syncthing.conflicts import TEMP_PREFIXES, is_conflict_copy, is_syncthing_internal
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import FRAMES_FOLDER_ID
 
@@ -55,12 +58,21 @@ DELETER_LOOKUPS = 20
 def classify(rel: str) -> str:
     """`ignore` | `conflict` | `frame`: what a path in frames.shared/ is to twinsync."""
     name = rel.rsplit("/", 1)[-1]
-    if (is_syncthing_internal(rel) or is_syncthing_temp(name) or name.startswith(TEMP_PREFIX)
-            or name in SYNCTHING_MARKERS):
+    if is_syncthing_internal(rel) or _ignored_name(name):
         return "ignore"
     if is_conflict_copy(name):
         return "conflict"
     return "frame"
+
+
+def _ignored_name(name: str) -> bool:
+    """The part of `classify` that a base name decides: Syncthing's temporary files and
+    markers and our own temporary files. `walk_files` never enters Syncthing's internal
+    folders, so for a path it yields this is the whole of `classify`'s `ignore`."""
+    return name.startswith(_IGNORED_PREFIXES) or name in SYNCTHING_MARKERS
+
+
+_IGNORED_PREFIXES = (*TEMP_PREFIXES, TEMP_PREFIX)
 
 
 @dataclass
@@ -94,12 +106,14 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 class FramePipeline:
     """Owns the frame repo, the verdict cache and the frame index for one node home."""
 
-    def __init__(self, node: Node, repo: FrameRepo, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, node: Node, repo: FrameRepo, *, clock: Callable[[], datetime] = utc_now,
+                 judge: Judge | None = None) -> None:
         self.node = node
         self.repo = repo
         self.root = node.layout.frames_shared
         self.clock = clock
         self.cache = VerdictCache()
+        self.judge = judge or VerifierPool()
         self.trusted = node.trusted_keys()
         self.conflicts = ConflictQueue(node, repo, self.cache, clock=clock)
         self._pending_scan: set[str] = set()
@@ -131,13 +145,19 @@ class FramePipeline:
                     "SELECT path, status, hash FROM frames WHERE path IN (SELECT value FROM json_each(?))",
                     [json.dumps(wanted)])}
                 tombstones = self._standing_tombstones(db, wanted)
+                kinds = {rel: classify(rel) for rel in wanted}
+                looks = {rel: self._look(rel) for rel in wanted if kinds[rel] == "frame"}
+                judged = {rel: Path(rel) for rel, look in looks.items() if isinstance(look, os.stat_result)}
+                verdicts = self.cache.validate_many(self.root, judged.values(), self.trusted,
+                                                    self.node.config.frames.max_size, judge=self.judge)
                 for rel in wanted:
-                    kind = classify(rel)
-                    if kind == "conflict":
+                    if kinds[rel] == "conflict":
                         self.conflicts.handle_copy(db, rel, self.trusted)
                         report.conflicts.append(rel)
-                    elif kind == "frame":
-                        row = self._frame(db, rel, indexed.get(rel), tombstones.get(rel), by_author, report)
+                    elif kinds[rel] == "frame":
+                        verdict = verdicts[judged[rel]] if rel in judged else None
+                        row = self._frame(db, rel, looks[rel], verdict, indexed.get(rel),
+                                          tombstones.get(rel), by_author, report)
                         if row:
                             rows.append(row)
                 buried = self._tombstones(report.deleted, indexed, tombstones)
@@ -168,17 +188,29 @@ class FramePipeline:
         return {r["path"]: Tombstone.from_row(r) for r in db.execute_returning_dicts(
             "SELECT * FROM tombstones WHERE path IN (SELECT value FROM json_each(?))", [json.dumps(wanted)])}
 
-    def _frame(self, db, rel: str, indexed: tuple[str, str | None] | None, tombstone: Tombstone | None,
+    def _look(self, rel: str) -> os.stat_result | str:
+        """A frame path's lstat, taken before the batch's files are judged (so a file that
+        changes meanwhile leaves a stale index row and the next reconcile looks again), or
+        why it is not judged: `gone`, or `folder` for a folder not named like a frame."""
+        path = f"{self.root}/{rel}"
+        try:
+            st = os.lstat(path)
+        except OSError:  # what os.path.lexists counts as absent
+            return "gone"
+        if ((stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode) and os.path.isdir(path))
+                and not Path(path).name.endswith(FRAME_SUFFIX)):
+            return "folder"
+        return st
+
+    def _frame(self, db, rel: str, st: os.stat_result | str, verdict: Verdict | None,
+               indexed: tuple[str, str | None] | None, tombstone: Tombstone | None,
                by_author: dict[str, list[str]], report: BatchReport) -> dict | None:
-        path = self.root / rel
-        if not os.path.lexists(path):
+        if st == "gone":
             by_author[DELETION_AUTHOR].append(rel)  # the repo skips what Git never had
             report.deleted.append(rel)
             return None
-        if path.is_dir() and not path.name.endswith(FRAME_SUFFIX):
+        if verdict is None:  # a folder not named like a frame
             return None
-        verdict = self.cache.validate(self.root, Path(rel), self.trusted, self.node.config.frames.max_size)
-        st = path.lstat()
         row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "updated": stamp(self.clock()),
                "code": str(verdict.code)}
         if verdict.ok and self._is_rollback(db, rel, verdict.frame, indexed, tombstone):
@@ -310,21 +342,33 @@ class FramePipeline:
 
     def changed_on_disk(self) -> set[str]:
         """Paths whose disk state differs from the index, or that the index or Git know but
-        the disk no longer has: stat only, so 100k unchanged frames cost one directory walk."""
-        db = open_state(self.node.layout.state_db)
-        try:
-            indexed = {r[0]: (r[1], r[2]) for r in db.execute("SELECT path, size, mtime_ns FROM frames")}
-        finally:
-            db.close()
-        changed: set[str] = set()
-        seen: set[str] = set()
-        for rel, st in walk_files(self.root):
-            if classify(rel) == "ignore":
-                continue
+        the disk no longer has: stat only, so 100k unchanged frames cost one directory walk.
+        Git lists its tree on the other core meanwhile."""
+        with ThreadPoolExecutor(1, thread_name_prefix="twinsync-tracked") as git:
+            tracked = git.submit(self.repo.tracked)
+            db = open_state(self.node.layout.state_db)
+            try:
+                indexed = set(db.execute("SELECT path, size, mtime_ns FROM frames"))
+            finally:
+                db.close()
+            return stale_paths(self.root, indexed, tracked.result)
+
+
+def stale_paths(root: Path, indexed: set[tuple[str, int, int]],
+                tracked: Callable[[], Iterable[str]]) -> set[str]:
+    """The reconcile's comparison: files under `root` whose (path, size, mtime_ns) is not an
+    `indexed` row, and paths indexed or `tracked` that the walk did not find. Sets of
+    tuples compared whole, so an unchanged tree costs no per-file Python beyond the walk;
+    `tracked` is called only after the walk, so Git's listing can overlap it."""
+    on_disk, seen = set(), set()
+    for rel, st in walk_files(root):
+        if not _ignored_name(rel.rsplit("/", 1)[-1]):
             seen.add(rel)
-            if indexed.get(rel) != (st.st_size, st.st_mtime_ns):
-                changed.add(rel)
-        return changed | ((set(indexed) | set(self.repo.tracked())) - seen)
+            on_disk.add((rel, st.st_size, st.st_mtime_ns))
+    # A file no row matches is new or changed; a row no file matches is such a file's old
+    # row or a file the disk no longer has.
+    stale = {rel for rel, _, _ in on_disk ^ indexed}
+    return stale | (set(tracked()) - seen)
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:

@@ -1,0 +1,113 @@
+"""Frame verification on every core: a large batch's files are judged by worker processes
+(forked for the batch and gone after it), because a signature check holds the GIL for most
+of its ~0.2 ms and threads barely overlap. `folders.validator` stays pure; this module is
+only the fan-out, and a verdict is the one `validate_frame_file` gives, wherever it ran.
+
+Small batches are judged here, in the daemon: forking costs more than it saves below
+`INLINE_BELOW` files, and one frame put must not wait for a fork. If the workers stop
+answering (one was killed, or a fork inherited a lock another thread held), they are ended
+and the files not yet judged are judged here, so a batch is never lost, only slower.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from folders.frame import Frame
+from folders.keys import parse_public_key, public_key_text
+from folders.validator import Verdict, VerdictCode, judge_one_by_one, validate_frame_file
+
+logger = logging.getLogger(__name__)
+
+#: Below this many files a batch is judged in the daemon: measured on 2 cores, starting the
+#: workers costs about what judging 100–200 frames does.
+INLINE_BELOW = 500
+#: Files per task: large enough that a task's pickling is small beside its checks, small
+#: enough that both workers stay busy to the end of a batch.
+CHUNK = 200
+#: A task whose answer takes longer than this means a stuck or dead worker: a chunk of
+#: ordinary frames takes milliseconds, and judging here is always correct, only slower.
+STALL_S = 60.0
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+#: (ok, code, message, frame) of a verdict, its path left out (the daemon knows it).
+_Judged = tuple[bool, VerdictCode, str, Frame | None]
+
+
+class VerifierPool:
+    """Judges a batch's files on `workers` processes (default: the cores this process may
+    use); pass it as the `judge` of `VerdictCache.validate_many`."""
+
+    def __init__(self, workers: int | None = None, *, inline_below: int = INLINE_BELOW,
+                 chunk: int = CHUNK, stall_s: float = STALL_S) -> None:
+        self.workers = workers or len(os.sched_getaffinity(0))
+        self.inline_below = inline_below
+        self.chunk = chunk
+        self.stall_s = stall_s
+
+    def __call__(self, root: Path, paths: list[Path], trusted: Mapping[str, Ed25519PublicKey],
+                 max_size: int) -> list[Verdict]:
+        if self.workers < 2 or len(paths) < self.inline_below:
+            return judge_one_by_one(root, paths, trusted, max_size)
+        keys = {name: public_key_text(key) for name, key in trusted.items()}
+        tasks = [(str(root), [str(p) for p in paths[i:i + self.chunk]], keys, max_size)
+                 for i in range(0, len(paths), self.chunk)]
+        judged: list[_Judged] = []
+        # fork: the workers start in milliseconds with every module already imported.
+        pool = ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_die_with, initargs=(os.getpid(),))
+        try:
+            for answer in [pool.submit(_judge_chunk, task) for task in tasks]:
+                judged.extend(answer.result(timeout=self.stall_s))
+        except (BrokenProcessPool, TimeoutError) as exc:
+            logger.warning("Frame verification workers %s; judging the remaining %d files here instead.",
+                           "stopped" if isinstance(exc, BrokenProcessPool) else
+                           f"gave no answer for {self.stall_s:.0f} s", len(paths) - len(judged))
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.kill()  # a stuck worker would hold up shutdown; the executor has no public kill
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return ([Verdict(*one, path) for path, one in zip(paths, judged)]
+                + judge_one_by_one(root, paths[len(judged):], trusted, max_size))
+
+
+def _die_with(parent: int) -> None:
+    """In a worker: end when the daemon ends. A forked worker holds the daemon's open files,
+    its `flock`s on daemon.lock and frames.lock among them, and would otherwise wait for
+    work forever after a kill -9, so a restarted daemon could not take its locks."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
+
+
+def _judge_chunk(task: tuple[str, list[str], dict[str, str], int]) -> list[_Judged]:
+    """In a worker: the verdicts of one chunk, compact (a Path pickles slowly). Judging
+    never raises for a bad file; anything else it raises is raised in the daemon, as it
+    would be judging there."""
+    root, paths, keys, max_size = task
+    trusted = {name: parse_public_key(text) for name, text in keys.items()}
+    return [(v.ok, v.code, v.message, v.frame)
+            for v in (validate_frame_file(Path(root), Path(path), trusted, max_size) for path in paths)]
