@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 class Batch:
     paths: set[str] = field(default_factory=set)
     reconcile: bool = False
+    synced: set[str] = field(default_factory=set)  # paths Syncthing wrote whole: it has them
 
     def __bool__(self) -> bool:
         return bool(self.paths) or self.reconcile
@@ -101,6 +102,7 @@ class Batcher:
                     ready_at = self._ready_at()
                     if now >= ready_at:
                         batch, self._pending = self._pending, Batch()
+                        batch.synced = self._arrived & batch.paths
                         self._arrived.clear()
                         self._holding.clear()
                         return batch

@@ -387,7 +387,7 @@ class Daemon:
             paths = batch.paths | (pipeline.changed_on_disk() if batch.reconcile else set())
             if not paths:
                 return
-            report = pipeline.process(paths)
+            report = pipeline.process(paths, synced=batch.synced)
         except EXPECTED as exc:
             logger.error("batch of %d path(s) failed, retrying in %.0f s: %s",
                          len(batch.paths), RETRY_DELAY_S, exc)

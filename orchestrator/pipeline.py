@@ -20,7 +20,7 @@ import os
 import stat
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,7 +35,7 @@ from folders.validator import Judge, Verdict, VerdictCache
 from orchestrator.conflicts import ConflictQueue
 from orchestrator.lock import frames_lock
 from orchestrator.node import Node
-from orchestrator.state import open_state, stamp
+from orchestrator.state import open_state, stamp, upsert
 from orchestrator.tombstones import UNKNOWN, Tombstone, signed_version
 from orchestrator.verifier import VerifierPool
 from syncthing.conflicts import TEMP_PREFIXES, is_conflict_copy, is_syncthing_internal
@@ -126,14 +126,16 @@ class FramePipeline:
 
     # -- the batch ---------------------------------------------------------------------
 
-    def process(self, paths: Iterable[str]) -> BatchReport:
+    def process(self, paths: Iterable[str], *, synced: Collection[str] = ()) -> BatchReport:
         """The index is written after the commits: a crash in between leaves an index that
         disagrees with the disk, so the next reconcile redoes the batch (Git then finds
         nothing new to commit for what did get committed, so nothing is committed twice).
 
         Syncthing is asked to scan the changed paths before the Git commit: the files are
         whole on disk already (its own watcher would send them anyway), so peers need not
-        wait for the commit here."""
+        wait for the commit here. `synced` are paths Syncthing itself just wrote whole (its
+        ItemFinished): it holds them already, so asking it to scan them again would only
+        cost a request and a rescan on the path of every frame a peer sends."""
         report = BatchReport()
         with frames_lock(self.node.layout.home):
             db = open_state(self.node.layout.state_db)
@@ -161,7 +163,8 @@ class FramePipeline:
                         if row:
                             rows.append(row)
                 buried = self._tombstones(report.deleted, indexed, tombstones)
-                self.request_scan(report.committed + report.deleted + report.conflicts)
+                self.request_scan(p for p in report.committed + report.deleted + report.conflicts
+                                  if p not in synced)
                 for author, changed in sorted(by_author.items()):
                     sha = self.repo.commit(changed, _message(changed), author, when=self.clock(), checked=True)
                     if sha:
@@ -172,7 +175,7 @@ class FramePipeline:
                     self.conflicts.follow_originals(db, report.committed, report.deleted)
                     db.execute("DELETE FROM frames WHERE path IN (SELECT value FROM json_each(?))",
                                [json.dumps(report.deleted)])
-                    db["frames"].upsert_all(rows, pk="path")
+                    upsert(db.conn, "frames", rows, "path")
                     db.execute("DELETE FROM tombstones WHERE path IN (SELECT value FROM json_each(?))",
                                [json.dumps([rel for rel in report.committed if rel in tombstones])])
                     db["tombstones"].upsert_all(buried, pk="path")

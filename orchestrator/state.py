@@ -36,6 +36,19 @@ def open_state(path: Path) -> sqlite_utils.Database:
     return db
 
 
+def upsert(conn: sqlite3.Connection, table: str, rows: list[dict], key: str) -> None:
+    """Insert rows that all have the same columns, replacing those `key` already names.
+    sqlite-utils' upsert_all reads the table's schema first, a dozen statements on the path
+    of every frame a peer sends; ours are known. Table and column names are ours, never a
+    user's."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                     f"ON CONFLICT({key}) DO UPDATE SET {updates}", [[row[c] for c in columns] for row in rows])
+
+
 def read_state(path: Path) -> sqlite3.Connection:
     """A plain sqlite3 connection for a command that only reads: `status` and the metrics
     must not pay for importing sqlite-utils (and the click and pluggy it brings)."""

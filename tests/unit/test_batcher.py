@@ -62,6 +62,19 @@ def test_a_local_write_in_the_batch_keeps_the_quiet_gap():
     assert _poll(batcher) == {"ns/a.frame.json", "ns/mine.frame.json"}
 
 
+def test_a_batch_says_which_paths_syncthing_wrote_so_they_are_not_announced_back():
+    batcher, clock = _batcher()
+    batcher.arrived(FOLDERS[0], {"ns/a.frame.json"})
+    batcher.add({"ns/mine.frame.json"})
+    batcher.settled(FOLDERS[0])
+    clock.now += QUIET
+    batch = batcher.next_batch(threading.Event(), 0)
+    assert (batch.paths, batch.synced) == ({"ns/a.frame.json", "ns/mine.frame.json"}, {"ns/a.frame.json"})
+    batcher.add({"ns/a.frame.json"})  # written here after it arrived: this one is ours to announce
+    clock.now += QUIET
+    assert batcher.next_batch(threading.Event(), 0).synced == set()
+
+
 def test_a_burst_from_syncthing_is_one_batch_until_the_pull_ends():
     batcher, clock = _batcher()
     names = {f"ns/f{i:04d}.frame.json" for i in range(500)}
