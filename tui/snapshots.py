@@ -125,7 +125,7 @@ class SnapshotsPane(Pane):
         self.query_one("#snapshots-note", Static).update(f"Restoring from {info.manifest_path.stem}…")
 
         def progress(done: int, total: int) -> None:
-            """Called by the restore in the worker thread, after each batch of pages."""
+            """Called by the restore in the worker thread, as the snapshot is copied in (bytes so far)."""
             if get_current_worker().is_cancelled:
                 return
             try:
