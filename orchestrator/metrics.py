@@ -82,7 +82,7 @@ def remember(node: Node, ts: str, values: dict[str, float | None]) -> None:
 
 def metrics_history(node: Node, limit: int = 200) -> dict[str, list[tuple[str, float]]]:
     """Each metric's last `limit` values, oldest first."""
-    db = open_state(node.layout.state_db)
+    db = read_state(node.layout.state_db)
     try:
         history: dict[str, list[tuple[str, float]]] = {}
         for name, in db.execute("SELECT DISTINCT name FROM metrics"):

@@ -35,7 +35,7 @@ from folders.validator import Judge, Verdict, VerdictCache
 from orchestrator.conflicts import ConflictQueue
 from orchestrator.lock import frames_lock
 from orchestrator.node import Node
-from orchestrator.state import open_state, stamp, upsert
+from orchestrator.state import open_state, read_state, stamp, upsert
 from orchestrator.tombstones import UNKNOWN, Tombstone, signed_version
 from orchestrator.verifier import VerifierPool
 from syncthing.conflicts import TEMP_PREFIXES, is_conflict_copy, is_syncthing_internal
@@ -178,7 +178,7 @@ class FramePipeline:
                     upsert(db.conn, "frames", rows, "path")
                     db.execute("DELETE FROM tombstones WHERE path IN (SELECT value FROM json_each(?))",
                                [json.dumps([rel for rel in report.committed if rel in tombstones])])
-                    db["tombstones"].upsert_all(buried, pk="path")
+                    upsert(db.conn, "tombstones", buried, "path")
             finally:
                 db.close()
         return report
@@ -349,7 +349,7 @@ class FramePipeline:
         Git lists its tree on the other core meanwhile."""
         with ThreadPoolExecutor(1, thread_name_prefix="twinsync-tracked") as git:
             tracked = git.submit(self.repo.tracked)
-            db = open_state(self.node.layout.state_db)
+            db = read_state(self.node.layout.state_db)
             try:
                 indexed = set(db.execute("SELECT path, size, mtime_ns FROM frames"))
             finally:
