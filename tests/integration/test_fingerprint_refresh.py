@@ -3,6 +3,7 @@ in it changed or when it is half-way to stale, so idle nodes give Syncthing noth
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from folders.fingerprint import FINGERPRINT_NAME
 from orchestrator.node import Node
 from orchestrator.recovery import publish_now
+from tests.conftest import wait_for
 from tests.unit.tracekit import START
 
 pytestmark = pytest.mark.integration
@@ -55,3 +57,24 @@ def test_the_fingerprint_is_rewritten_only_when_it_changed_or_ages(node_factory)
 def _record(node, conclusion: str) -> None:
     session = node.cli("trace", "start", "plan the week").output.strip()
     node.cli("trace", "finish", session, conclusion)
+
+
+def test_the_daemon_refreshes_the_fingerprint_soon_after_a_publish_not_at_the_next_interval(
+        node_factory, daemon_factory):
+    # The daemon's publish and merge jobs leave the fingerprint to one coalesced refresh
+    # (FINGERPRINT_COALESCE_S after the first change): a session finished here must reach
+    # the fingerprint well before the next publish interval would have refreshed it.
+    node = node_factory("solo")
+    fingerprint = node.home / "trace" / "recovery" / "solo" / FINGERPRINT_NAME
+    with Node.open(node.home) as opened:
+        interval = opened.config.traces.publish_interval_s
+    daemon_factory(node)
+    wait_for(fingerprint.exists, timeout=30, what="the daemon's first fingerprint")
+    _record(node, "rest on sunday")
+    finished = time.monotonic()
+    wait_for(lambda: b'"trace_sessions": 1' in fingerprint.read_bytes(), timeout=interval,
+             what="the fingerprint to count the session")
+    assert time.monotonic() - finished < interval / 2
+    _record(node, "walk on saturday")  # a second burst gets its own refresh too
+    wait_for(lambda: b'"trace_sessions": 2' in fingerprint.read_bytes(), timeout=interval / 2,
+             what="the fingerprint to count the second session")
