@@ -1,9 +1,11 @@
-"""Crash-safe file writes: a reader (or Syncthing) sees the old file or the new one, never half."""
+"""Crash-safe file writes: a reader (or Syncthing) sees the old file or the new one, never half;
+and reads of files Syncthing replaces, which it does not replace that way."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 #: Prefix of our temporary files; Syncthing and Git are told to ignore it.
@@ -39,3 +41,28 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def syncthing_temp_for(path: Path) -> Path:
+    """The temporary file Syncthing pulls `path` into (lib/fs/tempname.go; Unix, names of up to 144 bytes)."""
+    return path.with_name(f".syncthing.{path.name}.tmp")
+
+
+def read_replicated(path: Path, limit: int, *, patience_s: float = 1.0) -> bytes:
+    """Up to `limit` bytes of a file that Syncthing keeps up to date.
+
+    Syncthing replaces a file by deleting the old one and then renaming its finished
+    temporary file into place (lib/model/folder_sendrecv.go, performFinish), so a reader
+    between the two finds no file. While the temporary file is there (or the file is back),
+    the read is tried again, for at most `patience_s`; a file missing without either is
+    missing at once (FileNotFoundError)."""
+    path = Path(path)
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            with open(path, "rb") as fh:
+                return fh.read(limit)
+        except FileNotFoundError:
+            if time.monotonic() >= deadline or not (syncthing_temp_for(path).exists() or path.exists()):
+                raise
+            time.sleep(0.002)

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from folders import keys
 from folders.errors import TwinsyncError, echo
-from folders.files import write_atomic
+from folders.files import read_replicated, write_atomic
 from folders.frame import canonical_json
 from folders.layout import NODE_NAME_RE
 from folders.metrics import METRIC_NAMES, Metrics
@@ -243,8 +243,7 @@ def read_fingerprint(path: Path, trusted: Mapping[str, Ed25519PublicKey], *,
                                True, None)
 
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(FINGERPRINT_MAX_BYTES + 1)
+        data = read_replicated(path, FINGERPRINT_MAX_BYTES + 1)
     except OSError as exc:
         return refuse("missing", f"Fingerprint {path} is missing or unreadable "
                       f"({exc.strerror}); wait for Syncthing, or let {folder} publish again.")

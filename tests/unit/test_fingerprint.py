@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import threading
+import time
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +29,7 @@ from folders.fingerprint import (
     write_fingerprint,
 )
 from folders import keys
+from folders.files import syncthing_temp_for
 from folders.frame import canonical_json
 from folders.meaning import profile_of, rank_peers
 from folders.metrics import compute_metrics, frames_root
@@ -117,6 +121,30 @@ def test_missing(tmp_path: Path) -> None:
     view = read(tmp_path / "a" / FINGERPRINT_NAME)
     assert (view.ok, view.problem.code, view.node, view.stale) == (False, "missing", "a", True)
     assert str(tmp_path / "a" / FINGERPRINT_NAME) in view.problem.message
+
+
+def test_a_fingerprint_syncthing_is_replacing_is_read_once_it_is_in_place(tmp_path: Path) -> None:
+    """Syncthing deletes the old file and only then renames the new one into place, so a
+    reader in between found no fingerprint (the peer link's routing then had no port)."""
+    path = place(tmp_path, "a", fingerprint())
+    newer = fingerprint(created=CREATED + timedelta(minutes=1))
+    pulled = syncthing_temp_for(path)
+    pulled.write_bytes(newer.to_bytes())
+    path.unlink()  # Syncthing's performFinish: the old file is gone, the new one not yet renamed
+    rename = threading.Timer(0.2, os.replace, (pulled, path))
+    rename.start()
+    try:
+        view = read(path, now=CREATED + timedelta(minutes=1))
+    finally:
+        rename.join()
+    assert view.ok and view.fingerprint == newer
+
+
+def test_a_missing_fingerprint_is_missing_at_once(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    started = time.monotonic()
+    view = read(tmp_path / "a" / FINGERPRINT_NAME)
+    assert view.problem.code == "missing" and time.monotonic() - started < 0.1
 
 
 @pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe", b"[" * 60_000, b"[" * 70_000])
