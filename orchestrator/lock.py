@@ -7,7 +7,9 @@ interleave.
 `daemon_lock`: one daemon per home. Two `twinsync run` on one home would both commit and
 both merge; the second one is refused with the first one's pid. It is a `flock` held for
 the daemon's whole life, so the kernel releases it when the daemon dies, even by kill -9:
-a stale pid in the file never blocks a new daemon.
+a stale pid in the file never blocks a new daemon. `restore` holds it too while it replaces
+trace.db, and says so in the file, so whoever is refused meanwhile is told to wait for a
+restore, not to stop a daemon that does not run.
 
 `publish_lock`: one publish (segment, snapshot, prune, cleanup) at a time per home.
 """
@@ -19,6 +21,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from folders.errors import HomeError, TwinsyncError
@@ -30,6 +33,8 @@ MODULES_LOCK = "modules.lock"
 PID_WAIT_S = 2.0
 #: How long a starting daemon retries past a reader's momentary shared lock.
 LOCK_RETRY_S = 0.5
+#: Who holds `daemon_lock`, as written after the pid in daemon.lock.
+DAEMON, RESTORE = "daemon", "restore"
 
 
 class DaemonRunningError(TwinsyncError):
@@ -77,9 +82,26 @@ def _pid_text(pid: int | None) -> str:
     return f"pid {pid}" if pid else "pid unknown"
 
 
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a home's daemon lock: the daemon, or a restore."""
+
+    pid: int | None
+    what: str = DAEMON
+
+    def busy(self, home: Path, action: str) -> str:
+        """One sentence for whoever wanted the home meanwhile, and was about to `action`."""
+        if self.what == RESTORE:
+            return (f"A `twinsync restore` ({_pid_text(self.pid)}) is replacing the trace of {home}; "
+                    f"wait for it to finish, then {action} again.")
+        return (f"The twinsync daemon ({_pid_text(self.pid)}) is running for {home}; stop `twinsync run` "
+                f"first, then {action} again.")
+
+
 @contextmanager
-def daemon_lock(home: Path) -> Iterator[None]:
-    """Held while the daemon runs; raises `DaemonRunningError` naming the other daemon's pid."""
+def daemon_lock(home: Path, *, holder: str = DAEMON) -> Iterator[None]:
+    """Held while the daemon runs (or, `holder=RESTORE`, while a restore replaces trace.db);
+    raises `DaemonRunningError` naming who holds it and their pid."""
     path = Path(home) / DAEMON_LOCK
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -87,12 +109,15 @@ def daemon_lock(home: Path) -> Iterator[None]:
         raise HomeError(f"Cannot open {path} ({exc.strerror}); make the node home writable for this user.") from None
     try:
         if not _lock_soon(fd):
-            pid = _read_pid(fd)
-            raise DaemonRunningError(
-                f"A twinsync daemon already runs for {home} ({_pid_text(pid)}); use that one, "
-                f"or stop it (kill {pid or 'PID'}) before starting another.", pid) from None
+            other = _read_holder(fd)
+            if holder == DAEMON and other.what == DAEMON:
+                message = (f"A twinsync daemon already runs for {home} ({_pid_text(other.pid)}); use that one, "
+                           f"or stop it (kill {other.pid or 'PID'}) before starting another.")
+            else:
+                message = other.busy(home, "start the daemon" if holder == DAEMON else holder)
+            raise DaemonRunningError(message, other.pid) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {holder}\n".encode(), 0)
         try:
             yield
         finally:
@@ -102,9 +127,8 @@ def daemon_lock(home: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def running_daemon(home: Path) -> int | None:
-    """The pid of the daemon that holds `home`'s lock, None when no daemon runs (0 when one
-    holds it but its pid cannot be read)."""
+def lock_holder(home: Path) -> Holder | None:
+    """Who holds `home`'s daemon lock now (a pid of None: it could not be read), or None."""
     path = Path(home) / DAEMON_LOCK
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -114,20 +138,28 @@ def running_daemon(home: Path) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_pid(fd) or 0
+            return _read_holder(fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
 
 
+def running_daemon(home: Path) -> int | None:
+    """The pid of the daemon that holds `home`'s lock, None when no daemon runs (0 when one
+    holds it but its pid cannot be read). A restore holding the lock is not a daemon."""
+    holder = lock_holder(home)
+    if holder is None or holder.what != DAEMON:
+        return None
+    return holder.pid or 0
+
+
 def refuse_while_daemon_runs(home: Path, action: str) -> None:
-    """For commands that must not run beside the daemon (`restore`): one sentence naming it."""
-    pid = running_daemon(home)
-    if pid is not None:
-        raise DaemonRunningError(
-            f"The twinsync daemon ({_pid_text(pid)}) is running for {home}; stop `twinsync run` "
-            f"first, then {action} again.", pid)
+    """For commands that must not run beside the daemon, or beside a restore (`restore`):
+    one sentence naming who holds the home."""
+    holder = lock_holder(home)
+    if holder is not None:
+        raise DaemonRunningError(holder.busy(home, action), holder.pid)
 
 
 def _lock_soon(fd: int) -> bool:
@@ -144,13 +176,14 @@ def _lock_soon(fd: int) -> bool:
             time.sleep(0.02)
 
 
-def _read_pid(fd: int) -> int | None:
-    """The holder writes its pid just after it takes the lock: wait a moment for it."""
+def _read_holder(fd: int) -> Holder:
+    """The holder writes "pid what" just after it takes the lock: wait a moment for it
+    (a daemon of an earlier version writes the pid alone)."""
     deadline = time.monotonic() + PID_WAIT_S
     while True:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        if text.isdigit():
-            return int(text)
+        words = os.pread(fd, 64, 0).decode(errors="replace").split()
+        if words and words[0].isdigit():
+            return Holder(int(words[0]), RESTORE if words[1:2] == [RESTORE] else DAEMON)
         if time.monotonic() > deadline:
-            return None
+            return Holder(None)
         time.sleep(0.02)

@@ -30,7 +30,7 @@ from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, li
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator import __version__
 from orchestrator.heartbeat import DaemonHealth, link_port, load_heartbeat, read_health
-from orchestrator.lock import daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
+from orchestrator.lock import RESTORE, daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
 from orchestrator.meaning import node_profile
 from orchestrator.node import Node
 from orchestrator.metrics import frame_counts, node_metrics, read_fingerprints, remember
@@ -400,7 +400,7 @@ def restore(node: Node, info: SnapshotInfo, *, as_new_machine: bool = False,
     if info.node != node.name and not as_new_machine:
         raise TraceError(f"Snapshot {info.manifest_path.name} is {info.node}'s, not {node.name}'s; "
                          "pass --as-new-machine to take over a dead node's published trace here.")
-    with daemon_lock(node.layout.home):  # no daemon starts and publishes mid-restore
+    with daemon_lock(node.layout.home, holder=RESTORE):  # no daemon starts and publishes mid-restore
         return _restore(node, info, as_new_machine, progress)
 
 

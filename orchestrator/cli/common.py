@@ -12,6 +12,7 @@ import typer
 from orchestrator.node import Node
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
     from rich.table import Column
 
 
@@ -42,3 +43,14 @@ def id_column(header: str, ids: list[str]) -> Column:
 
 def print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def progress_bar(*, off: bool = False) -> Progress:
+    """A transient progress bar on stderr, shown only on a terminal: on a pipe, a transient
+    bar still writes a newline when it stops, which then comes before the error sentence
+    (or the summary) a script reads."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(console=console, transient=True, disable=off or not console.is_terminal)

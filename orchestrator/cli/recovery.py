@@ -8,7 +8,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from folders.errors import TraceError
@@ -16,7 +15,7 @@ from folders.layout import check_node_name
 from folders.metrics import TOO_FEW, format_metric
 from orchestrator import recovery
 from orchestrator.cli import complete
-from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json
+from orchestrator.cli.common import HomeOption, JsonOption, id_column, open_node, print_json, progress_bar
 from orchestrator.lock import refuse_while_daemon_runs
 from orchestrator.node import INTERACTIVE_TIMEOUT
 from orchestrator.traffic import PeerTraffic, measure_traffic, rate_text
@@ -49,7 +48,7 @@ def merge(home: HomeOption, as_json: JsonOption = False) -> None:
 
     Example: twinsync trace merge --json
     """
-    with open_node(home) as node, Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
+    with open_node(home) as node, progress_bar(off=as_json) as bar:
         task = bar.add_task("verifying and merging", total=None)
         report = recovery.merge_now(node, progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
@@ -248,7 +247,7 @@ def restore(
         if not yes:
             _ask(f"Replace {node.layout.trace_db} with {info.manifest_path.stem} of {info.node} "
                  f"({info.rows} steps)? The current one is kept aside")
-        with Progress(console=Console(stderr=True), transient=True) as bar:
+        with progress_bar() as bar:
             task = bar.add_task("restoring", total=None)
             report = recovery.restore(node, info, as_new_machine=as_new_machine,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
