@@ -36,6 +36,7 @@ from orchestrator import ask, modules, recovery
 from orchestrator.alerts import AlertLoop, desktop_notifier
 from orchestrator.events import EVENT_TYPES, MQTT_EVENT_TYPES, MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
+from orchestrator.fingerprint_inputs import FingerprintInputs
 from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartbeat
 from orchestrator.localchanges import LocalChangeGuard
 from orchestrator.lock import daemon_lock
@@ -117,8 +118,10 @@ class Daemon:
                           seconds=traces.publish_interval_s, id="publish", next_run_time=datetime.now(timezone.utc))
         scheduler.add_job(self._job, "interval", ["merge", partial(recovery.merge_now, refresh=False)],
                           seconds=traces.merge_interval_s, id="merge", next_run_time=datetime.now(timezone.utc))
-        # Also the staleness refresh: it rewrites only what changed or is half-way to stale.
-        scheduler.add_job(self._job, "interval", ["fingerprint", recovery.announce_fingerprint],
+        # Also the staleness refresh: it rewrites only what changed or is half-way to stale,
+        # and reads nothing while none of its inputs changed.
+        inputs = FingerprintInputs(self.node)
+        scheduler.add_job(self._job, "interval", ["fingerprint", partial(recovery.announce_fingerprint, inputs=inputs)],
                           seconds=traces.publish_interval_s, id="fingerprint",
                           next_run_time=datetime.now(timezone.utc))
         scheduler.add_job(self._job, "interval", ["modules", modules.scan], seconds=MODULES_SCAN_S, id="modules",
@@ -175,6 +178,7 @@ class Daemon:
             scheduler.shutdown(wait=True)  # so does a publish or merge in flight
             events_client.close()
             guard_client.close()
+            inputs.close()
             self._link_port = None
             if self._pool is not None:
                 self._pool.close()

@@ -29,6 +29,7 @@ from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, li
                                make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator import __version__
+from orchestrator.fingerprint_inputs import FingerprintInputs
 from orchestrator.heartbeat import DaemonHealth, link_port, load_heartbeat, read_health
 from orchestrator.lock import RESTORE, daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
 from orchestrator.meaning import node_profile
@@ -57,16 +58,22 @@ def publish_now(node: Node, *, clock: Callable[[], datetime] = utc_now, refresh:
         return _publish(node, clock, refresh)
 
 
-def announce_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now) -> bool:
+def announce_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
+                         inputs: FingerprintInputs | None = None) -> bool:
     """Refresh the fingerprint and, when it was rewritten, ask Syncthing to send it now.
 
     The daemon calls this once for a burst of publishes and merges rather than after each:
     every refresh reads every node's fingerprint and the whole trace's metrics, so with N
-    nodes publishing, refreshing per merge costs each node O(N) refreshes a round."""
-    if refresh_fingerprint(node, clock=clock):
+    nodes publishing, refreshing per merge costs each node O(N) refreshes a round. With the
+    daemon's `inputs`, nothing is read when none of them changed (an idle node)."""
+    done = inputs.due() if inputs is not None else (lambda: None)
+    if done is None:
+        return False
+    rewritten = refresh_fingerprint(node, clock=clock)
+    if rewritten:
         _announce(node, node.name)
-        return True
-    return False
+    done()
+    return rewritten
 
 
 def _publish(node: Node, clock: Callable[[], datetime], refresh: bool) -> PublishReport:

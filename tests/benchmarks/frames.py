@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +33,7 @@ from rich.console import Console
 from folders.fingerprint import FINGERPRINT_NAME
 from folders.frame import FRAME_SUFFIX, Frame, save_frame
 from folders.gitstore import FrameRepo
+from folders.trace import connect
 from folders.validator import Judge, Verdict, VerdictCache, judge_one_by_one
 from orchestrator import frames as frames_service
 from orchestrator.node import Node
@@ -61,12 +62,13 @@ class Sizes:
     big: int              # figures 2 and 5: frames in the big node home
     batch: int            # figures 3 and 4: frames appearing at once / verified
     idle_sample_s: float  # figure 5: CPU sampling window
+    idle_steps: int       # figure 5: steps merged from a peer in the big home's trace
 
 
 #: The idle window spans publish ticks (every 30 s by default): an idle daemon's periodic
 #: work, the fingerprint refresh among it, must fall inside what is measured.
-FULL = Sizes(propagation=30, big=100_000, batch=10_000, idle_sample_s=65.0)
-QUICK = Sizes(propagation=5, big=10_000, batch=2_000, idle_sample_s=35.0)
+FULL = Sizes(propagation=30, big=100_000, batch=10_000, idle_sample_s=65.0, idle_steps=1_000_000)
+QUICK = Sizes(propagation=5, big=10_000, batch=2_000, idle_sample_s=35.0, idle_steps=50_000)
 
 
 # -- the harness: temp dir, processes, progress ------------------------------------------
@@ -551,9 +553,26 @@ IMPORT_FLOOR = ("import asyncio, json, sqlite3, requests, git, sqlite_utils, wat
                 "print(json.dumps({'rss_kb': rss}))")
 
 
-def measure_idle(bench: Bench, big: BigHome, sample_s: float) -> dict:
+def add_merged_trace(trace_db: Path, steps: int) -> None:
+    """`steps` steps in finished sessions of a peer, as a merge leaves them ('published'):
+    what the fingerprint's facts and metrics are computed over."""
+    from tests.benchmarks import traces  # its sizes and session writer, for this figure only
+
+    sizes = replace(traces.FULL, steps=steps)
+    conn = connect(trace_db)
+    try:
+        traces.record_sessions(conn, "elsewhere", 0, steps // sizes.steps_per_session, sizes, traces.small_content)
+        conn.execute("UPDATE sessions SET status = 'published' WHERE author = 'elsewhere'")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def measure_idle(bench: Bench, big: BigHome, sample_s: float, steps: int) -> dict:
     st = big.syncthing
     mb = 1024 * 1024
+    with bench.step(f"idle: {steps} steps merged from a peer into the big home's trace"):
+        add_merged_trace(big.home / "trace.db", steps)
     with bench.step(f"idle: Syncthing restarted and done scanning {big.n} frames"):
         scan_started = time.perf_counter()
         st.start()
@@ -612,7 +631,7 @@ def measure_idle(bench: Bench, big: BigHome, sample_s: float) -> dict:
                                       check=True).stdout)
     value = {"cpu_percent": r(cpu, 2), "rss_mb": r(max(rss) / mb, 1)}
     return {
-        "figure": "idle", "n": big.n, "unit": {"cpu_percent": "% of one core", "rss_mb": "MB"},
+        "figure": "idle", "n": big.n, "trace_steps": steps, "unit": {"cpu_percent": "% of one core", "rss_mb": "MB"},
         "value": value, "baseline": {"cpu_percent": r(st_cpu, 2), "rss_mb": r(max(st_rss) / mb, 1)},
         "target": "cpu_percent < 0.5 and rss_mb <= 50", "limit": {"cpu_percent": 0.5, "rss_mb": 50.0},
         "meets_target": value["cpu_percent"] < 0.5 and value["rss_mb"] <= 50.0,

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 if figure["figure"] in wanted:
                     emit(figure)
         if "idle" in wanted:
-            emit(frames.measure_idle(bench, big, sizes.idle_sample_s))
+            emit(frames.measure_idle(bench, big, sizes.idle_sample_s, sizes.idle_steps))
         bench.close()
         trace_sizes = traces.QUICK if args.quick else traces.FULL
         for figure, measure in TRACE_FIGURES.items():  # restore last: it grows node a's trace

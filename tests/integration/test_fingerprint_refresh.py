@@ -3,14 +3,17 @@ in it changed or when it is half-way to stale, so idle nodes give Syncthing noth
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 
 import pytest
 
 from folders.fingerprint import FINGERPRINT_NAME
+from orchestrator.fingerprint_inputs import FULL_CHECK_S, FingerprintInputs
 from orchestrator.node import Node
 from orchestrator.recovery import publish_now
+from orchestrator.topology import TOPOLOGY_FILE
 from tests.conftest import wait_for
 from tests.unit.tracekit import START
 
@@ -78,3 +81,62 @@ def test_the_daemon_refreshes_the_fingerprint_soon_after_a_publish_not_at_the_ne
     _record(node, "walk on saturday")  # a second burst gets its own refresh too
     wait_for(lambda: b'"trace_sessions": 2' in fingerprint.read_bytes(), timeout=interval / 2,
              what="the fingerprint to count the second session")
+
+
+def test_an_idle_daemon_reads_nothing_until_an_input_of_the_fingerprint_changes(node_factory):
+    """`FingerprintInputs` lets the daemon skip the full check (every frame, every step,
+    every fingerprint) while nothing it reads changed; each input must wake it."""
+    a = node_factory("solo")
+    peer = node_factory("peer")
+    with Node.open(a.home) as opened:
+        clock = [0.0]
+        inputs = FingerprintInputs(opened, clock=lambda: clock[0])
+        try:
+            def check() -> bool:
+                """Whether the full check was due (and, when it was, that it ran)."""
+                done = inputs.due()
+                if done is not None:
+                    done()
+                return done is not None
+
+            assert check() and not check()  # the first check, then quiet
+            a.cli("frame", "put", "notes/today", "--body", '{"v": 1}')  # state.db
+            assert check() and not check()
+            _record(a, "rest on sunday")  # trace.db
+            assert check() and not check()
+
+            own = a.home / "trace" / "recovery" / "solo" / FINGERPRINT_NAME
+            assert own.exists() or publish_now(opened) and own.exists()
+            check()
+            own.unlink()  # removed by hand: the check puts it back
+            assert check() and not check()
+            replaced = own.with_name(".syncthing.tmp")  # a same-size, same-time file by rename
+            replaced.write_bytes(b"x")
+            stat = os.stat(replaced)
+            os.replace(replaced, own)
+            assert check() and not check()
+            own.write_bytes(b"y")
+            os.utime(own, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            assert check() and not check()
+
+            a.cli("pair", peer.cli("invite").output.strip())  # trusted.toml (and a new folder)
+            assert check() and not check()
+            theirs = a.home / "trace" / "recovery" / "peer" / FINGERPRINT_NAME
+            theirs.parent.mkdir(parents=True, exist_ok=True)
+            theirs.write_text("{}")  # a peer's fingerprint arrives
+            assert check() and not check()
+            (a.home / TOPOLOGY_FILE).write_text('{"namespaces": {}}')
+            assert check() and not check()
+
+            clock[0] += FULL_CHECK_S  # nothing changed, but the full check is due now and then
+            assert check() and not check()
+
+            done = inputs.due()  # a change while the check reads shows next time
+            assert done is None
+            clock[0] += FULL_CHECK_S
+            done = inputs.due()
+            a.cli("frame", "put", "notes/today", "--body", '{"v": 2}')
+            done()
+            assert check()
+        finally:
+            inputs.close()
