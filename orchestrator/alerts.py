@@ -26,6 +26,7 @@ from pathlib import Path
 
 from folders.alerts import (DAEMON, KINDS, SWITCHES, SYNCTHING, Alert, Observation, PeerLink, QueueEntry,
                             Thresholds, changes, conditions)
+from folders.decisions import ForkView
 from folders.errors import TwinsyncError
 from folders.files import write_atomic
 from folders.trace import utc_now
@@ -54,13 +55,16 @@ def thresholds(settings: AlertSettings) -> Thresholds:
                       frozenset(k for k in KINDS if getattr(settings, SWITCHES[k])))
 
 
-def observe(node: Node, *, now: datetime | None = None) -> Observation:
+def observe(node: Node, *, now: datetime | None = None,
+            forks: Callable[[], list[ForkView]] | None = None) -> Observation:
     """Everything the alert rule looks at, read from state.db, trace.db, the recovery
-    folders, the heartbeat and Syncthing; Syncthing being down is observed, not raised."""
+    folders, the heartbeat and Syncthing; Syncthing being down is observed, not raised.
+    `forks`: how to read the trace's forks (a looping caller's `ForkWatch`)."""
     now = now or utc_now()
     queue = [QueueEntry(f"conflict:{i.id}", i.kind, i.frame or i.path, i.theirs_author or node.name)
              for i in frames.list_conflicts(node)]
-    queue += [QueueEntry(f"fork:{f.id}", "fork", f.goal, node.name) for f in traces.forks(node) if f.decision is None]
+    found = forks() if forks is not None else traces.forks(node)
+    queue += [QueueEntry(f"fork:{f.id}", "fork", f.goal, node.name) for f in found if f.decision is None]
     trusted = node.peers()
     statuses, problem = peer_statuses(node)
     peers = [PeerLink(p.name, p.connected, _when(p.last_seen) or _when(trusted[p.name].added), bool(_when(p.last_seen)))
@@ -178,20 +182,22 @@ class AlertLoop:
     def run(self, stop: threading.Event) -> None:
         client = syncthing_client(self.node.layout, self.node.config)
         node = Node(self.node.layout, self.node.config, client)  # its own HTTP session: one per thread
+        forks = traces.ForkWatch(node)
         try:
             while not stop.is_set():
                 try:
-                    self.tick(node)
+                    self.tick(node, forks)
                 except LOOK_ERRORS as exc:
                     self._on_state(f"cannot look at the node ({exc}); trying again")
                 else:
                     self._on_state(None)
                 stop.wait(self.settings.interval_s)  # a resend waits for the next tick
         finally:
+            forks.close()
             client.close()
 
-    def tick(self, node: Node) -> list[Alert]:
-        obs = observe(node, now=self._clock())
+    def tick(self, node: Node, forks: Callable[[], list[ForkView]] | None = None) -> list[Alert]:
+        obs = observe(node, now=self._clock(), forks=forks)
         raised, cleared = self.monitor.update(obs)
         for alert in raised:
             logger.warning("alert: %s", alert.sentence)
@@ -236,19 +242,23 @@ def watch(node: Node, on_alert: Callable[[str, Alert], None], stop: threading.Ev
     that fails (a file being replaced, state.db busy) is told to `on_problem` once per
     reason and tried again at the next look."""
     monitor = AlertMonitor(thresholds(node.config.alerts))
+    forks = traces.ForkWatch(node)  # an idle trace is scanned once, not at every look
     said = None
-    while not stop.is_set():
-        try:
-            obs = observe(node, now=clock())
-        except LOOK_ERRORS as exc:
-            if str(exc) != said:
-                said = str(exc)
-                on_problem(said)
-        else:
-            said = None
-            raised, cleared = monitor.update(obs)
-            for alert in raised:
-                on_alert("raised", alert)
-            for alert in cleared:
-                on_alert("cleared", alert)
-        stop.wait(interval_s)
+    try:
+        while not stop.is_set():
+            try:
+                obs = observe(node, now=clock(), forks=forks)
+            except LOOK_ERRORS as exc:
+                if str(exc) != said:
+                    said = str(exc)
+                    on_problem(said)
+            else:
+                said = None
+                raised, cleared = monitor.update(obs)
+                for alert in raised:
+                    on_alert("raised", alert)
+                for alert in cleared:
+                    on_alert("cleared", alert)
+            stop.wait(interval_s)
+    finally:
+        forks.close()

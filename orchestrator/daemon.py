@@ -43,6 +43,7 @@ from orchestrator.lock import daemon_lock
 from orchestrator.node import Node, syncthing_client
 from orchestrator.pipeline import FramePipeline, classify
 from orchestrator.supervisor import Supervisor
+from orchestrator.traces import ForkWatch
 from orchestrator.watcher import FrameWatcher
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import RECOVERY_PREFIX, frames_path
@@ -120,8 +121,9 @@ class Daemon:
                           seconds=traces.merge_interval_s, id="merge", next_run_time=datetime.now(timezone.utc))
         # Also the staleness refresh: it rewrites only what changed or is half-way to stale,
         # and reads nothing while none of its inputs changed.
-        inputs = FingerprintInputs(self.node)
-        scheduler.add_job(self._job, "interval", ["fingerprint", partial(recovery.announce_fingerprint, inputs=inputs)],
+        inputs, fork_watch = FingerprintInputs(self.node), ForkWatch(self.node)  # the scheduler thread's
+        scheduler.add_job(self._job, "interval", ["fingerprint", partial(recovery.announce_fingerprint, inputs=inputs,
+                                                                          forks=fork_watch)],
                           seconds=traces.publish_interval_s, id="fingerprint",
                           next_run_time=datetime.now(timezone.utc))
         scheduler.add_job(self._job, "interval", ["modules", modules.scan], seconds=MODULES_SCAN_S, id="modules",
@@ -179,6 +181,7 @@ class Daemon:
             events_client.close()
             guard_client.close()
             inputs.close()
+            fork_watch.close()
             self._link_port = None
             if self._pool is not None:
                 self._pool.close()

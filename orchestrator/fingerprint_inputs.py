@@ -6,9 +6,8 @@ facts), the modules, the forks and every peer's fingerprint: with 100k frames an
 trace that is most of what an idle daemon spends, every publish interval, to find nothing
 new. Its inputs live in two SQLite files and a few small files, so the daemon compares:
 
-- trace.db and state.db: `PRAGMA data_version` on a connection kept open here, which
-  changes whenever another connection commits (the daemon's own writers, the CLI, a merge),
-  and the file's identity, in case one was swapped for another;
+- trace.db and state.db: their `DatabaseVersion` (`PRAGMA data_version` on a connection
+  kept open, and the file's identity);
 - the files read whole: every node's fingerprint.json (the peers' count in the agreement
   metric, this node's own one may have been removed), trusted.toml, topology.json;
 - the link port the fingerprint announces.
@@ -21,13 +20,12 @@ is half-way to stale.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from folders.fingerprint import FINGERPRINT_NAME
+from orchestrator.dbversion import DatabaseVersion, file_identity
 from orchestrator.heartbeat import link_port
 from orchestrator.node import Node
 from orchestrator.topology import TOPOLOGY_FILE
@@ -43,16 +41,16 @@ class FingerprintInputs:
     def __init__(self, node: Node, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._node = node
         self._clock = clock
-        self._databases: dict[Path, tuple[tuple[int, int], sqlite3.Connection] | None] = {
-            node.layout.trace_db: None, node.layout.state_db: None}
+        self._databases = [DatabaseVersion(node.layout.trace_db), DatabaseVersion(node.layout.state_db)]
         self._seen: tuple[Any, ...] | None = None
         self._checked_at = float("-inf")
         self._every = min(FULL_CHECK_S, node.config.traces.fingerprint_stale_s / 4)
 
     def due(self) -> Callable[[], None] | None:
         """None when nothing the last full check read has changed since, and that check is
-        younger than FULL_CHECK_S (or a quarter of fingerprint_stale_s): the fingerprint on disk is still what it would be. Else
-        the full check is due: call what is returned once it succeeded. The stamp is taken
+        younger than FULL_CHECK_S (or a quarter of fingerprint_stale_s): the fingerprint on
+        disk is still what it would be. Else the full check is due: call what is returned
+        once it succeeded. The stamp is taken
         before the check reads anything, so a change made while it reads shows as a
         difference next time (the check's own writes do too: one more check, then quiet)."""
         stamp, at = self.stamp(), self._clock()
@@ -65,7 +63,7 @@ class FingerprintInputs:
 
     def stamp(self) -> tuple[Any, ...]:
         layout = self._node.layout
-        versions = tuple(self._data_version(path) for path in self._databases)
+        versions = tuple(db.current() for db in self._databases)
         root = layout.recovery_root
         try:
             folders = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
@@ -73,43 +71,8 @@ class FingerprintInputs:
             folders = []
         files = [root / name / FINGERPRINT_NAME for name in folders]
         files += [layout.trusted, layout.home / TOPOLOGY_FILE]
-        return versions, tuple(_identity(p) for p in files), link_port(layout.home)
+        return versions, tuple(file_identity(p) for p in files), link_port(layout.home)
 
     def close(self) -> None:
-        for path, held in self._databases.items():
-            if held is not None:
-                held[1].close()
-            self._databases[path] = None
-
-    def _data_version(self, path: Path) -> tuple[Any, ...]:
-        """(file identity, data_version), on a connection reopened when the file was swapped."""
-        identity = _identity(path)
-        held = self._databases[path]
-        if held is not None and held[0] != identity[:2]:
-            held[1].close()
-            held = None
-        if held is None:
-            if identity == ():
-                return identity
-            try:
-                conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, check_same_thread=False)  # never creates
-            except sqlite3.Error:
-                return identity
-            held = self._databases[path] = (identity[:2], conn)
-        try:
-            return identity[:2], held[1].execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error:
-            held[1].close()
-            self._databases[path] = None
-            return identity
-
-
-def _identity(path: Path) -> tuple[int, ...]:
-    """(device, inode, size, mtime, ctime) of a file, () when there is none: a file replaced
-    by a rename (Syncthing's way, and ours) is a new inode even when its size and times
-    agree, and one written in place gets a new ctime, which no one can set back."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ()
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+        for db in self._databases:
+            db.close()

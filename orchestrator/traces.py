@@ -12,6 +12,7 @@ from folders.ids import by_prefix
 from folders.consensus import Consensus, consensus
 from folders.forks import detect_forks
 from folders.trace import GoalSummary, Problem, SessionSummary, Step, TraceDB, as_connection, coherence_check
+from orchestrator.dbversion import DatabaseVersion
 from orchestrator.node import Node
 
 
@@ -99,6 +100,26 @@ def forks(node: Node) -> list[ForkView]:
     with open_trace(node) as trace:
         views = [view_fork(trace, f) for f in detect_forks(trace)]
     return [v for v in views if not v.goal.startswith(DECISION_GOAL_PREFIX)]
+
+
+class ForkWatch:
+    """`forks(node)`, read again only when trace.db changed. Finding forks scans every step
+    (about 2 s for a 1M-step trace), and the daemon's alert loop looks every 15 s; an idle
+    trace is then read once. Owned by one thread."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._version = DatabaseVersion(node.layout.trace_db)
+        self._seen: tuple[tuple, list[ForkView]] | None = None
+
+    def __call__(self) -> list[ForkView]:
+        version = self._version.current()  # before reading: a commit meanwhile shows next time
+        if self._seen is None or self._seen[0] != version:
+            self._seen = (version, forks(self._node))
+        return self._seen[1]
+
+    def close(self) -> None:
+        self._version.close()
 
 
 def decide_fork(node: Node, fork: str, branch: str, verdict: str) -> ForkView:

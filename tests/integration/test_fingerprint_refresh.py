@@ -4,20 +4,26 @@ in it changed or when it is half-way to stale, so idle nodes give Syncthing noth
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from contextlib import closing
 from datetime import timedelta
 
 import pytest
 
 from folders.fingerprint import FINGERPRINT_NAME
+from folders.trace import STEP_COLUMNS, connect, step_hash
 from orchestrator.fingerprint_inputs import FULL_CHECK_S, FingerprintInputs
 from orchestrator.node import Node
 from orchestrator.recovery import publish_now
 from orchestrator.topology import TOPOLOGY_FILE
+from orchestrator.traces import ForkWatch
 from tests.conftest import wait_for
 from tests.unit.tracekit import START
 
 pytestmark = pytest.mark.integration
+
+INSERT = f"INSERT INTO steps ({', '.join(STEP_COLUMNS)}) VALUES ({', '.join('?' * len(STEP_COLUMNS))})"
 
 
 class Clock:
@@ -140,3 +146,32 @@ def test_an_idle_daemon_reads_nothing_until_an_input_of_the_fingerprint_changes(
             assert check()
         finally:
             inputs.close()
+
+
+def test_the_daemons_fork_watch_reads_the_trace_again_only_when_it_changed(node_factory):
+    """The alert loop looks for forks every 15 s; on a 1M-step trace each look was a 2 s scan."""
+    node = node_factory("solo")
+    session = node.cli("trace", "start", "plan the week").output.strip()
+    node.cli("trace", "add", session, "observation", "rain on monday")
+    with Node.open(node.home) as opened:
+        watch = ForkWatch(opened)
+        try:
+            first = watch()
+            assert first == [] and watch() is first  # unchanged: not read again
+            with closing(connect(opened.layout.trace_db)) as conn, conn:
+                parent, ts = conn.execute("SELECT parent, ts FROM steps WHERE kind = 'observation'").fetchone()
+                other = ("observation", "sun on monday")
+                conn.execute(INSERT, (step_hash(session, "plan the week", parent, "solo", ts, *other),
+                                      session, "plan the week", parent, "solo", ts, *other))
+            found = watch()  # another connection committed: read again
+            assert [(f.goal, len(f.branches)) for f in found] == [("plan the week", 2)] and watch() is found
+            node.cli("trace", "add", session, "inference", "take an umbrella")
+            assert watch() is not found
+
+            moved = opened.layout.trace_db.with_name("trace.db.moved")  # swapped for another file
+            shutil.copy(opened.layout.trace_db, moved)
+            current = watch()
+            os.replace(moved, opened.layout.trace_db)
+            assert watch() is not current
+        finally:
+            watch.close()
