@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 from folders.decisions import DECISION_GOAL_PREFIX
-from folders.consensus import tally_goals
+from folders.consensus import GoalTally, tally_goals
 from folders.errors import TwinsyncError
 from folders.trace import TraceDB, as_connection, connect, content_hash
 
@@ -187,7 +187,8 @@ class Metrics:
 def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total: int,
                     frames_in_conflict: int, frames_invalid: int, frames_disagreeing: int,
                     query_sample: int = 20, asked_ms: Sequence[float] = (),
-                    clock: Callable[[], float] = time.perf_counter) -> Metrics:
+                    clock: Callable[[], float] = time.perf_counter,
+                    tallies: Mapping[str, GoalTally] | None = None) -> Metrics:
     """Measure the seed metrics on a trace.db and the frame counts the orchestrator keeps.
 
     `trace` is an open TraceDB, a connection to trace.db, or its path (opened and closed
@@ -195,7 +196,8 @@ def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total:
     `clock` returns seconds (as `time.perf_counter` does) and times the access queries.
     `asked_ms` are round trips of real asks that peers answered (DESIGN §5): when there are
     any, the access metric is their p95, the network's answer time; otherwise this node's
-    own query time, the floor under it.
+    own query time, the floor under it. `tallies` are `tally_goals` of this trace when the
+    caller kept them (a scan of every step).
     """
     counts = {"frames_total": frames_total, "frames_in_conflict": frames_in_conflict,
               "frames_invalid": frames_invalid, "frames_disagreeing": frames_disagreeing,
@@ -211,12 +213,13 @@ def compute_metrics(trace: TraceDB | sqlite3.Connection | Path, *, frames_total:
                                    frames_in_conflict=frames_in_conflict,
                                    frames_invalid=frames_invalid,
                                    frames_disagreeing=frames_disagreeing,
-                                   query_sample=query_sample, asked_ms=asked_ms, clock=clock)
+                                   query_sample=query_sample, asked_ms=asked_ms, clock=clock,
+                                   tallies=tallies)
         finally:
             conn.close()
 
     conn = as_connection(trace)
-    tallies = tally_goals(conn)
+    tallies = tally_goals(conn) if tallies is None else tallies
     converged = sum(t.supporters for t in tallies.values())
     concluded = sum(t.concluded for t in tallies.values())
     routes = [t.routes for t in tallies.values()]

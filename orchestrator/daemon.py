@@ -36,6 +36,7 @@ from orchestrator import ask, modules, recovery
 from orchestrator.alerts import AlertLoop, desktop_notifier
 from orchestrator.events import EVENT_TYPES, MQTT_EVENT_TYPES, MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
+from orchestrator.dbversion import Memo
 from orchestrator.fingerprint_inputs import FingerprintInputs
 from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartbeat
 from orchestrator.localchanges import LocalChangeGuard
@@ -43,7 +44,6 @@ from orchestrator.lock import daemon_lock
 from orchestrator.node import Node, syncthing_client
 from orchestrator.pipeline import FramePipeline, classify
 from orchestrator.supervisor import Supervisor
-from orchestrator.traces import ForkWatch
 from orchestrator.watcher import FrameWatcher
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import RECOVERY_PREFIX, frames_path
@@ -121,9 +121,9 @@ class Daemon:
                           seconds=traces.merge_interval_s, id="merge", next_run_time=datetime.now(timezone.utc))
         # Also the staleness refresh: it rewrites only what changed or is half-way to stale,
         # and reads nothing while none of its inputs changed.
-        inputs, fork_watch = FingerprintInputs(self.node), ForkWatch(self.node)  # the scheduler thread's
+        inputs, trace = FingerprintInputs(self.node), Memo(layout.trace_db)  # the scheduler thread's
         scheduler.add_job(self._job, "interval", ["fingerprint", partial(recovery.announce_fingerprint, inputs=inputs,
-                                                                          forks=fork_watch)],
+                                                                          trace=trace)],
                           seconds=traces.publish_interval_s, id="fingerprint",
                           next_run_time=datetime.now(timezone.utc))
         scheduler.add_job(self._job, "interval", ["modules", modules.scan], seconds=MODULES_SCAN_S, id="modules",
@@ -181,7 +181,7 @@ class Daemon:
             events_client.close()
             guard_client.close()
             inputs.close()
-            fork_watch.close()
+            trace.close()
             self._link_port = None
             if self._pool is not None:
                 self._pool.close()

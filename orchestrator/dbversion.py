@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class DatabaseVersion:
@@ -44,6 +47,28 @@ class DatabaseVersion:
         if self._held is not None:
             self._held[1].close()
             self._held = None
+
+
+class Memo:
+    """Results computed from one database, kept while it is unchanged. Owned by one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._version = DatabaseVersion(path)
+        self._at: tuple[Any, ...] | None = None
+        self._kept: dict[str, Any] = {}
+
+    def get(self, name: str, compute: Callable[[], T]) -> T:
+        """`compute()`'s result, computed again only when the database changed since. The
+        version is taken before computing: a commit meanwhile shows at the next `get`."""
+        at = self._version.current()
+        if at != self._at:
+            self._kept, self._at = {}, at
+        if name not in self._kept:
+            self._kept[name] = compute()
+        return self._kept[name]
+
+    def close(self) -> None:
+        self._version.close()
 
 
 def file_identity(path: Path) -> tuple[int, ...]:

@@ -6,11 +6,13 @@ the TUI. `folders.metrics` computes, this module reads. Kept apart from `recover
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from folders.fingerprint import FINGERPRINT_NAME, FingerprintView, compare, read_fingerprint
 from folders.metrics import Metrics, compute_metrics, frames_root
+from folders.consensus import GoalTally, tally_goals
 from folders.trace import connect
 from orchestrator.node import Node
 from orchestrator.state import open_state, read_state
@@ -41,9 +43,21 @@ def frame_counts(node: Node) -> FrameCounts:
     return FrameCounts(len(valid) + invalid, conflicts, invalid, frames_root(shared))
 
 
-def node_metrics(node: Node, counts: FrameCounts | None = None) -> Metrics:
+def goal_tallies(node: Node) -> dict[str, GoalTally]:
+    """Consensus for every goal of the trace: the metrics' scan of every step."""
+    conn = connect(node.layout.trace_db)
+    try:
+        return tally_goals(conn)
+    finally:
+        conn.close()
+
+
+def node_metrics(node: Node, counts: FrameCounts | None = None,
+                 tallies: Mapping[str, GoalTally] | None = None) -> Metrics:
     """The seed metrics here; frames whose state differs across nodes are estimated from the
-    fingerprints: when our frames root is not the majority's, the count gap (at least 1)."""
+    fingerprints: when our frames root is not the majority's, the count gap (at least 1).
+    `tallies`: `goal_tallies(node)` when the caller kept them (the daemon, while the trace
+    is unchanged)."""
     counts = counts or frame_counts(node)
     views = read_fingerprints(node)
     agreement = compare(views)
@@ -62,7 +76,7 @@ def node_metrics(node: Node, counts: FrameCounts | None = None) -> Metrics:
     try:
         return compute_metrics(conn, frames_total=counts.total, frames_in_conflict=counts.in_conflict,
                                frames_invalid=counts.invalid, frames_disagreeing=min(disagreeing, counts.total),
-                               asked_ms=asked)
+                               asked_ms=asked, tallies=tallies)
     finally:
         conn.close()
 

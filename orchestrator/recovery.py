@@ -15,7 +15,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from folders.decisions import ForkView
 from folders.errors import TraceError
 from folders.fingerprint import (FINGERPRINT_NAME, Fingerprint, FingerprintView, compare, make_fingerprint,
                                  read_fingerprint, trace_facts, write_fingerprint)
@@ -30,12 +29,13 @@ from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, li
                                make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator import __version__, traces
+from orchestrator.dbversion import Memo, T
 from orchestrator.fingerprint_inputs import FingerprintInputs
 from orchestrator.heartbeat import DaemonHealth, link_port, load_heartbeat, read_health
 from orchestrator.lock import RESTORE, daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
 from orchestrator.meaning import node_profile
 from orchestrator.node import Node
-from orchestrator.metrics import frame_counts, node_metrics, read_fingerprints, remember
+from orchestrator.metrics import frame_counts, goal_tallies, node_metrics, read_fingerprints, remember
 from orchestrator.state import open_state, stamp
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import recovery_folder_id
@@ -59,19 +59,18 @@ def publish_now(node: Node, *, clock: Callable[[], datetime] = utc_now, refresh:
 
 
 def announce_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
-                         inputs: FingerprintInputs | None = None,
-                         forks: Callable[[], list[ForkView]] | None = None) -> bool:
+                         inputs: FingerprintInputs | None = None, trace: Memo | None = None) -> bool:
     """Refresh the fingerprint and, when it was rewritten, ask Syncthing to send it now.
 
     The daemon calls this once for a burst of publishes and merges rather than after each:
     every refresh reads every node's fingerprint and the whole trace's metrics, so with N
     nodes publishing, refreshing per merge costs each node O(N) refreshes a round. With the
     daemon's `inputs`, nothing is read when none of them changed (an idle node); with its
-    `forks` (a ForkWatch), the trace is not scanned for forks when only state.db changed."""
+    `trace` memo, the trace is not scanned again while it is unchanged."""
     done = inputs.due() if inputs is not None else (lambda: None)
     if done is None:
         return False
-    rewritten = refresh_fingerprint(node, clock=clock, forks=forks)
+    rewritten = refresh_fingerprint(node, clock=clock, trace=trace)
     if rewritten:
         _announce(node, node.name)
     done()
@@ -282,27 +281,35 @@ MEASURED_EACH_TIME = frozenset({"access_p95_ms"})
 
 
 def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
-                        forks: Callable[[], list[ForkView]] | None = None) -> bool:
+                        trace: Memo | None = None) -> bool:
     """Re-sign and rewrite fingerprint.json only when a value in it changed, or when the one
     on disk is half-way to `fingerprint_stale_s` (so peers never see it stale): an idle node
-    then gives Syncthing nothing to scan or send. True when it was written."""
+    then gives Syncthing nothing to scan or send. True when it was written. `trace` keeps
+    what is computed from every step (goal tallies, forks, facts: seconds on a 1M-step
+    trace) while trace.db is unchanged."""
     from orchestrator.modules import running_modules  # Git: for the publisher, not for `status`
+
+    def of_trace(name: str, compute: Callable[[], T]) -> T:
+        return trace.get(name, compute) if trace is not None else compute()
+
+    def read_facts():
+        conn = connect(node.layout.trace_db)
+        try:
+            return trace_facts(conn, node.name)
+        finally:
+            conn.close()
 
     key = node.signing_key()
     counts = frame_counts(node)
-    metrics = node_metrics(node, counts)
-    conn = connect(node.layout.trace_db)
-    try:
-        facts = trace_facts(conn, node.name)
-    finally:
-        conn.close()
+    metrics = node_metrics(node, counts, tallies=of_trace("tallies", lambda: goal_tallies(node)))
+    facts = of_trace("facts", read_facts)
     fp = make_fingerprint(
         node=node.name, device_id=node.config.device_id, version=__version__,
         frames_root=counts.root, frames_count=counts.total, trace_steps=facts.trace_steps,
         trace_sessions=facts.trace_sessions, trace_head=facts.trace_head,
         last_publish=facts.last_publish, last_merge=facts.last_merge,
         pending_conflicts=counts.in_conflict + counts.invalid,
-        pending_forks=len(forks() if forks is not None else traces.forks(node)),
+        pending_forks=len(of_trace("forks", lambda: traces.forks(node))),
         metrics=metrics, key=key, profile=node_profile(node), clock=clock,
         modules=running_modules(node), link=link_port(node.layout.home))
     path = node.layout.recovery(node.name) / FINGERPRINT_NAME

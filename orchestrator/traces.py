@@ -12,7 +12,7 @@ from folders.ids import by_prefix
 from folders.consensus import Consensus, consensus
 from folders.forks import detect_forks
 from folders.trace import GoalSummary, Problem, SessionSummary, Step, TraceDB, as_connection, coherence_check
-from orchestrator.dbversion import DatabaseVersion
+from orchestrator.dbversion import Memo
 from orchestrator.node import Node
 
 
@@ -109,17 +109,13 @@ class ForkWatch:
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        self._version = DatabaseVersion(node.layout.trace_db)
-        self._seen: tuple[tuple, list[ForkView]] | None = None
+        self._memo = Memo(node.layout.trace_db)
 
     def __call__(self) -> list[ForkView]:
-        version = self._version.current()  # before reading: a commit meanwhile shows next time
-        if self._seen is None or self._seen[0] != version:
-            self._seen = (version, forks(self._node))
-        return self._seen[1]
+        return self._memo.get("forks", lambda: forks(self._node))
 
     def close(self) -> None:
-        self._version.close()
+        self._memo.close()
 
 
 def decide_fork(node: Node, fork: str, branch: str, verdict: str) -> ForkView:
