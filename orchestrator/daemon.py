@@ -36,7 +36,7 @@ from orchestrator import ask, modules, recovery
 from orchestrator.alerts import AlertLoop, desktop_notifier
 from orchestrator.events import EVENT_TYPES, MQTT_EVENT_TYPES, MqttPublisher, SyncthingEvents
 from orchestrator.batcher import Batch, Batcher
-from orchestrator.dbversion import Memo
+from orchestrator.dbversion import DatabaseVersion, Memo
 from orchestrator.fingerprint_inputs import FingerprintInputs
 from orchestrator.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat, write_heartbeat
 from orchestrator.localchanges import LocalChangeGuard
@@ -65,9 +65,10 @@ LOCAL_CHANGES_INTERVAL_S = 60
 MODULES_SCAN_S = 300
 #: After a change in modules.shared/, how long to wait for the rest of the files.
 MODULES_SETTLE_S = 0.5
-#: How often the daemon looks whether trace.db changed (a stat of it and its WAL), so a
-#: session finished here is published within a fraction of a second, not at the next interval.
-FINISH_POLL_S = 0.1
+#: trace.db and its WAL, whose changes wake the look for sessions finished here.
+TRACE_FILES = frozenset({"trace.db", "trace.db-wal"})
+#: How often that look runs anyway, should a change be missed (the watcher restarting).
+FINISH_FALLBACK_S = 5.0
 #: How often the daemon measures each peer link's round trip (shown by `nodes` and the TUI).
 LINK_CHECK_S = 30
 #: A publish or merge that changed something has the fingerprint refreshed this soon after:
@@ -85,6 +86,7 @@ class Daemon:
                                inert=lambda rel: classify(rel) == "ignore")
         self.stop_event = threading.Event()
         self._beat = threading.Event()  # set: write the heartbeat now (a piece's health changed)
+        self._trace_changed = threading.Event()  # set: trace.db or its WAL was written
         self.supervisor = Supervisor(expected=EXPECTED, on_change=self._beat.set)
         self._started = format_ts(utc_now())
         self._last: dict[str, str] = {}  # "batch", "merge", "publish" -> when it last succeeded
@@ -129,6 +131,7 @@ class Daemon:
         scheduler.add_job(self._job, "interval", ["modules", modules.scan], seconds=MODULES_SCAN_S, id="modules",
                           next_run_time=datetime.now(timezone.utc))
         watcher = FrameWatcher(layout.frames_shared, self.batcher.add, self.batcher.request_reconcile)
+        trace_watcher = FrameWatcher(layout.home, self._trace_written, self._trace_changed.set, recursive=False)
         modules.ensure_modules_home(layout)
         module_watcher = FrameWatcher(layout.modules_shared, lambda paths: self._scan_modules_soon(scheduler),
                                       lambda: self._scan_modules_soon(scheduler))
@@ -155,7 +158,8 @@ class Daemon:
         scheduler.start()
         try:
             sup.spawn("batches", self._process_batches, on_stop=self.batcher.wake)
-            sup.spawn("finishes", self._watch_finishes)
+            sup.spawn("finishes", self._watch_finishes, on_stop=self._trace_changed.set)
+            sup.spawn("trace-watcher", trace_watcher.run)
             sup.spawn("frames-watcher", watcher.run)
             sup.spawn("arrivals-watcher", arrivals.run)
             sup.spawn("modules-watcher", module_watcher.run)
@@ -200,26 +204,43 @@ class Daemon:
         except OSError as exc:
             logger.warning("cannot write the heartbeat: %s", exc)
 
+    def _trace_written(self, paths: set[str]) -> None:
+        if paths & TRACE_FILES:
+            self._trace_changed.set()
+
     def _watch_finishes(self, stop: threading.Event) -> None:
         """A session finished on this node is published at once (a peer that asks about it
-        gets it, DESIGN §8), not at the next publish interval. The query runs only when
-        trace.db changed, and a publish only for a session not seen finished before (one
-        that COHERENCE-CHECK refuses stays finished, and is not published again and again)."""
-        layout, seen, last = self.node.layout, set(), None
-        wal = layout.trace_db.with_name(layout.trace_db.name + "-wal")
-        while not stop.wait(FINISH_POLL_S):
-            mark = tuple(_stat(path) for path in (layout.trace_db, wal))
-            if mark == last:
-                continue
-            last = mark
-            conn = connect(layout.trace_db)
-            try:
-                finished = set(waiting_to_publish(conn, self.node.name))
-            finally:
-                conn.close()
-            if finished - seen:
-                self._scheduler.modify_job("publish", next_run_time=datetime.now(timezone.utc))
-            seen = finished
+        gets it, DESIGN §8), not at the next publish interval. The look is woken by the
+        trace watcher (inotify on the node home: an idle daemon does not poll), its query
+        runs only when trace.db or its WAL changed, and a publish only for a session not
+        seen finished before (one that COHERENCE-CHECK refuses stays finished, and is not
+        published again and again)."""
+        seen: set[str] = set()
+        last = None
+        version = DatabaseVersion(self.node.layout.trace_db)
+        try:
+            while not stop.is_set():
+                self._trace_changed.wait(FINISH_FALLBACK_S)
+                self._trace_changed.clear()  # before looking: a write meanwhile wakes the next look
+                mark = version.current()
+                if stop.is_set() or mark == last:
+                    continue
+                last = mark
+                self._publish_if_finished(seen)
+        finally:
+            version.close()
+
+    def _publish_if_finished(self, seen: set[str]) -> None:
+        """Publish now when a session not seen finished before is waiting (`seen` is updated)."""
+        conn = connect(self.node.layout.trace_db)
+        try:
+            finished = set(waiting_to_publish(conn, self.node.name))
+        finally:
+            conn.close()
+        if finished - seen:
+            self._scheduler.modify_job("publish", next_run_time=datetime.now(timezone.utc))
+        seen.clear()
+        seen.update(finished)
 
     # -- the peer link -----------------------------------------------------------------------
 
@@ -425,14 +446,6 @@ class Daemon:
                 self.batcher.add(batch.paths)
             if batch.reconcile:
                 self.batcher.request_reconcile()
-
-
-def _stat(path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 def _changed(report: Any) -> bool:

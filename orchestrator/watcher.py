@@ -1,4 +1,5 @@
-"""watchdog on frames.shared/: turns file-system events into relative paths for a callback.
+"""watchdog on a folder (frames.shared/, the peers' recovery folders, the node home's own
+files): turns file-system events into relative paths for a callback.
 
 The observer thread only calls `on_change`; it never validates, commits or touches state
 (toolong's watcher habit). Directory moves and deletions ask for a reconcile instead,
@@ -75,17 +76,20 @@ class FrameWatcher:
     """Watches one folder for as long as `run` runs; no thread outlives it."""
 
     def __init__(self, root: Path, on_change: Callable[[set[str]], None],
-                 on_rescan: Callable[[], None]) -> None:
+                 on_rescan: Callable[[], None], *, recursive: bool = True) -> None:
+        """`recursive=False` watches the files directly in `root` only (the node home's
+        trace.db and its WAL, without the frames folders below)."""
         self.root = Path(root)
         self.on_change = on_change
         self.on_rescan = on_rescan
+        self.recursive = recursive
 
     def run(self, stop: threading.Event) -> None:
         """Watch until `stop` is set; raises when watchdog stops watching. Asks for a rescan
         first, because whatever changed before the observer started was not seen."""
         handler = _Handler(self.root, self.on_change, self.on_rescan)
         observer = Observer()
-        observer.schedule(handler, str(self.root), recursive=True)
+        observer.schedule(handler, str(self.root), recursive=self.recursive)
         observer.start()
         try:
             self.on_rescan()
