@@ -50,9 +50,9 @@ class FingerprintInputs:
         """None when nothing the last full check read has changed since, and that check is
         younger than FULL_CHECK_S (or a quarter of fingerprint_stale_s): the fingerprint on
         disk is still what it would be. Else the full check is due: call what is returned
-        once it succeeded. The stamp is taken
-        before the check reads anything, so a change made while it reads shows as a
-        difference next time (the check's own writes do too: one more check, then quiet)."""
+        once it succeeded. The stamp is taken before the check reads anything, so a change
+        made while it reads shows as a difference next time (the check's own writes do too:
+        one more check, then quiet)."""
         stamp, at = self.stamp(), self._clock()
         if stamp == self._seen and at - self._checked_at < self._every:
             return None
