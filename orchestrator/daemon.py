@@ -71,6 +71,8 @@ TRACE_FILES = frozenset({"trace.db", "trace.db-wal"})
 FINISH_FALLBACK_S = 5.0
 #: How often the daemon measures each peer link's round trip (shown by `nodes` and the TUI).
 LINK_CHECK_S = 30
+#: The first check, this soon after the link is up.
+LINK_FIRST_CHECK_S = 3
 #: A publish or merge that changed something has the fingerprint refreshed this soon after:
 #: while sessions finish and peers publish every second, one refresh covers them all.
 FINGERPRINT_COALESCE_S = 2.0
@@ -269,13 +271,19 @@ class Daemon:
         return server
 
     def _check_links(self, stop: threading.Event) -> None:
-        """Each peer's link, pinged every LINK_CHECK_S: round trip or why not, for `nodes`."""
+        """Each peer's link, pinged every LINK_CHECK_S: round trip or why not, for `nodes`.
+        The first check comes LINK_FIRST_CHECK_S after the link is up, so `nodes` soon
+        shows it; a node without peers then checks at the same slow pace (it asks Syncthing
+        who its peers are), and the heartbeat is rewritten only when the links changed."""
+        checked = False
         with Node.open(self.node.layout.home) as checking:
-            while not stop.wait(3 if not self._links else LINK_CHECK_S):
+            while not stop.wait(LINK_CHECK_S if checked else LINK_FIRST_CHECK_S):
                 if self._link_port is None:
                     continue
-                self._links = ask.link_status(checking)
-                self._beat.set()
+                links, checked = ask.link_status(checking), True
+                if links != self._links:
+                    self._links = links
+                    self._beat.set()
 
     # -- pieces ----------------------------------------------------------------------------
 
