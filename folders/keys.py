@@ -1,4 +1,10 @@
-"""The node's Ed25519 signing key: made once at init, kept 0600, never printed."""
+"""The node's Ed25519 signing key: made once at init, kept 0600, never printed.
+
+cryptography's `serialization` (PEM, its SSH formats and the ciphers they bring: ~25 ms to
+import) is imported only by the functions that turn keys into bytes and back; checking a
+signature needs Ed25519 alone, and `twinsync status` checks the peers' fingerprints on every
+call (tests/unit/test_cli_imports.py holds that it never loads them).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,6 @@ import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from folders.errors import KeyFileError
@@ -19,6 +24,8 @@ PUBLIC_PREFIX = "ed25519:"
 
 def generate_keypair(private_path: Path, public_path: Path) -> Ed25519PrivateKey:
     """Create a new key pair; the private half is written with mode 0600 from the first byte."""
+    from cryptography.hazmat.primitives import serialization  # see the module docstring
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -30,6 +37,8 @@ def generate_keypair(private_path: Path, public_path: Path) -> Ed25519PrivateKey
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Refuse a key others can read: a leaked signing key lets anyone forge this node's frames."""
+    from cryptography.hazmat.primitives import serialization  # see the module docstring
+
     path = Path(path)
     try:
         st = path.stat()
@@ -51,6 +60,8 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def public_key_text(key: Ed25519PublicKey) -> str:
     """`ed25519:<base64 of the 32 raw bytes>`: short enough for an invite line and a TOML value."""
+    from cryptography.hazmat.primitives import serialization  # see the module docstring
+
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return PUBLIC_PREFIX + base64.b64encode(raw).decode("ascii")
 
