@@ -116,7 +116,8 @@ class Daemon:
         traces = self.node.config.traces
         # One worker: publish and merge both write trace.db, so they take turns.
         scheduler = BackgroundScheduler(timezone=timezone.utc, executors={"default": ThreadPoolExecutor(1)},
-                                        job_defaults={"coalesce": True, "max_instances": 1})
+                                        job_defaults={"coalesce": True, "max_instances": 1,
+                                                      "misfire_grace_time": None})  # late is fine
         scheduler.add_job(sup.call, "interval", ["reconcile", self.batcher.request_reconcile],
                           seconds=self.node.config.frames.reconcile_interval_s, id="reconcile")
         scheduler.add_job(self._job, "interval", ["publish", partial(recovery.publish_now, refresh=False)],

@@ -22,6 +22,10 @@ def run(home: HomeOption) -> None:
     """
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Its one warning that is not an error: a job whose turn came while its last run was still
+    # queued behind another (a first fingerprint of a big trace takes seconds). The jobs
+    # coalesce, so nothing is lost, and a user reading the log would think something was.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     with Node.open(home) as node:  # what the client fixes by itself is logged, not also printed
