@@ -43,6 +43,12 @@ class DatabaseVersion:
             self.close()
             return identity
 
+    def writer(self) -> sqlite3.Connection | None:
+        """The connection held here (None before `current()` found the database): what is
+        committed through it does not change `current()`, since data_version moves only
+        for other connections' commits. A watcher writes its own bookkeeping with it."""
+        return self._held[1] if self._held is not None else None
+
     def close(self) -> None:
         if self._held is not None:
             self._held[1].close()

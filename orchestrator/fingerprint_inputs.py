@@ -15,13 +15,21 @@ new. Its inputs live in two SQLite files and a few small files, so the daemon co
 Anything else that could change a fingerprint is caught by the full check every
 `FULL_CHECK_S` (sooner when `fingerprint_stale_s` is short), which also rewrites it when it
 is half-way to stale.
+
+The check's own writes are not changes: what it keeps in state.db (the metrics history,
+the profile cache) goes through `writer()`, the connection whose data_version is watched
+(it moves only for other connections' commits), and a fingerprint it rewrote is stamped
+again as written. Otherwise every
+change would cost a second full check, to find only what the first one wrote.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from folders.fingerprint import FINGERPRINT_NAME
@@ -45,21 +53,31 @@ class FingerprintInputs:
         self._seen: tuple[Any, ...] | None = None
         self._checked_at = float("-inf")
         self._every = min(FULL_CHECK_S, node.config.traces.fingerprint_stale_s / 4)
+        self._own = node.layout.recovery(node.name) / FINGERPRINT_NAME
 
-    def due(self) -> Callable[[], None] | None:
+    def due(self) -> Callable[[bool], None] | None:
         """None when nothing the last full check read has changed since, and that check is
         younger than FULL_CHECK_S (or a quarter of fingerprint_stale_s): the fingerprint on
         disk is still what it would be. Else the full check is due: call what is returned
-        once it succeeded. The stamp is taken before the check reads anything, so a change
-        made while it reads shows as a difference next time (the check's own writes do too:
-        one more check, then quiet)."""
+        once it succeeded, saying whether it rewrote this node's fingerprint. The stamp is
+        taken before the check reads anything, so a change made while it reads shows as a
+        difference next time."""
         stamp, at = self.stamp(), self._clock()
         if stamp == self._seen and at - self._checked_at < self._every:
             return None
 
-        def done() -> None:
-            self._seen, self._checked_at = stamp, at
+        def done(rewrote: bool) -> None:
+            versions, files, port = stamp
+            if rewrote:
+                own = str(self._own)
+                files = tuple((path, file_identity(Path(path)) if path == own else seen)
+                              for path, seen in files)
+            self._seen, self._checked_at = (versions, files, port), at
         return done
+
+    def writer(self) -> sqlite3.Connection | None:
+        """The connection to state.db for what the check keeps there (see the module)."""
+        return self._databases[1].writer()
 
     def stamp(self) -> tuple[Any, ...]:
         layout = self._node.layout
@@ -71,7 +89,7 @@ class FingerprintInputs:
             folders = []
         files = [root / name / FINGERPRINT_NAME for name in folders]
         files += [layout.trusted, layout.home / TOPOLOGY_FILE]
-        return versions, tuple(file_identity(p) for p in files), link_port(layout.home)
+        return versions, tuple((str(p), file_identity(p)) for p in files), link_port(layout.home)
 
     def close(self) -> None:
         for db in self._databases:

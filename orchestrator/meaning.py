@@ -24,7 +24,7 @@ from folders.frame import FRAME_SUFFIX
 from folders.meaning import DEFAULT, Profile, ProfileError, Representation, body_text, profile_of
 from folders.trace import connect
 from orchestrator.node import Node
-from orchestrator.state import open_state
+from orchestrator.state import open_state, upsert
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,11 @@ def _sources(trace_db: Path, state_db: Path, author: str) -> list[object]:
 
 
 def cached_profile(trace_db: Path, state_db: Path, frames_root: Path, author: str,
-                   representation: Representation = DEFAULT) -> Profile:
+                   representation: Representation = DEFAULT, *,
+                   through: sqlite3.Connection | None = None) -> Profile:
     """The profile of `knowledge`, rebuilt only when its sources changed since the last one
-    (kept in state.db's meta table; a kept one that does not read is rebuilt)."""
+    (kept in state.db's meta table; a kept one that does not read is rebuilt). `through`: the
+    connection to state.db to keep it with (see `remember`)."""
     sources = [representation.name, representation.version, *_sources(trace_db, state_db, author)]
     db = open_state(state_db)
     try:
@@ -101,19 +103,21 @@ def cached_profile(trace_db: Path, state_db: Path, frames_root: Path, author: st
             logger.warning("rebuilding this node's profile: the one kept in state.db does not "
                            "read (%s)", exc)
     profile = profile_of(knowledge(trace_db, state_db, frames_root, author), representation)
-    db = open_state(state_db)
+    conn = through if through is not None else sqlite3.connect(state_db, timeout=5.0)
     try:
-        with db.conn:
-            db["meta"].upsert({"key": PROFILE_KEY, "value": json.dumps(
-                {"sources": sources, "profile": profile.to_dict()})}, pk="key")
+        with conn:
+            upsert(conn, "meta", [{"key": PROFILE_KEY, "value": json.dumps(
+                {"sources": sources, "profile": profile.to_dict()})}], "key")
     finally:
-        db.close()
+        if through is None:
+            conn.close()
     return profile
 
 
-def node_profile(node: Node, representation: Representation = DEFAULT) -> Profile:
+def node_profile(node: Node, representation: Representation = DEFAULT, *,
+                 through: sqlite3.Connection | None = None) -> Profile:
     return cached_profile(node.layout.trace_db, node.layout.state_db, node.layout.frames_shared,
-                          node.name, representation)
+                          node.name, representation, through=through)
 
 
 def peer_profiles(views: Iterable[FingerprintView], me: str) -> dict[str, Profile | None]:

@@ -6,6 +6,7 @@ the TUI. `folders.metrics` computes, this module reads. Kept apart from `recover
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from folders.metrics import Metrics, compute_metrics, frames_root
 from folders.consensus import GoalTally, tally_goals
 from folders.trace import connect
 from orchestrator.node import Node
-from orchestrator.state import open_state, read_state
+from orchestrator.state import read_state
 from orchestrator.topology import load_topology
 
 
@@ -85,13 +86,19 @@ def node_metrics(node: Node, counts: FrameCounts | None = None,
 ACCESS_SAMPLE = 100
 
 
-def remember(node: Node, ts: str, values: dict[str, float | None]) -> None:
-    """Metrics history in state.db, for the TUI's sparklines."""
-    db = open_state(node.layout.state_db)
+def remember(node: Node, ts: str, values: dict[str, float | None], *,
+             through: sqlite3.Connection | None = None) -> None:
+    """Metrics history in state.db, for the TUI's sparklines. `through`: a connection to
+    state.db to write it with (the daemon's fingerprint job passes the one whose
+    `data_version` it watches, so that its own bookkeeping is not a change it must check)."""
+    rows = [(ts, name, value) for name, value in values.items() if value is not None]
+    conn = through if through is not None else sqlite3.connect(node.layout.state_db, timeout=5.0)
     try:
-        db["metrics"].insert_all([{"ts": ts, "name": k, "value": v} for k, v in values.items() if v is not None])
+        with conn:
+            conn.executemany("INSERT INTO metrics (ts, name, value) VALUES (?, ?, ?)", rows)
     finally:
-        db.close()
+        if through is None:
+            conn.close()
 
 
 def metrics_history(node: Node, limit: int = 200) -> dict[str, list[tuple[str, float]]]:

@@ -6,6 +6,7 @@ TUI call the same functions."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,13 +68,14 @@ def announce_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
     nodes publishing, refreshing per merge costs each node O(N) refreshes a round. With the
     daemon's `inputs`, nothing is read when none of them changed (an idle node); with its
     `trace` memo, the trace is not scanned again while it is unchanged."""
-    done = inputs.due() if inputs is not None else (lambda: None)
+    done = inputs.due() if inputs is not None else (lambda rewrote: None)
     if done is None:
         return False
-    rewritten = refresh_fingerprint(node, clock=clock, trace=trace)
+    rewritten = refresh_fingerprint(node, clock=clock, trace=trace,
+                                    through=inputs.writer() if inputs is not None else None)
     if rewritten:
         _announce(node, node.name)
-    done()
+    done(rewritten)
     return rewritten
 
 
@@ -281,12 +283,13 @@ MEASURED_EACH_TIME = frozenset({"access_p95_ms"})
 
 
 def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
-                        trace: Memo | None = None) -> bool:
+                        trace: Memo | None = None, through: sqlite3.Connection | None = None) -> bool:
     """Re-sign and rewrite fingerprint.json only when a value in it changed, or when the one
     on disk is half-way to `fingerprint_stale_s` (so peers never see it stale): an idle node
     then gives Syncthing nothing to scan or send. True when it was written. `trace` keeps
     what is computed from every step (goal tallies, forks, facts: seconds on a 1M-step
-    trace) while trace.db is unchanged."""
+    trace) while trace.db is unchanged; `through` is the connection to state.db that keeps
+    what the refresh writes there (the metrics history, the profile cache; see `remember`)."""
     from orchestrator.modules import running_modules  # Git: for the publisher, not for `status`
 
     def of_trace(name: str, compute: Callable[[], T]) -> T:
@@ -310,13 +313,13 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
         last_publish=facts.last_publish, last_merge=facts.last_merge,
         pending_conflicts=counts.in_conflict + counts.invalid,
         pending_forks=len(of_trace("forks", lambda: traces.forks(node))),
-        metrics=metrics, key=key, profile=node_profile(node), clock=clock,
+        metrics=metrics, key=key, profile=node_profile(node, through=through), clock=clock,
         modules=running_modules(node), link=link_port(node.layout.home))
     path = node.layout.recovery(node.name) / FINGERPRINT_NAME
     if _still_current(node, path, fp, key.public_key()):
         return False
     write_fingerprint(path, fp)
-    remember(node, fp.created, fp.metrics)
+    remember(node, fp.created, fp.metrics, through=through)
     return True
 
 

@@ -15,7 +15,8 @@ from folders.fingerprint import FINGERPRINT_NAME
 from folders.trace import STEP_COLUMNS, connect, step_hash
 from orchestrator.fingerprint_inputs import FULL_CHECK_S, FingerprintInputs
 from orchestrator.node import Node
-from orchestrator.recovery import publish_now
+from orchestrator.recovery import announce_fingerprint, publish_now, refresh_fingerprint
+from orchestrator.state import read_state
 from orchestrator.topology import TOPOLOGY_FILE
 from orchestrator.traces import ForkWatch
 from tests.conftest import wait_for
@@ -102,7 +103,7 @@ def test_an_idle_daemon_reads_nothing_until_an_input_of_the_fingerprint_changes(
                 """Whether the full check was due (and, when it was, that it ran)."""
                 done = inputs.due()
                 if done is not None:
-                    done()
+                    done(False)
                 return done is not None
 
             assert check() and not check()  # the first check, then quiet
@@ -142,8 +143,41 @@ def test_an_idle_daemon_reads_nothing_until_an_input_of_the_fingerprint_changes(
             clock[0] += FULL_CHECK_S
             done = inputs.due()
             a.cli("frame", "put", "notes/today", "--body", '{"v": 2}')
-            done()
+            done(False)
             assert check()
+        finally:
+            inputs.close()
+
+
+
+def test_the_checks_own_writes_do_not_make_the_next_check_due(node_factory):
+    """A check that rewrote the fingerprint and kept its metrics history in state.db leaves
+    nothing to check (before, every change cost a second full check that found only its own
+    writes); a commit by anyone else while it ran still wakes the next one."""
+    a = node_factory("solo")
+    with Node.open(a.home) as opened:
+        inputs = FingerprintInputs(opened)
+        try:
+            a.cli("frame", "put", "notes/first", "--body", '{"v": 0}')  # a conflict rate to keep
+            own = a.home / "trace" / "recovery" / "solo" / FINGERPRINT_NAME
+            own.unlink(missing_ok=True)
+
+            def history() -> int:
+                with closing(read_state(opened.layout.state_db)) as conn:
+                    return conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
+
+            kept = history()
+            assert announce_fingerprint(opened, inputs=inputs)  # rewritten, its metrics kept
+            assert own.exists() and history() > kept
+            assert inputs.due() is None
+
+            a.cli("frame", "put", "notes/today", "--body", '{"v": 1}')
+            done = inputs.due()
+            assert done is not None
+            assert refresh_fingerprint(opened, through=inputs.writer())  # the new frame: rewritten
+            a.cli("frame", "put", "notes/today", "--body", '{"v": 2}')  # another writer, meanwhile
+            done(True)
+            assert inputs.due() is not None
         finally:
             inputs.close()
 
