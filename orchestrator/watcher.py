@@ -18,8 +18,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import (DirDeletedEvent, DirMovedEvent, FileSystemEvent,
-                             FileSystemEventHandler)
+from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirModifiedEvent, DirMovedEvent, FileClosedEvent,
+                             FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+                             FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers import Observer
 
 from folders.errors import TwinsyncError
@@ -28,6 +29,12 @@ logger = logging.getLogger(__name__)
 
 #: How often `run` checks that watchdog's threads are still alive.
 CHECK_S = 1.0
+#: What changes a file or a folder. Not its being opened or read: with inotify, every read of
+#: a watched file (Syncthing hashing a frame, the daemon reading trusted.toml, a CLI reading
+#: the heartbeat) would otherwise wake watchdog's threads to build an event dropped here. The
+#: filter leaves those out of the inotify mask, so the kernel never reports them.
+CHANGES = [FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent,
+           DirCreatedEvent, DirModifiedEvent, DirDeletedEvent, DirMovedEvent]
 
 
 class WatcherStopped(TwinsyncError):
@@ -59,8 +66,6 @@ class _Handler(FileSystemEventHandler):
         return rel.as_posix() if rel.parts else None
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
         if isinstance(event, (DirDeletedEvent, DirMovedEvent)):
             self.on_rescan()
             return
@@ -89,7 +94,7 @@ class FrameWatcher:
         first, because whatever changed before the observer started was not seen."""
         handler = _Handler(self.root, self.on_change, self.on_rescan)
         observer = Observer()
-        observer.schedule(handler, str(self.root), recursive=self.recursive)
+        observer.schedule(handler, str(self.root), recursive=self.recursive, event_filter=CHANGES)
         observer.start()
         try:
             self.on_rescan()
