@@ -19,8 +19,8 @@ is half-way to stale.
 The check's own writes are not changes: what it keeps in state.db (the metrics history,
 the profile cache) goes through `writer()`, the connection whose data_version is watched
 (it moves only for other connections' commits), and a fingerprint it rewrote is stamped
-again as written. Otherwise every
-change would cost a second full check, to find only what the first one wrote.
+again as written. Otherwise every change would cost a second full check, to find only
+what the first one wrote.
 """
 
 from __future__ import annotations
