@@ -161,10 +161,12 @@ class AlertLoop:
     """The daemon's alert piece: observe every [alerts] interval_s, send what was raised,
     and keep Home Assistant's entities (discovery, daemon health, queue size) current."""
 
-    def __init__(self, node: Node, *, notifier: DesktopNotifier | None = None,
+    def __init__(self, node: Node, forks: traces.ForkWatch, *, notifier: DesktopNotifier | None = None,
                  on_state: Callable[[str | None], None] = lambda problem: None,
                  clock: Callable[[], datetime] = utc_now) -> None:
+        """`forks`: the daemon's fork view, shared with its fingerprint job (closed by it)."""
         self.node = node
+        self._forks = forks
         self._on_state = on_state
         self.settings = node.config.alerts
         self.notifier = notifier
@@ -182,18 +184,16 @@ class AlertLoop:
     def run(self, stop: threading.Event) -> None:
         client = syncthing_client(self.node.layout, self.node.config)
         node = Node(self.node.layout, self.node.config, client)  # its own HTTP session: one per thread
-        forks = traces.ForkWatch(node)
         try:
             while not stop.is_set():
                 try:
-                    self.tick(node, forks)
+                    self.tick(node, self._forks)
                 except LOOK_ERRORS as exc:
                     self._on_state(f"cannot look at the node ({exc}); trying again")
                 else:
                     self._on_state(None)
                 stop.wait(self.settings.interval_s)  # a resend waits for the next tick
         finally:
-            forks.close()
             client.close()
 
     def tick(self, node: Node, forks: Callable[[], list[ForkView]] | None = None) -> list[Alert]:

@@ -44,6 +44,7 @@ from orchestrator.lock import daemon_lock
 from orchestrator.node import Node, syncthing_client
 from orchestrator.pipeline import FramePipeline, classify
 from orchestrator.supervisor import Supervisor
+from orchestrator.traces import ForkWatch
 from orchestrator.watcher import FrameWatcher
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import RECOVERY_PREFIX, frames_path
@@ -127,8 +128,9 @@ class Daemon:
         # Also the staleness refresh: it rewrites only what changed or is half-way to stale,
         # and reads nothing while none of its inputs changed.
         inputs, trace = FingerprintInputs(self.node), Memo(layout.trace_db)  # the scheduler thread's
+        forks = ForkWatch(self.node)  # shared with the alerts: a change of the trace is scanned once
         scheduler.add_job(self._job, "interval", ["fingerprint", partial(recovery.announce_fingerprint, inputs=inputs,
-                                                                          trace=trace)],
+                                                                          trace=trace, forks=forks)],
                           seconds=traces.publish_interval_s, id="fingerprint",
                           next_run_time=datetime.now(timezone.utc))
         scheduler.add_job(self._job, "interval", ["modules", modules.scan], seconds=MODULES_SCAN_S, id="modules",
@@ -149,7 +151,7 @@ class Daemon:
                                  on_state=lambda problem: sup.report("syncthing-events", problem),
                                  on_resync=lambda connections: self._resync(scheduler, connections),
                                  types=EVENT_TYPES + (MQTT_EVENT_TYPES if self.node.config.mqtt.host else []))
-        alerts = AlertLoop(self.node, notifier=desktop_notifier(self.node.config.alerts),
+        alerts = AlertLoop(self.node, forks, notifier=desktop_notifier(self.node.config.alerts),
                            on_state=lambda problem: sup.report("alerts", problem))
         if self.node.config.mqtt.host:
             self._mqtt = MqttPublisher(self.node.config.mqtt, self.node.name,
@@ -189,6 +191,7 @@ class Daemon:
             guard_client.close()
             inputs.close()
             trace.close()
+            forks.close()
             self._link_port = None
             if self._pool is not None:
                 self._pool.close()

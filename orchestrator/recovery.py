@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from folders.decisions import ForkView
 from folders.errors import TraceError
 from folders.fingerprint import (FINGERPRINT_NAME, Fingerprint, FingerprintView, compare, make_fingerprint,
                                  read_fingerprint, trace_facts, write_fingerprint)
@@ -60,7 +61,8 @@ def publish_now(node: Node, *, clock: Callable[[], datetime] = utc_now, refresh:
 
 
 def announce_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
-                         inputs: FingerprintInputs | None = None, trace: Memo | None = None) -> bool:
+                         inputs: FingerprintInputs | None = None, trace: Memo | None = None,
+                         forks: Callable[[], list[ForkView]] | None = None) -> bool:
     """Refresh the fingerprint and, when it was rewritten, ask Syncthing to send it now.
 
     The daemon calls this once for a burst of publishes and merges rather than after each:
@@ -71,7 +73,7 @@ def announce_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
     done = inputs.due() if inputs is not None else (lambda rewrote: None)
     if done is None:
         return False
-    rewritten = refresh_fingerprint(node, clock=clock, trace=trace,
+    rewritten = refresh_fingerprint(node, clock=clock, trace=trace, forks=forks,
                                     through=inputs.writer() if inputs is not None else None)
     if rewritten:
         _announce(node, node.name)
@@ -283,13 +285,15 @@ MEASURED_EACH_TIME = frozenset({"access_p95_ms"})
 
 
 def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
-                        trace: Memo | None = None, through: sqlite3.Connection | None = None) -> bool:
+                        trace: Memo | None = None, through: sqlite3.Connection | None = None,
+                        forks: Callable[[], list[ForkView]] | None = None) -> bool:
     """Re-sign and rewrite fingerprint.json only when a value in it changed, or when the one
     on disk is half-way to `fingerprint_stale_s` (so peers never see it stale): an idle node
     then gives Syncthing nothing to scan or send. True when it was written. `trace` keeps
-    what is computed from every step (goal tallies, forks, facts: seconds on a 1M-step
-    trace) while trace.db is unchanged; `through` is the connection to state.db that keeps
-    what the refresh writes there (the metrics history, the profile cache; see `remember`)."""
+    what is computed from every step (goal tallies, facts: seconds on a 1M-step trace)
+    while trace.db is unchanged; `through` is the connection to state.db that keeps
+    what the refresh writes there (the metrics history, the profile cache; see `remember`);
+    `forks` reads the trace's forks (the daemon's `ForkWatch`, shared with its alerts)."""
     from orchestrator.modules import running_modules  # Git: for the publisher, not for `status`
 
     def of_trace(name: str, compute: Callable[[], T]) -> T:
@@ -312,7 +316,7 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
         trace_sessions=facts.trace_sessions, trace_head=facts.trace_head,
         last_publish=facts.last_publish, last_merge=facts.last_merge,
         pending_conflicts=counts.in_conflict + counts.invalid,
-        pending_forks=len(of_trace("forks", lambda: traces.forks(node))),
+        pending_forks=len(forks() if forks is not None else traces.forks(node)),
         metrics=metrics, key=key, profile=node_profile(node, through=through), clock=clock,
         modules=running_modules(node), link=link_port(node.layout.home))
     path = node.layout.recovery(node.name) / FINGERPRINT_NAME

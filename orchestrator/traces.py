@@ -3,6 +3,7 @@ decide them. Publishing, merging, snapshots and restore live in orchestrator/rec
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -104,18 +105,23 @@ def forks(node: Node) -> list[ForkView]:
 
 class ForkWatch:
     """`forks(node)`, read again only when trace.db changed. Finding forks scans every step
-    (about 2 s for a 1M-step trace), and the daemon's alert loop looks every 15 s; an idle
-    trace is then read once. Owned by one thread."""
+    (about 2.5 s for a 1M-step trace), and the daemon's alert loop looks every 15 s; an idle
+    trace is then read once. The daemon shares one between its alert loop and its
+    fingerprint job, so each change of the trace is scanned once, by whichever thread asks
+    first, while the other waits for that answer."""
 
     def __init__(self, node: Node) -> None:
         self._node = node
         self._memo = Memo(node.layout.trace_db)
+        self._lock = threading.Lock()
 
     def __call__(self) -> list[ForkView]:
-        return self._memo.get("forks", lambda: forks(self._node))
+        with self._lock:
+            return self._memo.get("forks", lambda: forks(self._node))
 
     def close(self) -> None:
-        self._memo.close()
+        with self._lock:
+            self._memo.close()
 
 
 def decide_fork(node: Node, fork: str, branch: str, verdict: str) -> ForkView:

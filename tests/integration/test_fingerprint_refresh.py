@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from contextlib import closing
 from datetime import timedelta
@@ -207,5 +208,18 @@ def test_the_daemons_fork_watch_reads_the_trace_again_only_when_it_changed(node_
             current = watch()
             os.replace(moved, opened.layout.trace_db)
             assert watch() is not current
+
+            # Shared by the alert loop's thread and the fingerprint job's: both get the one
+            # answer computed after a change, never a half-read memo.
+            node.cli("trace", "add", session, "inference", "and boots")
+            answers: list[list] = []
+            askers = [threading.Thread(target=lambda: answers.extend(watch() for _ in range(50)))
+                      for _ in range(4)]
+            for asker in askers:
+                asker.start()
+            for asker in askers:
+                asker.join(30)
+            assert len(answers) == 200 and all(answer is answers[0] for answer in answers)
+            assert [(f.goal, len(f.branches)) for f in answers[0]] == [("plan the week", 2)]
         finally:
             watch.close()
