@@ -24,7 +24,7 @@ from folders.frame import FRAME_SUFFIX
 from folders.meaning import DEFAULT, Profile, ProfileError, Representation, body_text, profile_of
 from folders.trace import connect
 from orchestrator.node import Node
-from orchestrator.state import open_state, upsert
+from orchestrator.state import open_state, upsert, write_state
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +103,9 @@ def cached_profile(trace_db: Path, state_db: Path, frames_root: Path, author: st
             logger.warning("rebuilding this node's profile: the one kept in state.db does not "
                            "read (%s)", exc)
     profile = profile_of(knowledge(trace_db, state_db, frames_root, author), representation)
-    conn = through if through is not None else sqlite3.connect(state_db, timeout=5.0)
-    try:
-        with conn:
-            upsert(conn, "meta", [{"key": PROFILE_KEY, "value": json.dumps(
-                {"sources": sources, "profile": profile.to_dict()})}], "key")
-    finally:
-        if through is None:
-            conn.close()
+    with write_state(state_db, through) as conn:
+        upsert(conn, "meta", [{"key": PROFILE_KEY, "value": json.dumps(
+            {"sources": sources, "profile": profile.to_dict()})}], "key")
     return profile
 
 

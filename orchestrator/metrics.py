@@ -16,7 +16,7 @@ from folders.metrics import Metrics, compute_metrics, frames_root
 from folders.consensus import GoalTally, tally_goals
 from folders.trace import connect
 from orchestrator.node import Node
-from orchestrator.state import read_state
+from orchestrator.state import read_state, write_state
 from orchestrator.topology import load_topology
 
 
@@ -92,13 +92,8 @@ def remember(node: Node, ts: str, values: dict[str, float | None], *,
     state.db to write it with (the daemon's fingerprint job passes the one whose
     `data_version` it watches, so that its own bookkeeping is not a change it must check)."""
     rows = [(ts, name, value) for name, value in values.items() if value is not None]
-    conn = through if through is not None else sqlite3.connect(node.layout.state_db, timeout=5.0)
-    try:
-        with conn:
-            conn.executemany("INSERT INTO metrics (ts, name, value) VALUES (?, ?, ?)", rows)
-    finally:
-        if through is None:
-            conn.close()
+    with write_state(node.layout.state_db, through) as conn:
+        conn.executemany("INSERT INTO metrics (ts, name, value) VALUES (?, ?, ?)", rows)
 
 
 def metrics_history(node: Node, limit: int = 200) -> dict[str, list[tuple[str, float]]]:

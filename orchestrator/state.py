@@ -6,6 +6,8 @@ Unlike trace.db it is never published; losing it costs a reconcile pass, not dat
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +49,21 @@ def upsert(conn: sqlite3.Connection, table: str, rows: list[dict], key: str) -> 
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
     conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
                      f"ON CONFLICT({key}) DO UPDATE SET {updates}", [[row[c] for c in columns] for row in rows])
+
+
+@contextmanager
+def write_state(path: Path, through: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    """One transaction on state.db with plain sqlite3, committed when the block ends. Through
+    `through` when given (a connection its owner keeps open: the daemon's fingerprint job
+    writes its bookkeeping through the one whose data_version it watches), else through a
+    connection opened and closed here."""
+    conn = through if through is not None else sqlite3.connect(path, timeout=5)
+    try:
+        with conn:
+            yield conn
+    finally:
+        if through is None:
+            conn.close()
 
 
 def read_state(path: Path) -> sqlite3.Connection:
