@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirModifiedEvent, DirMovedEvent, FileClosedEvent,
+from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent,
                              FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
                              FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers import Observer
@@ -29,12 +29,14 @@ logger = logging.getLogger(__name__)
 
 #: How often `run` checks that watchdog's threads are still alive.
 CHECK_S = 1.0
-#: What changes a file or a folder. Not its being opened or read: with inotify, every read of
-#: a watched file (Syncthing hashing a frame, the daemon reading trusted.toml, a CLI reading
-#: the heartbeat) would otherwise wake watchdog's threads to build an event dropped here. The
-#: filter leaves those out of the inotify mask, so the kernel never reports them.
+#: The events `_Handler` acts on. Not a file's being opened or read: with inotify, every read
+#: of a watched file (Syncthing hashing a frame, the daemon reading trusted.toml, a CLI
+#: reading the heartbeat) would otherwise wake watchdog's threads to build an event dropped
+#: here; the filter leaves those out of the inotify mask, so the kernel never reports them.
+#: Nor a folder's "modified" (one for every file made in it), which says nothing its files'
+#: own events do not.
 CHANGES = [FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent,
-           DirCreatedEvent, DirModifiedEvent, DirDeletedEvent, DirMovedEvent]
+           DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
 
 
 class WatcherStopped(TwinsyncError):
