@@ -6,10 +6,12 @@ dir, work tree and index given explicitly, and `close()` ends whatever GitPython
 running. Nothing here uses GitPython's object database (that is what starts the persistent
 `git cat-file` processes); each call is one short-lived `git` process.
 
-Staging never uses `git add <paths...>`: with N pathspecs it is O(N x files) (10k paths over
-a 10k-file tree took 0.8 s, 30k paths 11.6 s). A batch is staged with one `git status` (which
-honours info/exclude, so excluded files never reach the index) and one
-`git update-index --add --remove --stdin` (literal paths, linear time).
+A commit is written in this process (`folders.gitobjects`): the batch's files become blobs,
+HEAD's tree is rebuilt along their paths, and HEAD moves under Git's own ref lock. Then one
+`git update-index --add --remove --stdin` (literal paths, linear time) brings the index up to
+the commit, so `git status` in the frames repository tells the truth; commits never read the
+index, so one left behind by a crash changes no commit. Paths a caller has not validated go
+through the patterns info/exclude holds first, so what it names is never recorded.
 
 A user's global or system Git config never applies: another user.name, gpg signing, a clean
 filter or `text` attribute rewriting bytes, or a global ignore file hiding `*.json` would
@@ -19,16 +21,20 @@ otherwise change what history records (see the test of exactly that).
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
 
-from folders.errors import TwinsyncError, echo
+from folders.errors import echo
+from folders.gitobjects import (EXEC_MODE, FILE_MODE, LINK_MODE, Entry, GitStoreError, ObjectStore, commit_body,
+                                git_time, head_ref, move_ref, ref_value)
 
 #: Never versioned: Syncthing's bookkeeping, its temp files, our temp files (`folders.files`
 #: TEMP_PREFIX) and conflict copies, which become conflict-queue items and fork branches.
@@ -38,15 +44,10 @@ GIT_EXCLUDES = [".stfolder", ".stfolder/", ".stversions/", ".stignore", ".syncth
 COMMITTER_NAME = "twinsync"
 COMMITTER_EMAIL = "twinsync@localhost"
 MAIN_BRANCH = "main"
+_COMMITTER = f"{COMMITTER_NAME} <{COMMITTER_EMAIL}>"
 
-#: Up to this many paths `git status` is limited to them; beyond, one whole-tree status is
-#: cheaper than matching every index entry against every pathspec.
-_PATHSPEC_LIMIT = 32
 _BAD_NAME_CHARS = set("<>\n\r\0")
-
-
-class GitStoreError(TwinsyncError):
-    """The frames Git repository is missing, damaged, or refused an operation."""
+__all__ = ["GitStoreError", "FrameRepo", "Revision"]
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,6 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _git_date(when: datetime) -> str:
-    """Git's internal date form, `@<unix seconds> +hhmm`; refuses naive datetimes."""
-    offset = when.utcoffset()
-    if offset is None:
-        raise ValueError(f"commit time {when!r} has no time zone; pass an aware datetime")
-    minutes = int(offset.total_seconds()) // 60
-    sign = "-" if minutes < 0 else "+"
-    return f"@{int(when.timestamp())} {sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
-
-
 def _rel_path(path: str | os.PathLike[str]) -> str:
     """A path relative to the work tree in Git's form; refuses anything that could leave it."""
     text = os.fspath(path)
@@ -80,6 +71,16 @@ def _rel_path(path: str | os.PathLike[str]) -> str:
     if not text or pure.is_absolute() or ".." in pure.parts or str(pure) == "." or "\0" in text:
         raise ValueError(f"{echo(text)} is not a path inside the frames work tree")
     return str(pure)
+
+
+def excluded(rel: str) -> bool:
+    """Whether GIT_EXCLUDES (what info/exclude holds) names `rel` or a folder on its way, as
+    Git matches them: a pattern without a slash matches any one name, and one ending in a
+    slash matches folders only."""
+    *folders, name = rel.split("/")
+    return any(fnmatchcase(part, pattern.rstrip("/"))
+               for pattern in GIT_EXCLUDES
+               for part in (folders if pattern.endswith("/") else [*folders, name]))
 
 
 def _check_name(author: str) -> str:
@@ -126,8 +127,9 @@ class FrameRepo:
             "GIT_LITERAL_PATHSPECS": "1", "GIT_TERMINAL_PROMPT": "0",
         }
         self._cmd: git.Git | None = git.Git(str(self.work_tree))
-        self._last: tuple[str, str] | None = None  # (commit, tree) this repo made last
+        self._last: tuple[str, str] | None = None  # (commit, tree) this repo made or read last
         self._cmd.update_environment(**self._env)
+        self._objects = ObjectStore(self.git_dir, self._read_packed)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -154,14 +156,7 @@ class FrameRepo:
             raise GitStoreError(f"Cannot create a Git repository at {git_dir} ("
                                 f"{_first_line(exc.stderr)}); check that you can write there.") from None
         try:
-            # The root commit is made while the repo is still bare: it needs no work tree.
-            when = _git_date(clock())
-            commit_env = {**env, **_identity_env(COMMITTER_NAME, COMMITTER_EMAIL, when, when)}
             repo.git.symbolic_ref("HEAD", f"refs/heads/{MAIN_BRANCH}", env=env)
-            empty_tree = repo.git.mktree(env=env)
-            root = repo.git.commit_tree(empty_tree, "-m", f"twinsync: history of {work_tree}",
-                                        env=commit_env)
-            repo.git.update_ref("HEAD", root, "", env=env)
             with repo.config_writer() as cw:
                 cw.set_value("core", "bare", "false")
                 cw.set_value("core", "worktree", str(work_tree))
@@ -181,7 +176,11 @@ class FrameRepo:
                                 f"({_first_line(exc.stderr)}); remove it and try again.") from None
         finally:
             repo.close()
-        return cls(git_dir, clock=clock)
+        created = cls(git_dir, clock=clock)
+        root = created._write_commit(created._objects.updated_tree(None, {}), [],
+                                     f"twinsync: history of {work_tree}\n", _COMMITTER, None)
+        move_ref(git_dir, f"refs/heads/{MAIN_BRANCH}", root, None, _COMMITTER, "twinsync: created")
+        return created
 
     def close(self) -> None:
         """End the `git` processes GitPython may keep; safe to call twice."""
@@ -205,11 +204,7 @@ class FrameRepo:
              env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,),
              what: str = "") -> tuple[int, bytes]:
         """Run one `git <command>`; returns (exit code, raw stdout) or raises GitStoreError."""
-        if self._cmd is None:
-            raise GitStoreError(f"The frames repository {self.git_dir} was closed; open it again.")
-        if not self.work_tree.is_dir():
-            raise GitStoreError(f"The frames work tree {self.work_tree} of {self.git_dir} is missing; "
-                                "restore the folder or fix core.worktree in the Git config.")
+        self._check_open()
         istream = _stdin(stdin) if stdin is not None else None
         try:
             status, out, err = getattr(self._cmd, command.replace("-", "_"))(
@@ -224,6 +219,13 @@ class FrameRepo:
                                 f"({_first_line(err) or f'exit {status}'}); run `git --git-dir "
                                 f"{self.git_dir} fsck` and fix what it reports, or restore frames.git.")
         return status, out
+
+    def _check_open(self) -> None:
+        if self._cmd is None:
+            raise GitStoreError(f"The frames repository {self.git_dir} was closed; open it again.")
+        if not self.work_tree.is_dir():
+            raise GitStoreError(f"The frames work tree {self.work_tree} of {self.git_dir} is missing; "
+                                "restore the folder or fix core.worktree in the Git config.")
 
     def _text(self, command: str, *args: str, **kw: Any) -> str:
         return self._run(command, *args, **kw)[1].decode("utf-8", "replace").strip()
@@ -251,76 +253,86 @@ class FrameRepo:
         """The sha of the current commit, or None before the first one."""
         return self._resolve("HEAD")
 
-    def _head_and_tree(self) -> tuple[str | None, str | None]:
-        """HEAD and its tree. Every frame put and every frame a peer sends is a commit, and
-        each `git` process costs milliseconds (tens in a busy daemon), so when HEAD's ref
-        file still names the commit this repo made last, its tree is known without asking
-        Git; otherwise one `rev-parse`. A stale answer cannot slip through: `update-ref`
-        moves HEAD only from the parent given."""
-        loose = self._loose_head()
-        if loose is not None and self._last is not None and loose == self._last[0]:
-            return self._last
-        status, out = self._run("rev-parse", "HEAD^{commit}", "HEAD^{tree}", ok=(0, 128))
-        shas = out.decode().split()
-        return (shas[0], shas[1]) if status == 0 and len(shas) == 2 else (None, None)
+    def _read_packed(self, sha: str) -> tuple[bytes, bytes]:
+        """(kind, body) of an object Git packed: one `git cat-file --batch`."""
+        _, out = self._run("cat-file", "--batch", stdin=sha.encode() + b"\n", what=f"read object {sha}")
+        header, _, body = out.partition(b"\n")
+        fields = header.split()
+        if len(fields) != 3 or fields[0].decode() != sha:
+            raise GitStoreError(f"The Git object {sha} is missing from {self.git_dir}; run `git --git-dir "
+                                f"{self.git_dir} fsck` and restore frames.git from a backup.")
+        return fields[1], body[:int(fields[2])]
 
-    def _loose_head(self) -> str | None:
-        """The sha in HEAD's loose ref file, or None when it is not there as one (packed,
-        detached, unreadable): the caller then asks Git."""
-        try:
-            head = (self.git_dir / "HEAD").read_text()
-            if not head.startswith("ref: refs/"):
-                return None
-            sha = (self.git_dir / head[5:].strip()).read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        return sha if len(sha) == 40 and all(c in "0123456789abcdef" for c in sha) else None
+    def _head_and_tree(self, ref: str) -> tuple[str | None, str | None]:
+        """The commit `ref` holds and its tree, read in-process: HEAD's ref file (or its
+        packed line) and the commit object, unless this repo made or read that commit last."""
+        head = ref_value(self.git_dir, ref)
+        if head is None:
+            return None, None
+        if self._last is None or self._last[0] != head:
+            self._last = (head, self._objects.commit_tree(head))
+        return self._last
 
     def commit(self, paths: Iterable[str | os.PathLike[str]], message: str, author: str,
                when: datetime | None = None, *, checked: bool = False) -> str | None:
         """Record these work-tree paths (added, changed or deleted) as one commit by `author`.
 
-        Paths that did not change, are excluded (info/exclude) or exist neither on disk nor in
-        Git are skipped. Returns the new commit's sha, or None when there is nothing to commit.
-        `checked`: the caller vouches that every path is a frame file it just validated or one
-        that is gone (the pipeline does), so the `git status` that filters excluded paths is
-        not needed: staging an unchanged file or a path Git never had changes nothing.
+        Paths that did not change, are excluded (info/exclude), are folders or exist neither
+        on disk nor in Git are skipped. Returns the new commit's sha, or None when there is
+        nothing to commit. `checked`: the caller vouches that every path is a frame file it
+        just validated or one that is gone (the pipeline does), so the `git check-ignore`
+        that filters excluded paths is not needed.
         """
         wanted = list(dict.fromkeys(_rel_path(p) for p in paths))
         _check_name(author)
-        if not wanted:
+        if not checked:
+            wanted = [p for p in wanted if not excluded(p)]
+        self._check_open()
+        changes, staged = {}, []
+        for rel in wanted:
+            entry = self._entry(rel)
+            if entry != "folder":
+                changes[tuple(os.fsencode(rel).split(b"/"))] = entry
+                staged.append(rel)
+        if not changes:
             return None
-        if checked:
-            stage = wanted
-        else:
-            limit = ["--", *wanted] if len(wanted) <= _PATHSPEC_LIMIT else []
-            changed = self._changed_paths(*limit)
-            stage = [p for p in wanted if p in changed]
-        if stage:
-            self._run("update-index", "--add", "--remove", "-z", "--stdin",
-                      stdin=b"\0".join(os.fsencode(p) for p in stage), what="stage the changed frames")
-        return self._commit_index(message, author, when)
-
-    def _changed_paths(self, *pathspec: str) -> set[str]:
-        """Paths whose work-tree state differs from the index or HEAD, never excluded ones."""
-        _, out = self._run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
-                           "--ignore-submodules=all", *pathspec, what="list changed frames")
-        return {os.fsdecode(entry[3:]) for entry in out.split(b"\0") if len(entry) > 3}
-
-    def _commit_index(self, message: str, author: str, when: datetime | None) -> str | None:
-        tree = self._text("write-tree", what="write the staged tree")
-        parent, parent_tree = self._head_and_tree()
-        if parent_tree == tree:
+        ref = head_ref(self.git_dir)
+        parent, parent_tree = self._head_and_tree(ref)
+        tree = self._objects.updated_tree(parent_tree, changes)
+        if tree == parent_tree:
             return None
-        now = self._clock()
-        env = _identity_env(author, f"{author}@twinsync", _git_date(when or now), _git_date(now))
-        # The message goes on stdin: one argv element may not exceed 128 KiB on Linux.
-        new = self._text("commit-tree", tree, *(("-p", parent) if parent else ()), "-F", "-",
-                         stdin=message.encode("utf-8"), env=env, what="write a commit")
-        self._run("update-ref", "-m", f"twinsync: {message.splitlines()[0] if message else 'commit'}",
-                  "HEAD", new, parent or "", what="move HEAD (another writer moved it first?)")
+        new = self._write_commit(tree, [parent] if parent else [], message, _ident(author), when)
+        move_ref(self.git_dir, ref, new, parent, _COMMITTER,
+                 f"twinsync: {message.splitlines()[0] if message else 'commit'}")
         self._last = (new, tree)
+        self._run("update-index", "--add", "--remove", "-z", "--stdin",
+                  stdin=b"\0".join(os.fsencode(p) for p in staged), what="bring the index up to the commit")
         return new
+
+    def _entry(self, rel: str) -> Entry | None | str:
+        """The tree entry the work tree's file at `rel` makes, its blob stored; None when the
+        path is gone; "folder" for a folder, which Git does not record as such."""
+        path = self.work_tree / rel
+        try:
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                return LINK_MODE, self._objects.write(b"blob", os.fsencode(os.readlink(path)))
+            if stat.S_ISDIR(st.st_mode):
+                return "folder"
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise GitStoreError(f"Cannot read {path} to commit it ({exc.strerror}); check the file's "
+                                "permissions.") from None
+        return EXEC_MODE if st.st_mode & stat.S_IXUSR else FILE_MODE, self._objects.write(b"blob", data)
+
+    def _write_commit(self, tree: str, parents: list[str], message: str, author: str,
+                      when: datetime | None) -> str:
+        """`author` is `Name <email>`; the committer is always twinsync, at the clock's now."""
+        now = self._clock()
+        return self._objects.write(b"commit", commit_body(
+            tree, parents, f"{author} {git_time(when or now)}", f"{_COMMITTER} {git_time(now)}", message))
 
     def tracked(self) -> dict[str, str]:
         """Every file in HEAD's tree: path -> blob sha (one `git ls-tree -r`)."""
@@ -424,18 +436,9 @@ class FrameRepo:
         if base_sha is None:
             raise GitStoreError(f"Revision {echo(base, quoted=False)} is not a commit in {self.git_dir}; "
                                 "pass a commit from the frame's history as the base.")
-        with tempfile.TemporaryDirectory(prefix="twinsync-index-", dir=self.git_dir) as tmp:
-            index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            self._run("read-tree", base_sha, env=index, what="read the base tree")
-            if content is None:
-                self._run("update-index", "--force-remove", "--", rel, env=index,
-                          what=f"remove {rel} from the fork tree")
-            else:
-                blob = self._text("hash-object", "-w", "--no-filters", "--stdin", stdin=content,
-                                  what="store the fork content")
-                self._run("update-index", "--add", "--cacheinfo", "100644", blob, rel, env=index,
-                          what=f"set {rel} in the fork tree")
-            tree = self._text("write-tree", env=index, what="write the fork tree")
+        entry = None if content is None else (FILE_MODE, self._objects.write(b"blob", content))
+        tree = self._objects.updated_tree(self._objects.commit_tree(base_sha),
+                                          {tuple(os.fsencode(rel).split(b"/")): entry})
         existing = self._resolve(ref)
         if existing is not None:
             tree_and_parents = self._text("show", "-s", "--format=%T %P", existing).split()
@@ -443,12 +446,8 @@ class FrameRepo:
                 return existing
             raise GitStoreError(f"Branch {branch} already exists in {self.git_dir} with other "
                                 "content; pick another name or delete that branch first.")
-        now = _git_date(self._clock())
-        env = _identity_env(author, f"{author}@twinsync", now, now)
-        new = self._text("commit-tree", tree, "-p", base_sha, "-F", "-", stdin=message.encode("utf-8"),
-                         env=env, what="write the fork commit")
-        self._run("update-ref", "-m", f"twinsync: fork {branch}", ref, new, "",
-                  what=f"create branch {branch} (it may have been created meanwhile)")
+        new = self._write_commit(tree, [base_sha], message, _ident(author), None)
+        move_ref(self.git_dir, ref, new, None, _COMMITTER, f"twinsync: fork {branch}")
         return new
 
     def branches(self, prefix: str = "fork/") -> dict[str, str]:
@@ -463,10 +462,9 @@ class FrameRepo:
         return found
 
 
-def _identity_env(author: str, email: str, author_date: str, commit_date: str) -> dict[str, str]:
-    return {"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": author_date,
-            "GIT_COMMITTER_NAME": COMMITTER_NAME, "GIT_COMMITTER_EMAIL": COMMITTER_EMAIL,
-            "GIT_COMMITTER_DATE": commit_date}
+def _ident(author: str) -> str:
+    """How a node is named in the commits it authors."""
+    return f"{author} <{author}@twinsync>"
 
 
 def _first_line(stderr: str | bytes | None) -> str:
