@@ -20,6 +20,7 @@ stays valid forever; a bounded cache keeps the ones in use, and a commit then re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -123,32 +124,37 @@ class ObjectStore:
         self.objects = git_dir / "objects"
         self._read_packed = read_packed
 
-    def _path(self, sha: str) -> Path:
-        return self.objects / sha[:2] / sha[2:]
+    def _path(self, sha: str) -> str:
+        return f"{self.objects}/{sha[:2]}/{sha[2:]}"
 
     def write(self, kind: bytes, body: bytes) -> str:
         data = kind + b" " + str(len(body)).encode() + b"\0" + body
         sha = hashlib.sha1(data).hexdigest()
         path = self._path(sha)
-        if path.exists():
+        if os.path.exists(path):
             return sha
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.parent / f"tmp_obj_{os.getpid()}_{time.monotonic_ns()}"
+        tmp = f"{self.objects}/{sha[:2]}/tmp_obj_{os.getpid()}_{time.monotonic_ns()}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-            with os.fdopen(fd, "wb") as fh:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            except FileNotFoundError:  # the first object whose sha starts with these two digits
+                os.makedirs(os.path.dirname(tmp), exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            with open(fd, "wb") as fh:
                 fh.write(zlib.compress(data, 1))
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise GitStoreError(f"Cannot write a Git object into {self.objects} ({exc.strerror}); "
-                                 "free some disk space or fix the folder's permissions.") from None
+                                "free some disk space or fix the folder's permissions.") from None
         return sha
 
     def read(self, sha: str) -> tuple[bytes, bytes]:
         """(kind, body) of an object, loose or packed."""
         try:
-            data = zlib.decompress(self._path(sha).read_bytes())
+            with open(self._path(sha), "rb") as fh:
+                data = zlib.decompress(fh.read())
         except FileNotFoundError:
             return self._read_packed(sha)
         except (OSError, zlib.error) as exc:

@@ -9,9 +9,10 @@ running. Nothing here uses GitPython's object database (that is what starts the 
 A commit is written in this process (`folders.gitobjects`): the batch's files become blobs,
 HEAD's tree is rebuilt along their paths, and HEAD moves under Git's own ref lock. Then one
 `git update-index --add --remove --stdin` (literal paths, linear time) brings the index up to
-the commit, so `git status` in the frames repository tells the truth; commits never read the
-index, so one left behind by a crash changes no commit. Paths a caller has not validated go
-through the patterns info/exclude holds first, so what it names is never recorded.
+the commits (`sync_index`, after the caller has recorded its own work), so `git status` in
+the frames repository tells the truth; commits never read the index, so one left behind by a
+crash changes no commit. Paths a caller has not validated are first matched against the
+patterns info/exclude holds, so what it names is never recorded.
 
 A user's global or system Git config never applies: another user.name, gpg signing, a clean
 filter or `text` attribute rewriting bytes, or a global ignore file hiding `*.json` would
@@ -128,6 +129,7 @@ class FrameRepo:
         }
         self._cmd: git.Git | None = git.Git(str(self.work_tree))
         self._last: tuple[str, str] | None = None  # (commit, tree) this repo made or read last
+        self._unindexed: set[str] = set()  # committed paths the index does not show yet
         self._cmd.update_environment(**self._env)
         self._objects = ObjectStore(self.git_dir, self._read_packed)
 
@@ -183,8 +185,13 @@ class FrameRepo:
         return created
 
     def close(self) -> None:
-        """End the `git` processes GitPython may keep; safe to call twice."""
+        """Bring the index up to date and end the `git` processes GitPython may keep; safe to
+        call twice."""
         if self._cmd is not None:
+            try:
+                self.sync_index()
+            except GitStoreError:
+                pass  # only `git status` reads the index; the next commit of those paths mends it
             self._cmd.clear_cache()
             self._cmd = None
             self._repo.close()
@@ -305,9 +312,19 @@ class FrameRepo:
         move_ref(self.git_dir, ref, new, parent, _COMMITTER,
                  f"twinsync: {message.splitlines()[0] if message else 'commit'}")
         self._last = (new, tree)
-        self._run("update-index", "--add", "--remove", "-z", "--stdin",
-                  stdin=b"\0".join(os.fsencode(p) for p in staged), what="bring the index up to the commit")
+        self._unindexed.update(staged)
         return new
+
+    def sync_index(self) -> None:
+        """Bring the index up to the commits made since the last call: one `git update-index`.
+        Commits never read the index; it is kept so `git status` in the frames repository
+        tells the truth, so a caller does this once its own work is recorded (the pipeline:
+        after the frame index), and `close()` does it for the rest."""
+        if not self._unindexed:
+            return
+        paths, self._unindexed = sorted(self._unindexed), set()
+        self._run("update-index", "--add", "--remove", "-z", "--stdin",
+                  stdin=b"\0".join(os.fsencode(p) for p in paths), what="bring the index up to the commits")
 
     def _entry(self, rel: str) -> Entry | None | str:
         """The tree entry the work tree's file at `rel` makes, its blob stored; None when the

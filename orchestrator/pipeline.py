@@ -179,6 +179,7 @@ class FramePipeline:
                     db.execute("DELETE FROM tombstones WHERE path IN (SELECT value FROM json_each(?))",
                                [json.dumps([rel for rel in report.committed if rel in tombstones])])
                     upsert(db.conn, "tombstones", buried, "path")
+                self.repo.sync_index()
             finally:
                 db.close()
         return report

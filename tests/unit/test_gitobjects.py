@@ -5,7 +5,10 @@ with, and refs moved only from the expected commit, packed or loose, with a refl
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
+import sys
 import subprocess
 import time
 from datetime import timedelta
@@ -79,6 +82,7 @@ def test_every_commit_records_the_tree_git_would(repo, tmp_path, batches, checke
         if sha is not None:
             assert git(repo.git_dir, "rev-parse", "HEAD^").strip() == before
     git(repo.git_dir, "fsck", "--strict", "--no-dangling", "--no-progress")
+    repo.sync_index()
     assert git(repo.git_dir, "--work-tree", str(repo.work_tree), "status", "--porcelain") == ""
 
 
@@ -150,3 +154,68 @@ def test_every_move_is_in_the_reflogs(repo):
     assert git(repo.git_dir, "reflog", "show", "--format=%H %gs", "fork/a").split("\n")[0] == \
         f"{branch} twinsync: fork fork/a"
     git(repo.git_dir, "fsck", "--strict", "--no-dangling", "--no-progress")
+
+
+def test_the_index_catches_up_when_the_repository_closes(tmp_path):
+    """A command that commits and closes (`frame put`) leaves `git status` clean."""
+    work = tmp_path / "frames.shared"
+    work.mkdir()
+    with FrameRepo.create(tmp_path / "frames.git", work, clock=Clock()) as repo:
+        (work / "ns").mkdir()
+        (work / "ns" / "a.frame.json").write_text("{}")
+        assert repo.commit(["ns/a.frame.json"], "add", "laptop", checked=True)
+        status = git(repo.git_dir, "--work-tree", str(work), "status", "--porcelain")
+        assert "ns/" in status  # not yet: the commit did not touch the index
+    assert git(repo.git_dir, "--work-tree", str(work), "status", "--porcelain") == ""
+
+
+def test_an_object_that_cannot_be_written_fails_the_commit_and_moves_nothing(repo):
+    content = b'{"n": 1}'
+    sha = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+    (repo.git_dir / "objects" / sha[:2]).write_bytes(b"")  # a file where its folder must go
+    (repo.work_tree / "a.frame.json").write_bytes(content)
+    head = repo.head()
+    with pytest.raises(GitStoreError, match=r"Cannot write a Git object into .*objects \(Not a directory\)"):
+        repo.commit(["a.frame.json"], "add", "laptop", checked=True)
+    assert repo.head() == head
+    (repo.git_dir / "objects" / sha[:2]).unlink()
+    assert repo.commit(["a.frame.json"], "add", "laptop", checked=True)
+    git(repo.git_dir, "fsck", "--strict", "--no-dangling", "--no-progress")
+
+
+CHILD = """
+import sys, itertools
+from folders.gitstore import FrameRepo
+repo = FrameRepo(sys.argv[1])
+print("ready", flush=True)
+for i in itertools.count():
+    rel = f"ns{i % 7}/f{i % 13}.frame.json"
+    path = repo.work_tree / rel
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(str(i))
+    repo.commit([rel], f"commit {i}", "laptop", checked=True)
+"""
+
+
+def test_a_writer_killed_at_any_moment_leaves_a_sound_history(repo):
+    """kill -9 lands wherever it lands (mid-object, mid-ref-move, mid-reflog): every time,
+    HEAD is a whole commit Git accepts, and the next commit goes in (a ref lock the dead
+    writer left is old by then and is cleared)."""
+    rng = random.Random(7)
+    for _ in range(8):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(repo.git_dir)], stdout=subprocess.PIPE,
+                                 cwd=Path(__file__).parents[2])
+        assert child.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.05, 0.4))  # the moment of the kill is what varies
+        child.kill()
+        child.wait()
+        lock = repo.git_dir / "refs" / "heads" / "main.lock"
+        if lock.exists():
+            old = time.time() - STALE_LOCK_S - 1
+            os.utime(lock, (old, old))
+        git(repo.git_dir, "fsck", "--strict", "--no-progress")
+        (repo.work_tree / "after.frame.json").write_text(str(rng.random()))
+        head = repo.head()
+        sha = repo.commit(["after.frame.json"], "after the kill", "laptop", checked=True)
+        assert sha and git(repo.git_dir, "rev-parse", f"{sha}^").strip() == head
+    assert int(git(repo.git_dir, "rev-list", "--count", "HEAD")) > 20

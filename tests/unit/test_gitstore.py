@@ -132,7 +132,8 @@ def test_a_batch_is_one_commit_by_its_author(repo):
     assert git_cli(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>", second) == \
         "desk <desk@twinsync>|twinsync <twinsync@localhost>\n"
     assert git_cli(repo, "log", "-1", "--format=%aI", first) == "2026-11-25T08:00:00+00:00\n"
-    assert "?? other/untouched.frame.json" in git_cli(repo, "status", "--porcelain")
+    repo.sync_index()
+    assert git_cli(repo, "status", "--porcelain") == "?? other/untouched.frame.json\n"
 
 
 def test_nothing_to_commit_returns_none(repo):
@@ -156,6 +157,7 @@ def test_checked_paths_skip_nothing_that_matters(repo):
     (repo.work_tree / "ns/a.frame.json").unlink()
     gone = repo.commit(["ns/a.frame.json"], "delete", "laptop", checked=True)
     assert gone and commit_files(repo, gone) == ["D\tns/a.frame.json"]
+    repo.sync_index()
     assert git_cli(repo, "status", "--porcelain") == ""
 
 
@@ -285,6 +287,7 @@ def test_create_branch_with_touches_neither_work_tree_nor_index(repo):
     ours = repo.commit([rel], "ours", "laptop")
     write(work, rel, "ours, not committed yet\n")
     write(work, "ns/new.frame.json", "untracked\n")
+    repo.sync_index()
     status_before = git_cli(repo, "status", "--porcelain")
     index_before = (repo.git_dir / "index").read_bytes()
 

@@ -137,6 +137,7 @@ def test_tracked_lists_blobs_and_links_but_not_submodules_whatever_their_names(t
             (work / name).write_bytes(os.fsencode(name))
         (work / "ns" / "link.frame.json").symlink_to("plain.frame.json")
         repo.commit([*names, "ns/link.frame.json"], "frames", "laptop")
+        repo.sync_index()  # the submodule entry below is made through the index
         env = {**os.environ, "GIT_DIR": str(git_dir), "GIT_WORK_TREE": str(work)}
         subprocess.run(["git", "update-index", "--add", "--cacheinfo", f"160000,{repo.head()},ns/sub"],
                        env=env, check=True)
