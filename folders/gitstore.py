@@ -84,6 +84,31 @@ def excluded(rel: str) -> bool:
                for part in (folders if pattern.endswith("/") else [*folders, name]))
 
 
+def _configured_worktree(git_dir: Path) -> str:
+    """core.worktree from the Git dir's own config, read once per version of that file (every
+    frame put opens the repository). Read here, not by GitPython's Repo (which costs a few
+    ms to open and lets a GIT_WORK_TREE in our environment override the config), and passed
+    to every command explicitly."""
+    config = git_dir / "config"
+    try:
+        st = os.stat(config)
+        if not (git_dir / "HEAD").is_file() or not (git_dir / "objects").is_dir():
+            raise FileNotFoundError
+    except (FileNotFoundError, NotADirectoryError):
+        raise GitStoreError(f"{git_dir} is not a Git repository; run `twinsync init` to create the "
+                            "node home, or restore frames.git from a backup.") from None
+    key = (str(config), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _WORKTREES:
+        reader = git.GitConfigParser(str(config), read_only=True)
+        if len(_WORKTREES) >= 8:  # a process opens a node's frames.git and modules.git
+            _WORKTREES.clear()
+        _WORKTREES[key] = str(reader.get_value("core", "worktree", "")) if reader.has_section("core") else ""
+    return _WORKTREES[key]
+
+
+_WORKTREES: dict[tuple, str] = {}
+
+
 def _check_name(author: str) -> str:
     if not author or _BAD_NAME_CHARS & set(author):
         raise ValueError(f"author {echo(author)} cannot be written into a Git commit")
@@ -105,18 +130,8 @@ class FrameRepo:
                  clock: Callable[[], datetime] = _utcnow) -> None:
         self.git_dir = Path(git_dir).absolute()
         self._clock = clock
-        try:
-            self._repo = git.Repo(self.git_dir)
-        except (git.NoSuchPathError, git.InvalidGitRepositoryError):
-            raise GitStoreError(f"{self.git_dir} is not a Git repository; run `twinsync init` to "
-                                "create the node home, or restore frames.git from a backup.") from None
-        # GitPython reads core.worktree for a Git dir opened directly (repo/base.py), but lets a
-        # GIT_WORK_TREE in our environment override it, so the work tree is read from the config
-        # here and passed to every command explicitly.
-        reader = self._repo.config_reader("repository")
-        worktree = reader.get_value("core", "worktree", "") if reader.has_section("core") else ""
+        worktree = _configured_worktree(self.git_dir)
         if not worktree:
-            self._repo.close()
             raise GitStoreError(f"{self.git_dir} has no core.worktree, so it is not a twinsync "
                                 "frames repository; recreate it with `twinsync init` or set "
                                 "core.worktree to the frames.shared folder.")
@@ -194,7 +209,6 @@ class FrameRepo:
                 pass  # only `git status` reads the index; the next commit of those paths mends it
             self._cmd.clear_cache()
             self._cmd = None
-            self._repo.close()
 
     def __enter__(self) -> FrameRepo:
         return self
