@@ -57,13 +57,17 @@ def _checked(node: Node, frame: Frame) -> Frame:
 
 
 def _commit(node: Node, frame: Frame) -> None:
-    """Save into frames.shared/ under the frames lock, then run it through the daemon's pipeline
-    (validate, commit, index, scan request), so it is in Git before the command returns."""
+    """Save into frames.shared/ under the frames lock and ask Syncthing to send it at once: its
+    bytes were checked before they were written, so peers need not wait for the rest. Then it
+    runs through the daemon's pipeline (validate, commit, index), so it is in Git before the
+    command returns."""
     _checked(node, frame)
+    rel = _relative(frame.id)
     with pipeline_for(node) as pipeline:
         with frames_lock(node.layout.home):
             save_frame(node.layout.frames_shared, frame)
-        pipeline.process([_relative(frame.id)])
+        pipeline.request_scan([rel])
+        pipeline.process([rel], synced={rel})
 
 
 def get_frame(node: Node, frame_id: str, *, shadow: bool = False) -> Frame:

@@ -134,8 +134,8 @@ class FramePipeline:
         Syncthing is asked to scan the changed paths before the Git commit: the files are
         whole on disk already (its own watcher would send them anyway), so peers need not
         wait for the commit here. `synced` are paths Syncthing itself just wrote whole (its
-        ItemFinished): it holds them already, so asking it to scan them again would only
-        cost a request and a rescan on the path of every frame a peer sends."""
+        ItemFinished), or was asked to scan already (a put): asking again would only cost a
+        request and a rescan on the path of every frame."""
         report = BatchReport()
         with frames_lock(self.node.layout.home):
             db = open_state(self.node.layout.state_db)
