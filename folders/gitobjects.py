@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -91,26 +92,30 @@ def commit_body(tree: str, parents: list[str], author: str, committer: str, mess
 
 
 class _TreeCache:
-    """Trees by sha, the least recently used dropped first once they hold too many entries."""
+    """Trees by sha, the least recently used dropped first once they hold too many entries.
+    Locked: a daemon's threads each open the repository."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._trees: dict[str, Tree] = {}
         self._size = 0
+        self._lock = threading.Lock()
 
     def get(self, sha: str) -> Tree | None:
-        tree = self._trees.pop(sha, None)
-        if tree is not None:
-            self._trees[sha] = tree
-        return tree
+        with self._lock:
+            tree = self._trees.pop(sha, None)
+            if tree is not None:
+                self._trees[sha] = tree
+            return tree
 
     def put(self, sha: str, tree: Tree) -> None:
-        if sha in self._trees:
-            return
-        self._trees[sha] = tree
-        self._size += len(tree) + 1
-        while self._size > self._limit and len(self._trees) > 1:
-            self._size -= len(self._trees.pop(next(iter(self._trees)))) + 1
+        with self._lock:
+            if sha in self._trees:
+                return
+            self._trees[sha] = tree
+            self._size += len(tree) + 1
+            while self._size > self._limit and len(self._trees) > 1:
+                self._size -= len(self._trees.pop(next(iter(self._trees)))) + 1
 
 
 _TREES = _TreeCache(_CACHE_ENTRIES)  # shared by every repository: a sha names the same tree anywhere

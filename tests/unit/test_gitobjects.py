@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from folders import gitobjects
 from folders.gitobjects import STALE_LOCK_S, move_ref, parse_tree, tree_body
 from folders.gitstore import FrameRepo, GitStoreError
 from tests.unit.test_gitstore import T0, Clock
@@ -219,3 +220,20 @@ def test_a_writer_killed_at_any_moment_leaves_a_sound_history(repo):
         sha = repo.commit(["after.frame.json"], "after the kill", "laptop", checked=True)
         assert sha and git(repo.git_dir, "rev-parse", f"{sha}^").strip() == head
     assert int(git(repo.git_dir, "rev-list", "--count", "HEAD")) > 20
+
+
+def test_trees_dropped_from_a_small_cache_are_read_again(repo, tmp_path, monkeypatch):
+    """With room for a few entries only, every commit reads most of its trees back (loose,
+    then packed by gc) and still records Git's own tree."""
+    monkeypatch.setattr(gitobjects, "_TREES", gitobjects._TreeCache(4))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for i in range(24):
+        if i == 12:
+            git(repo.git_dir, "gc", "--quiet", "--prune=now")
+        rel = f"ns{i % 6}/sub{i % 4}/f{i % 5}.frame.json"
+        (repo.work_tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo.work_tree / rel).write_text(str(i))
+        assert repo.commit([rel], f"c{i}", "laptop", checked=True)
+        assert git(repo.git_dir, "rev-parse", "HEAD^{tree}").strip() == gits_own_tree(repo, scratch)
+    assert gitobjects._TREES._size <= 4 + max(len(t) + 1 for t in gitobjects._TREES._trees.values())
