@@ -34,8 +34,8 @@ from typing import Any
 import git
 
 from folders.errors import echo
-from folders.gitobjects import (EXEC_MODE, FILE_MODE, LINK_MODE, Entry, GitStoreError, ObjectStore, commit_body,
-                                git_time, head_ref, move_ref, ref_value)
+from folders.gitobjects import (CHUNK_BYTES, EXEC_MODE, FILE_MODE, LINK_MODE, Entry, GitStoreError, ObjectStore,
+                                commit_body, git_time, head_ref, move_ref, ref_value)
 
 #: Never versioned: Syncthing's bookkeeping, its temp files, our temp files (`folders.files`
 #: TEMP_PREFIX) and conflict copies, which become conflict-queue items and fork branches.
@@ -146,7 +146,7 @@ class FrameRepo:
         self._last: tuple[str, str] | None = None  # (commit, tree) this repo made or read last
         self._unindexed: set[str] = set()  # committed paths the index does not show yet
         self._cmd.update_environment(**self._env)
-        self._objects = ObjectStore(self.git_dir, self._read_packed)
+        self._objects = ObjectStore(self.git_dir, self._read_packed, self._missing)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -284,6 +284,12 @@ class FrameRepo:
                                 f"{self.git_dir} fsck` and restore frames.git from a backup.")
         return fields[1], body[:int(fields[2])]
 
+    def _missing(self, shas: list[str]) -> set[str]:
+        """Which of these objects the repository lacks: one `git cat-file --batch-check`."""
+        _, out = self._run("cat-file", "--batch-check", stdin="\n".join(shas).encode() + b"\n",
+                           what="look up objects")
+        return {line.split()[0].decode() for line in out.splitlines() if line.endswith(b" missing")}
+
     def _head_and_tree(self, ref: str) -> tuple[str | None, str | None]:
         """The commit `ref` holds and its tree, read in-process: HEAD's ref file (or its
         packed line) and the commit object, unless this repo made or read that commit last."""
@@ -309,12 +315,25 @@ class FrameRepo:
         if not checked:
             wanted = [p for p in wanted if not excluded(p)]
         self._check_open()
-        changes, staged = {}, []
+        changes: dict[tuple[bytes, ...], Entry | None] = {}
+        staged: list[str] = []
+        read: list[tuple[tuple[bytes, ...], bytes, bytes]] = []  # read, not stored yet
+        held = 0  # bytes of content in `read`
         for rel in wanted:
-            entry = self._entry(rel)
-            if entry != "folder":
-                changes[tuple(os.fsencode(rel).split(b"/"))] = entry
-                staged.append(rel)
+            found = self._file(rel)
+            if found == "folder":
+                continue
+            parts = tuple(os.fsencode(rel).split(b"/"))
+            staged.append(rel)
+            if found is None:
+                changes[parts] = None
+                continue
+            read.append((parts, *found))
+            held += len(found[1])
+            if held >= CHUNK_BYTES:
+                self._store(read, changes)
+                held = 0
+        self._store(read, changes)
         if not changes:
             return None
         ref = head_ref(self.git_dir)
@@ -340,14 +359,24 @@ class FrameRepo:
         self._run("update-index", "--add", "--remove", "-z", "--stdin",
                   stdin=b"\0".join(os.fsencode(p) for p in paths), what="bring the index up to the commits")
 
-    def _entry(self, rel: str) -> Entry | None | str:
-        """The tree entry the work tree's file at `rel` makes, its blob stored; None when the
-        path is gone; "folder" for a folder, which Git does not record as such."""
+    def _store(self, read: list[tuple[tuple[bytes, ...], bytes, bytes]],
+               changes: dict[tuple[bytes, ...], Entry | None]) -> None:
+        """Store the blobs of files read so far (as a pack when there are many) and record
+        their entries; memory holds at most CHUNK_BYTES of file content."""
+        shas = self._objects.store([(b"blob", data) for _, _, data in read])
+        for (parts, mode, _), sha in zip(read, shas):
+            changes[parts] = (mode, sha)
+        read.clear()
+
+    def _file(self, rel: str) -> tuple[bytes, bytes] | None | str:
+        """(mode, content) of the work tree's file at `rel` (a link's content is its
+        target); None when the path is gone; "folder" for a folder, which Git does not
+        record as such."""
         path = self.work_tree / rel
         try:
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
-                return LINK_MODE, self._objects.write(b"blob", os.fsencode(os.readlink(path)))
+                return LINK_MODE, os.fsencode(os.readlink(path))
             if stat.S_ISDIR(st.st_mode):
                 return "folder"
             data = path.read_bytes()
@@ -356,7 +385,7 @@ class FrameRepo:
         except OSError as exc:
             raise GitStoreError(f"Cannot read {path} to commit it ({exc.strerror}); check the file's "
                                 "permissions.") from None
-        return EXEC_MODE if st.st_mode & stat.S_IXUSR else FILE_MODE, self._objects.write(b"blob", data)
+        return EXEC_MODE if st.st_mode & stat.S_IXUSR else FILE_MODE, data
 
     def _write_commit(self, tree: str, parents: list[str], message: str, author: str,
                       when: datetime | None) -> str:

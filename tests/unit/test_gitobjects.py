@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from folders import gitobjects
+from folders import gitobjects, gitstore
 from folders.gitobjects import STALE_LOCK_S, move_ref, parse_tree, tree_body
 from folders.gitstore import FrameRepo, GitStoreError
 from tests.unit.test_gitstore import T0, Clock
@@ -57,13 +57,25 @@ batches = st.lists(st.dictionaries(st.sampled_from(FILES),
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=batches, checked=st.booleans(), pack_after=st.integers(0, 8))
-def test_every_commit_records_the_tree_git_would(repo, tmp_path, batches, checked, pack_after):
+@given(batches=batches, checked=st.booleans(), pack_after=st.integers(0, 8), pack_min=st.sampled_from([1, 64]))
+def test_every_commit_records_the_tree_git_would(repo, tmp_path, batches, checked, pack_after, pack_min):
     """Any sequence of adds, edits (executable or not) and deletes over nested folders: after
     each commit HEAD's tree is Git's own tree of the work tree, and the index agrees with it.
-    Partway, `git gc` packs every object and ref, so later commits build on packed ones."""
+    Partway, `git gc` packs every object and ref, so later commits build on packed ones.
+    With `pack_min` 1, every commit's new blobs go into a pack of their own."""
     scratch = tmp_path / "scratch"
     scratch.mkdir(exist_ok=True)
+    old_min, gitobjects.PACK_MIN = gitobjects.PACK_MIN, pack_min
+    try:
+        commit_each(repo, scratch, batches, checked, pack_after)
+    finally:
+        gitobjects.PACK_MIN = old_min
+    git(repo.git_dir, "fsck", "--strict", "--no-dangling", "--no-progress")
+    repo.sync_index()
+    assert git(repo.git_dir, "--work-tree", str(repo.work_tree), "status", "--porcelain") == ""
+
+
+def commit_each(repo, scratch, batches, checked, pack_after):
     for i, batch in enumerate(batches):
         if i == pack_after:
             git(repo.git_dir, "gc", "--quiet", "--prune=now")
@@ -82,9 +94,6 @@ def test_every_commit_records_the_tree_git_would(repo, tmp_path, batches, checke
         assert (sha is None) == (repo.head() == before)
         if sha is not None:
             assert git(repo.git_dir, "rev-parse", "HEAD^").strip() == before
-    git(repo.git_dir, "fsck", "--strict", "--no-dangling", "--no-progress")
-    repo.sync_index()
-    assert git(repo.git_dir, "--work-tree", str(repo.work_tree), "status", "--porcelain") == ""
 
 
 def test_a_commit_is_byte_for_byte_the_one_git_commit_tree_writes(repo):
@@ -237,3 +246,48 @@ def test_trees_dropped_from_a_small_cache_are_read_again(repo, tmp_path, monkeyp
         assert repo.commit([rel], f"c{i}", "laptop", checked=True)
         assert git(repo.git_dir, "rev-parse", "HEAD^{tree}").strip() == gits_own_tree(repo, scratch)
     assert gitobjects._TREES._size <= 4 + max(len(t) + 1 for t in gitobjects._TREES._trees.values())
+
+
+def packs(repo) -> list[Path]:
+    return sorted((repo.git_dir / "objects" / "pack").glob("pack-*.pack"))
+
+
+def test_a_big_batch_is_one_pack_of_the_objects_git_lacks(repo, tmp_path):
+    """300 files, some alike, some committed already: one new pack holding exactly the new
+    blobs, which Git verifies, and the tree Git itself would make."""
+    work = repo.work_tree
+    (work / "old").mkdir()
+    for i in range(10):
+        (work / "old" / f"{i}.frame.json").write_text(f"old {i}")
+    repo.commit([f"old/{i}.frame.json" for i in range(10)], "loose", "laptop", checked=True)
+    assert packs(repo) == []
+    rels = []
+    for i in range(300):
+        rel = f"ns{i % 7}/sub{i % 3}/f{i}.frame.json"
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(f"old {i % 10}" if i < 20 else f"new {i % 250}")  # 20 known, 250 new
+        rels.append(rel)
+    assert repo.commit(rels, "big", "laptop", checked=True)
+    [pack] = packs(repo)
+    listing = git(repo.git_dir, "verify-pack", "-v", str(pack.with_suffix(".idx")))
+    assert sum(" blob " in line for line in listing.splitlines()) == 250
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert git(repo.git_dir, "rev-parse", "HEAD^{tree}").strip() == gits_own_tree(repo, scratch)
+    git(repo.git_dir, "fsck", "--strict", "--no-dangling", "--no-progress")
+
+
+def test_a_batch_bigger_than_a_chunk_is_stored_a_chunk_at_a_time(repo, tmp_path, monkeypatch):
+    monkeypatch.setattr(gitstore, "CHUNK_BYTES", 100 * 100)
+    rels = []
+    for i in range(300):
+        rel = f"ns/f{i:03d}.frame.json"
+        (repo.work_tree / "ns").mkdir(exist_ok=True)
+        (repo.work_tree / rel).write_text(f"{i:03d}" * 33 + "\n")  # 100 bytes
+        rels.append(rel)
+    assert repo.commit(rels, "chunks", "laptop", checked=True)
+    assert len(packs(repo)) == 3
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert git(repo.git_dir, "rev-parse", "HEAD^{tree}").strip() == gits_own_tree(repo, scratch)
+    git(repo.git_dir, "fsck", "--strict", "--no-dangling", "--no-progress")
