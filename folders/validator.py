@@ -368,22 +368,26 @@ class VerdictCache:
                       max_size: int = MAX_FRAME_SIZE, judge: Judge | None = None) -> dict[Path, Verdict]:
         """`validate` for each path, with the files the cache cannot answer for judged
         together by `judge` (by default one after another): the orchestrator passes one that
-        uses every core. Verdicts and cache entries are exactly `validate`'s."""
+        uses every core. Verdicts and cache entries are exactly `validate`'s.
+
+        A path the cache never saw is not stamped here: the judge stamps each file just
+        before reading it, so with a cold cache (a new node, a burst from a peer) no serial
+        pass over the files holds up the workers."""
         root = Path(os.path.abspath(root))
         settings = (max_size, None, _trust_stamp(trusted))
         verdicts: dict[Path, Verdict] = {}
-        unknown: list[tuple[tuple[Path, Path], tuple[Any, ...] | None]] = []
+        unknown: list[Path] = []
         for path in paths:
             key = (root, path)
-            stamp, cached = self._lookup(key, settings)
+            cached = self._lookup(key, settings)[1] if key in self._entries else None
             if cached is not None:
                 verdicts[path] = cached
             else:
-                unknown.append((key, stamp))
-        judged = (judge or judge_one_by_one)(root, [key[1] for key, _ in unknown], trusted, max_size)
-        for (key, stamp), verdict in zip(unknown, judged, strict=True):
-            self._remember(key, stamp, verdict)
-            verdicts[key[1]] = verdict
+                unknown.append(path)
+        judged = (judge or judge_one_by_one)(root, unknown, trusted, max_size)
+        for path, (stamp, verdict) in zip(unknown, judged, strict=True):
+            self._remember((root, path), None if stamp is None else stamp + settings, verdict)
+            verdicts[path] = verdict
         return verdicts
 
     def _lookup(self, key: tuple[Path, Path], settings: tuple[Any, ...]) -> tuple[tuple[Any, ...] | None,
@@ -403,13 +407,23 @@ class VerdictCache:
             self._entries[key] = (stamp, verdict)
 
 
-#: Judges files one by one given (root, paths, trusted, max_size): a verdict per path, in order.
-Judge = Callable[[Path, list[Path], Mapping[str, Ed25519PublicKey], int], list[Verdict]]
+#: What a judge says of one file: its stamp (None when it cannot be stat'ed) and its
+#: verdict. The stamp is taken before the file is read: one that changes while it is judged
+#: has a newer stamp at the next look and is judged again, so a verdict is never reused for
+#: content it was not given.
+Judged = tuple[tuple[Any, ...] | None, Verdict]
+#: Judges files given (root, paths, trusted, max_size): one Judged per path, in order.
+Judge = Callable[[Path, list[Path], Mapping[str, Ed25519PublicKey], int], list[Judged]]
 
 
 def judge_one_by_one(root: Path, paths: list[Path], trusted: Mapping[str, Ed25519PublicKey],
-                     max_size: int = MAX_FRAME_SIZE) -> list[Verdict]:
-    return [validate_frame_file(root, path, trusted, max_size) for path in paths]
+                     max_size: int = MAX_FRAME_SIZE) -> list[Judged]:
+    return [judge_one(root, path, trusted, max_size) for path in paths]
+
+
+def judge_one(root: Path, path: Path, trusted: Mapping[str, Ed25519PublicKey], max_size: int) -> Judged:
+    stamp = _stamp(root, path)
+    return stamp, validate_frame_file(root, path, trusted, max_size)
 
 
 def _stamp(root: Path, path: Path) -> tuple[Any, ...] | None:

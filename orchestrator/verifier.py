@@ -23,12 +23,13 @@ from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from folders.frame import Frame
 from folders.keys import parse_public_key, public_key_text
-from folders.validator import Verdict, VerdictCode, judge_one_by_one, validate_frame_file
+from folders.validator import Judged, Verdict, VerdictCode, judge_one, judge_one_by_one
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ STALL_S = 60.0
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-#: (ok, code, message, frame) of a verdict, its path left out (the daemon knows it).
-_Judged = tuple[bool, VerdictCode, str, Frame | None]
+#: (stamp, ok, code, message, frame) of a judged file, its path left out (the daemon knows it).
+_Compact = tuple[tuple[Any, ...] | None, bool, VerdictCode, str, Frame | None]
 
 
 class VerifierPool:
@@ -60,13 +61,13 @@ class VerifierPool:
         self.stall_s = stall_s
 
     def __call__(self, root: Path, paths: list[Path], trusted: Mapping[str, Ed25519PublicKey],
-                 max_size: int) -> list[Verdict]:
+                 max_size: int) -> list[Judged]:
         if self.workers < 2 or len(paths) < self.inline_below:
             return judge_one_by_one(root, paths, trusted, max_size)
         keys = {name: public_key_text(key) for name, key in trusted.items()}
         tasks = [(str(root), [str(p) for p in paths[i:i + self.chunk]], keys, max_size)
                  for i in range(0, len(paths), self.chunk)]
-        judged: list[_Judged] = []
+        judged: list[_Compact] = []
         # fork: the workers start in milliseconds with every module already imported.
         pool = ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=multiprocessing.get_context("fork"),
                                    initializer=_die_with, initargs=(os.getpid(),))
@@ -81,7 +82,7 @@ class VerifierPool:
                 process.kill()  # a stuck worker would hold up shutdown; the executor has no public kill
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        return ([Verdict(*one, path) for path, one in zip(paths, judged)]
+        return ([(stamp, Verdict(*one, path)) for path, (stamp, *one) in zip(paths, judged)]
                 + judge_one_by_one(root, paths[len(judged):], trusted, max_size))
 
 
@@ -103,11 +104,11 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _judge_chunk(task: tuple[str, list[str], dict[str, str], int]) -> list[_Judged]:
+def _judge_chunk(task: tuple[str, list[str], dict[str, str], int]) -> list[_Compact]:
     """In a worker: the verdicts of one chunk, compact (a Path pickles slowly). Judging
     never raises for a bad file; anything else it raises is raised in the daemon, as it
     would be judging there."""
     root, paths, keys, max_size = task
     trusted = {name: parse_public_key(text) for name, text in keys.items()}
-    return [(v.ok, v.code, v.message, v.frame)
-            for v in (validate_frame_file(Path(root), Path(path), trusted, max_size) for path in paths)]
+    return [(stamp, v.ok, v.code, v.message, v.frame)
+            for stamp, v in (judge_one(Path(root), Path(path), trusted, max_size) for path in paths)]

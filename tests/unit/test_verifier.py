@@ -70,7 +70,32 @@ def test_the_pool_gives_exactly_the_verdicts_judged_one_by_one(tmp_path):
     expected = judge_one_by_one(tmp_path, paths, TRUSTED, MAX_SIZE)
     pool = VerifierPool(2, inline_below=2, chunk=7)
     assert pool(tmp_path, paths, TRUSTED, MAX_SIZE) == expected
-    assert sum(v.ok for v in expected) == 40 and len({v.code for v in expected}) >= 10
+    assert sum(v.ok for _, v in expected) == 40 and len({v.code for _, v in expected}) >= 10
+    assert all(stamp is not None for stamp, v in expected if v.ok)
+
+
+def test_a_file_changed_while_it_is_judged_is_judged_again(tmp_path):
+    """The judge stamps a file before reading it (the cache never stamps a file it never
+    saw), so a change during judging leaves an older stamp and the next look judges again."""
+    paths = mixed_tree(tmp_path)
+    changed = Path("ns1/f0001.frame.json")
+
+    def changing(root, todo, trusted, max_size):
+        judged = VerifierPool(2, inline_below=2, chunk=7)(root, todo, trusted, max_size)
+        save_frame(tmp_path, frame("ns1/f0001", n=99))  # after it was read
+        return judged
+
+    asked: list[Path] = []
+
+    def spy(root, todo, trusted, max_size):
+        asked.extend(todo)
+        return judge_one_by_one(root, todo, trusted, max_size)
+
+    cache = VerdictCache()
+    cache.validate_many(tmp_path, paths, TRUSTED, MAX_SIZE, judge=changing)
+    again = cache.validate_many(tmp_path, paths, TRUSTED, MAX_SIZE, judge=spy)
+    assert asked == [Path("bad/missing.frame.json"), changed]
+    assert again[changed] == VerdictCache().validate(tmp_path, changed, TRUSTED, MAX_SIZE)
 
 
 def test_validate_many_keeps_the_cache_as_validate_does(tmp_path):
