@@ -36,10 +36,35 @@ KILL_WAIT_S = 10.0
 
 
 def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (good enough on a test machine)."""
+    """A port that was free on 127.0.0.1 a moment ago, below the range the kernel takes the
+    source ports of outgoing connections from. A port from bind(0) is in that range, so an
+    HTTP client (ours, or another Syncthing's) could take it as its source port before
+    Syncthing binds it, and Syncthing then exits with "address already in use"."""
+    first = _ephemeral_range()[0]
+    if first > _LOWEST_PICKED + 1000:
+        for _ in range(50):
+            port = secrets.choice(range(_LOWEST_PICKED, first))
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: Ports below this are left to services people configure by hand.
+_LOWEST_PICKED = 20000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default; other systems pick theirs from 49152 or higher
 
 
 def find_binary(binary: str | None = None) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import xml.etree.ElementTree as ET
 
 import pytest
 
+from syncthing import process
 from syncthing.configxml import (LOOPBACK_OPTIONS, candidate_homes, find_config, make_loopback_only,
                                  read_gui_endpoint)
 from syncthing.errors import SyncthingConfigError
@@ -110,3 +112,21 @@ def test_make_loopback_only_turns_off_everything_that_leaves_the_machine(tmp_pat
     assert root.find("gui").findtext("address") == "127.0.0.1:1234"
     assert root.find("device").get("name") == "alpha"
     assert path.stat().st_mode & 0o077 == 0
+
+
+def test_free_ports_are_never_ones_an_outgoing_connection_could_take(monkeypatch):
+    """A port from the kernel's range for source ports could be taken by any HTTP client
+    before Syncthing binds it (seen: "bind: address already in use"); picked ports stay
+    below that range and are free, and one held by someone else is not picked."""
+    low, _ = process._ephemeral_range()
+    ports = {process.free_port() for _ in range(40)}
+    assert all(process._LOWEST_PICKED <= port < low for port in ports)
+    assert len(ports) > 30
+    held = socket.socket()
+    held.bind(("127.0.0.1", min(ports)))
+    try:
+        picks = iter([min(ports), max(ports)])  # the held one first
+        monkeypatch.setattr(process.secrets, "choice", lambda seq: next(picks))
+        assert process.free_port() == max(ports)
+    finally:
+        held.close()
