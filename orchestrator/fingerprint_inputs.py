@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from folders.fingerprint import FINGERPRINT_NAME
-from orchestrator.dbversion import DatabaseVersion, file_identity
+from orchestrator.dbversion import DatabaseVersion, T, file_identity
 from orchestrator.heartbeat import link_port
 from orchestrator.node import Node
 from orchestrator.topology import TOPOLOGY_FILE
@@ -54,6 +54,7 @@ class FingerprintInputs:
         self._checked_at = float("-inf")
         self._every = min(FULL_CHECK_S, node.config.traces.fingerprint_stale_s / 4)
         self._own = node.layout.recovery(node.name) / FINGERPRINT_NAME
+        self._counts: tuple[Any, Any] | None = None  # (state.db and topology as seen, the counts)
 
     def due(self) -> Callable[[bool], None] | None:
         """None when nothing the last full check read has changed since, and that check is
@@ -78,6 +79,17 @@ class FingerprintInputs:
     def writer(self) -> sqlite3.Connection | None:
         """The connection to state.db for what the check keeps there (see the module)."""
         return self._databases[1].writer()
+
+    def frame_counts(self, compute: Callable[[], T]) -> T:
+        """`compute()` (the frame counts and frames root: every valid frame's path and hash,
+        seconds with 100k frames), computed again only when state.db or the topology
+        changed. A check's own writes go through `writer()`, which state.db's version here
+        does not see, so a trace change alone no longer recounts the frames. The version
+        is taken before computing: a commit meanwhile shows next time."""
+        at = (self._databases[1].current(), file_identity(self._node.layout.home / TOPOLOGY_FILE))
+        if self._counts is None or self._counts[0] != at:
+            self._counts = (at, compute())
+        return self._counts[1]
 
     def stamp(self) -> tuple[Any, ...]:
         layout = self._node.layout

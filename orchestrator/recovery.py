@@ -37,7 +37,7 @@ from orchestrator.heartbeat import DaemonHealth, link_port, load_heartbeat, read
 from orchestrator.lock import RESTORE, daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
 from orchestrator.meaning import node_profile
 from orchestrator.node import Node
-from orchestrator.metrics import frame_counts, goal_tallies, node_metrics, read_fingerprints, remember
+from orchestrator.metrics import FrameCounts, frame_counts, goal_tallies, node_metrics, read_fingerprints, remember
 from orchestrator.state import open_state, stamp
 from syncthing.errors import SyncthingError
 from syncthing.folderspec import recovery_folder_id
@@ -73,8 +73,9 @@ def announce_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
     done = inputs.due() if inputs is not None else (lambda rewrote: None)
     if done is None:
         return False
-    rewritten = refresh_fingerprint(node, clock=clock, trace=trace, forks=forks,
-                                    through=inputs.writer() if inputs is not None else None)
+    rewritten = refresh_fingerprint(
+        node, clock=clock, trace=trace, forks=forks, through=inputs.writer() if inputs is not None else None,
+        counts=(lambda: inputs.frame_counts(lambda: frame_counts(node))) if inputs is not None else None)
     if rewritten:
         _announce(node, node.name)
     done(rewritten)
@@ -286,14 +287,16 @@ MEASURED_EACH_TIME = frozenset({"access_p95_ms"})
 
 def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
                         trace: Memo | None = None, through: sqlite3.Connection | None = None,
-                        forks: Callable[[], list[ForkView]] | None = None) -> bool:
+                        forks: Callable[[], list[ForkView]] | None = None,
+                        counts: Callable[[], FrameCounts] | None = None) -> bool:
     """Re-sign and rewrite fingerprint.json only when a value in it changed, or when the one
     on disk is half-way to `fingerprint_stale_s` (so peers never see it stale): an idle node
     then gives Syncthing nothing to scan or send. True when it was written. `trace` keeps
     what is computed from every step (goal tallies, facts: seconds on a 1M-step trace)
     while trace.db is unchanged; `through` is the connection to state.db that keeps
     what the refresh writes there (the metrics history, the profile cache; see `remember`);
-    `forks` reads the trace's forks (the daemon's `ForkWatch`, shared with its alerts)."""
+    `forks` reads the trace's forks (the daemon's `ForkWatch`, shared with its alerts);
+    `counts` the frame counts (the daemon's, kept while state.db is unchanged)."""
     from orchestrator.modules import running_modules  # Git: for the publisher, not for `status`
 
     def of_trace(name: str, compute: Callable[[], T]) -> T:
@@ -307,7 +310,7 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
             conn.close()
 
     key = node.signing_key()
-    counts = frame_counts(node)
+    counts = counts() if counts is not None else frame_counts(node)
     metrics = node_metrics(node, counts, tallies=of_trace("tallies", lambda: goal_tallies(node)))
     facts = of_trace("facts", read_facts)
     fp = make_fingerprint(

@@ -223,3 +223,29 @@ def test_the_daemons_fork_watch_reads_the_trace_again_only_when_it_changed(node_
             assert [(f.goal, len(f.branches)) for f in answers[0]] == [("plan the week", 2)]
         finally:
             watch.close()
+
+
+def test_the_frame_counts_are_recounted_only_when_state_db_or_the_topology_changed(node_factory):
+    """A busy trace wakes the fingerprint check often; the frame counts (every valid frame's
+    path and hash: seconds with 100k frames) come from state.db and the topology only, and
+    the check's own writes to state.db do not count as a change."""
+    a = node_factory("solo")
+    with Node.open(a.home) as opened:
+        inputs = FingerprintInputs(opened)
+        counted: list[int] = []
+
+        def count() -> int:
+            counted.append(1)
+            return len(counted)
+        try:
+            a.cli("frame", "put", "notes/first", "--body", '{"v": 0}')
+            assert announce_fingerprint(opened, inputs=inputs)  # counts; keeps its metrics through writer()
+            kept = inputs.frame_counts(count)
+            assert not counted and kept.total == 1
+            a.cli("frame", "put", "notes/second", "--body", '{"v": 1}')  # another writer
+            assert inputs.frame_counts(count) == 1
+            assert inputs.frame_counts(count) == 1
+            (a.home / TOPOLOGY_FILE).write_text('{"namespaces": {}}')
+            assert inputs.frame_counts(count) == 2
+        finally:
+            inputs.close()
