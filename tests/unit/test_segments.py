@@ -515,3 +515,29 @@ def test_a_signed_manifest_whose_created_is_not_a_utc_time_is_refused(published,
     resign(segment.manifest_path, KEYS["a"], created=created)
     error = refused(segment.manifest_path, peer, "bad_manifest")
     assert "created time" in str(error)
+
+
+steps_graphs = st.lists(st.tuples(st.sampled_from(["s", "t", "u"]), st.sampled_from([None, 0, 1, 2, 3]),
+                                  st.sampled_from(["g", "h"])), max_size=40)
+
+
+@settings(max_examples=80, deadline=None)
+@given(graph=steps_graphs, goal=st.sampled_from([None, "g", "h"]))
+def test_forks_found_on_the_index_are_the_forks_of_every_step(tmp_path_factory, graph, goal):
+    """detect_forks reads only the fork points' steps; the answer is exactly what grouping
+    every step with its hash gives, NULL parents (a session's twin first steps) included."""
+    path = new_trace(tmp_path_factory.mktemp("forks") / "t.db")
+    with closing(connect(path)) as conn:
+        hashes: list[str] = []
+        for n, (session, parent, goal_of) in enumerate(graph):
+            ref = hashes[parent] if parent is not None and parent < len(hashes) else None
+            h = step_hash(session, goal_of, ref, "a", ts(n % 60), "inference", str(n))
+            conn.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (h, session, goal_of, ref, "a", ts(n % 60), "inference", str(n)))
+            hashes.append(h)
+        where, args = ("WHERE goal = ?", (goal,)) if goal is not None else ("", ())
+        expected = sorted((Fork(session, parent, tuple(sorted(joined.split(" ")))) for session, parent, joined in
+                           conn.execute(f"SELECT session, parent, group_concat(hash, ' ') FROM steps {where} "
+                                        "GROUP BY session, parent HAVING count(*) > 1", args)),
+                          key=lambda f: (f.session, f.parent or "", f.branches))
+        assert detect_forks(conn, goal) == expected
