@@ -6,8 +6,8 @@ each, on the sending node and again on the receiving one: most of what twinsync 
 Syncthing's latency. The formats are small and fixed, so a commit is written here instead:
 
 - an object is the file `objects/<2 hex>/<38 hex>` holding zlib(`<kind> <size>\\0<body>`),
-  named by the SHA-1 of what it deflates to; it is written under a temporary name and renamed,
-  so a reader never sees half of one;
+  named by the SHA-1 of what it inflates to; it is written under a temporary name and renamed,
+  so a reader never sees half of one; many objects at once go into one pack (`store`);
 - a ref is one line, moved as Git moves it: `<ref>.lock` is created exclusively, the current
   value is compared with the expected one, and the lock is renamed over the ref; the reflog
   gets the line `git update-ref -m` would append.
@@ -45,7 +45,8 @@ Tree = dict[bytes, Entry]
 
 #: From this many objects at once, they are written as one pack rather than loose files.
 PACK_MIN = 64
-#: How many bytes of file content one `store` call takes at most (a pack is built in memory).
+#: How many bytes of file content a caller gives one `store` call at most (a pack is built
+#: in memory; FrameRepo.commit stores a batch's files this much at a time).
 CHUNK_BYTES = 32 << 20
 _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}
 #: Trees kept, counted in entries (a 100-frame folder is 100): about 4 MB at most.
