@@ -11,8 +11,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -108,6 +110,17 @@ def stays_false(predicate: Callable[[], object], seconds: float, interval: float
         time.sleep(interval)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def stop_all(stop: Callable[[T], R], processes: list[T]) -> list[R]:
+    """Stop them all at once: each stop waits for its own process to exit (Syncthing takes
+    seconds to shut down), so one after the other a three-node test spent 12-15 s in teardown."""
+    with ThreadPoolExecutor(max(1, len(processes))) as pool:
+        return list(pool.map(stop, processes))
+
+
 @pytest.fixture
 def syncthing_factory(tmp_path: Path) -> Iterator[Callable[[str], ManagedSyncthing]]:
     """Start real `syncthing serve` processes, loopback only; all stopped at teardown."""
@@ -121,8 +134,7 @@ def syncthing_factory(tmp_path: Path) -> Iterator[Callable[[str], ManagedSyncthi
         return st
 
     yield start
-    for st in started:
-        st.stop()
+    stop_all(ManagedSyncthing.stop, started)
 
 
 @dataclass
@@ -220,5 +232,5 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[[TestNode], DaemonProces
         return daemon
 
     yield start
-    codes = {d.log_path.name: d.stop() for d in started}
+    codes = dict(zip((d.log_path.name for d in started), stop_all(DaemonProcess.stop, started)))
     assert all(code in (0, -9) for code in codes.values()), codes
