@@ -113,6 +113,23 @@ def _pack_header(kind: int, size: int) -> bytes:
     return bytes(out)
 
 
+def _put_file(tmp: str, final: str | Path, data: bytes, *, fsync: bool) -> None:
+    """`data` written to the new file `tmp` (read-only, as Git's objects are), then renamed to
+    `final`, so a reader sees all of it or nothing; on failure `tmp` is gone too. Git's
+    `prune` removes the `tmp_*` a kill -9 leaves."""
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 class _TreeCache:
     """Trees by sha, the least recently used dropped first once they hold too many entries.
     Locked: a daemon's threads each open the repository."""
@@ -195,20 +212,12 @@ class ObjectStore:
                           struct.pack(f">{len(entries)}I", *(off for _, _, off in entries)), pack[-20:]])
         index += hashlib.sha1(index).digest()
         name = pack_dir / f"pack-{pack[-20:].hex()}"
-        written = []
         try:
             for suffix, data in ((".pack", pack), (".idx", index)):
-                tmp = pack_dir / f"tmp_{suffix[1:]}_{os.getpid()}_{time.monotonic_ns()}"
-                written.append(tmp)
-                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())  # Git fsyncs packs too: a pack is many commits' worth
-                os.replace(tmp, name.with_suffix(suffix))
+                # fsynced, as Git fsyncs packs: a pack is many commits' worth
+                _put_file(f"{pack_dir}/tmp_{suffix[1:]}_{os.getpid()}_{time.monotonic_ns()}",
+                          name.with_suffix(suffix), data, fsync=True)
         except OSError as exc:
-            for tmp in written:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
             raise GitStoreError(f"Cannot write a Git pack into {pack_dir} ({exc.strerror}); free some "
                                 "disk space or fix the folder's permissions.") from None
 
@@ -223,18 +232,14 @@ class ObjectStore:
         if os.path.exists(path):
             return sha
         tmp = f"{self.objects}/{sha[:2]}/tmp_obj_{os.getpid()}_{time.monotonic_ns()}"
+        deflated = zlib.compress(data, 1)
         try:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+                _put_file(tmp, path, deflated, fsync=False)
             except FileNotFoundError:  # the first object whose sha starts with these two digits
                 os.makedirs(os.path.dirname(tmp), exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-            with open(fd, "wb") as fh:
-                fh.write(zlib.compress(data, 1))
-            os.replace(tmp, path)
+                _put_file(tmp, path, deflated, fsync=False)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise GitStoreError(f"Cannot write a Git object into {self.objects} ({exc.strerror}); "
                                 "free some disk space or fix the folder's permissions.") from None
         return sha
@@ -248,8 +253,8 @@ class ObjectStore:
             return self._read_packed(sha)
         except (OSError, zlib.error) as exc:
             raise GitStoreError(f"The Git object {sha} in {self.objects} cannot be read ({exc}); run "
-                                 f"`git --git-dir {self.objects.parent} fsck` and restore frames.git "
-                                 "from a backup if it reports damage.") from None
+                                f"`git --git-dir {self.objects.parent} fsck` and restore frames.git "
+                                "from a backup if it reports damage.") from None
         header, _, body = data.partition(b"\0")
         return header.partition(b" ")[0], body
 
@@ -269,7 +274,7 @@ class ObjectStore:
         kind, body = self.read(commit)
         if kind != b"commit" or not body.startswith(b"tree "):
             raise GitStoreError(f"The Git object {commit} in {self.objects} is not a commit; run "
-                                 "`git fsck` on the repository.")
+                                "`git fsck` on the repository.")
         return body[5:45].decode()
 
     def updated_tree(self, base: str | None, changes: dict[tuple[bytes, ...], Entry | None]) -> str:
@@ -328,7 +333,7 @@ def move_ref(git_dir: Path, ref: str, new: str, old: str | None, committer: str,
             time.sleep(0.01)
         except OSError as exc:
             raise GitStoreError(f"Cannot lock {ref} in {git_dir} ({exc.strerror}); free some disk "
-                                 "space or fix the folder's permissions.") from None
+                                "space or fix the folder's permissions.") from None
     try:
         with os.fdopen(fd, "w") as fh:
             current = ref_value(git_dir, ref)

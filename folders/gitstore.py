@@ -48,7 +48,6 @@ MAIN_BRANCH = "main"
 _COMMITTER = f"{COMMITTER_NAME} <{COMMITTER_EMAIL}>"
 
 _BAD_NAME_CHARS = set("<>\n\r\0")
-__all__ = ["GitStoreError", "FrameRepo", "Revision"]
 
 
 @dataclass(frozen=True)
@@ -307,8 +306,8 @@ class FrameRepo:
         Paths that did not change, are excluded (info/exclude), are folders or exist neither
         on disk nor in Git are skipped. Returns the new commit's sha, or None when there is
         nothing to commit. `checked`: the caller vouches that every path is a frame file it
-        just validated or one that is gone (the pipeline does), so the `git check-ignore`
-        that filters excluded paths is not needed.
+        just validated or one that is gone (the pipeline does), so matching them against
+        the excluded patterns is not needed.
         """
         wanted = list(dict.fromkeys(_rel_path(p) for p in paths))
         _check_name(author)
