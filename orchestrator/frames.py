@@ -118,7 +118,7 @@ def list_frames(node: Node, *, shadow: bool = False) -> list[FrameEntry]:
     root = node.layout.frames_local if shadow else node.layout.frames_shared
     trusted = node.trusted_keys()
     entries = []
-    for rel, _ in sorted(walk_files(root)):
+    for rel in sorted(rel for rel, _ in walk_files(root)):
         if classify(rel) != "frame":
             continue
         v = validate_frame_file(root, Path(rel), trusted, node.config.frames.max_size)

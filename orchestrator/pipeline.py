@@ -20,8 +20,7 @@ import os
 import stat
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -33,6 +32,7 @@ from folders.gitstore import FrameRepo, GitStoreError
 from folders.trace import utc_now
 from folders.validator import Judge, Verdict, VerdictCache
 from orchestrator.conflicts import ConflictQueue
+from orchestrator.forked import Forked, ForkedError, cores
 from orchestrator.lock import frames_lock
 from orchestrator.node import Node
 from orchestrator.state import open_state, read_state, stamp, upsert
@@ -346,43 +346,79 @@ class FramePipeline:
 
     def changed_on_disk(self) -> set[str]:
         """Paths whose disk state differs from the index, or that the index or Git know but
-        the disk no longer has: stat only, so 100k unchanged frames cost one directory walk.
-        Git lists its tree on the other core meanwhile."""
-        with ThreadPoolExecutor(1, thread_name_prefix="twinsync-tracked") as git:
-            tracked = git.submit(self.repo.tracked)
-            db = read_state(self.node.layout.state_db)
-            try:
-                indexed = set(db.execute("SELECT path, size, mtime_ns FROM frames"))
-            finally:
-                db.close()
-            return stale_paths(self.root, indexed, tracked.result)
+        the disk no longer has: stat only, so 100k unchanged frames cost one directory walk."""
+        return stale_paths(self.root, indexed_stats(self.node.layout.state_db), self.repo.tracked,
+                           workers=cores())
 
 
-def stale_paths(root: Path, indexed: set[tuple[str, int, int]],
-                tracked: Callable[[], Iterable[str]]) -> set[str]:
-    """The reconcile's comparison: files under `root` whose (path, size, mtime_ns) is not an
-    `indexed` row, and paths indexed or `tracked` that the walk did not find. Sets of
-    tuples compared whole, so an unchanged tree costs no per-file Python beyond the walk;
-    `tracked` is called only after the walk, so Git's listing can overlap it."""
-    on_disk, seen = set(), set()
-    for rel, st in walk_files(root):
-        if not _ignored_name(rel.rsplit("/", 1)[-1]):
-            seen.add(rel)
-            on_disk.add((rel, st.st_size, st.st_mtime_ns))
-    # A file no row matches is new or changed; a row no file matches is such a file's old
-    # row or a file the disk no longer has.
-    stale = {rel for rel, _, _ in on_disk ^ indexed}
-    return stale | (set(tracked()) - seen)
+def indexed_stats(state_db: Path) -> dict[str, tuple[int, int]]:
+    """The index as the reconcile compares it: path -> (size, mtime_ns)."""
+    db = read_state(state_db)
+    try:
+        return {path: (size, mtime) for path, size, mtime in db.execute("SELECT path, size, mtime_ns FROM frames")}
+    finally:
+        db.close()
 
 
-def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+#: Below this many indexed frames the reconcile walks in the daemon: forking costs about
+#: 10 ms, what walking 2,000 files does.
+FORK_ABOVE = 10_000
+#: A walk's child that has not answered in this long is stuck or dead: 100k files take
+#: under a second, and walking in the daemon is always correct, only slower.
+WALK_STALL_S = 120.0
+
+
+def stale_paths(root: Path, indexed: Mapping[str, tuple[int, int]], tracked: Callable[[], Iterable[str]],
+                *, workers: int = 1, fork_above: int = FORK_ABOVE) -> set[str]:
+    """The reconcile's comparison: files under `root` whose (size, mtime_ns) is not what
+    `indexed` holds for them, paths indexed that the walk did not find, and paths `tracked`
+    that are not indexed (a file Git holds but the disk lacks is then new or gone either way).
+
+    With `workers` cores and more than `fork_above` indexed paths, each of `workers` forked
+    children stats its own share of the files, while `tracked` (Git's listing) is read here:
+    the stat calls are most of a reconcile and overlap only across processes."""
+    if workers < 2 or len(indexed) <= fork_above:
+        return stale_share(str(root), indexed) | (set(tracked()) - indexed.keys())
+    try:
+        with Forked(stale_share, [(str(root), indexed, k, workers) for k in range(workers)]) as shares:
+            git_only = set(tracked()) - indexed.keys()
+            stale = set().union(*shares.results(WALK_STALL_S))
+    except ForkedError as exc:
+        logger.warning("The reconcile's walkers %s; walking frames.shared/ in the daemon instead.", exc)
+        stale = stale_share(str(root), indexed)
+    return stale | git_only
+
+
+def stale_share(root: str, indexed: Mapping[str, tuple[int, int]], share: int = 0, shares: int = 1) -> set[str]:
+    """One share of the reconcile (the paths whose `hash() % shares` is `share`, the same in
+    every child forked from one process): its files whose (size, mtime_ns) is not the
+    indexed one, and its indexed paths that the walk did not find. A file gone between the
+    listing and its stat counts as not found."""
+    stale, seen = set(), set()
+    for rel, entry in walk_files(root):
+        if hash(rel) % shares != share or _ignored_name(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        seen.add(rel)
+        if indexed.get(rel) != (st.st_size, st.st_mtime_ns):
+            stale.add(rel)
+    stale.update(rel for rel in indexed if hash(rel) % shares == share and rel not in seen)
+    return stale
+
+
+def walk_files(root: Path | str) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Files under root (a directory named like a frame counts as one), skipping Syncthing's
-    own. Plain strings, not pathlib: this walks 100k files at every reconcile."""
+    own folders, as (path relative to root, its directory entry, not yet stat-ed). Plain
+    strings, not pathlib: this walks 100k files at every reconcile."""
     stack = [("", str(root))]
     while stack:
         prefix, directory = stack.pop()
         try:
-            entries = list(os.scandir(directory))
+            with os.scandir(directory) as listing:
+                entries = list(listing)
         except OSError:
             continue
         for entry in entries:
@@ -391,7 +427,7 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
                 if not is_syncthing_internal(rel) and entry.name not in SYNCTHING_MARKERS:
                     stack.append((rel + "/", entry.path))
                 continue
-            yield rel, entry.stat(follow_symlinks=False)
+            yield rel, entry
 
 
 #: Paths listed in a commit message; Git's own history has the full list.

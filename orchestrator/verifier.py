@@ -11,14 +11,8 @@ and the files not yet judged are judged here, so a batch is never lost, only slo
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import multiprocessing
 import os
-import signal
-import sys
-import threading
-import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -30,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from folders.frame import Frame
 from folders.keys import parse_public_key, public_key_text
 from folders.validator import Judged, Verdict, VerdictCode, judge_one, judge_one_by_one
+from orchestrator.forked import FORK, cores, die_with
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +38,6 @@ CHUNK = 200
 #: ordinary frames takes milliseconds, and judging here is always correct, only slower.
 STALL_S = 60.0
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
 #: (stamp, ok, code, message, frame) of a judged file, its path left out (the daemon knows it).
 _Compact = tuple[tuple[Any, ...] | None, bool, VerdictCode, str, Frame | None]
 
@@ -55,7 +48,7 @@ class VerifierPool:
 
     def __init__(self, workers: int | None = None, *, inline_below: int = INLINE_BELOW,
                  chunk: int = CHUNK, stall_s: float = STALL_S) -> None:
-        self.workers = workers or len(os.sched_getaffinity(0))
+        self.workers = workers or cores()
         self.inline_below = inline_below
         self.chunk = chunk
         self.stall_s = stall_s
@@ -69,8 +62,8 @@ class VerifierPool:
                  for i in range(0, len(paths), self.chunk)]
         judged: list[_Compact] = []
         # fork: the workers start in milliseconds with every module already imported.
-        pool = ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_die_with, initargs=(os.getpid(),))
+        pool = ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=FORK,
+                                   initializer=die_with, initargs=(os.getpid(),))
         try:
             for answer in [pool.submit(_judge_chunk, task) for task in tasks]:
                 judged.extend(answer.result(timeout=self.stall_s))
@@ -84,24 +77,6 @@ class VerifierPool:
             pool.shutdown(wait=True, cancel_futures=True)
         return ([(stamp, Verdict(*one, path)) for path, (stamp, *one) in zip(paths, judged)]
                 + judge_one_by_one(root, paths[len(judged):], trusted, max_size))
-
-
-def _die_with(parent: int) -> None:
-    """In a worker: end when the daemon ends. A forked worker holds the daemon's open files,
-    its `flock`s on daemon.lock and frames.lock among them, and would otherwise wait for
-    work forever after a kill -9, so a restarted daemon could not take its locks."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    else:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    if os.getppid() != parent:  # it died before the line above
-        os._exit(1)
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.2)
-    os._exit(1)
 
 
 def _judge_chunk(task: tuple[str, list[str], dict[str, str], int]) -> list[_Compact]:

@@ -37,7 +37,7 @@ from folders.trace import connect
 from folders.validator import Judge, Verdict, VerdictCache, judge_one_by_one
 from orchestrator import frames as frames_service
 from orchestrator.node import Node
-from orchestrator.pipeline import FramePipeline, walk_files
+from orchestrator.pipeline import FramePipeline, indexed_stats, walk_files
 from orchestrator.verifier import VerifierPool
 from syncthing.folderspec import FRAMES_FOLDER_ID
 from syncthing.process import ManagedSyncthing
@@ -330,15 +330,6 @@ def build_big_home(bench: Bench, n: int) -> BigHome:
 
 # -- figure 2: reconcile -------------------------------------------------------------------
 
-def read_index(state_db: Path) -> int:
-    """The reconcile's read of the index, on its own."""
-    conn = sqlite3.connect(state_db)
-    try:
-        return len(set(conn.execute("SELECT path, size, mtime_ns FROM frames")))
-    finally:
-        conn.close()
-
-
 def measure_reconcile(bench: Bench, big: BigHome) -> dict:
     with Node.open(big.home) as node, FrameRepo(node.layout.frames_git) as repo:
         pipeline = FramePipeline(node, repo)
@@ -352,9 +343,10 @@ def measure_reconcile(bench: Bench, big: BigHome) -> dict:
             if changed:
                 raise AssertionError(f"changed_on_disk() returned {len(changed)} paths on an unchanged tree")
             # Where the time goes: its parts, called on their own (Git's listing overlaps the walk).
-            walk_s, _, _ = median_time(lambda: sum(1 for _ in walk_files(root)), 3)
+            walk_s, _, _ = median_time(lambda: sum(1 for _, entry in walk_files(root)
+                                                   if entry.stat(follow_symlinks=False)), 3)
             tracked_s, _, _ = median_time(repo.tracked, 3)
-            select_s, _, _ = median_time(lambda: read_index(node.layout.state_db), 3)
+            select_s, _, _ = median_time(lambda: indexed_stats(node.layout.state_db), 3)
 
     def find() -> int:
         out = subprocess.run(f"find '{root}' -type f | wc -l", shell=True, capture_output=True,

@@ -35,9 +35,10 @@ def old_classify(rel: str) -> str:
 def old_changed(root: Path, indexed: dict[str, tuple[int, int]], tracked: set[str]) -> set[str]:
     """`changed_on_disk` as it was before the reconcile was made faster."""
     changed, seen = set(), set()
-    for rel, info in walk_files(root):
+    for rel, entry in walk_files(root):
         if old_classify(rel) == "ignore":
             continue
+        info = entry.stat(follow_symlinks=False)
         seen.add(rel)
         if indexed.get(rel) != (info.st_size, info.st_mtime_ns):
             changed.add(rel)
@@ -70,13 +71,13 @@ row = st.sampled_from(["true", "size", "mtime"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(entries=st.lists(entry, max_size=12), rows=st.lists(row, max_size=30),
        extra=st.lists(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map("/".join), max_size=4),
-       tracked_every=st.integers(1, 3))
-def test_stale_paths_finds_exactly_what_the_old_comparison_found(entries, rows, extra, tracked_every):
+       tracked_every=st.integers(1, 3), workers=st.integers(2, 4))
+def test_stale_paths_finds_exactly_what_the_old_comparison_found(entries, rows, extra, tracked_every, workers):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "frames.shared"
         root.mkdir()
         build(root, entries)
-        on_disk = sorted(walk_files(root))
+        on_disk = sorted((rel, entry.stat(follow_symlinks=False)) for rel, entry in walk_files(root))
         indexed: dict[str, tuple[int, int]] = {}
         for (rel, info), how in zip(on_disk, rows):
             size, mtime = info.st_size, info.st_mtime_ns
@@ -86,8 +87,9 @@ def test_stale_paths_finds_exactly_what_the_old_comparison_found(entries, rows, 
         tracked = {rel for i, (rel, _) in enumerate(on_disk) if i % tracked_every == 0} | set(extra[:2])
 
         expected = old_changed(root, indexed, tracked)
-        rows_set = {(rel, size, mtime) for rel, (size, mtime) in indexed.items()}
-        assert stale_paths(root, rows_set, lambda: tracked) == expected
+        assert stale_paths(root, indexed, lambda: tracked) == expected
+        # The same split between forked children, however many.
+        assert stale_paths(root, indexed, lambda: tracked, workers=workers, fork_above=0) == expected
         assert {rel for rel, _ in on_disk if classify(rel) != old_classify(rel)} == set()
 
 
@@ -101,11 +103,11 @@ def test_stale_paths_reports_a_deleted_frame_git_still_holds_and_a_changed_one(t
     (root / ".stignore").write_text("")
     (root / "ns" / ".syncthing.kept.frame.json.tmp").write_text("partial")
 
-    def row(rel: str, bump: int = 0) -> tuple[str, int, int]:
+    def row(rel: str, bump: int = 0) -> tuple[str, tuple[int, int]]:
         info = os.lstat(root / rel)
-        return rel, info.st_size, info.st_mtime_ns + bump
+        return rel, (info.st_size, info.st_mtime_ns + bump)
 
-    indexed = {row("ns/kept.frame.json"), row("ns/edited.frame.json", bump=1), ("ns/gone.frame.json", 3, 3)}
+    indexed = dict([row("ns/kept.frame.json"), row("ns/edited.frame.json", bump=1), ("ns/gone.frame.json", (3, 3))])
     tracked = ["ns/kept.frame.json", "ns/deleted-in-git.frame.json"]
     assert stale_paths(root, indexed, lambda: tracked) == {
         "ns/edited.frame.json", "ns/gone.frame.json", "ns/deleted-in-git.frame.json", "ns/dir.frame.json"}
