@@ -114,6 +114,16 @@ def _check_name(author: str) -> str:
     return author
 
 
+#: Git's split index for our own update-index: a change is written to a small file beside
+#: a shared one that is rewritten only after many changes, not the whole index each time
+#: (100k frames: 80 -> 30 ms a batch). Once on, the index stays split for every Git command.
+#: A replaced shared file is removed once unused for an hour rather than Git's two weeks
+#: (each is as big as the index); every read keeps the one in use fresh. A Git older than
+#: 2.31 ignores these variables and keeps a whole index, which is correct too.
+_SPLIT_INDEX = {"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "core.splitIndex", "GIT_CONFIG_VALUE_0": "true",
+                "GIT_CONFIG_KEY_1": "splitIndex.sharedIndexExpire", "GIT_CONFIG_VALUE_1": "1.hour.ago"}
+
+
 def _stdin(data: bytes) -> Any:
     """GitPython hands `istream` straight to Popen, so it needs a real file, not BytesIO."""
     fh = tempfile.TemporaryFile()
@@ -351,12 +361,15 @@ class FrameRepo:
         """Bring the index up to the commits made since the last call: one `git update-index`.
         Commits never read the index; it is kept so `git status` in the frames repository
         tells the truth, so a caller does this once its own work is recorded (the pipeline:
-        after the frame index), and `close()` does it for the rest."""
+        after the frame index), and `close()` does it for the rest. In split-index mode
+        (`_SPLIT_INDEX`): Git otherwise rewrites the whole index, 8.8 MB for 100k frames,
+        for every batch."""
         if not self._unindexed:
             return
         paths, self._unindexed = sorted(self._unindexed), set()
         self._run("update-index", "--add", "--remove", "-z", "--stdin",
-                  stdin=b"\0".join(os.fsencode(p) for p in paths), what="bring the index up to the commits")
+                  stdin=b"\0".join(os.fsencode(p) for p in paths), env=_SPLIT_INDEX,
+                  what="bring the index up to the commits")
 
     def _store(self, read: list[tuple[tuple[bytes, ...], bytes, bytes]],
                changes: dict[tuple[bytes, ...], Entry | None]) -> None:

@@ -161,6 +161,28 @@ def test_checked_paths_skip_nothing_that_matters(repo):
     assert git_cli(repo, "status", "--porcelain") == ""
 
 
+def test_the_index_is_kept_split_and_true_whoever_writes_it(repo):
+    # A batch writes a small split index, not the whole index again; plain Git commands
+    # (no splitIndex setting) keep reading and writing it, and `git status` stays true.
+    def shared_index() -> str:
+        return git_cli(repo, "rev-parse", "--shared-index-path").strip()
+
+    for k in range(3):
+        write(repo.work_tree, f"ns/{k}.frame.json", f"{k}\n")
+        repo.commit([f"ns/{k}.frame.json"], "add", "laptop", checked=True)
+        repo.sync_index()
+        assert shared_index() and Path(shared_index()).is_file()
+    assert git_cli(repo, "status", "--porcelain") == ""
+    write(repo.work_tree, "ns/0.frame.json", "edited\n")
+    git_cli(repo, "add", "ns/0.frame.json")  # another writer of the index: a person's Git
+    assert shared_index() and git_cli(repo, "status", "--porcelain") == "M  ns/0.frame.json\n"
+    repo.commit(["ns/0.frame.json"], "edit", "laptop", checked=True)
+    repo.sync_index()
+    assert git_cli(repo, "status", "--porcelain") == ""
+    assert git_cli(repo, "ls-files") == "ns/0.frame.json\nns/1.frame.json\nns/2.frame.json\n"
+    git_cli(repo, "fsck", "--strict")
+
+
 @pytest.mark.parametrize("packed", [False, True], ids=["loose-ref", "packed-ref"])
 def test_a_commit_by_another_writer_becomes_the_parent(paths, packed):
     # The daemon's repo remembers the commit it made last; a frame put from the CLI (another
