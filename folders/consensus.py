@@ -13,9 +13,13 @@ row, so they count. Only published sessions count toward consensus; local shadow
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from typing import NamedTuple
 
 from folders.decisions import DECISION_GOAL_PREFIX
@@ -82,45 +86,116 @@ def tally_goals(db: TraceDB | sqlite3.Connection, goal: str | None = None) -> di
     The reads share one transaction, so a merge committing meanwhile is wholly in or out.
     """
     conn = as_connection(db)
-    args: tuple = () if goal is None else (goal,)
+    with _reading(conn):
+        return _tally(conn, None if goal is None else [goal], _unpublished(conn))
+
+
+@dataclass(frozen=True)
+class TallyBook:
+    """Every goal's tally (as `tally_goals` gives them) and the state of the trace they were
+    taken at, so that `update_tallies` re-tallies only the goals a change can touch: a
+    merged peer session changes a handful of goals, and tallying 1M steps whole takes
+    seconds. Steps are only ever added to a trace.db (a restore replaces the file), so the
+    highest rowid marks what was tallied; the step count and the hash at that rowid catch a
+    file that was replaced or had steps removed, which is then tallied whole."""
+
+    tallies: dict[str, GoalTally]
+    upto: int
+    tail: str | None
+    steps: int
+    unpublished: frozenset[str]
+
+
+#: Past this share of the goals, re-tallying goal by goal (an index walk each) costs more
+#: than one pass over every step.
+RETALLY_SHARE = 0.25
+
+
+def update_tallies(db: TraceDB | sqlite3.Connection, book: TallyBook | None = None, *,
+                   share: float = RETALLY_SHARE) -> TallyBook:
+    """`book` brought up to the trace as it is now, in one read transaction: the goals of
+    every session that gained steps or changed between published and not are tallied
+    again (a session's steps in all its goals, as a forked session's tip depends on all of
+    them). None, a book of another trace, or changes touching more than `share` of the
+    goals: tallied whole."""
+    conn = as_connection(db)
+    with _reading(conn):
+        upto, tail = conn.execute("SELECT rowid, hash FROM steps ORDER BY rowid DESC LIMIT 1").fetchone() or (0, None)
+        steps = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
+        unpublished = _unpublished(conn)
+        if book is not None and (upto, tail, steps, unpublished) == (book.upto, book.tail, book.steps,
+                                                                   book.unpublished):
+            return book
+        if book is not None and upto >= book.upto and (
+                steps == book.steps + conn.execute("SELECT count(*) FROM steps WHERE rowid > ?",
+                                                   (book.upto,)).fetchone()[0]
+                and conn.execute("SELECT hash FROM steps WHERE rowid = ?", (book.upto,)).fetchone()
+                == ((book.tail,) if book.upto else None)):
+            touched = {row[0] for row in conn.execute("SELECT DISTINCT session FROM steps WHERE rowid > ?",
+                                                      (book.upto,))} | (unpublished ^ book.unpublished)
+            goals = sorted({row[0] for row in conn.execute(
+                "SELECT DISTINCT goal FROM steps WHERE session IN (SELECT value FROM json_each(?))",
+                [json.dumps(sorted(touched))]) if not row[0].startswith(DECISION_GOAL_PREFIX)})
+            if len(goals) <= share * len(book.tallies):
+                tallies = {g: t for g, t in book.tallies.items() if g not in goals}
+                tallies.update(_tally(conn, goals, unpublished))
+                return TallyBook(tallies, upto, tail, steps, unpublished)
+        return TallyBook(_tally(conn, None, unpublished), upto, tail, steps, unpublished)
+
+
+@contextmanager
+def _reading(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction, unless the caller holds one already."""
     own_transaction = not conn.in_transaction
     if own_transaction:
         conn.execute("BEGIN")
     try:
-        unpublished = {row[0] for row in conn.execute(
-            "SELECT session FROM sessions WHERE status != 'published'")}
-        routes: Counter[str] = Counter()
-        forked: dict[str, set[str]] = defaultdict(set)
-        for g, session, forks in conn.execute(_SESSIONS_ALL if goal is None else _SESSIONS_ONE, args):
-            if session not in unpublished:
-                routes[g] += 1
-                if forks:
-                    forked[g].add(session)
-        conclusions: dict[tuple[str, str], str] = {}
-        repeated = set()
-        for g, session, content in conn.execute(_CHILDLESS_ALL if goal is None else _CHILDLESS_ONE,
-                                                args):
-            if session in unpublished or session in forked.get(g, ()):
-                continue
-            if (g, session) in conclusions:
-                repeated.add((g, session))
-            conclusions[g, session] = content
-        for g, session in repeated:
-            conclusions[g, session] = conn.execute(_NEWEST_CHILDLESS, (g, session)).fetchone()[0]
-        for g, sessions in forked.items():
-            for session in sessions:
-                tip = SessionGraph(load_steps(conn, session)).resolved_tip()
-                if tip is not None and tip.kind == "conclusion":
-                    conclusions[g, session] = tip.content
+        yield
     finally:
         if own_transaction:
             conn.execute("COMMIT")
+
+
+def _unpublished(conn: sqlite3.Connection) -> frozenset[str]:
+    return frozenset(row[0] for row in conn.execute("SELECT session FROM sessions WHERE status != 'published'"))
+
+
+def _tally(conn: sqlite3.Connection, goals: list[str] | None,
+           unpublished: frozenset[str]) -> dict[str, GoalTally]:
+    """`tally_goals`' rule, for every goal (None; decisions left out) or for `goals`."""
+    def each(whole: str, one: str) -> Iterable[tuple]:
+        if goals is None:
+            return conn.execute(whole)
+        return chain.from_iterable(conn.execute(one, (g,)) for g in goals)
+
+    routes: Counter[str] = Counter()
+    forked: dict[str, set[str]] = defaultdict(set)
+    for g, session, forks in each(_SESSIONS_ALL, _SESSIONS_ONE):
+        if session not in unpublished:
+            routes[g] += 1
+            if forks:
+                forked[g].add(session)
+    conclusions: dict[tuple[str, str], str] = {}
+    repeated = set()
+    for g, session, content in each(_CHILDLESS_ALL, _CHILDLESS_ONE):
+        if session in unpublished or session in forked.get(g, ()):
+            continue
+        if (g, session) in conclusions:
+            repeated.add((g, session))
+        conclusions[g, session] = content
+    for g, session in repeated:
+        conclusions[g, session] = conn.execute(_NEWEST_CHILDLESS, (g, session)).fetchone()[0]
+    for g, sessions in forked.items():
+        for session in sessions:
+            tip = SessionGraph(load_steps(conn, session)).resolved_tip()
+            if tip is not None and tip.kind == "conclusion":
+                conclusions[g, session] = tip.content
     by_goal: dict[str, Counter[str]] = defaultdict(Counter)
     for (g, _), content in conclusions.items():
         by_goal[g][content] += 1
     tallies = {}
     for g, count in routes.items():
-        if goal is None and g.startswith(DECISION_GOAL_PREFIX):
+        if goals is None and g.startswith(DECISION_GOAL_PREFIX):
             continue
         tally = by_goal.get(g)
         if not tally:

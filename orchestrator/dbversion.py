@@ -62,6 +62,7 @@ class Memo:
         self._version = DatabaseVersion(path)
         self._at: tuple[Any, ...] | None = None
         self._kept: dict[str, Any] = {}
+        self._carried: dict[str, tuple[tuple[Any, ...] | None, Any]] = {}
 
     def get(self, name: str, compute: Callable[[], T]) -> T:
         """`compute()`'s result, computed again only when the database changed since. The
@@ -72,6 +73,17 @@ class Memo:
         if name not in self._kept:
             self._kept[name] = compute()
         return self._kept[name]
+
+    def carry(self, name: str, update: Callable[[T | None], T]) -> T:
+        """Like `get`, but when the database changed, `update` is given the result kept for
+        the version before (None the first time), to bring it up to date rather than
+        compute it whole."""
+        at = self._version.current()
+        kept_at, value = self._carried.get(name, (None, None))
+        if name not in self._carried or kept_at != at:
+            value = update(value)
+            self._carried[name] = (at, value)
+        return value
 
     def close(self) -> None:
         self._version.close()

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from folders.fingerprint import FINGERPRINT_NAME, FingerprintView, compare, read_fingerprint
 from folders.metrics import Metrics, compute_metrics, frames_root
-from folders.consensus import GoalTally, tally_goals
+from folders.consensus import GoalTally, TallyBook, update_tallies
 from folders.trace import connect
 from orchestrator.node import Node
 from orchestrator.state import read_state, write_state
@@ -44,11 +44,12 @@ def frame_counts(node: Node) -> FrameCounts:
     return FrameCounts(len(valid) + invalid, conflicts, invalid, frames_root(shared))
 
 
-def goal_tallies(node: Node) -> dict[str, GoalTally]:
-    """Consensus for every goal of the trace: the metrics' scan of every step."""
+def goal_tallies(node: Node, book: TallyBook | None = None) -> TallyBook:
+    """Consensus for every goal of the trace: the metrics' scan of every step, or only of the
+    goals that changed since `book`."""
     conn = connect(node.layout.trace_db)
     try:
-        return tally_goals(conn)
+        return update_tallies(conn, book)
     finally:
         conn.close()
 

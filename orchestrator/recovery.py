@@ -311,7 +311,9 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
 
     key = node.signing_key()
     counts = counts() if counts is not None else frame_counts(node)
-    metrics = node_metrics(node, counts, tallies=of_trace("tallies", lambda: goal_tallies(node)))
+    tallies = (trace.carry("tallies", lambda book: goal_tallies(node, book)) if trace is not None
+               else goal_tallies(node))
+    metrics = node_metrics(node, counts, tallies=tallies.tallies)
     facts = of_trace("facts", read_facts)
     fp = make_fingerprint(
         node=node.name, device_id=node.config.device_id, version=__version__,
