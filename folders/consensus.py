@@ -25,6 +25,7 @@ from typing import NamedTuple
 from folders.decisions import DECISION_GOAL_PREFIX
 from folders.forks import SessionGraph
 from folders.trace import TraceDB, as_connection, content_hash, load_steps
+from folders.tracemark import TraceMark, mark_now, touched_since, unpublished
 
 #: Only published sessions leave a node or count toward consensus; local shadows do not.
 PUBLISHED = "session NOT IN (SELECT session FROM sessions WHERE status != 'published')"
@@ -87,23 +88,16 @@ def tally_goals(db: TraceDB | sqlite3.Connection, goal: str | None = None) -> di
     """
     conn = as_connection(db)
     with _reading(conn):
-        return _tally(conn, None if goal is None else [goal], _unpublished(conn))
+        return _tally(conn, None if goal is None else [goal], unpublished(conn))
 
 
 @dataclass(frozen=True)
 class TallyBook:
-    """Every goal's tally (as `tally_goals` gives them) and the state of the trace they were
-    taken at, so that `update_tallies` re-tallies only the goals a change can touch: a
-    merged peer session changes a handful of goals, and tallying 1M steps whole takes
-    seconds. Steps are only ever added to a trace.db (a restore replaces the file), so the
-    highest rowid marks what was tallied; the step count and the hash at that rowid catch a
-    file that was replaced or had steps removed, which is then tallied whole."""
+    """Every goal's tally (as `tally_goals` gives them) and the trace they were taken at, so
+    that `update_tallies` re-tallies only the goals a change can touch."""
 
     tallies: dict[str, GoalTally]
-    upto: int
-    tail: str | None
-    steps: int
-    unpublished: frozenset[str]
+    mark: TraceMark
 
 
 #: Past this share of the goals, re-tallying goal by goal (an index walk each) costs more
@@ -120,27 +114,19 @@ def update_tallies(db: TraceDB | sqlite3.Connection, book: TallyBook | None = No
     goals: tallied whole."""
     conn = as_connection(db)
     with _reading(conn):
-        upto, tail = conn.execute("SELECT rowid, hash FROM steps ORDER BY rowid DESC LIMIT 1").fetchone() or (0, None)
-        steps = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
-        unpublished = _unpublished(conn)
-        if book is not None and (upto, tail, steps, unpublished) == (book.upto, book.tail, book.steps,
-                                                                   book.unpublished):
+        now = mark_now(conn)
+        if book is not None and book.mark == now:
             return book
-        if book is not None and upto >= book.upto and (
-                steps == book.steps + conn.execute("SELECT count(*) FROM steps WHERE rowid > ?",
-                                                   (book.upto,)).fetchone()[0]
-                and conn.execute("SELECT hash FROM steps WHERE rowid = ?", (book.upto,)).fetchone()
-                == ((book.tail,) if book.upto else None)):
-            touched = {row[0] for row in conn.execute("SELECT DISTINCT session FROM steps WHERE rowid > ?",
-                                                      (book.upto,))} | (unpublished ^ book.unpublished)
+        touched = touched_since(conn, book.mark, now) if book is not None else None
+        if touched is not None:
             goals = sorted({row[0] for row in conn.execute(
                 "SELECT DISTINCT goal FROM steps WHERE session IN (SELECT value FROM json_each(?))",
                 [json.dumps(sorted(touched))]) if not row[0].startswith(DECISION_GOAL_PREFIX)})
             if len(goals) <= share * len(book.tallies):
                 tallies = {g: t for g, t in book.tallies.items() if g not in goals}
-                tallies.update(_tally(conn, goals, unpublished))
-                return TallyBook(tallies, upto, tail, steps, unpublished)
-        return TallyBook(_tally(conn, None, unpublished), upto, tail, steps, unpublished)
+                tallies.update(_tally(conn, goals, now.unpublished))
+                return TallyBook(tallies, now)
+        return TallyBook(_tally(conn, None, now.unpublished), now)
 
 
 @contextmanager
@@ -156,13 +142,10 @@ def _reading(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute("COMMIT")
 
 
-def _unpublished(conn: sqlite3.Connection) -> frozenset[str]:
-    return frozenset(row[0] for row in conn.execute("SELECT session FROM sessions WHERE status != 'published'"))
-
-
 def _tally(conn: sqlite3.Connection, goals: list[str] | None,
-           unpublished: frozenset[str]) -> dict[str, GoalTally]:
-    """`tally_goals`' rule, for every goal (None; decisions left out) or for `goals`."""
+           hidden: frozenset[str]) -> dict[str, GoalTally]:
+    """`tally_goals`' rule, for every goal (None; decisions left out) or for `goals`; the
+    sessions in `hidden` are not published and do not count."""
     def each(whole: str, one: str) -> Iterable[tuple]:
         if goals is None:
             return conn.execute(whole)
@@ -171,14 +154,14 @@ def _tally(conn: sqlite3.Connection, goals: list[str] | None,
     routes: Counter[str] = Counter()
     forked: dict[str, set[str]] = defaultdict(set)
     for g, session, forks in each(_SESSIONS_ALL, _SESSIONS_ONE):
-        if session not in unpublished:
+        if session not in hidden:
             routes[g] += 1
             if forks:
                 forked[g].add(session)
     conclusions: dict[tuple[str, str], str] = {}
     repeated = set()
     for g, session, content in each(_CHILDLESS_ALL, _CHILDLESS_ONE):
-        if session in unpublished or session in forked.get(g, ()):
+        if session in hidden or session in forked.get(g, ()):
             continue
         if (g, session) in conclusions:
             repeated.add((g, session))

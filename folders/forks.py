@@ -8,7 +8,9 @@ same branch without talking, and a person may confirm or override it (folders/de
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from folders.errors import TraceError, echo
@@ -27,21 +29,33 @@ class Fork:
     branches: tuple[str, ...]
 
 
-def detect_forks(db: TraceDB | sqlite3.Connection, goal: str | None = None) -> list[Fork]:
-    """fr_conflict_resolver's input: every place where a session stops being one chain.
+def detect_forks(db: TraceDB | sqlite3.Connection, goal: str | None = None,
+                 sessions: Collection[str] | None = None) -> list[Fork]:
+    """fr_conflict_resolver's input: every place where a session stops being one chain, in
+    the whole trace, in `goal`, or in `sessions` (the daemon's `ForkWatch` looks again only
+    at the sessions a change touched).
 
     The fork points are found on the (session, parent) index alone, and only their steps
     are read for their hashes: grouping every step with its hash read each of a 1M-step
     trace's rows (2.1–2.6 s against 0.65–0.8 s), and the daemon looks after every change
     of the trace. One statement, so one snapshot of the trace."""
-    where, on, args = ("WHERE goal = ?", "AND s.goal = ?", (goal, goal)) if goal is not None else ("", "", ())
+    where: dict[str, str] = {}  # condition -> its argument
+    if goal is not None:
+        where["goal = ?"] = goal
+    if sessions is not None:
+        where["session IN (SELECT value FROM json_each(?))"] = json.dumps(sorted(sessions))
+    on = "AND s.goal = ?" if goal is not None else ""
     rows = as_connection(db).execute(
-        f"WITH forked AS (SELECT session, parent FROM steps {where} GROUP BY session, parent "
-        "HAVING count(*) > 1) "
+        f"WITH forked AS (SELECT session, parent FROM steps {'WHERE ' + ' AND '.join(where) if where else ''} "
+        "GROUP BY session, parent HAVING count(*) > 1) "
         "SELECT f.session, f.parent, group_concat(s.hash, ' ') FROM forked f JOIN steps s "
-        f"ON s.session = f.session AND s.parent IS f.parent {on} GROUP BY f.session, f.parent", args)
-    forks = [Fork(session, parent, tuple(sorted(hashes.split(" "))))
-             for session, parent, hashes in rows]
+        f"ON s.session = f.session AND s.parent IS f.parent {on} GROUP BY f.session, f.parent",
+        [*where.values(), *([goal] if goal is not None else [])])
+    return in_order(Fork(session, parent, tuple(sorted(hashes.split(" ")))) for session, parent, hashes in rows)
+
+
+def in_order(forks: Iterable[Fork]) -> list[Fork]:
+    """Forks as `detect_forks` lists them."""
     return sorted(forks, key=lambda f: (f.session, f.parent or "", f.branches))
 
 

@@ -11,8 +11,9 @@ from folders.decisions import DECISION_GOAL_PREFIX, ForkView, fork_id, record_de
 from folders.errors import TraceError, echo
 from folders.ids import by_prefix
 from folders.consensus import Consensus, consensus
-from folders.forks import detect_forks
+from folders.forks import Fork, detect_forks, in_order
 from folders.trace import GoalSummary, Problem, SessionSummary, Step, TraceDB, as_connection, coherence_check
+from folders.tracemark import TraceMark, mark_now, touched_since
 from orchestrator.dbversion import Memo
 from orchestrator.node import Node
 
@@ -103,12 +104,21 @@ def forks(node: Node) -> list[ForkView]:
     return [v for v in views if not v.goal.startswith(DECISION_GOAL_PREFIX)]
 
 
+@dataclass(frozen=True)
+class _ForksSeen:
+    forks: list[Fork]
+    views: list[ForkView]
+    mark: TraceMark
+
+
 class ForkWatch:
-    """`forks(node)`, read again only when trace.db changed. Finding forks scans the index of
-    every step (about 0.7 s for a 1M-step trace), and the daemon's alert loop looks every
-    15 s; an idle trace is then read once. The daemon shares one between its alert loop and
-    its fingerprint job, so each change of the trace is scanned once, by whichever thread
-    asks first, while the other waits for that answer."""
+    """`forks(node)`, kept up to date as trace.db changes. Finding forks scans the index of
+    every step (about 0.7 s for a 1M-step trace), so after a change only the sessions that
+    gained steps are looked at again (`TraceMark`); the views are made again every time,
+    as a decision recorded in another session changes them, and forks are few. An idle
+    trace is read once. The daemon shares one between its alert loop and its fingerprint
+    job, so each change of the trace is read once, by whichever thread asks first, while
+    the other waits for that answer."""
 
     def __init__(self, node: Node) -> None:
         self._node = node
@@ -117,7 +127,22 @@ class ForkWatch:
 
     def __call__(self) -> list[ForkView]:
         with self._lock:
-            return self._memo.get("forks", lambda: forks(self._node))
+            return self._memo.carry("forks", self._update).views
+
+    def _update(self, seen: _ForksSeen | None) -> _ForksSeen:
+        with open_trace(self._node) as trace:
+            conn = trace.connection
+            conn.execute("BEGIN")  # one snapshot for the mark, the forks and their views
+            try:
+                now = mark_now(conn)
+                touched = touched_since(conn, seen.mark, now) if seen is not None else None
+                found = (detect_forks(conn) if touched is None else
+                         in_order([*(f for f in seen.forks if f.session not in touched),
+                                   *detect_forks(conn, sessions=touched)]))
+                views = [view_fork(conn, f) for f in found]
+            finally:
+                conn.execute("COMMIT")
+        return _ForksSeen(found, [v for v in views if not v.goal.startswith(DECISION_GOAL_PREFIX)], now)
 
     def close(self) -> None:
         with self._lock:

@@ -522,10 +522,12 @@ steps_graphs = st.lists(st.tuples(st.sampled_from(["s", "t", "u"]), st.sampled_f
 
 
 @settings(max_examples=80, deadline=None)
-@given(graph=steps_graphs, goal=st.sampled_from([None, "g", "h"]))
-def test_forks_found_on_the_index_are_the_forks_of_every_step(tmp_path_factory, graph, goal):
+@given(graph=steps_graphs, goal=st.sampled_from([None, "g", "h"]),
+       sessions=st.sampled_from([None, set(), {"s"}, {"t", "u", "elsewhere"}]))
+def test_forks_found_on_the_index_are_the_forks_of_every_step(tmp_path_factory, graph, goal, sessions):
     """detect_forks reads only the fork points' steps; the answer is exactly what grouping
-    every step with its hash gives, NULL parents (a session's twin first steps) included."""
+    every step with its hash gives, NULL parents (a session's twin first steps) included,
+    in a goal or in some sessions only."""
     path = new_trace(tmp_path_factory.mktemp("forks") / "t.db")
     with closing(connect(path)) as conn:
         hashes: list[str] = []
@@ -540,4 +542,6 @@ def test_forks_found_on_the_index_are_the_forks_of_every_step(tmp_path_factory, 
                            conn.execute(f"SELECT session, parent, group_concat(hash, ' ') FROM steps {where} "
                                         "GROUP BY session, parent HAVING count(*) > 1", args)),
                           key=lambda f: (f.session, f.parent or "", f.branches))
-        assert detect_forks(conn, goal) == expected
+        if sessions is not None:
+            expected = [f for f in expected if f.session in sessions]
+        assert detect_forks(conn, goal, sessions) == expected

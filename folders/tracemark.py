@@ -1,0 +1,48 @@
+"""TraceMark: where a trace was when something was computed from every step of it, so that
+the next computation can redo only the sessions that changed since (a merged peer session
+touches a handful; computing over 1M steps again takes seconds).
+
+Steps are only ever added to a trace.db (a restore replaces the file), so the highest rowid
+marks what was seen; the step count and the hash at that rowid catch a file that was
+replaced or lost steps, and the caller then computes whole again. A session also changes
+for the rules when it moves between published and not (`consensus.PUBLISHED`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TraceMark:
+    upto: int
+    tail: str | None
+    steps: int
+    unpublished: frozenset[str]
+
+
+def mark_now(conn: sqlite3.Connection) -> TraceMark:
+    """The trace as the caller's read transaction sees it."""
+    upto, tail = conn.execute("SELECT rowid, hash FROM steps ORDER BY rowid DESC LIMIT 1").fetchone() or (0, None)
+    steps = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
+    return TraceMark(upto, tail, steps, unpublished(conn))
+
+
+def unpublished(conn: sqlite3.Connection) -> frozenset[str]:
+    """This node's sessions that are not published (yet): a handful, read from `sessions`."""
+    return frozenset(row[0] for row in conn.execute("SELECT session FROM sessions WHERE status != 'published'"))
+
+
+def touched_since(conn: sqlite3.Connection, before: TraceMark, now: TraceMark) -> set[str] | None:
+    """Sessions that gained steps or moved between published and not from `before` to `now`
+    (read in the same transaction as `now`); None when the trace is not `before`'s plus
+    new steps, so everything must be computed again."""
+    if now.upto < before.upto:
+        return None
+    added = conn.execute("SELECT count(*) FROM steps WHERE rowid > ?", (before.upto,)).fetchone()[0]
+    tail = conn.execute("SELECT hash FROM steps WHERE rowid = ?", (before.upto,)).fetchone()
+    if now.steps != before.steps + added or tail != ((before.tail,) if before.upto else None):
+        return None
+    return ({row[0] for row in conn.execute("SELECT DISTINCT session FROM steps WHERE rowid > ?", (before.upto,))}
+            | (now.unpublished ^ before.unpublished))
