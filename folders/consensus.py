@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain
 from typing import NamedTuple
@@ -25,7 +24,7 @@ from typing import NamedTuple
 from folders.decisions import DECISION_GOAL_PREFIX
 from folders.forks import SessionGraph
 from folders.trace import TraceDB, as_connection, content_hash, load_steps
-from folders.tracemark import TraceMark, mark_now, touched_since, unpublished
+from folders.tracemark import TraceMark, mark_now, reading, touched_since, unpublished
 
 #: Only published sessions leave a node or count toward consensus; local shadows do not.
 PUBLISHED = "session NOT IN (SELECT session FROM sessions WHERE status != 'published')"
@@ -87,7 +86,7 @@ def tally_goals(db: TraceDB | sqlite3.Connection, goal: str | None = None) -> di
     The reads share one transaction, so a merge committing meanwhile is wholly in or out.
     """
     conn = as_connection(db)
-    with _reading(conn):
+    with reading(conn):
         return _tally(conn, None if goal is None else [goal], unpublished(conn))
 
 
@@ -113,7 +112,7 @@ def update_tallies(db: TraceDB | sqlite3.Connection, book: TallyBook | None = No
     them). None, a book of another trace, or changes touching more than `share` of the
     goals: tallied whole."""
     conn = as_connection(db)
-    with _reading(conn):
+    with reading(conn):
         now = mark_now(conn)
         if book is not None and book.mark == now:
             return book
@@ -127,19 +126,6 @@ def update_tallies(db: TraceDB | sqlite3.Connection, book: TallyBook | None = No
                 tallies.update(_tally(conn, goals, now.unpublished))
                 return TallyBook(tallies, now)
         return TallyBook(_tally(conn, None, now.unpublished), now)
-
-
-@contextmanager
-def _reading(conn: sqlite3.Connection) -> Iterator[None]:
-    """One read transaction, unless the caller holds one already."""
-    own_transaction = not conn.in_transaction
-    if own_transaction:
-        conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        if own_transaction:
-            conn.execute("COMMIT")
 
 
 def _tally(conn: sqlite3.Connection, goals: list[str] | None,

@@ -26,6 +26,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,6 +42,7 @@ from folders.metrics import METRIC_NAMES, Metrics
 from folders.consensus import PUBLISHED
 from folders.meaning import Profile, ProfileError
 from folders.trace import Clock, TraceDB, as_connection, utc_now
+from folders.tracemark import TraceMark, added_since, mark_now, reading
 
 FINGERPRINT_VERSION = 2
 #: Format 1 had no profile; its files still read (and verify: their fields are signed as is).
@@ -151,14 +153,70 @@ def trace_facts(db: TraceDB | sqlite3.Connection, node: str) -> TraceFacts:
     """Published steps and sessions (any author, so nodes that merged the same segments
     report the same numbers), `node`'s newest published step, and the last publish and
     merge times from trace.db's logs."""
+    return update_facts(db, node).facts
+
+
+@dataclass(frozen=True)
+class FactsBook:
+    """`trace_facts` and what they were counted from, so that `update_facts` reads only what
+    changed: counting every step and finding the newest of this node's takes about 0.8 s
+    on a 1M-step trace, after every merge."""
+
+    facts: TraceFacts
+    mark: TraceMark
+    sessions: int  # distinct sessions of every step, published or not
+    head: tuple[str, str, str] | None  # the node's newest published step: (ts, hash, session)
+
+
+def update_facts(db: TraceDB | sqlite3.Connection, node: str, book: FactsBook | None = None) -> FactsBook:
+    """`book` brought up to the trace as it is now, in one read transaction (None, or a book
+    of another trace: counted whole). What is not published is this node's few unpublished
+    sessions, so published = all − theirs, and only new steps and sessions published since
+    can be a newer head, unless the head's own session stopped being published."""
     conn = as_connection(db)
-    steps, sessions = conn.execute(
-        f"SELECT count(*), count(DISTINCT session) FROM steps WHERE {PUBLISHED}").fetchone()
-    head = conn.execute(f"SELECT hash FROM steps WHERE author = ? AND {PUBLISHED} "
-                        "ORDER BY ts DESC, hash LIMIT 1", (node,)).fetchone()
+    with reading(conn):
+        now = mark_now(conn)
+        if book is not None and book.mark == now:
+            return _with_logs(conn, book)
+        added = added_since(conn, book.mark, now) if book is not None else None
+        hidden = json.dumps(sorted(now.unpublished))
+        hidden_steps, hidden_sessions = conn.execute(
+            "SELECT count(*), count(DISTINCT session) FROM steps WHERE session IN (SELECT value FROM json_each(?))",
+            [hidden]).fetchone()
+        if added is None:
+            sessions = conn.execute("SELECT count(DISTINCT session) FROM steps").fetchone()[0]
+        else:
+            sessions = book.sessions + sum(
+                conn.execute("SELECT 1 FROM steps WHERE session = ? AND rowid <= ? LIMIT 1",
+                             (session, book.mark.upto)).fetchone() is None for session in added)
+        if added is None or (book.head is not None and book.head[2] in now.unpublished):
+            head = conn.execute(f"SELECT ts, hash, session FROM steps WHERE author = ? AND {PUBLISHED} "
+                                "ORDER BY ts DESC, hash LIMIT 1", (node,)).fetchone()
+        else:
+            shown = json.dumps(sorted(book.mark.unpublished - now.unpublished))
+            head = _newest([*([book.head] if book.head is not None else []), *(
+                row for row in chain(
+                    conn.execute("SELECT ts, hash, session FROM steps WHERE rowid > ? AND author = ?",
+                                 (book.mark.upto, node)),
+                    conn.execute("SELECT ts, hash, session FROM steps WHERE author = ? AND session IN "
+                                 "(SELECT value FROM json_each(?))", (node, shown)))
+                if row[2] not in now.unpublished)])
+        facts = TraceFacts(now.steps - hidden_steps, sessions - hidden_sessions, head and head[1], None, None)
+        return _with_logs(conn, FactsBook(facts, now, sessions, head))
+
+
+def _newest(steps: list[tuple[str, str, str]]) -> tuple[str, str, str] | None:
+    """What `ORDER BY ts DESC, hash LIMIT 1` picks: the latest time, and of steps at that
+    time the smallest hash (`max` keeps the first of equals, and they come sorted by hash)."""
+    return max(sorted(steps, key=lambda step: step[1]), key=lambda step: step[0], default=None)
+
+
+def _with_logs(conn: sqlite3.Connection, book: FactsBook) -> FactsBook:
+    """The last publish and merge: two lookups, read every time."""
     last_publish = conn.execute("SELECT max(created) FROM publish_log").fetchone()[0]
     last_merge = conn.execute("SELECT max(merged) FROM merged").fetchone()[0]
-    return TraceFacts(steps, sessions, head[0] if head else None, last_publish, last_merge)
+    return FactsBook(book.facts._replace(last_publish=last_publish, last_merge=last_merge), book.mark,
+                     book.sessions, book.head)
 
 
 def make_fingerprint(*, node: str, device_id: str, version: str, frames_root: str,

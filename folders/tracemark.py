@@ -11,6 +11,8 @@ for the rules when it moves between published and not (`consensus.PUBLISHED`).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -34,15 +36,35 @@ def unpublished(conn: sqlite3.Connection) -> frozenset[str]:
     return frozenset(row[0] for row in conn.execute("SELECT session FROM sessions WHERE status != 'published'"))
 
 
-def touched_since(conn: sqlite3.Connection, before: TraceMark, now: TraceMark) -> set[str] | None:
-    """Sessions that gained steps or moved between published and not from `before` to `now`
-    (read in the same transaction as `now`); None when the trace is not `before`'s plus
-    new steps, so everything must be computed again."""
+def added_since(conn: sqlite3.Connection, before: TraceMark, now: TraceMark) -> set[str] | None:
+    """Sessions that gained steps from `before` to `now` (read in the same transaction as
+    `now`); None when the trace is not `before`'s plus new steps, so everything must be
+    computed again."""
     if now.upto < before.upto:
         return None
     added = conn.execute("SELECT count(*) FROM steps WHERE rowid > ?", (before.upto,)).fetchone()[0]
     tail = conn.execute("SELECT hash FROM steps WHERE rowid = ?", (before.upto,)).fetchone()
     if now.steps != before.steps + added or tail != ((before.tail,) if before.upto else None):
         return None
-    return ({row[0] for row in conn.execute("SELECT DISTINCT session FROM steps WHERE rowid > ?", (before.upto,))}
-            | (now.unpublished ^ before.unpublished))
+    # Not DISTINCT in SQL: the planner would walk the whole session index for it.
+    return {row[0] for row in conn.execute("SELECT session FROM steps WHERE rowid > ?", (before.upto,))}
+
+
+def touched_since(conn: sqlite3.Connection, before: TraceMark, now: TraceMark) -> set[str] | None:
+    """`added_since`, and the sessions that moved between published and not."""
+    added = added_since(conn, before, now)
+    return None if added is None else added | (now.unpublished ^ before.unpublished)
+
+
+@contextmanager
+def reading(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction, so a mark and what is read with it are one snapshot of the
+    trace; a caller's transaction, when it holds one, is that snapshot already."""
+    own_transaction = not conn.in_transaction
+    if own_transaction:
+        conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if own_transaction:
+            conn.execute("COMMIT")

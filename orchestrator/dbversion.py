@@ -56,33 +56,22 @@ class DatabaseVersion:
 
 
 class Memo:
-    """Results computed from one database, kept while it is unchanged. Owned by one thread."""
+    """Results computed from one database and brought up to date when it changed, rather
+    than computed whole again. Owned by one thread."""
 
     def __init__(self, path: Path) -> None:
         self._version = DatabaseVersion(path)
-        self._at: tuple[Any, ...] | None = None
-        self._kept: dict[str, Any] = {}
-        self._carried: dict[str, tuple[tuple[Any, ...] | None, Any]] = {}
-
-    def get(self, name: str, compute: Callable[[], T]) -> T:
-        """`compute()`'s result, computed again only when the database changed since. The
-        version is taken before computing: a commit meanwhile shows at the next `get`."""
-        at = self._version.current()
-        if at != self._at:
-            self._kept, self._at = {}, at
-        if name not in self._kept:
-            self._kept[name] = compute()
-        return self._kept[name]
+        self._kept: dict[str, tuple[tuple[Any, ...] | None, Any]] = {}
 
     def carry(self, name: str, update: Callable[[T | None], T]) -> T:
-        """Like `get`, but when the database changed, `update` is given the result kept for
-        the version before (None the first time), to bring it up to date rather than
-        compute it whole."""
+        """The result kept under `name` while the database is unchanged; after a change,
+        `update` gets it (None the first time) and returns it brought up to date. The
+        version is taken before updating: a commit meanwhile shows at the next call."""
         at = self._version.current()
-        kept_at, value = self._carried.get(name, (None, None))
-        if name not in self._carried or kept_at != at:
+        kept_at, value = self._kept.get(name, (None, None))
+        if name not in self._kept or kept_at != at:
             value = update(value)
-            self._carried[name] = (at, value)
+            self._kept[name] = (at, value)
         return value
 
     def close(self) -> None:

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from folders.decisions import ForkView
 from folders.errors import TraceError
-from folders.fingerprint import (FINGERPRINT_NAME, Fingerprint, FingerprintView, compare, make_fingerprint,
-                                 read_fingerprint, trace_facts, write_fingerprint)
+from folders.fingerprint import (FINGERPRINT_NAME, FactsBook, Fingerprint, FingerprintView, compare, make_fingerprint,
+                                 read_fingerprint, update_facts, write_fingerprint)
 from folders.ids import by_prefix
 from folders.manifest import SegmentError
 from folders.mergeplan import Bridge, Merge, Refuse, Wait, plan, survey
@@ -31,7 +31,7 @@ from folders.snapshots import (SNAPSHOTS_DIR, SnapshotInfo, VerifiedSnapshot, li
                                make_snapshot, merge_snapshot, verify_snapshot)
 from folders.trace import connect, parse_ts, utc_now
 from orchestrator import __version__, traces
-from orchestrator.dbversion import Memo, T
+from orchestrator.dbversion import Memo
 from orchestrator.fingerprint_inputs import FingerprintInputs
 from orchestrator.heartbeat import DaemonHealth, link_port, load_heartbeat, read_health
 from orchestrator.lock import RESTORE, daemon_lock, publish_lock, refuse_while_daemon_runs, running_daemon
@@ -293,19 +293,17 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
     on disk is half-way to `fingerprint_stale_s` (so peers never see it stale): an idle node
     then gives Syncthing nothing to scan or send. True when it was written. `trace` keeps
     what is computed from every step (goal tallies, facts: seconds on a 1M-step trace)
-    while trace.db is unchanged; `through` is the connection to state.db that keeps
+    and brings it up to date after a change, reading only the sessions that changed;
+    `through` is the connection to state.db that keeps
     what the refresh writes there (the metrics history, the profile cache; see `remember`);
     `forks` reads the trace's forks (the daemon's `ForkWatch`, shared with its alerts);
     `counts` the frame counts (the daemon's, kept while state.db is unchanged)."""
     from orchestrator.modules import running_modules  # Git: for the publisher, not for `status`
 
-    def of_trace(name: str, compute: Callable[[], T]) -> T:
-        return trace.get(name, compute) if trace is not None else compute()
-
-    def read_facts():
+    def read_facts(book: FactsBook | None = None) -> FactsBook:
         conn = connect(node.layout.trace_db)
         try:
-            return trace_facts(conn, node.name)
+            return update_facts(conn, node.name, book)
         finally:
             conn.close()
 
@@ -314,7 +312,7 @@ def refresh_fingerprint(node: Node, *, clock: Callable[[], datetime] = utc_now,
     tallies = (trace.carry("tallies", lambda book: goal_tallies(node, book)) if trace is not None
                else goal_tallies(node))
     metrics = node_metrics(node, counts, tallies=tallies.tallies)
-    facts = of_trace("facts", read_facts)
+    facts = (trace.carry("facts", read_facts) if trace is not None else read_facts()).facts
     fp = make_fingerprint(
         node=node.name, device_id=node.config.device_id, version=__version__,
         frames_root=counts.root, frames_count=counts.total, trace_steps=facts.trace_steps,

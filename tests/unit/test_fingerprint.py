@@ -26,6 +26,7 @@ from folders.fingerprint import (
     make_fingerprint,
     read_fingerprint,
     trace_facts,
+    update_facts,
     write_fingerprint,
 )
 from folders import keys
@@ -35,7 +36,7 @@ from folders.meaning import profile_of, rank_peers
 from folders.metrics import compute_metrics, frames_root
 from folders.segments import merge_segment, publish, verify_segment
 from folders.trace import TraceDB, connect, ensure_schema
-from tests.unit.tracekit import node_keys
+from tests.unit.tracekit import TraceChanges, new_trace, node_keys, trace_changes
 
 NODES = ("a", "b", "c", "d")
 KEYS, TRUSTED = node_keys(*NODES)
@@ -338,3 +339,28 @@ def test_the_modules_a_node_runs_are_signed_and_optional(tmp_path: Path) -> None
     forged["modules"] = "notes"
     (tmp_path / "a" / FINGERPRINT_NAME).write_text(json.dumps(forged))
     assert read(tmp_path / "a" / FINGERPRINT_NAME).problem.code == "bad_schema"
+
+
+@pytest.fixture(scope="module")
+def scratch_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return new_trace(tmp_path_factory.mktemp("facts") / "t.db")
+
+
+@settings(max_examples=150, deadline=None)
+@given(plan=trace_changes)
+def test_facts_brought_up_to_date_equal_facts_counted_whole(scratch_trace: Path, plan) -> None:
+    """After any run of merges, sessions moving between published and not (the head's own
+    among them) and steps removed, the kept facts are what counting every step gives."""
+    with closing(connect(scratch_trace)) as conn:
+        conn.execute("DELETE FROM steps")
+        conn.execute("DELETE FROM sessions")
+        changes, book = TraceChanges(conn), None
+        for batch in plan:
+            changes.apply(batch)
+            book = update_facts(conn, "a", book)
+            hidden = "session NOT IN (SELECT session FROM sessions WHERE status != 'published')"
+            steps, sessions = conn.execute(f"SELECT count(*), count(DISTINCT session) FROM steps WHERE {hidden}"
+                                           ).fetchone()
+            head = conn.execute(f"SELECT hash FROM steps WHERE author = 'a' AND {hidden} "
+                                "ORDER BY ts DESC, hash LIMIT 1").fetchone()
+            assert book.facts[:3] == (steps, sessions, head and head[0])

@@ -25,7 +25,7 @@ from folders.consensus import RETALLY_SHARE, GoalTally, consensus, tally_goals, 
 from folders.forks import detect_forks
 from folders.segments import merge_segment, publish, verify_segment
 from folders.trace import TraceDB, connect, content_hash, step_hash
-from tests.unit.tracekit import TickClock, new_trace, node_keys
+from tests.unit.tracekit import TickClock, TraceChanges, new_trace, node_keys, trace_changes
 
 NODES = ("a", "b", "c")
 KEYS, TRUSTED = node_keys(*NODES)
@@ -305,20 +305,8 @@ def test_tally_goals_equals_consensus_for_every_goal(scratch: Path, plan, status
             assert (t.concluded == 0) == (c.conclusion is None)
 
 
-MANY_GOALS = ("g0", "g1", "g2", "decision:g0")
-batches = st.lists(st.tuples(
-    st.lists(st.tuples(st.integers(0, 3),                # session
-                       st.sampled_from(MANY_GOALS),       # goal (a session may mix them)
-                       st.integers(0, 4),                 # parent: index into the session's steps
-                       st.sampled_from(("a", "b")),       # author
-                       st.booleans(),                     # conclusion?
-                       st.sampled_from(("yes", "no"))), max_size=5),
-    st.lists(st.tuples(st.integers(0, 3), st.sampled_from(("open", "finished", "published"))), max_size=2),
-    st.sampled_from(("add", "add", "add", "drop-first", "drop-last"))), min_size=1, max_size=6)
-
-
 @settings(max_examples=150, deadline=None)
-@given(plan=batches, share=st.sampled_from((1.0, RETALLY_SHARE)))
+@given(plan=trace_changes, share=st.sampled_from((1.0, RETALLY_SHARE)))
 def test_tallies_brought_up_to_date_equal_tallies_taken_whole(scratch: Path, plan, share) -> None:
     """After any run of merges (new steps in old and new sessions, forks, conclusions),
     sessions changing between published and not, and steps removed (a replaced trace.db),
@@ -326,27 +314,9 @@ def test_tallies_brought_up_to_date_equal_tallies_taken_whole(scratch: Path, pla
     with closing(connect(scratch)) as conn:
         conn.execute("DELETE FROM steps")
         conn.execute("DELETE FROM sessions")
-        made: dict[str, list[str]] = {}
-        book, n = None, 0
-        for steps, statuses, how in plan:
-            for s, goal, parent_at, author, concludes, content in steps:
-                session = f"s{s}"
-                earlier = made.setdefault(session, [])
-                parent = earlier[parent_at] if parent_at < len(earlier) else None
-                kind = "conclusion" if concludes else "inference"
-                ts = f"2026-11-25T08:{n // 60:02d}:{n % 60:02d}.000000Z"
-                n += 1
-                h = step_hash(session, goal, parent, author, ts, kind, content)
-                conn.execute("INSERT OR IGNORE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (h, session, goal, parent, author, ts, kind, content))
-                earlier.append(h)
-            for s, state in statuses:
-                conn.execute("INSERT INTO sessions (session, goal, author, status, head, started) "
-                             "VALUES (?, 'g0', 'a', ?, 'x', 'x') ON CONFLICT(session) DO UPDATE SET status = ?",
-                             (f"s{s}", state, state))
-            if how != "add":  # steps removed, as only a replaced trace.db would show
-                conn.execute(f"DELETE FROM steps WHERE rowid = (SELECT {'min' if how == 'drop-first' else 'max'}"
-                             "(rowid) FROM steps)")
+        changes, book = TraceChanges(conn), None
+        for batch in plan:
+            changes.apply(batch)
             book = update_tallies(conn, book, share=share)
             assert book.tallies == tally_goals(conn)
             event(f"share {share}, {len(book.tallies)} goals tallied")

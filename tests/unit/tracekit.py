@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import strategies as st
 
 from folders import keys
-from folders.trace import canonical_json, ensure_schema
+from folders.trace import canonical_json, ensure_schema, step_hash
 
 START = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
 
@@ -82,3 +84,56 @@ def follow_plan(root: Path, trace: Path, own: str, trusted: dict) -> list[tuple[
                 done.append((piece.kind, piece.node, piece.seq))
         if not again:
             return done
+
+
+#: Runs of changes to a trace, as merges and this node's own work make them: each a batch of
+#: new steps (sessions mixing goals, forks, conclusions, by two authors), sessions moving
+#: between published and not, and now and then a step removed (as only a replaced trace.db
+#: shows). For the results the daemon keeps up to date instead of computing whole.
+CHANGE_GOALS = ("g0", "g1", "g2", "decision:g0")
+trace_changes = st.lists(st.tuples(
+    st.lists(st.tuples(st.integers(0, 3),                # session
+                       st.sampled_from(CHANGE_GOALS),     # goal (a session may mix them)
+                       st.integers(0, 4),                 # parent: index into the session's steps
+                       st.sampled_from(("a", "b")),       # author
+                       st.booleans(),                     # conclusion?
+                       st.sampled_from(("yes", "no"))), max_size=5),
+    st.lists(st.tuples(st.integers(0, 3), st.sampled_from(("open", "finished", "published"))), max_size=3),
+    st.booleans(),                                        # statuses before the steps?
+    st.sampled_from(("add", "add", "add", "drop-first", "drop-last"))), min_size=1, max_size=6)
+
+
+class TraceChanges:
+    """Applies `trace_changes` batches to an open trace.db connection, one by one."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.made: dict[str, list[str]] = {}
+        self.n = 0
+
+    def apply(self, batch: tuple) -> None:
+        steps, statuses, statuses_first, how = batch
+        if statuses_first:
+            self._statuses(statuses)
+        for s, goal, parent_at, author, concludes, content in steps:
+            session = f"s{s}"
+            earlier = self.made.setdefault(session, [])
+            parent = earlier[parent_at] if parent_at < len(earlier) else None
+            kind = "conclusion" if concludes else "inference"
+            ts = f"2026-11-25T08:{self.n // 60:02d}:{self.n % 60:02d}.000000Z"
+            self.n += 1
+            h = step_hash(session, goal, parent, author, ts, kind, content)
+            self.conn.execute("INSERT OR IGNORE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              (h, session, goal, parent, author, ts, kind, content))
+            earlier.append(h)
+        if not statuses_first:
+            self._statuses(statuses)
+        if how != "add":
+            self.conn.execute(f"DELETE FROM steps WHERE rowid = (SELECT {'min' if how == 'drop-first' else 'max'}"
+                              "(rowid) FROM steps)")
+
+    def _statuses(self, statuses: list[tuple[int, str]]) -> None:
+        for s, state in statuses:
+            self.conn.execute("INSERT INTO sessions (session, goal, author, status, head, started) "
+                              "VALUES (?, 'g0', 'a', ?, 'x', 'x') ON CONFLICT(session) DO UPDATE SET status = ?",
+                              (f"s{s}", state, state))
