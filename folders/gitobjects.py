@@ -102,6 +102,11 @@ def _header(kind: bytes, body: bytes) -> bytes:
     return kind + b" " + str(len(body)).encode() + b"\0"
 
 
+def object_id(kind: bytes, body: bytes) -> str:
+    """The sha Git names this object by (`git hash-object`)."""
+    return hashlib.sha1(_header(kind, body) + body).hexdigest()
+
+
 def _pack_header(kind: int, size: int) -> bytes:
     """An object's header in a pack: its type and size, seven bits a byte after the first four."""
     out = bytearray([(kind << 4) | (size & 0x0F)])
@@ -178,7 +183,7 @@ class ObjectStore:
         `git fast-import` and every fetch do): 10k new frames are one file, not 10k."""
         if len(objects) < PACK_MIN:
             return [self.write(kind, body) for kind, body in objects]
-        shas = [hashlib.sha1(_header(kind, body) + body).hexdigest() for kind, body in objects]
+        shas = [object_id(kind, body) for kind, body in objects]
         absent = self._missing(list(dict.fromkeys(shas)))
         fresh = {sha: obj for sha, obj in zip(shas, objects) if sha in absent}
         if fresh:

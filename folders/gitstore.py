@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
@@ -35,7 +35,7 @@ import git
 
 from folders.errors import echo
 from folders.gitobjects import (CHUNK_BYTES, EXEC_MODE, FILE_MODE, LINK_MODE, Entry, GitStoreError, ObjectStore,
-                                commit_body, git_time, head_ref, move_ref, ref_value)
+                                commit_body, git_time, head_ref, move_ref, object_id, ref_value)
 
 #: Never versioned: Syncthing's bookkeeping, its temp files, our temp files (`folders.files`
 #: TEMP_PREFIX) and conflict copies, which become conflict-queue items and fork branches.
@@ -310,18 +310,20 @@ class FrameRepo:
         return self._last
 
     def commit(self, paths: Iterable[str | os.PathLike[str]], message: str, author: str,
-               when: datetime | None = None, *, checked: bool = False) -> str | None:
+               when: datetime | None = None, *, vouched: Mapping[str, str | None] | None = None) -> str | None:
         """Record these work-tree paths (added, changed or deleted) as one commit by `author`.
 
         Paths that did not change, are excluded (info/exclude), are folders or exist neither
         on disk nor in Git are skipped. Returns the new commit's sha, or None when there is
-        nothing to commit. `checked`: the caller vouches that every path is a frame file it
-        just validated or one that is gone (the pipeline does), so matching them against
-        the excluded patterns is not needed.
+        nothing to commit. `vouched`: for every path, what the caller validated (the
+        pipeline): the Git blob id of the file's bytes, or None for a file it found gone.
+        A path whose file is no longer that is left out, so bytes written after the check
+        are never recorded unchecked (their change is the next batch's); nor are the paths
+        matched against the excluded patterns, which a validated frame never is.
         """
         wanted = list(dict.fromkeys(_rel_path(p) for p in paths))
         _check_name(author)
-        if not checked:
+        if vouched is None:
             wanted = [p for p in wanted if not excluded(p)]
         self._check_open()
         changes: dict[tuple[bytes, ...], Entry | None] = {}
@@ -331,6 +333,8 @@ class FrameRepo:
         for rel in wanted:
             found = self._file(rel)
             if found == "folder":
+                continue
+            if vouched is not None and (found if found is None else object_id(b"blob", found[1])) != vouched[rel]:
                 continue
             parts = tuple(os.fsencode(rel).split(b"/"))
             staged.append(rel)

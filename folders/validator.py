@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from folders.errors import FrameError, echo
 from folders.frame import FRAME_SUFFIX, Frame, check_frame_id, json_kind, too_deep
+from folders.gitobjects import object_id
 from folders.keys import public_key_text
 
 MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -57,11 +58,15 @@ class VerdictCode(StrEnum):
 
 @dataclass(frozen=True)
 class Verdict:
+    """`blob`: of a valid file, the Git blob id of exactly the bytes judged, so that a commit
+    can take those bytes and no others (the file may change between the two)."""
+
     ok: bool
     code: VerdictCode
     message: str
     frame: Frame | None
     path: Path
+    blob: str | None = None
 
 
 class _Rejected(Exception):
@@ -88,10 +93,11 @@ def validate_frame_file(
     root, path = Path(os.path.abspath(root)), Path(path)
     shown = _shown(root, path)
     try:
-        frame = _check(root, path, shown, trusted, max_size, expected_id)
+        frame, data = _check(root, path, shown, trusted, max_size, expected_id)
     except _Rejected as rejected:
         return Verdict(False, rejected.code, rejected.message, None, path)
-    return Verdict(True, VerdictCode.OK, f"{shown} is a valid frame signed by {frame.author}.", frame, path)
+    return Verdict(True, VerdictCode.OK, f"{shown} is a valid frame signed by {frame.author}.", frame, path,
+                   object_id(b"blob", data))
 
 
 def validate_frame_bytes(
@@ -113,14 +119,16 @@ def validate_frame_bytes(
         frame = _check_data(data, _expected_id(path.parts, shown, None), shown, trusted)
     except _Rejected as rejected:
         return Verdict(False, rejected.code, rejected.message, None, path)
-    return Verdict(True, VerdictCode.OK, f"{shown} is a valid frame signed by {frame.author}.", frame, path)
+    return Verdict(True, VerdictCode.OK, f"{shown} is a valid frame signed by {frame.author}.", frame, path,
+                   object_id(b"blob", data))
 
 
 def _check(root: Path, path: Path, shown: str, trusted: Mapping[str, Ed25519PublicKey],
-           max_size: int, expected_id: str | None) -> Frame:
+           max_size: int, expected_id: str | None) -> tuple[Frame, bytes]:
     parts = _relative_parts(root, path, shown)
     frame_id = _expected_id(parts, shown, expected_id)
-    return _check_data(_read_beneath(root, parts, shown, max_size), frame_id, shown, trusted)
+    data = _read_beneath(root, parts, shown, max_size)
+    return _check_data(data, frame_id, shown, trusted), data
 
 
 def _check_data(data: bytes, frame_id: str, shown: str, trusted: Mapping[str, Ed25519PublicKey]) -> Frame:

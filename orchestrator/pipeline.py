@@ -165,8 +165,12 @@ class FramePipeline:
                 buried = self._tombstones(report.deleted, indexed, tombstones)
                 self.request_scan(p for p in report.committed + report.deleted + report.conflicts
                                   if p not in synced)
+                # What was judged, and only that, goes into Git: a file rewritten since is left
+                # out of the commit, and its own change event brings it back to a batch.
+                vouched = {**{rel: None for rel in report.deleted},
+                           **{rel: verdicts[judged[rel]].blob for rel in report.committed}}
                 for author, changed in sorted(by_author.items()):
-                    sha = self.repo.commit(changed, _message(changed), author, when=self.clock(), checked=True)
+                    sha = self.repo.commit(changed, _message(changed), author, when=self.clock(), vouched=vouched)
                     if sha:
                         report.commits.append(sha)
                 with db.conn:

@@ -38,8 +38,8 @@ CHUNK = 200
 #: ordinary frames takes milliseconds, and judging here is always correct, only slower.
 STALL_S = 60.0
 
-#: (stamp, ok, code, message, frame) of a judged file, its path left out (the daemon knows it).
-_Compact = tuple[tuple[Any, ...] | None, bool, VerdictCode, str, Frame | None]
+#: (stamp, ok, code, message, frame, blob) of a judged file, its path left out (the daemon knows it).
+_Compact = tuple[tuple[Any, ...] | None, bool, VerdictCode, str, Frame | None, str | None]
 
 
 class VerifierPool:
@@ -75,7 +75,8 @@ class VerifierPool:
                 process.kill()  # a stuck worker would hold up shutdown; the executor has no public kill
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        return ([(stamp, Verdict(*one, path)) for path, (stamp, *one) in zip(paths, judged)]
+        return ([(stamp, Verdict(ok, code, message, frame, path, blob))
+                 for path, (stamp, ok, code, message, frame, blob) in zip(paths, judged)]
                 + judge_one_by_one(root, paths[len(judged):], trusted, max_size))
 
 
@@ -85,5 +86,5 @@ def _judge_chunk(task: tuple[str, list[str], dict[str, str], int]) -> list[_Comp
     would be judging there."""
     root, paths, keys, max_size = task
     trusted = {name: parse_public_key(text) for name, text in keys.items()}
-    return [(stamp, v.ok, v.code, v.message, v.frame)
+    return [(stamp, v.ok, v.code, v.message, v.frame, v.blob)
             for stamp, v in (judge_one(Path(root), Path(path), trusted, max_size) for path in paths)]

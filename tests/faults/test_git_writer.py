@@ -41,7 +41,7 @@ for i in itertools.count():
         path = repo.work_tree / rel
         path.parent.mkdir(exist_ok=True)
         path.write_text(f"{i} {rel}")
-    repo.commit(rels, f"commit {i}", "laptop", checked=True)
+    repo.commit(rels, f"commit {i}", "laptop")
 """
 
 
@@ -64,7 +64,7 @@ def test_a_writer_killed_at_any_moment_leaves_a_sound_history(repo):
         git(repo.git_dir, "fsck", "--strict", "--no-progress")
         (repo.work_tree / "after.frame.json").write_text(str(rng.random()))
         head = repo.head()
-        sha = repo.commit(["after.frame.json"], "after the kill", "laptop", checked=True)
+        sha = repo.commit(["after.frame.json"], "after the kill", "laptop")
         assert sha and git(repo.git_dir, "rev-parse", f"{sha}^").strip() == head
     assert int(git(repo.git_dir, "rev-list", "--count", "HEAD")) > 20
     assert list((repo.git_dir / "objects" / "pack").glob("pack-*.idx"))  # bursts were packed

@@ -11,7 +11,11 @@ from typer.testing import CliRunner
 
 from folders.frame import Frame, save_frame
 from folders.keys import load_private_key
+from folders.gitstore import FrameRepo
+from folders.validator import judge_one_by_one
 from orchestrator.cli.app import app
+from orchestrator.node import Node
+from orchestrator.pipeline import FramePipeline
 from syncthing.folderspec import FRAMES_FOLDER_ID
 from tests.conftest import wait_for
 
@@ -235,6 +239,41 @@ def test_bad_frames_get_reasons_and_never_replace_the_last_good_version(node_fac
         assert committed == frame.to_bytes(), f"{frame_id}: the last good version was replaced"
     assert "bad/link.frame.json" not in _git(node, "ls-tree", "-r", "--name-only", "HEAD").split()
     assert "Traceback" not in daemon.log()
+
+
+def test_bytes_written_after_a_frame_was_judged_never_reach_git(node_factory):
+    """A writer between the pipeline's check of a file and its commit (a person, a script,
+    Syncthing): what Git records is what was judged or nothing. The rollback test above
+    once lost this race: the daemon judged v2, the old v1 was written back, and the commit
+    took v1 unjudged. The judge here is the pipeline's own, followed by such a writer."""
+    node = node_factory("node1")
+    node.cli("frame", "put", FRAME, "--body", '{"v": 1}')
+    key = load_private_key(node.home / "keys/node.key")
+    path = node.home / "frames.shared" / REL
+    good = path.read_bytes()
+    v2 = Frame.create(FRAME, "node1", {"v": 2}, key, parents=[json.loads(good)["hash"]])
+    after_the_check = [b'{"not": "a frame"}', good]  # garbage; the old version written back
+
+    for written in after_the_check:
+        save_frame(node.home / "frames.shared", v2)
+
+        def judge_then_write(root, paths, trusted, max_size, written=written):
+            judged = judge_one_by_one(root, paths, trusted, max_size)
+            path.write_bytes(written)
+            return judged
+
+        with Node.open(node.home) as opened, FrameRepo(opened.layout.frames_git) as repo:
+            head = repo.head()
+            FramePipeline(opened, repo, judge=judge_then_write).process([REL])
+            assert repo.head() == head, "bytes written after the check were committed"
+            assert repo.show("HEAD", REL) == good
+            # The next batch (the writer's own change event) judges what is there now.
+            report = FramePipeline(opened, repo).process([REL])
+            assert repo.show("HEAD", REL) == good and not report.commits, report.summary()
+            if written == good:  # what Git holds is on disk again: nothing to commit or hold
+                assert report.committed == [REL] and not report.rollbacks and not report.invalid
+            else:
+                assert report.invalid == [REL]
 
 
 def test_sigkill_mid_batch_then_restart_commits_every_file_exactly_once(node_factory, daemon_factory):

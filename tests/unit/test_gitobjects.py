@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from folders import gitobjects, gitstore
-from folders.gitobjects import STALE_LOCK_S, move_ref, parse_tree, tree_body
+from folders.gitobjects import STALE_LOCK_S, move_ref, object_id, parse_tree, tree_body
 from folders.gitstore import FrameRepo, GitStoreError
 from tests.unit.test_gitstore import T0, Clock
 
@@ -86,7 +86,10 @@ def commit_each(repo, scratch, batches, checked, pack_after):
                 path.write_bytes(change[0])
                 path.chmod(0o755 if change[1] else 0o644)
         before = repo.head()
-        sha = repo.commit(batch, f"batch {i}", "laptop", checked=checked)
+        # Vouched as the pipeline vouches: each path's bytes as they are now, or gone.
+        vouched = ({rel: None if change is None else object_id(b"blob", change[0]) for rel, change in batch.items()}
+                   if checked else None)
+        sha = repo.commit(batch, f"batch {i}", "laptop", vouched=vouched)
         tree = git(repo.git_dir, "rev-parse", "HEAD^{tree}").strip()
         assert tree == gits_own_tree(repo, scratch)
         assert (sha is None) == (repo.head() == before)
@@ -100,7 +103,7 @@ def test_a_commit_is_byte_for_byte_the_one_git_commit_tree_writes(repo):
     write.write_text("{}\n")
     parent = repo.head()
     message = "frames: ns/a.frame.json\n\nno trailing newline here, ünïcode and a tab\tend"
-    sha = repo.commit(["ns/a.frame.json"], message, "desk", when=T0, checked=True)
+    sha = repo.commit(["ns/a.frame.json"], message, "desk", when=T0)
     committed = T0 + timedelta(seconds=2)  # the Clock moved one second for `create` and one now
     env = {"GIT_AUTHOR_NAME": "desk", "GIT_AUTHOR_EMAIL": "desk@twinsync", "GIT_AUTHOR_DATE": f"@{int(T0.timestamp())} +0000",
            "GIT_COMMITTER_NAME": "twinsync", "GIT_COMMITTER_EMAIL": "twinsync@localhost",
@@ -139,22 +142,22 @@ def test_a_commit_waits_for_a_held_lock_and_clears_a_stale_one(repo):
     (repo.work_tree / "a.frame.json").write_text("1")
     started = time.monotonic()
     with pytest.raises(GitStoreError, match="main.lock exists"):
-        repo.commit(["a.frame.json"], "held", "laptop", checked=True)
+        repo.commit(["a.frame.json"], "held", "laptop")
     assert time.monotonic() - started >= 0.9
     assert lock.exists()
     old = time.time() - STALE_LOCK_S - 1
     os.utime(lock, (old, old))
-    sha = repo.commit(["a.frame.json"], "after a crash", "laptop", checked=True)
+    sha = repo.commit(["a.frame.json"], "after a crash", "laptop")
     assert sha and repo.head() == sha and not lock.exists()
 
 
 def test_every_move_is_in_the_reflogs(repo):
     (repo.work_tree / "a.frame.json").write_text("1")
-    first = repo.commit(["a.frame.json"], "one\nbody", "laptop", checked=True)
+    first = repo.commit(["a.frame.json"], "one\nbody", "laptop")
     git(repo.git_dir, "pack-refs", "--all")  # HEAD's branch now lives in packed-refs only
     assert not (repo.git_dir / "refs/heads/main").exists()
     (repo.work_tree / "a.frame.json").write_text("2")
-    second = repo.commit(["a.frame.json"], "two", "laptop", checked=True)
+    second = repo.commit(["a.frame.json"], "two", "laptop")
     for ref in ("HEAD", "main"):
         log = git(repo.git_dir, "reflog", "show", "--format=%H %gs", ref).splitlines()
         assert log[:2] == [f"{second} twinsync: two", f"{first} twinsync: one"]
@@ -171,7 +174,7 @@ def test_the_index_catches_up_when_the_repository_closes(tmp_path):
     with FrameRepo.create(tmp_path / "frames.git", work, clock=Clock()) as repo:
         (work / "ns").mkdir()
         (work / "ns" / "a.frame.json").write_text("{}")
-        assert repo.commit(["ns/a.frame.json"], "add", "laptop", checked=True)
+        assert repo.commit(["ns/a.frame.json"], "add", "laptop")
         status = git(repo.git_dir, "--work-tree", str(work), "status", "--porcelain")
         assert "ns/" in status  # not yet: the commit did not touch the index
     assert git(repo.git_dir, "--work-tree", str(work), "status", "--porcelain") == ""
@@ -184,10 +187,10 @@ def test_an_object_that_cannot_be_written_fails_the_commit_and_moves_nothing(rep
     (repo.work_tree / "a.frame.json").write_bytes(content)
     head = repo.head()
     with pytest.raises(GitStoreError, match=r"Cannot write a Git object into .*objects \(Not a directory\)"):
-        repo.commit(["a.frame.json"], "add", "laptop", checked=True)
+        repo.commit(["a.frame.json"], "add", "laptop")
     assert repo.head() == head
     (repo.git_dir / "objects" / sha[:2]).unlink()
-    assert repo.commit(["a.frame.json"], "add", "laptop", checked=True)
+    assert repo.commit(["a.frame.json"], "add", "laptop")
     git(repo.git_dir, "fsck", "--strict", "--no-dangling", "--no-progress")
 
 
@@ -203,7 +206,7 @@ def test_trees_dropped_from_a_small_cache_are_read_again(repo, tmp_path, monkeyp
         rel = f"ns{i % 6}/sub{i % 4}/f{i % 5}.frame.json"
         (repo.work_tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo.work_tree / rel).write_text(str(i))
-        assert repo.commit([rel], f"c{i}", "laptop", checked=True)
+        assert repo.commit([rel], f"c{i}", "laptop")
         assert git(repo.git_dir, "rev-parse", "HEAD^{tree}").strip() == gits_own_tree(repo, scratch)
     assert gitobjects._TREES._size <= 4 + max(len(t) + 1 for t in gitobjects._TREES._trees.values())
 
@@ -219,7 +222,7 @@ def test_a_big_batch_is_one_pack_of_the_objects_git_lacks(repo, tmp_path):
     (work / "old").mkdir()
     for i in range(10):
         (work / "old" / f"{i}.frame.json").write_text(f"old {i}")
-    repo.commit([f"old/{i}.frame.json" for i in range(10)], "loose", "laptop", checked=True)
+    repo.commit([f"old/{i}.frame.json" for i in range(10)], "loose", "laptop")
     assert packs(repo) == []
     rels = []
     for i in range(300):
@@ -227,7 +230,7 @@ def test_a_big_batch_is_one_pack_of_the_objects_git_lacks(repo, tmp_path):
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / rel).write_text(f"old {i % 10}" if i < 20 else f"new {i % 250}")  # 20 known, 250 new
         rels.append(rel)
-    assert repo.commit(rels, "big", "laptop", checked=True)
+    assert repo.commit(rels, "big", "laptop")
     [pack] = packs(repo)
     listing = git(repo.git_dir, "verify-pack", "-v", str(pack.with_suffix(".idx")))
     assert sum(" blob " in line for line in listing.splitlines()) == 250
@@ -245,7 +248,7 @@ def test_a_batch_bigger_than_a_chunk_is_stored_a_chunk_at_a_time(repo, tmp_path,
         (repo.work_tree / "ns").mkdir(exist_ok=True)
         (repo.work_tree / rel).write_text(f"{i:03d}" * 33 + "\n")  # 100 bytes
         rels.append(rel)
-    assert repo.commit(rels, "chunks", "laptop", checked=True)
+    assert repo.commit(rels, "chunks", "laptop")
     assert len(packs(repo)) == 3
     scratch = tmp_path / "scratch"
     scratch.mkdir()

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from folders.errors import TwinsyncError
+from folders.gitobjects import object_id
 from folders.gitstore import GIT_EXCLUDES, FrameRepo, GitStoreError, Revision
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
@@ -146,19 +147,47 @@ def test_nothing_to_commit_returns_none(repo):
     assert repo.head() == head
 
 
-def test_checked_paths_skip_nothing_that_matters(repo):
-    # The pipeline's commits skip `git status`: unchanged, deleted and never-tracked paths
-    # must still come out as they do through it.
+def test_vouched_paths_skip_nothing_that_matters(repo):
+    # The pipeline's commits skip the excluded patterns: unchanged, deleted and never-tracked
+    # paths must still come out as they do through `git status`.
+    def blob(text: str) -> str:
+        return object_id(b"blob", text.encode())
+
     write(repo.work_tree, "ns/a.frame.json", "a\n")
-    first = repo.commit(["ns/a.frame.json"], "add", "laptop", checked=True)
+    first = repo.commit(["ns/a.frame.json"], "add", "laptop", vouched={"ns/a.frame.json": blob("a\n")})
     assert first and commit_files(repo, first) == ["A\tns/a.frame.json"]
-    assert repo.commit(["ns/a.frame.json"], "again", "laptop", checked=True) is None
-    assert repo.commit(["ns/never-existed.frame.json"], "ghost", "laptop", checked=True) is None
+    assert repo.commit(["ns/a.frame.json"], "again", "laptop", vouched={"ns/a.frame.json": blob("a\n")}) is None
+    assert repo.commit(["ns/never-existed.frame.json"], "ghost", "laptop",
+                       vouched={"ns/never-existed.frame.json": None}) is None
     (repo.work_tree / "ns/a.frame.json").unlink()
-    gone = repo.commit(["ns/a.frame.json"], "delete", "laptop", checked=True)
+    gone = repo.commit(["ns/a.frame.json"], "delete", "laptop", vouched={"ns/a.frame.json": None})
     assert gone and commit_files(repo, gone) == ["D\tns/a.frame.json"]
     repo.sync_index()
     assert git_cli(repo, "status", "--porcelain") == ""
+
+
+def test_a_file_that_changed_after_it_was_vouched_for_is_not_committed(repo):
+    """The pipeline validates a file, then commits it; a writer in between (a person, a
+    script, Syncthing) must not get its bytes into Git unchecked: the path is left out and
+    its change is the next batch's. The same for a file found gone that came back, and one
+    vouched for that is gone now."""
+    def blob(text: str) -> str:
+        return object_id(b"blob", text.encode())
+
+    write(repo.work_tree, "ns/a.frame.json", "checked\n")
+    write(repo.work_tree, "ns/b.frame.json", "b\n")
+    base = repo.commit(["ns/a.frame.json", "ns/b.frame.json"], "base", "laptop")
+    write(repo.work_tree, "ns/a.frame.json", "written after the check\n")  # vouched as "v2\n"
+    write(repo.work_tree, "ns/new.frame.json", "came back\n")  # vouched as gone
+    (repo.work_tree / "ns/b.frame.json").unlink()  # vouched as "b2\n"
+    write(repo.work_tree, "ns/c.frame.json", "c\n")  # vouched as is
+    sha = repo.commit(["ns/a.frame.json", "ns/new.frame.json", "ns/b.frame.json", "ns/c.frame.json"], "batch",
+                      "laptop", vouched={"ns/a.frame.json": blob("v2\n"), "ns/new.frame.json": None,
+                                         "ns/b.frame.json": blob("b2\n"), "ns/c.frame.json": blob("c\n")})
+    assert sha and commit_files(repo, sha) == ["A\tns/c.frame.json"]
+    assert repo.show(sha, "ns/a.frame.json") == b"checked\n" and repo.show(sha, "ns/b.frame.json") == b"b\n"
+    assert repo.commit(["ns/a.frame.json"], "only a", "laptop", vouched={"ns/a.frame.json": blob("v2\n")}) is None
+    assert repo.head() == sha and base
 
 
 def test_the_index_is_kept_split_and_true_whoever_writes_it(repo):
@@ -169,14 +198,14 @@ def test_the_index_is_kept_split_and_true_whoever_writes_it(repo):
 
     for k in range(3):
         write(repo.work_tree, f"ns/{k}.frame.json", f"{k}\n")
-        repo.commit([f"ns/{k}.frame.json"], "add", "laptop", checked=True)
+        repo.commit([f"ns/{k}.frame.json"], "add", "laptop")
         repo.sync_index()
         assert shared_index() and Path(shared_index()).is_file()
     assert git_cli(repo, "status", "--porcelain") == ""
     write(repo.work_tree, "ns/0.frame.json", "edited\n")
     git_cli(repo, "add", "ns/0.frame.json")  # another writer of the index: a person's Git
     assert shared_index() and git_cli(repo, "status", "--porcelain") == "M  ns/0.frame.json\n"
-    repo.commit(["ns/0.frame.json"], "edit", "laptop", checked=True)
+    repo.commit(["ns/0.frame.json"], "edit", "laptop")
     repo.sync_index()
     assert git_cli(repo, "status", "--porcelain") == ""
     assert git_cli(repo, "ls-files") == "ns/0.frame.json\nns/1.frame.json\nns/2.frame.json\n"
@@ -191,13 +220,13 @@ def test_a_commit_by_another_writer_becomes_the_parent(paths, packed):
     git_dir, work = paths
     with FrameRepo.create(git_dir, work, clock=Clock()) as daemon, FrameRepo(git_dir) as cli:
         write(work, "ns/a.frame.json", "a\n")
-        first = daemon.commit(["ns/a.frame.json"], "a", "laptop", checked=True)
+        first = daemon.commit(["ns/a.frame.json"], "a", "laptop")
         write(work, "ns/b.frame.json", "b\n")
         second = cli.commit(["ns/b.frame.json"], "b", "desktop")
         if packed:
             git_cli(daemon, "pack-refs", "--all")
         write(work, "ns/c.frame.json", "c\n")
-        third = daemon.commit(["ns/c.frame.json"], "c", "laptop", checked=True)
+        third = daemon.commit(["ns/c.frame.json"], "c", "laptop")
         assert git_cli(daemon, "rev-list", "HEAD").split()[:3] == [third, second, first]
         assert sorted(git_cli(daemon, "ls-tree", "-r", "--name-only", "HEAD").split()) == \
             ["ns/a.frame.json", "ns/b.frame.json", "ns/c.frame.json"]
