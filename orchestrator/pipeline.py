@@ -383,14 +383,16 @@ def stale_paths(root: Path, indexed: Mapping[str, tuple[int, int]], tracked: Cal
     the stat calls are most of a reconcile and overlap only across processes."""
     if workers < 2 or len(indexed) <= fork_above:
         return stale_share(str(root), indexed) | (set(tracked()) - indexed.keys())
+    git_only: set[str] | None = None
     try:
         with Forked(stale_share, [(str(root), indexed, k, workers) for k in range(workers)]) as shares:
             git_only = set(tracked()) - indexed.keys()
-            stale = set().union(*shares.results(WALK_STALL_S))
+            return set().union(*shares.results(WALK_STALL_S)) | git_only
     except ForkedError as exc:
         logger.warning("The reconcile's walkers %s; walking frames.shared/ in the daemon instead.", exc)
-        stale = stale_share(str(root), indexed)
-    return stale | git_only
+    if git_only is None:  # the walkers could not even start
+        git_only = set(tracked()) - indexed.keys()
+    return stale_share(str(root), indexed) | git_only
 
 
 def stale_share(root: str, indexed: Mapping[str, tuple[int, int]], share: int = 0, shares: int = 1) -> set[str]:
