@@ -38,7 +38,8 @@ from folders.errors import TwinsyncError
 from folders.files import write_atomic
 from folders.frame import FRAME_SUFFIX
 from folders.gitstore import FrameRepo, GitStoreError
-from folders.validator import VerdictCache
+from folders.gitobjects import object_id
+from folders.validator import VerdictCache, validate_frame_bytes
 from orchestrator.node import Node
 from orchestrator.state import stamp
 from orchestrator.tombstones import Tombstone
@@ -419,9 +420,11 @@ class ConflictQueue:
             self._decide(db, item, "approved")
             return []
         copy, original = self._decidable(item)
-        write_atomic(original, copy.read_bytes())
+        data = self._queued_copy(item, copy)
+        write_atomic(original, data)
         copy.unlink()
-        self.repo.commit([item.path], item.commit_message(self.node.name), item.theirs_author, when=self.clock())
+        self.repo.commit([item.path], item.commit_message(self.node.name), item.theirs_author, when=self.clock(),
+                         vouched={item.path: object_id(b"blob", data)})
         self._decide(db, item, "approved")
         return [item.path, item.copy_path]
 
@@ -441,13 +444,14 @@ class ConflictQueue:
         return [item.copy_path]
 
     def _keep_rollback(self, db, item: ConflictItem) -> list[str]:
-        self._rolled_back_file(item)
-        self.repo.commit([item.path], item.commit_message(self.node.name), item.theirs_author, when=self.clock())
+        _, blob = self._rolled_back_file(item)
+        self.repo.commit([item.path], item.commit_message(self.node.name), item.theirs_author, when=self.clock(),
+                         vouched={item.path: blob})
         self._decide(db, item, "approved")
         return [item.path]
 
     def _undo_rollback(self, db, item: ConflictItem) -> list[str]:
-        path = self._rolled_back_file(item)
+        path, _ = self._rolled_back_file(item)
         if item.undoes_delete:
             path.unlink()
         else:
@@ -455,16 +459,28 @@ class ConflictQueue:
         self._decide(db, item, "rejected")
         return [item.path]
 
-    def _rolled_back_file(self, item: ConflictItem) -> Path:
+    def _rolled_back_file(self, item: ConflictItem) -> tuple[Path, str | None]:
         """The file must still hold the version the item is about: anything else is newer
-        than the decision and must not be committed or overwritten by it."""
+        than the decision and must not be committed or overwritten by it. With the blob id
+        of the bytes judged, which is all a commit may then record."""
         path = self.root / item.path
         verdict = self.cache.validate(self.root, Path(item.path), self.node.trusted_keys(),
                                       self.node.config.frames.max_size)
         if not verdict.ok or verdict.frame.hash != item.theirs_hash:
             raise ConflictError(f"{path} changed since item #{item.id} was queued; the daemon re-checks "
                                 "it and closes or updates the item.")
-        return path
+        return path, verdict.blob
+
+    def _queued_copy(self, item: ConflictItem, copy: Path) -> bytes:
+        """The copy's bytes, judged as the frame they are to become: they must still be the
+        version the item was queued with, or an approval would put unjudged bytes in Git."""
+        data = copy.read_bytes()
+        verdict = validate_frame_bytes(Path(item.path), data, self.node.trusted_keys(),
+                                       self.node.config.frames.max_size)
+        if not verdict.ok or verdict.frame.hash != item.theirs_hash:
+            raise ConflictError(f"The conflict copy {copy} changed since item #{item.id} was queued; the "
+                                "daemon re-checks it and updates the item.")
+        return data
 
     def _check_open(self, item: ConflictItem) -> None:
         if item.status != OPEN:

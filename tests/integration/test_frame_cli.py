@@ -259,6 +259,28 @@ def test_approving_a_rollback_commits_the_older_version(node_factory):
     assert _queue(node) == []
 
 
+def test_a_conflict_copy_changed_after_it_was_queued_is_not_approved_into_git(node_factory):
+    """Approving a copy commits its bytes: they must still be the version the item was
+    queued with (a writer may have replaced the copy before the daemon looked again), or
+    unjudged bytes would reach Git."""
+    node = node_factory("n1")
+    node.cli("frame", "put", "a/x", "--body", '{"v": "ours"}')
+    key = load_private_key(node.home / "keys/node.key")
+    copy = node.home / "frames.shared" / "a" / "x.frame.sync-conflict-20261125-080000-AAAAAAA.json"
+    copy.write_bytes(Frame.create("a/x", "n1", {"v": "theirs"}, key).to_bytes())
+    with Node.open(node.home) as opened, pipeline_for(opened) as pipeline:
+        pipeline.process({"a/" + copy.name})
+    (item,) = json.loads(node.cli("conflicts", "--json").output)
+    head = _git(node, "rev-parse", "HEAD")
+    for written in (b'{"not": "a frame"}', Frame.create("a/x", "n1", {"v": "another"}, key).to_bytes()):
+        copy.write_bytes(written)
+        out = node.cli("approve", str(item["id"]), ok=False)
+        assert out.exit_code == 1 and "changed since item" in out.output
+        assert _git(node, "rev-parse", "HEAD") == head and copy.read_bytes() == written
+        assert json.loads(node.cli("frame", "get", "a/x").output) == {"v": "ours"}
+    assert [i["status"] for i in json.loads(node.cli("conflicts", "--json").output)] == ["open"]
+
+
 def test_an_orphan_conflict_copy_that_fails_its_checks_is_quarantined_and_shown(node_factory, daemon_factory):
     """Finding 7: the quarantined copy was moved away without any item anyone could see."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
