@@ -96,8 +96,7 @@ def validate_frame_file(
         frame, data = _check(root, path, shown, trusted, max_size, expected_id)
     except _Rejected as rejected:
         return Verdict(False, rejected.code, rejected.message, None, path)
-    return Verdict(True, VerdictCode.OK, f"{shown} is a valid frame signed by {frame.author}.", frame, path,
-                   object_id(b"blob", data))
+    return _valid(path, shown, frame, data)
 
 
 def validate_frame_bytes(
@@ -119,6 +118,10 @@ def validate_frame_bytes(
         frame = _check_data(data, _expected_id(path.parts, shown, None), shown, trusted)
     except _Rejected as rejected:
         return Verdict(False, rejected.code, rejected.message, None, path)
+    return _valid(path, shown, frame, data)
+
+
+def _valid(path: Path, shown: str, frame: Frame, data: bytes) -> Verdict:
     return Verdict(True, VerdictCode.OK, f"{shown} is a valid frame signed by {frame.author}.", frame, path,
                    object_id(b"blob", data))
 
