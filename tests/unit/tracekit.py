@@ -104,9 +104,12 @@ trace_changes = st.lists(st.tuples(
 
 
 class TraceChanges:
-    """Applies `trace_changes` batches to an open trace.db connection, one by one."""
+    """Applies `trace_changes` batches to an open trace.db connection, one by one, starting
+    from an empty trace (a module's scratch trace.db serves every example)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM steps")
+        conn.execute("DELETE FROM sessions")
         self.conn = conn
         self.made: dict[str, list[str]] = {}
         self.n = 0
