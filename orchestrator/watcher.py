@@ -96,9 +96,12 @@ class FrameWatcher:
         first, because whatever changed before the observer started was not seen."""
         handler = _Handler(self.root, self.on_change, self.on_rescan)
         observer = Observer()
-        observer.schedule(handler, str(self.root), recursive=self.recursive, event_filter=CHANGES)
-        observer.start()
         try:
+            try:
+                observer.schedule(handler, str(self.root), recursive=self.recursive, event_filter=CHANGES)
+                observer.start()
+            except OSError as exc:  # inotify's own error may not name the folder
+                raise OSError(exc.errno, exc.strerror, str(self.root)) from None
             self.on_rescan()
             while not stop.wait(CHECK_S):
                 if handler.failure is not None:
@@ -107,5 +110,6 @@ class FrameWatcher:
                     raise WatcherStopped(f"watchdog stopped watching {self.root}"
                                          + ("" if self.root.is_dir() else " (the folder is gone)"))
         finally:
-            observer.stop()
-            observer.join(timeout=10)
+            observer.stop()  # also ends an emitter started before a failed start
+            if observer.ident is not None:
+                observer.join(timeout=10)
