@@ -1,5 +1,7 @@
 """Pure node-side logic: the node home layout, keys, invites, frames and traces.
 
-Nothing here starts threads, configures logging or talks to Syncthing; the orchestrator
-wires these pieces together.
+Nothing here configures logging or talks to Syncthing, and nothing keeps a thread or a
+process running: the few started here (a restore's copy and its step-hash children, a
+merge's rehash) end inside the call that started them. The orchestrator wires these
+pieces together.
 """

@@ -81,8 +81,9 @@ def read_small_file(path: Path, limit: int) -> bytes:
 
 
 def load_manifest(path: Path, fields: frozenset[str] | set[str],
-                  bad: Callable[[str], SegmentError]) -> dict:
-    """A manifest's JSON, small and with exactly `fields`; `bad(why)` makes the error."""
+                  bad: Callable[[str], SegmentError], optional: frozenset[str] = frozenset()) -> dict:
+    """A manifest's JSON, small and with exactly `fields`, plus any of `optional` (fields
+    a newer twinsync added; an older one refuses them); `bad(why)` makes the error."""
     try:
         data = read_small_file(path, MANIFEST_MAX_BYTES)
     except ValueError as exc:
@@ -95,8 +96,9 @@ def load_manifest(path: Path, fields: frozenset[str] | set[str],
         manifest = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise bad("cannot be read as JSON") from None
-    if not isinstance(manifest, dict) or set(manifest) != fields:
-        raise bad(f"does not have exactly the fields {', '.join(sorted(fields))}")
+    if not isinstance(manifest, dict) or not fields <= set(manifest) <= fields | optional:
+        also = f" (and optionally {', '.join(sorted(optional))})" if optional else ""
+        raise bad(f"does not have exactly the fields {', '.join(sorted(fields))}{also}")
     if "created" in fields and not _is_utc_stamp(manifest["created"]):
         raise bad("has a created time that is not a UTC time like 2026-11-25T08:00:00.000000Z")
     return manifest

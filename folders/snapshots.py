@@ -73,6 +73,9 @@ from folders.trace import (
 MANIFEST_VERSION = 1
 MANIFEST_KEYS = frozenset(
     {"twinsync", "kind", "node", "file", "sha256", "rows", "created", "seq", "merged", "sig"})
+#: Signed by a twinsync that ran SQLite's integrity_check on exactly the bytes it signed;
+#: a restore of the node's own snapshot then need not run it again (`folders.restore`).
+INTEGRITY_CHECKED = "integrity_checked"
 SNAPSHOTS_DIR = "snapshots"
 #: A snapshot's name without its suffix; its .db and its manifest (.json) share it.
 SNAPSHOT_STEM = r"snap-\d{8}T\d{12}Z"
@@ -166,10 +169,17 @@ def make_snapshot(trace_db_path: Path, out_dir: Path, node: str, key: Ed25519Pri
                 try:
                     source.backup(copy)
                     seq, merged, rows = _trim(copy, node)
+                    copy.execute(f"PRAGMA mmap_size={1 << 40}")  # our scratch copy: nothing truncates it
+                    check = [row[0] for row in copy.execute("PRAGMA integrity_check")]
                 finally:
                     copy.close()
             finally:
                 source.close()
+            if check != ["ok"]:
+                raise TraceError(f"Cannot snapshot {trace_db_path}: its copy fails SQLite's "
+                                 f"integrity_check ({check[0]}), so it was not published. Run "
+                                 f"`sqlite3 {trace_db_path} 'PRAGMA integrity_check'`; if that fails "
+                                 "too, restore trace.db from the newest snapshot with `twinsync restore`.")
             fsync_dir(tmp)  # open read-only and fsync: works on a file too
             tmp.replace(db_path)
         finally:
@@ -180,7 +190,7 @@ def make_snapshot(trace_db_path: Path, out_dir: Path, node: str, key: Ed25519Pri
         manifest = sign_manifest({
             "twinsync": MANIFEST_VERSION, "kind": "snapshot", "node": node,
             "file": db_path.name, "sha256": digest, "rows": rows, "created": created,
-            "seq": seq, "merged": merged}, key)
+            "seq": seq, "merged": merged, INTEGRITY_CHECKED: True}, key)
         manifest_path = db_path.with_suffix(".json")
         write_atomic(manifest_path, manifest_bytes(manifest))
         size = db_path.stat().st_size
@@ -260,14 +270,16 @@ def verify_snapshot(manifest_path: Path, trusted: Mapping[str, Ed25519PublicKey]
 
 
 def check_snapshot_db(manifest_path: Path, manifest: Mapping, db_path: Path, *,
-                      copy: Path | None = None, hash_steps: bool = True) -> VerifiedSnapshot:
+                      copy: Path | None = None, hash_steps: bool = True, workers: int = 1) -> VerifiedSnapshot:
     """The checks after the signature and the sha256 (`check_signed_file`): SQLite's
     quick_check, the schema, the row count, coverage, every step's hash, the authors.
 
     `copy`: a private copy of `db_path` whose sha256 the caller proved; the checks then
     run on the copy, so what the caller puts in place is exactly what was checked, while
-    every message names `db_path`."""
-    _check_snapshot_db(copy or db_path, manifest, hash_steps, named=db_path)
+    every message names `db_path`. Only then may `workers` > 1 processes hash its steps."""
+    if workers > 1 and copy is None:
+        raise ValueError("steps are hashed in child processes only on a private copy")
+    _check_snapshot_db(copy or db_path, manifest, hash_steps, named=db_path, workers=workers)
     return VerifiedSnapshot(manifest["node"], manifest["seq"], manifest["rows"], manifest["sha256"],
                             manifest["created"], dict(manifest["merged"]), db_path,
                             manifest_path, (copy or db_path).stat().st_size, hash_steps)
@@ -282,12 +294,14 @@ def read_snapshot_manifest(path: Path) -> dict:
         return SegmentError("bad_manifest", f"Snapshot manifest {path} {why}; remove it, or ask "
                             "its node to snapshot again.")
 
-    manifest = load_manifest(path, MANIFEST_KEYS, bad)
+    manifest = load_manifest(path, MANIFEST_KEYS, bad, optional=frozenset({INTEGRITY_CHECKED}))
     ints = ("twinsync", "seq", "rows")
     if (any(type(manifest[k]) is not int for k in ints)
             or any(not isinstance(manifest[k], str) for k in MANIFEST_KEYS - set(ints) - {"merged"})
             or not isinstance(manifest["merged"], dict)):
         raise bad("has a field of the wrong type")
+    if manifest.get(INTEGRITY_CHECKED, True) is not True:
+        raise bad(f'has an "{INTEGRITY_CHECKED}" that is not true')
     if manifest["twinsync"] != MANIFEST_VERSION or manifest["kind"] != "snapshot":
         raise bad(f"is not a version {MANIFEST_VERSION} snapshot manifest")
     if not NODE_NAME_RE.match(manifest["node"]):
@@ -313,7 +327,8 @@ def _refuser(db_path: Path, node: str) -> Refuse:
     return refuse
 
 
-def _check_snapshot_db(db_path: Path, manifest: Mapping, hash_steps: bool, named: Path) -> None:
+def _check_snapshot_db(db_path: Path, manifest: Mapping, hash_steps: bool, named: Path,
+                       workers: int) -> None:
     """The checks every steps file gets, plus coverage: only published sessions, and the
     segment seqs the manifest claims."""
     refuse = _refuser(named, manifest["node"])
@@ -326,7 +341,7 @@ def _check_snapshot_db(db_path: Path, manifest: Mapping, hash_steps: bool, named
 
     check_steps_db(db_path, manifest["rows"], [manifest["node"], *manifest["merged"]], refuse,
                    schema=_schema_problem, authors_why="a node it does not list as merged",
-                   extra=coverage, hash_steps=hash_steps)
+                   extra=coverage, hash_steps=hash_steps, workers=workers)
 
 
 def _schema_problem(conn: sqlite3.Connection) -> str | None:

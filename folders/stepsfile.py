@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -86,34 +88,37 @@ def schema_problem(conn: sqlite3.Connection, tables: Sequence[str], indexes: fro
 def check_steps_db(db_path: Path, rows: int, authors: list[str], refuse: Refuse,
                    schema: Callable[[sqlite3.Connection], str | None], authors_why: str,
                    extra: Callable[[sqlite3.Connection], None] = lambda conn: None,
-                   hash_steps: bool = True) -> None:
+                   hash_steps: bool = True, workers: int = 1) -> None:
     """The one check of a steps file, in SQL so memory stays flat: it opens read-only,
     passes quick_check, `schema` finds no problem, it holds the manifest's row count,
     passes `extra`, every step's hash recomputes (unless `hash_steps` is False: the union
-    checks them) and every author is vouched for."""
+    checks them) and every author is vouched for.
+
+    `workers` > 1 hashes the steps in that many child processes (`StepHashes`), which
+    map the file into memory: only for a private copy that nothing truncates."""
     try:
         conn = sqlite3.connect(readonly_uri(db_path), uri=True)
     except sqlite3.DatabaseError:
         raise refuse("corrupt_db", "cannot be opened as SQLite") from None
     try:
         add_step_hash_function(conn)
-        try:
-            check = [row[0] for row in conn.execute("PRAGMA quick_check")]
-        except sqlite3.DatabaseError:
-            raise refuse("corrupt_db", "is not a readable SQLite database") from None
-        if check != ["ok"]:
-            raise refuse("corrupt_db", f"fails SQLite's quick_check ({check[0]})")
-        problem = schema(conn)
-        if problem:
-            raise refuse("bad_schema", problem)
-        held = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
-        if held != rows:
-            raise refuse("row_count", f"holds {held} steps, its manifest says {rows}")
-        extra(conn)
-        bad = conn.execute(f"SELECT hash FROM steps WHERE step_hash({HASHED}) IS NOT hash "
-                           "LIMIT 1").fetchone() if hash_steps else None
+        with StepHashes(db_path, conn, workers if hash_steps else 1) as hashes:
+            try:
+                check = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            except sqlite3.DatabaseError:
+                raise refuse("corrupt_db", "is not a readable SQLite database") from None
+            if check != ["ok"]:
+                raise refuse("corrupt_db", f"fails SQLite's quick_check ({check[0]})")
+            problem = schema(conn)
+            if problem:
+                raise refuse("bad_schema", problem)
+            held = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
+            if held != rows:
+                raise refuse("row_count", f"holds {held} steps, its manifest says {rows}")
+            extra(conn)
+            bad = hashes.first_bad(conn) if hash_steps else None
         if bad is not None:
-            raise bad_step_hash(refuse, bad[0])
+            raise bad_step_hash(refuse, bad)
         foreign = conn.execute(
             "SELECT hash, author FROM steps WHERE author NOT IN (SELECT value FROM json_each(?)) "
             "LIMIT 1", (json.dumps(authors),)).fetchone()
@@ -124,6 +129,103 @@ def check_steps_db(db_path: Path, rows: int, authors: list[str], refuse: Refuse,
         raise refuse("corrupt_db", f"cannot be read ({exc})") from None
     finally:
         conn.close()
+
+
+#: The rowids a table can hold: a check over this range misses no row, whatever the file.
+ALL_ROWS = (-(1 << 63), (1 << 63) - 1)
+#: Below this many steps one process hashes them: a child costs ~0.1 s to start.
+CHILD_MIN_STEPS = 50_000
+#: Rowid ranges per child process (`StepHashes`).
+STRIPES = 4
+
+
+def first_bad_step(conn: sqlite3.Connection, first: int, last: int) -> str | None:
+    """A step with a rowid in [first, last] whose hash does not recompute, or None."""
+    row = conn.execute(f"SELECT hash FROM steps WHERE rowid BETWEEN ? AND ? AND "
+                       f"step_hash({HASHED}) IS NOT hash LIMIT 1", (first, last)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def rowid_ranges(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+    """[first, last] ranges, in order, that together are exactly ALL_ROWS, cut so that
+    the rowids from `low` to `high` fall about evenly into `parts` of them."""
+    span = high - low + 1
+    cuts = sorted({low + span * k // parts for k in range(1, parts)} - {ALL_ROWS[0]})
+    starts = [ALL_ROWS[0], *cuts]
+    return [(start, end - 1) for start, end in zip(starts, [*cuts, ALL_ROWS[1] + 1])]
+
+
+class StepHashes:
+    """Every step's hash recomputed by child processes, one rowid range each, started on
+    entry so they hash while the caller makes its other checks.
+
+    Hashing is Python per step and holds the GIL (a 1 GB snapshot: 7 s on one core), so
+    only processes spread it over cores. A child is a fresh interpreter
+    (`python -m folders.stephashes`), not a fork: the TUI forks from a process whose
+    other threads may hold SQLite's locks. A child that cannot start, fails or answers
+    nonsense costs time, not a verdict: its range is hashed here instead. With `workers`
+    1, or few steps, everything is hashed here."""
+
+    def __init__(self, db_path: Path, conn: sqlite3.Connection, workers: int, *,
+                 python: str = sys.executable, min_steps: int = CHILD_MIN_STEPS) -> None:
+        self._children: list[tuple[list[tuple[int, int]], subprocess.Popen | None]] = []
+        if workers <= 1:
+            return
+        try:
+            low, high, held = conn.execute("SELECT min(rowid), max(rowid), count(*) FROM steps").fetchone()
+        except sqlite3.DatabaseError:
+            return  # the checks before hashing refuse it, with their own reason
+        if held < min_steps:
+            return
+        conn.execute(f"PRAGMA mmap_size={1 << 40}")  # a private copy: nothing truncates it
+        # Steps that grow large late (long answers) sit together, so each child takes every
+        # workers-th of 4 ranges per worker rather than one block: the work comes out even.
+        ranges = rowid_ranges(low, high, workers * STRIPES)
+        for k in range(workers):
+            mine = ranges[k::workers]
+            try:
+                child = subprocess.Popen(
+                    [python, "-I", "-m", "folders.stephashes", str(db_path),
+                     *(str(bound) for rowids in mine for bound in rowids)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            except OSError:
+                child = None
+            self._children.append((mine, child))
+
+    def __enter__(self) -> StepHashes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, child in self._children:
+            if child is not None and child.returncode is None:  # not answered: not needed
+                child.kill()
+                child.communicate()
+
+    def first_bad(self, conn: sqlite3.Connection) -> str | None:
+        """A step whose hash does not recompute, or None when every one does."""
+        if not self._children:
+            return first_bad_step(conn, *ALL_ROWS)
+        for ranges, child in self._children:
+            answer = _answer(child)
+            bad = (answer[0] if answer is not None
+                   else next(filter(None, (first_bad_step(conn, *rowids) for rowids in ranges)), None))
+            if bad is not None:
+                return bad
+        return None
+
+
+def _answer(child: subprocess.Popen | None) -> tuple[str | None] | None:
+    """What a child found, as a 1-tuple; None when it gave no answer to trust."""
+    if child is None:
+        return None
+    out, _ = child.communicate()
+    try:
+        found = json.loads(out)
+    except ValueError:
+        return None
+    if child.returncode != 0 or not isinstance(found, dict) or not isinstance(found.get("bad", 0), str | None):
+        return None
+    return (found["bad"],)
 
 
 def file_identity(path: Path) -> tuple[int, int, int, int]:

@@ -434,12 +434,15 @@ def restore(node: Node, info: SnapshotInfo, *, as_new_machine: bool = False,
 
 def _restore(node: Node, info: SnapshotInfo, as_new_machine: bool,
              progress: Callable[[int, int], None] | None) -> RestoreReport:
+    from orchestrator.forked import cores  # multiprocessing: 60 ms of imports other commands skip
+
     try:
         before = shadow_sessions(node.layout.trace_db, node.name) if node.layout.trace_db.exists() else 0
     except TraceError:
         before = None  # unreadable: whatever it holds stays in the backup
     restored = restore_snapshot(node.layout.trace_db, info.manifest_path, node.trusted_keys(),
-                                progress=progress, node=node.name, new_machine=as_new_machine)
+                                progress=progress, node=node.name, new_machine=as_new_machine,
+                                workers=cores())
     backup = restored.backup
     shadows = shadow_sessions(node.layout.trace_db, node.name)
     left = None

@@ -125,9 +125,9 @@ def test_snapshot_holds_the_published_trace_only_and_restores_it(make_node, root
                                                                  snap.manifest_path.name]
     manifest = json.loads(snap.manifest_path.read_text())
     assert set(manifest) == {"twinsync", "kind", "node", "file", "sha256", "rows", "created",
-                             "seq", "merged", "sig"}
-    assert (manifest["kind"], manifest["file"], manifest["sha256"]) == ("snapshot", snap.path.name,
-                                                                       snap.sha256)
+                             "seq", "merged", "integrity_checked", "sig"}
+    assert (manifest["kind"], manifest["file"], manifest["sha256"], manifest["integrity_checked"]) == (
+        "snapshot", snap.path.name, snap.sha256, True)
     unsigned = {k: v for k, v in manifest.items() if k != "sig"}
     assert keys.verify(TRUSTED["a"], canonical_json(unsigned), manifest["sig"])
     with closing(sqlite3.connect(snap.path)) as conn:
@@ -334,6 +334,14 @@ def created_garbage(snap: Snapshot) -> None:
     resign(snap.manifest_path, KEYS["a"], created="soon")
 
 
+def integrity_not_true(snap: Snapshot) -> None:
+    resign(snap.manifest_path, KEYS["a"], integrity_checked="yes")
+
+
+def unknown_field(snap: Snapshot) -> None:
+    resign(snap.manifest_path, KEYS["a"], checked_by="twinsync 9")
+
+
 REFUSALS = [(truncate, "sha_mismatch"), (flip_byte, "sha_mismatch"),
             (untrusted_node, "untrusted_node"), (impersonation, "bad_signature"),
             (unknown_key, "bad_signature"), (bad_step_hash, "bad_step_hash"),
@@ -342,7 +350,8 @@ REFUSALS = [(truncate, "sha_mismatch"), (flip_byte, "sha_mismatch"),
             (extra_index, "bad_schema"), (extra_table, "bad_schema"), (link_as_db, "not_a_file"),
             (shadow_session, "unpublished"), (not_sqlite, "corrupt_db"),
             (junk_manifest, "bad_manifest"), (manifest_naming_another_file, "bad_manifest"),
-            (missing_file, "missing_file"), (created_garbage, "bad_manifest")]
+            (missing_file, "missing_file"), (created_garbage, "bad_manifest"),
+            (integrity_not_true, "bad_manifest"), (unknown_field, "bad_manifest")]
 
 
 @pytest.fixture
@@ -444,20 +453,50 @@ def test_a_snapshot_replaced_while_it_is_copied_restores_the_bytes_that_were_che
     assert rows(b.trace, "PRAGMA integrity_check") == [("ok",)]
 
 
-def test_a_snapshot_whose_index_does_not_match_its_table_is_not_restored(scene) -> None:
-    """quick_check passes and a merge reads only the table, but a restore keeps the snapshot's
-    indexes: SQLite's integrity_check must refuse one that lies about its table."""
-    a, b, snap = scene
-    with closing(sqlite3.connect(snap.path)) as conn:
+def lie_about_an_index(db: Path) -> None:
+    """steps_goal keeps its entries but says it indexes kind: quick_check passes."""
+    with closing(sqlite3.connect(db)) as conn:
         conn.execute("PRAGMA writable_schema=ON")
         conn.execute("""UPDATE sqlite_master SET sql = replace(sql, '("goal")', '("kind")') """
                      "WHERE name = 'steps_goal'")
         conn.commit()
-    resign(snap.manifest_path, KEYS["a"], sha256=_sha(snap.path))
+
+
+@pytest.mark.parametrize("drop, how", [(("integrity_checked",), {}),
+                                       ((), {"node": "b", "new_machine": True})],
+                         ids=["not-said-checked", "another-nodes"])
+def test_a_snapshot_whose_index_does_not_match_its_table_is_not_restored(scene, drop, how) -> None:
+    """quick_check passes and a merge reads only the table, but a restore keeps the snapshot's
+    indexes: SQLite's integrity_check must refuse one that lies about its table. A restore
+    leaves it to the signature only for the node's own snapshot said checked before signing;
+    one that does not say so (an older twinsync's) or another node's is checked here."""
+    a, b, snap = scene
+    lie_about_an_index(snap.path)
+    resign(snap.manifest_path, KEYS["a"], sha256=_sha(snap.path), drop=drop)
     assert rows(snap.path, "PRAGMA quick_check") == [("ok",)]
-    error = unchanged_after(b, lambda: restore_snapshot(b.trace, snap.manifest_path, TRUSTED))
+    error = unchanged_after(b, lambda: restore_snapshot(b.trace, snap.manifest_path, TRUSTED, workers=2,
+                                                        **how))
     assert isinstance(error, SegmentError) and error.code == "corrupt_db"
     assert "integrity_check" in str(error) and str(snap.path) in str(error)
+
+
+def test_a_trace_whose_index_does_not_match_its_table_is_not_snapshotted(make_node) -> None:
+    """The check a restore of the node's own snapshot leaves out runs before signing: a
+    trace.db whose index lies publishes no snapshot, and the error says what to do."""
+    a = make_node("a")
+    a.publish(sessions=2)
+    lie_about_an_index(a.trace)
+    with pytest.raises(TraceError) as info:
+        a.snapshot()
+    assert "integrity_check" in str(info.value) and str(a.trace) in str(info.value)
+    assert "twinsync restore" in str(info.value)
+    assert list((a.folder / "snapshots").iterdir()) == []
+
+
+def test_a_snapshot_of_an_older_twinsync_without_integrity_checked_still_reads(scene) -> None:
+    a, b, snap = scene
+    resign(snap.manifest_path, KEYS["a"], drop=("integrity_checked",))
+    assert verify_snapshot(snap.manifest_path, TRUSTED).sha256 == snap.sha256
 
 
 def test_a_snapshot_of_another_node_is_restored_only_onto_a_new_machine(scene) -> None:

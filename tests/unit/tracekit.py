@@ -33,12 +33,14 @@ def node_keys(*names: str) -> tuple[dict[str, Ed25519PrivateKey], dict[str, Ed25
     return keys, {name: key.public_key() for name, key in keys.items()}
 
 
-def resign(manifest_path: Path, key: Ed25519PrivateKey, **changes: object) -> None:
-    """Rewrite a manifest with new fields and a valid signature by `key`: only the content
-    checks can tell it from an honest one."""
+def resign(manifest_path: Path, key: Ed25519PrivateKey, *, drop: tuple[str, ...] = (),
+           **changes: object) -> None:
+    """Rewrite a manifest with new fields (and without the fields in `drop`) and a valid
+    signature by `key`: only the content checks can tell it from an honest one."""
     manifest = json.loads(manifest_path.read_text())
     manifest.update(changes)
-    manifest.pop("sig")
+    for name in (*drop, "sig"):
+        manifest.pop(name)
     manifest["sig"] = keys.sign(key, canonical_json(manifest))
     manifest_path.write_text(json.dumps(manifest))
 
