@@ -125,7 +125,9 @@ def _verify_into(manifest_path: Path, trusted: Mapping[str, Ed25519PublicKey], t
             indexes = None if vouched else beside.submit(
                 lambda: [row[0] for row in checker.execute("PRAGMA integrity_check")])
             try:
-                verified = check_snapshot_db(manifest_path, manifest, source, copy=tmp, workers=workers)
+                # integrity_check takes a core of its own; the step hashes get the rest
+                verified = check_snapshot_db(manifest_path, manifest, source, copy=tmp,
+                                             workers=workers if vouched else max(1, workers - 1))
             except BaseException:
                 checker.interrupt()  # refused already: do not wait for the rest of the check
                 raise
