@@ -4,8 +4,10 @@ no longer needed costs time, never a verdict."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from contextlib import closing
@@ -89,6 +91,21 @@ def test_children_find_a_bad_step_wherever_it_is(steps_db: Path, tmp_path: Path,
     python, starts = counting_python(tmp_path)
     assert first_bad(db, 3, python) == bad
     assert starts.read_text().count("started") == 3
+
+
+def test_a_child_answers_for_its_ranges_in_an_isolated_interpreter(steps_db: Path, tmp_path: Path) -> None:
+    """What StepHashes starts, run by hand: with -I (no current directory, no PYTHONPATH) the
+    installed package still imports, and the answer names the forged step of its ranges only."""
+    db, bad = tampered(steps_db, tmp_path, 2_500)
+
+    def child(*bounds: int) -> dict:
+        done = subprocess.run([sys.executable, "-I", "-m", "folders.stephashes", str(db), *map(str, bounds)],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert child(1, 1_000, 2_001, 3_000) == {"bad": bad}
+    assert child(1, 2_499, 2_501, ALL_ROWS[1]) == {"bad": None}
 
 
 def test_children_pass_a_file_whose_every_step_recomputes(steps_db: Path, tmp_path: Path) -> None:
