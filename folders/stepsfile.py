@@ -156,14 +156,14 @@ def rowid_ranges(low: int, high: int, parts: int) -> list[tuple[int, int]]:
 
 
 class StepHashes:
-    """Every step's hash recomputed by child processes, one rowid range each, started on
-    entry so they hash while the caller makes its other checks.
+    """Every step's hash recomputed by child processes, each over its share of interleaved
+    rowid ranges, started on entry so they hash while the caller makes its other checks.
 
     Hashing is Python per step and holds the GIL (a 1 GB snapshot: 7 s on one core), so
     only processes spread it over cores. A child is a fresh interpreter
     (`python -m folders.stephashes`), not a fork: the TUI forks from a process whose
     other threads may hold SQLite's locks. A child that cannot start, fails or answers
-    nonsense costs time, not a verdict: its range is hashed here instead. With `workers`
+    nonsense costs time, not a verdict: its ranges are hashed here instead. With `workers`
     1, or few steps, everything is hashed here."""
 
     def __init__(self, db_path: Path, conn: sqlite3.Connection, workers: int, *,
