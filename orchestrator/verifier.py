@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait as wait_for_exits
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ CHUNK = 200
 #: A task whose answer takes longer than this means a stuck or dead worker: a chunk of
 #: ordinary frames takes milliseconds, and judging here is always correct, only slower.
 STALL_S = 60.0
+#: A worker exits within milliseconds of the batch's end; one still there after this is stuck.
+EXIT_S = 5.0
 
 #: (stamp, ok, code, message, frame, blob) of a judged file, its path left out (the daemon knows it).
 _Compact = tuple[tuple[Any, ...] | None, bool, VerdictCode, str, Frame | None, str | None]
@@ -64,20 +68,41 @@ class VerifierPool:
         # fork: the workers start in milliseconds with every module already imported.
         pool = ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=FORK,
                                    initializer=die_with, initargs=(os.getpid(),))
+        workers: list[Any] = []
         try:
-            for answer in [pool.submit(_judge_chunk, task) for task in tasks]:
+            answers = [pool.submit(_judge_chunk, task) for task in tasks]
+            workers = list((getattr(pool, "_processes", None) or {}).values())  # fork: all start at the first submit
+            for answer in answers:
                 judged.extend(answer.result(timeout=self.stall_s))
         except (BrokenProcessPool, TimeoutError) as exc:
             logger.warning("Frame verification workers %s; judging the remaining %d files here instead.",
                            "stopped" if isinstance(exc, BrokenProcessPool) else
                            f"gave no answer for {self.stall_s:.0f} s", len(paths) - len(judged))
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
+            for process in workers:
                 process.kill()  # a stuck worker would hold up shutdown; the executor has no public kill
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
+            _end_stragglers(workers)
         return ([(stamp, Verdict(ok, code, message, frame, path, blob))
                  for path, (stamp, ok, code, message, frame, blob) in zip(paths, judged)]
                 + judge_one_by_one(root, paths[len(judged):], trusted, max_size))
+
+
+def _end_stragglers(workers: list[Any]) -> None:
+    """Workers that have not exited `EXIT_S` after the batch are ended; the executor's own
+    thread reaps them. A worker stuck before it took any task (a fork that inherited a held
+    lock) is never missed while the others answer for it, and waiting for its exit, as
+    `shutdown(wait=True)` does, would hold the batch thread for ever: a CI run saw exactly that."""
+    deadline = time.monotonic() + EXIT_S
+    left = {process.sentinel: process for process in workers}
+    while left and (remaining := deadline - time.monotonic()) > 0:
+        for ended in wait_for_exits(list(left), remaining):
+            left.pop(ended)
+    for process in left.values():
+        process.kill()
+    if left:
+        logger.warning("%d frame verification worker(s) did not stop after the batch; they were ended.",
+                       len(left))
 
 
 def _judge_chunk(task: tuple[str, list[str], dict[str, str], int]) -> list[_Compact]:

@@ -146,8 +146,12 @@ def test_a_killed_or_stuck_worker_costs_time_not_verdicts(tmp_path, caplog, sig)
         got = VerifierPool(2, inline_below=2, chunk=10, stall_s=2)(tmp_path, paths, TRUSTED, MAX_SIZE)
     killer.join()
     assert killed and got == expected
-    assert ("stopped" if sig == signal.SIGKILL else "gave no answer for 2 s") in caplog.text
-    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    # a worker stopped before it took a task is found when the batch ends, not by its silence
+    assert ("stopped" if sig == signal.SIGKILL else "gave no answer for 2 s") in caplog.text or (
+        sig == signal.SIGSTOP and "did not stop after the batch; they were ended" in caplog.text)
+    # the executor's own thread reaps it after a failure; the call did not wait for that
+    wait_for(lambda: not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE,
+             timeout=10, what="the stopped worker to be ended")
 
 
 def test_small_batches_are_judged_here_without_a_fork(tmp_path):
