@@ -6,7 +6,8 @@ only the fan-out, and a verdict is the one `validate_frame_file` gives, wherever
 Small batches are judged here, in the daemon: forking costs more than it saves below
 `INLINE_BELOW` files, and one frame put must not wait for a fork. If the workers stop
 answering (one was killed, or a fork inherited a lock another thread held), they are ended
-and the files not yet judged are judged here, so a batch is never lost, only slower.
+and the files not yet judged are judged here, so a batch is never lost, only slower; a
+worker still there `EXIT_S` after the batch is ended too, never waited for.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from folders.frame import Frame, save_frame
 from folders.validator import VerdictCache, judge_one_by_one
-from orchestrator.verifier import VerifierPool
+from orchestrator.forked import FORK
+from orchestrator.verifier import EXIT_S, VerifierPool, _end_stragglers
 from tests.conftest import wait_for
 
 LAPTOP = Ed25519PrivateKey.generate()
@@ -152,6 +153,23 @@ def test_a_killed_or_stuck_worker_costs_time_not_verdicts(tmp_path, caplog, sig)
     # the executor's own thread reaps it after a failure; the call did not wait for that
     wait_for(lambda: not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE,
              timeout=10, what="the stopped worker to be ended")
+
+
+def test_a_worker_that_never_exits_after_the_batch_is_ended_not_waited_for(caplog):
+    """A worker stopped before it took a task is never missed (the others answer for it);
+    waiting for it to exit held the batch thread for ever in one CI run."""
+    done = FORK.Process(target=lambda: None)
+    stuck = FORK.Process(target=lambda: os.kill(os.getpid(), signal.SIGSTOP))
+    for process in (done, stuck):
+        process.start()
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.verifier"):
+        _end_stragglers([done, stuck])
+    assert time.monotonic() - started < EXIT_S + 5
+    stuck.join(10)
+    done.join(10)
+    assert stuck.exitcode == -signal.SIGKILL and done.exitcode == 0
+    assert "1 frame verification worker(s) did not stop after the batch" in caplog.text
 
 
 def test_small_batches_are_judged_here_without_a_fork(tmp_path):
