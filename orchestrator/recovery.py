@@ -454,6 +454,13 @@ def _restore(node: Node, info: SnapshotInfo, as_new_machine: bool,
                          after, shadows, left)
 
 
+def restore_stage(done: int, total: int) -> str:
+    """What a restore is doing, from its progress, in the words the CLI and the TUI both
+    show: after the copy come the checks (every step's hash) and the merge of newer
+    segments, seconds for a large snapshot, which the byte count cannot show."""
+    return "copying the snapshot in" if done < total else "checking every step, then merging newer segments"
+
+
 def restore_summary(report: RestoreReport) -> str:
     """What a restore did, in the words the CLI and the TUI both show."""
     text = (f"Restored {report.rows} steps from {report.snapshot} ({report.node}); merged "

@@ -8,7 +8,7 @@ from textual.worker import get_current_worker
 
 from folders.errors import TwinsyncError
 from folders.snapshots import SnapshotInfo
-from orchestrator.recovery import RestoreReport, restore_summary
+from orchestrator.recovery import RestoreReport, restore_stage, restore_summary
 from tui.dialogs import ConfirmScreen
 from tui.pane import KeyedTable, Pane
 from tui.rows import SNAPSHOT_COLUMNS, second, snapshot_rows
@@ -129,13 +129,19 @@ class SnapshotsPane(Pane):
             if get_current_worker().is_cancelled:
                 return
             try:
-                self.app.call_from_thread(bar.update, total=total, progress=done)
+                self.app.call_from_thread(self._progressed, info, done, total)
             except RuntimeError:  # the app is closing
                 pass
 
         self.call_service(self.service.restore, info, as_new_machine=takeover, progress=progress,
                           then=self._restored, group="restore", title="Restore",
                           after_error=self._restore_over)
+
+    def _progressed(self, info: SnapshotInfo, done: int, total: int) -> None:
+        """The bar follows the copy, then pulses while the checks and the merge run."""
+        self.query_one("#restore-progress", ProgressBar).update(total=total if done < total else None, progress=done)
+        self.query_one("#snapshots-note", Static).update(
+            f"Restoring from {info.manifest_path.stem}: {restore_stage(done, total)}…")
 
     def _restored(self, report: RestoreReport) -> None:
         self._restore_over()

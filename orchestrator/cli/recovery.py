@@ -249,6 +249,8 @@ def restore(
                  f"({info.rows} steps)? The current one is kept aside")
         with progress_bar() as bar:
             task = bar.add_task("restoring", total=None)
-            report = recovery.restore(node, info, as_new_machine=as_new_machine,
-                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+            report = recovery.restore(  # a full bar then says what the seconds after the copy are for
+                node, info, as_new_machine=as_new_machine,
+                progress=lambda done, total: bar.update(task, completed=done, total=total,
+                                                        description=recovery.restore_stage(done, total)))
     typer.echo(recovery.restore_summary(report))

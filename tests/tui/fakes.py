@@ -151,6 +151,8 @@ class FakeService:
         self.timeline = demo
         self.calls: list[tuple] = []
         self.fail_with: Exception | None = None
+        self.checked = threading.Event()  # a restore's checks end when it is set
+        self.checked.set()
         self._lock = threading.Lock()
 
     def _record(self, *call) -> None:
@@ -237,6 +239,7 @@ class FakeService:
         for done in range(0, 11):
             if progress is not None:
                 progress(done, 10)
+        self.checked.wait(30)
         return RestoreReport(info.manifest_path.name, info.node, info.rows, HOME / "trace.db.bak-20261125T080500Z",
                              MergeReport())
 

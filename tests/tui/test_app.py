@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from textual.command import CommandPalette
-from textual.widgets import ProgressBar, TabbedContent
+from textual.widgets import ProgressBar, Static, TabbedContent
 
 from tests.tui.fakes import FORK, REVISIONS, BrokenService, FakeService
 from tests.tui.helpers import until
@@ -86,11 +86,16 @@ def test_restore_shows_progress_and_the_result():
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
         assert "snap-20261125T070000Z" in app.screen.title_text
         assert "kept aside" in app.screen.body and "new machine" not in app.screen.body
+        service.checked.clear()
         await pilot.press("y")
+        note = app.query_one("#snapshots-note", Static)
+        bar = app.query_one("#restore-progress", ProgressBar)
+        await until(pilot, lambda: "checking every step" in str(note.render()), "the checks after the copy")
+        assert bar.display and bar.total is None and bar.progress == 10  # copied; the bar pulses
+        service.checked.set()
         await until(pilot, lambda: any("Restored 42 steps" in m for _, m in _notes(app)), "the result")
         assert service.calls == [("restore", "snap-20261125T070000Z.json", False)]
-        bar = app.query_one("#restore-progress", ProgressBar)
-        assert bar.progress == 10 and bar.total == 10 and not bar.display
+        assert not bar.display
 
         await pilot.press("up", "R")  # desktop's: restoring it takes desktop's place, and says so
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the takeover dialog")
