@@ -30,7 +30,7 @@ from folders.files import fsync_dir
 from folders.manifest import SegmentError, check_signed_file
 from folders.snapshots import (INTEGRITY_CHECKED, VerifiedSnapshot, check_snapshot_db, read_snapshot_manifest,
                                sidecar, snapshot_stamp)
-from folders.stepsfile import COLUMNS, readonly_uri
+from folders.stepsfile import COLUMNS, map_private_copy, readonly_uri
 from folders.trace import Clock, connect, ensure_schema, format_ts, utc_now, write_transaction
 
 #: Bytes copied per step of a restore (and per progress report): large reads let hashlib
@@ -114,12 +114,12 @@ def _verify_into(manifest_path: Path, trusted: Mapping[str, Ed25519PublicKey], t
     passed, and this node's key vouches for the check. Any other snapshot is checked here,
     in C on a second thread beside the step hashes, with the copy's fsync."""
     manifest = read_snapshot_manifest(manifest_path)
-    vouched = manifest.get(INTEGRITY_CHECKED) is True and manifest["node"] == (node or manifest["node"])
+    vouched = manifest.get(INTEGRITY_CHECKED) is True and node in (None, manifest["node"])
     source = check_signed_file(manifest_path, manifest, trusted, "Snapshot", "snapshot again",
                                digest=lambda path: _copy_hashing(path, tmp, progress, chunk))
     checker = sqlite3.connect(readonly_uri(tmp), uri=True, check_same_thread=False)
     try:
-        checker.execute(f"PRAGMA mmap_size={1 << 40}")  # our own copy: nothing truncates it
+        map_private_copy(checker)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-check") as beside:
             flushed = beside.submit(fsync_dir, tmp)
             indexes = None if vouched else beside.submit(

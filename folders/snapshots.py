@@ -57,6 +57,7 @@ from folders.stepsfile import (
     attached,
     check_steps_db,
     is_bridged,
+    map_private_copy,
     schema_problem,
     union_steps,
 )
@@ -169,7 +170,7 @@ def make_snapshot(trace_db_path: Path, out_dir: Path, node: str, key: Ed25519Pri
                 try:
                     source.backup(copy)
                     seq, merged, rows = _trim(copy, node)
-                    copy.execute(f"PRAGMA mmap_size={1 << 40}")  # our scratch copy: nothing truncates it
+                    map_private_copy(copy)  # our scratch copy
                     check = [row[0] for row in copy.execute("PRAGMA integrity_check")]
                 finally:
                     copy.close()

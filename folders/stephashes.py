@@ -12,17 +12,16 @@ import json
 import sqlite3
 import sys
 
-from folders.stepsfile import add_step_hash_function, first_bad_step, readonly_uri
+from folders.stepsfile import add_step_hash_function, first_bad_step, map_private_copy, readonly_uri
 
 
 def main(argv: list[str]) -> None:
     db_path, bounds = argv[0], [int(bound) for bound in argv[1:]]
     conn = sqlite3.connect(readonly_uri(db_path), uri=True)
     try:
-        conn.execute(f"PRAGMA mmap_size={1 << 40}")
+        map_private_copy(conn)
         add_step_hash_function(conn)
-        found = (first_bad_step(conn, first, last) for first, last in zip(bounds[::2], bounds[1::2]))
-        print(json.dumps({"bad": next(filter(None, found), None)}))
+        print(json.dumps({"bad": first_bad_step(conn, list(zip(bounds[::2], bounds[1::2])))}))
     finally:
         conn.close()
 

@@ -45,6 +45,13 @@ def readonly_uri(path: Path) -> str:
     return Path(path).resolve().as_uri() + "?mode=ro&immutable=1"
 
 
+def map_private_copy(conn: sqlite3.Connection) -> None:
+    """Let SQLite read `conn`'s file through memory maps, which makes full scans and
+    integrity_check far cheaper. Only for a file of our own that nothing truncates: a page
+    mapped past a truncated end kills the process (SIGBUS), so never for a peer's file."""
+    conn.execute(f"PRAGMA mmap_size={1 << 40}")
+
+
 def _sql_step_hash(session: object, goal: object, parent: object, author: object, ts: object,
                    kind: object, content: object) -> str | None:
     """`step_hash` for SQL; a value of the wrong type yields NULL, which never equals a hash."""
@@ -139,11 +146,15 @@ CHILD_MIN_STEPS = 50_000
 STRIPES = 4
 
 
-def first_bad_step(conn: sqlite3.Connection, first: int, last: int) -> str | None:
-    """A step with a rowid in [first, last] whose hash does not recompute, or None."""
-    row = conn.execute(f"SELECT hash FROM steps WHERE rowid BETWEEN ? AND ? AND "
-                       f"step_hash({HASHED}) IS NOT hash LIMIT 1", (first, last)).fetchone()
-    return None if row is None else str(row[0])
+def first_bad_step(conn: sqlite3.Connection, ranges: Sequence[tuple[int, int]] = (ALL_ROWS,)) -> str | None:
+    """The first step, in rowid order over the [first, last] `ranges`, whose hash does not
+    recompute, or None. `conn` needs `add_step_hash_function`."""
+    for first, last in ranges:
+        row = conn.execute(f"SELECT hash FROM steps WHERE rowid BETWEEN ? AND ? AND "
+                           f"step_hash({HASHED}) IS NOT hash LIMIT 1", (first, last)).fetchone()
+        if row is not None:
+            return str(row[0])
+    return None
 
 
 def rowid_ranges(low: int, high: int, parts: int) -> list[tuple[int, int]]:
@@ -177,7 +188,7 @@ class StepHashes:
             return  # the checks before hashing refuse it, with their own reason
         if held < min_steps:
             return
-        conn.execute(f"PRAGMA mmap_size={1 << 40}")  # a private copy: nothing truncates it
+        map_private_copy(conn)
         # Steps that grow large late (long answers) sit together, so each child takes every
         # workers-th of 4 ranges per worker rather than one block: the work comes out even.
         ranges = rowid_ranges(low, high, workers * STRIPES)
@@ -204,11 +215,10 @@ class StepHashes:
     def first_bad(self, conn: sqlite3.Connection) -> str | None:
         """A step whose hash does not recompute, or None when every one does."""
         if not self._children:
-            return first_bad_step(conn, *ALL_ROWS)
+            return first_bad_step(conn)
         for ranges, child in self._children:
             answer = _answer(child)
-            bad = (answer[0] if answer is not None
-                   else next(filter(None, (first_bad_step(conn, *rowids) for rowids in ranges)), None))
+            bad = answer[0] if answer is not None else first_bad_step(conn, ranges)
             if bad is not None:
                 return bad
         return None
@@ -310,10 +320,10 @@ def _find_bad_hash(db_path: Path, found: dict[str, object]) -> None:
     try:
         conn = sqlite3.connect(readonly_uri(db_path), uri=True)
         try:
-            for row in conn.execute(f"SELECT hash, {HASHED} FROM steps"):
-                if _sql_step_hash(*row[1:]) != row[0]:
-                    found["bad"] = row[0]
-                    return
+            add_step_hash_function(conn)
+            bad = first_bad_step(conn)
+            if bad is not None:
+                found["bad"] = bad
         finally:
             conn.close()
     except sqlite3.Error as exc:
